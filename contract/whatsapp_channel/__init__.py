@@ -1,0 +1,6 @@
+"""The shared core of the WhatsApp channel control plane.
+
+`model` is the contract (names, spec/status, REST shapes and the mapping between
+them), `sealing` the credential encryption, `kube` the one Kubernetes client adapter.
+Nothing here imports FastAPI or Kopf.
+"""

@@ -1,0 +1,285 @@
+"""The WhatsAppChannel contract: one source of truth for facade, operator and receiver.
+
+The CRD in `crds/` is generated from this module (`python -m whatsapp_channel.crd`) and a
+test proves they agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "whatsapp.hydracore.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "WhatsAppChannel"
+PLURAL = "whatsappchannels"
+SINGULAR = "whatsappchannel"
+SHORT_NAMES = ("wac",)
+CATEGORIES = ("hydracore", "whatsapp")
+
+# Meta's phone number ids are numeric strings (15-16 digits today; leave headroom).
+PHONE_NUMBER_ID_PATTERN = r"^[0-9]{5,32}$"
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+TOKEN_MAX_LENGTH = 4096
+SEALED_MAX_LENGTH = 8192
+
+# Fields of a channel's credentials: the CR's sealed field names and the keys of the
+# generated Secret (and of a user's secretRef Secret).
+CREDENTIAL_FIELDS: Mapping[str, str] = {
+    "accessToken": "access_token",
+    "appSecret": "app_secret",
+    "verifyToken": "verify_token",
+}
+
+# Labels and annotations the operator puts on what it generates; the receiver selects on them.
+LABEL_PREFIX = GROUP
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "whatsapp-channel-operator"
+INSTANCE_LABEL = f"{LABEL_PREFIX}/instance-id"
+PHONE_NUMBER_ID_LABEL = f"{LABEL_PREFIX}/phone-number-id"
+ENABLED_ANNOTATION = f"{LABEL_PREFIX}/enabled"
+DATA_HASH_ANNOTATION = f"{LABEL_PREFIX}/data-hash"
+GENERATED_SECRET_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+# Where the operator keeps its sealing keys, in its own namespace.
+SEALING_KEYS_SECRET = "whatsapp-channels-sealing-keys"
+SEALING_PUBLIC_CONFIGMAP = "whatsapp-channels-sealing-public"
+
+# Condition types and the stable reasons they carry.
+READY = "Ready"
+SECRET_SYNCED = "SecretSynced"
+WEBHOOK_CONFIGURED = "WebhookConfigured"
+CONDITION_TYPES = (SECRET_SYNCED, WEBHOOK_CONFIGURED, READY)
+
+RestStatus = Literal["pending", "active", "disabled", "error", "deleting"]
+
+
+def generated_secret_name(channel_name: str) -> str:
+    """The name of the Secret the operator writes for a channel."""
+    return f"whatsapp-{channel_name}"
+
+
+def webhook_path(instance_id: str) -> str:
+    """The receiver's per-channel path; the base URL is configuration."""
+    return f"/hooks/whatsapp/{instance_id}"
+
+
+def webhook_url(public_base_url: str, instance_id: str) -> str:
+    return public_base_url.rstrip("/") + webhook_path(instance_id)
+
+
+# --- the custom resource ----------------------------------------------------------------
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class SealedCredentials(_CamelModel):
+    """Each field is a seal made by `whatsapp_channel.sealing.seal` for this channel."""
+
+    access_token: str = Field(alias="accessToken", min_length=1, max_length=SEALED_MAX_LENGTH)
+    app_secret: str = Field(alias="appSecret", min_length=1, max_length=SEALED_MAX_LENGTH)
+    verify_token: str = Field(alias="verifyToken", min_length=1, max_length=SEALED_MAX_LENGTH)
+
+
+class SecretRef(_CamelModel):
+    """An existing Secret in the channel's namespace with keys access_token, app_secret,
+    verify_token."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)
+
+
+class ChannelSpec(_CamelModel):
+    instance_id: str = Field(alias="instanceId", pattern=UUID_PATTERN)
+    phone_number_id: str = Field(alias="phoneNumberId", pattern=PHONE_NUMBER_ID_PATTERN)
+    display_phone: str | None = Field(default=None, alias="displayPhone", pattern=E164_PATTERN)
+    enabled: bool = True
+    sealed: SealedCredentials | None = None
+    secret_ref: SecretRef | None = Field(default=None, alias="secretRef")
+
+
+class Condition(_CamelModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str = Field(alias="lastTransitionTime")
+    observed_generation: int = Field(alias="observedGeneration")
+
+
+class ChannelStatus(_CamelModel):
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    webhook_url: str | None = Field(default=None, alias="webhookUrl")
+    secret_name: str | None = Field(default=None, alias="secretName")
+    last_challenge_at: str | None = Field(default=None, alias="lastChallengeAt")
+    last_event_at: str | None = Field(default=None, alias="lastEventAt")
+
+
+def channel_body(
+    *, namespace: str, name: str, spec: ChannelSpec, resource_version: str | None = None
+) -> dict[str, Any]:
+    """A WhatsAppChannel object as the apiserver takes it."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": spec.model_dump(by_alias=True, exclude_none=True),
+    }
+
+
+# --- conditions -------------------------------------------------------------------------
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    *,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return the full conditions list with `type_` set.
+
+    lastTransitionTime moves only when the status flips; observedGeneration is always
+    written. The whole list is returned because a merge patch replaces lists whole.
+    """
+    status = "True" if ok else "False"
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    if previous is not None and previous.get("status") == status:
+        transition = str(previous.get("lastTransitionTime") or now or now_rfc3339())
+    else:
+        transition = now or now_rfc3339()
+    updated = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+    result = [dict(c) for c in conditions if c.get("type") != type_]
+    result.append(updated)
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    result.sort(key=lambda c: order.get(str(c.get("type")), len(order)))
+    return result
+
+
+def find_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def rest_status(obj: Mapping[str, Any]) -> RestStatus:
+    """The one mapping from a WhatsAppChannel's conditions to the REST `status` string."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    if metadata.get("deletionTimestamp"):
+        return "deleting"
+    ready = find_condition(status.get("conditions") or [], READY)
+    generation = metadata.get("generation")
+    if ready is None or ready.get("observedGeneration") != generation:
+        return "pending"
+    if ready.get("status") == "True":
+        return "active" if spec.get("enabled", True) else "disabled"
+    if ready.get("status") == "Unknown" or ready.get("reason") == "Reconciling":
+        return "pending"
+    return "error"
+
+
+# --- the REST shapes (the seed contract) -------------------------------------------------
+
+
+class ChannelSetup(BaseModel):
+    """POST body of /v1/instances/{instance_id}/channels/whatsapp."""
+
+    access_token: str = Field(
+        title="Access Token",
+        description="WABA access token (stored encrypted via MCP credentials)",
+        min_length=1,
+        max_length=TOKEN_MAX_LENGTH,
+    )
+    app_secret: str = Field(
+        title="App Secret",
+        description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks",
+        min_length=1,
+        max_length=TOKEN_MAX_LENGTH,
+    )
+    display_phone: str | None = Field(
+        default=None,
+        title="Display Phone",
+        description="Display phone number (e.g. +61400111222)",
+        pattern=E164_PATTERN,
+    )
+    phone_number_id: str = Field(
+        title="Phone Number Id",
+        description="Meta phone number ID from Embedded Signup",
+        pattern=PHONE_NUMBER_ID_PATTERN,
+    )
+    verify_token: str | None = Field(
+        default=None,
+        title="Verify Token",
+        description="Custom verify token for GET webhook challenge. "
+        "Auto-generated if not provided.",
+        min_length=8,
+        max_length=256,
+        pattern=r"^[\x21-\x7e]+$",
+    )
+
+
+class ChannelView(BaseModel):
+    """The body GET and POST answer with."""
+
+    display_phone: str | None = Field(default=None, title="Display Phone")
+    enabled: bool = Field(title="Enabled")
+    phone_number_id: str = Field(title="Phone Number Id")
+    status: str = Field(title="Status")
+    webhook_url: str | None = Field(default=None, title="Webhook Url")
+
+
+class ChannelCreated(ChannelView):
+    """POST's answer: when the verify token was generated, it is shown this once."""
+
+    verify_token: str | None = Field(
+        default=None,
+        title="Verify Token",
+        description="The generated verify token, returned only by the POST that made it.",
+    )
+
+
+def channel_view(obj: Mapping[str, Any]) -> ChannelView:
+    """The one mapping from a WhatsAppChannel object to its REST shape."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return ChannelView(
+        display_phone=spec.get("displayPhone"),
+        enabled=bool(spec.get("enabled", True)),
+        phone_number_id=str(spec.get("phoneNumberId", "")),
+        status=rest_status(obj),
+        webhook_url=status.get("webhookUrl"),
+    )
+
+
+_UUID_RE = re.compile(UUID_PATTERN)
+
+
+def is_channel_name(value: str) -> bool:
+    """True when `value` is a canonical (lower-case) UUID, the only valid channel name."""
+    return bool(_UUID_RE.fullmatch(value))

@@ -1,0 +1,112 @@
+"""Sealing: credentials encrypted to the operator's public key, bound to where they belong.
+
+A seal is a libsodium sealed box (X25519 + XSalsa20-Poly1305, PyNaCl `SealedBox`) whose
+plaintext carries its scope (namespace, name, field, key id) beside the value; `unseal`
+checks the scope after opening, so a seal copied into another channel or field is refused.
+Format: ``wa1:<key id>:<base64 of the box>``. The key id picks among several active keys
+(rotation: seal with the newest, open with any).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+PREFIX = "wa1"
+
+
+class SealError(Exception):
+    """A seal that cannot be opened here. `reason` is a stable CamelCase word; the message
+    never contains the plaintext or the ciphertext."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PublicSealingKey:
+    key_id: str
+    public_key: bytes
+
+    @classmethod
+    def from_b64(cls, key_id: str, public_key_b64: str) -> PublicSealingKey:
+        raw = base64.b64decode(public_key_b64, validate=True)
+        if key_id_of(raw) != key_id:
+            raise ValueError("public key does not match its key id")
+        return cls(key_id=key_id, public_key=raw)
+
+    @property
+    def b64(self) -> str:
+        return base64.b64encode(self.public_key).decode()
+
+
+def key_id_of(public_key: bytes) -> str:
+    """A short fingerprint naming a key pair; derived, so it cannot disagree with the key."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def new_private_key() -> tuple[str, bytes]:
+    """A fresh key pair as (key id, raw private key)."""
+    private = PrivateKey.generate()
+    return key_id_of(bytes(private.public_key)), bytes(private)
+
+
+def public_key_of(private_key: bytes) -> PublicSealingKey:
+    public = bytes(PrivateKey(private_key).public_key)
+    return PublicSealingKey(key_id=key_id_of(public), public_key=public)
+
+
+def _scope(namespace: str, name: str, field: str, key_id: str) -> str:
+    return f"{namespace}/{name}/{field}/{key_id}"
+
+
+def seal(key: PublicSealingKey, *, namespace: str, name: str, field: str, value: str) -> str:
+    plaintext = json.dumps(
+        {"scope": _scope(namespace, name, field, key.key_id), "value": value},
+        separators=(",", ":"),
+    ).encode()
+    box = SealedBox(PublicKey(key.public_key)).encrypt(plaintext)
+    return f"{PREFIX}:{key.key_id}:{base64.b64encode(box).decode()}"
+
+
+def seal_key_id(sealed: str) -> str:
+    parts = sealed.split(":", 2)
+    if len(parts) != 3 or parts[0] != PREFIX:
+        raise SealError("MalformedSeal", "the value is not a seal made by whatsapp-seal")
+    return parts[1]
+
+
+def unseal(
+    private_keys: Mapping[str, bytes], *, namespace: str, name: str, field: str, sealed: str
+) -> str:
+    """Open `sealed` for exactly this namespace/name/field or raise SealError."""
+    key_id = seal_key_id(sealed)
+    private = private_keys.get(key_id)
+    if private is None:
+        raise SealError(
+            "UnknownSealingKey", f"{field} was sealed with key {key_id}, which this operator lacks"
+        )
+    try:
+        box = base64.b64decode(sealed.split(":", 2)[2], validate=True)
+        opened = SealedBox(PrivateKey(private)).decrypt(box)
+        content = json.loads(opened)
+    except (binascii.Error, CryptoError, ValueError):
+        raise SealError("SealDoesNotOpen", f"{field} does not open with key {key_id}") from None
+    if not isinstance(content, dict) or not isinstance(content.get("value"), str):
+        raise SealError("SealDoesNotOpen", f"{field} does not open with key {key_id}")
+    if content.get("scope") != _scope(namespace, name, field, key_id):
+        raise SealError(
+            "SealScopeMismatch",
+            f"{field} was sealed for another channel or field; seal it for {namespace}/{name}",
+        )
+    value: str = content["value"]
+    return value
