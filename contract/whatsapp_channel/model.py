@@ -51,6 +51,11 @@ GENERATED_SECRET_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 # Where the operator keeps its sealing keys, in its own namespace.
 SEALING_KEYS_SECRET = "whatsapp-channels-sealing-keys"
 SEALING_PUBLIC_CONFIGMAP = "whatsapp-channels-sealing-public"
+# The ConfigMap's data: the key id new seals use, and every active public key as JSON
+# {key id: base64 of the raw X25519 public key}. The Secret's data: {key id: raw private key}.
+ACTIVE_KEY_ID_FIELD = "activeKeyId"
+PUBLIC_KEYS_FIELD = "publicKeys"
+DEFAULT_NAMESPACE = "whatsapp-channels"
 
 # Condition types and the stable reasons they carry.
 READY = "Ready"
