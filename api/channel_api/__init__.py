@@ -1,0 +1,1 @@
+"""The HTTP processes: the REST facade and the webhook receiver."""
