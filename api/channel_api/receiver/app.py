@@ -1,0 +1,369 @@
+"""The receiver's ASGI app: the URLs Meta calls.
+
+Pure ASGI on purpose: it faces the internet and is the hot path, so a request costs a dict
+lookup, one HMAC, one JSON parse and the forward, with nothing else allocated per request.
+
+    GET  /hooks/whatsapp/{instance_id}   Meta's verification challenge for one channel
+    POST /hooks/whatsapp/{instance_id}   its events
+    GET  /hooks/whatsapp                 the challenge, the channel found by verify token
+    POST /hooks/whatsapp                 events of any channel, routed by phone number id
+    GET  /healthz, /readyz               liveness; readiness once the channel cache synced
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from whatsapp_channel.kube import Kube, KubeConfig, core_path, reflect
+from whatsapp_channel.model import webhook_path
+
+from .channels import CHANNEL_SECRET_SELECTOR, Channel, ChannelCache
+from .forward import Delivery, Forwarder, deliver_all
+from .meta import (
+    SIGNATURE_HEADER,
+    ChangeRef,
+    MalformedEvent,
+    Subscription,
+    changes_by_phone,
+    event_subset,
+    parse_event,
+    refuse_in_constant_time,
+    signature_valid,
+    verify_token_matches,
+)
+from .settings import ReceiverSettings
+from .status import StatusWriter
+
+log = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+
+_CHANNEL_PREFIX = webhook_path("")  # "/hooks/whatsapp/"
+SHARED_PATH = _CHANNEL_PREFIX.rstrip("/")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+
+
+def _answer(status: int, text: bytes, *extra: tuple[bytes, bytes]) -> tuple[Message, Message]:
+    headers = [_TEXT, (b"content-length", str(len(text)).encode()), *extra]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": text},
+    )
+
+
+# Every answer but the challenge is one of these, built once.
+OK = _answer(200, b"OK")
+MALFORMED = _answer(400, b"Malformed event")
+SIGNATURE_MISSING = _answer(401, b"Signature required")
+FORBIDDEN = _answer(403, b"Forbidden")  # bad signature, unknown or disabled channel alike
+NOT_FOUND = _answer(404, b"Not found")
+NOT_ALLOWED = _answer(405, b"Method not allowed", (b"allow", b"GET, POST"))
+TOO_LARGE = _answer(413, b"Payload too large")
+HEALTH_FAILED = _answer(500, b"Background work stopped")
+NOT_DELIVERED = _answer(502, b"Instance did not accept the event")
+NOT_READY = _answer(503, b"Not ready")
+DELIVERY_TIMED_OUT = _answer(504, b"Instance did not answer in time")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class Receiver:
+    """The ASGI callable. Everything it uses is built once and handed in."""
+
+    def __init__(
+        self,
+        cache: ChannelCache,
+        forwarder: Forwarder,
+        status: StatusWriter,
+        *,
+        max_body_bytes: int,
+        lifespan: Lifespan | None = None,
+    ) -> None:
+        self.cache = cache
+        self.forwarder = forwarder
+        self.status = status
+        self._max_body = max_body_bytes
+        self._lifespan = lifespan
+        self.failure: str | None = None  # set when background work died: liveness fails
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            with contextlib.suppress(_Disconnected):
+                await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._run_lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path.startswith(_CHANNEL_PREFIX):
+            instance_id: str | None = path[len(_CHANNEL_PREFIX) :]
+            if not instance_id:
+                instance_id = None
+            elif "/" in instance_id:
+                return await _send(send, NOT_FOUND)
+        elif path == SHARED_PATH:
+            instance_id = None
+        elif path == "/healthz":
+            return await _send(send, OK if self.failure is None else HEALTH_FAILED)
+        elif path == "/readyz":
+            return await _send(send, OK if self.cache.synced else NOT_READY)
+        else:
+            return await _send(send, NOT_FOUND)
+        method = scope["method"]
+        if method == "POST":
+            return await self._event(scope, receive, send, instance_id)
+        if method == "GET":
+            return await self._challenge(scope, send, instance_id)
+        return await _send(send, NOT_ALLOWED)
+
+    # --- GET: Meta's verification challenge ---------------------------------------------
+
+    async def _challenge(self, scope: Scope, send: Send, instance_id: str | None) -> None:
+        subscription = Subscription(scope["query_string"])
+        if not subscription.well_formed:
+            return await _send(send, FORBIDDEN)
+        if not self.cache.synced:
+            return await _send(send, NOT_READY)
+        channels: tuple[Channel, ...]
+        if instance_id is None:
+            channels = self.cache.for_verify_token(subscription.verify_token)
+        else:
+            channel = self.cache.for_instance(instance_id)
+            token = channel.verify_token if channel is not None else None
+            matched = verify_token_matches(token, subscription.verify_token)
+            channels = (channel,) if matched and channel is not None else ()
+        if not channels:
+            return await _send(send, FORBIDDEN)
+        for channel in channels:
+            self.status.challenge_succeeded(channel.name)
+        assert subscription.challenge is not None
+        await _send(send, _answer(200, subscription.challenge.encode()))
+
+    # --- POST: an event -----------------------------------------------------------------
+
+    async def _event(
+        self, scope: Scope, receive: Receive, send: Send, instance_id: str | None
+    ) -> None:
+        signature: bytes | None = None
+        length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == SIGNATURE_HEADER:
+                signature = value
+            elif name == b"content-length":
+                length = value
+        if length is not None:
+            if not length.isdigit():
+                return await _send(send, MALFORMED)
+            if int(length) > self._max_body:
+                return await _send(send, TOO_LARGE)
+        if not signature:
+            return await _send(send, SIGNATURE_MISSING)
+        try:
+            body = await self._read_body(receive)
+        except _TooLarge:
+            return await _send(send, TOO_LARGE)
+        if not self.cache.synced:
+            return await _send(send, NOT_READY)
+        if instance_id is None:
+            answer = await self._shared_event(body, signature)
+        else:
+            answer = await self._channel_event(instance_id, body, signature)
+        await _send(send, answer)
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _channel_event(
+        self, instance_id: str, body: bytes, signature: bytes
+    ) -> tuple[Message, Message]:
+        channel = self.cache.for_instance(instance_id)
+        if channel is None:
+            refuse_in_constant_time(body)
+            return FORBIDDEN
+        if not signature_valid(channel.app_secret, body, signature):
+            log.info("refused an event for instance %s: bad signature", instance_id)
+            return FORBIDDEN
+        try:
+            event = parse_event(body)
+        except MalformedEvent:
+            return MALFORMED
+        routes = changes_by_phone(event)
+        payload = body
+        # An instance only ever sees its own number's changes (and account-level ones).
+        if any(phone is not None and phone != channel.phone_number_id for phone in routes):
+            own: list[ChangeRef] = routes.get(None, [])
+            if channel.phone_number_id is not None:
+                own = own + routes.get(channel.phone_number_id, [])
+            log.warning(
+                "instance %s's URL got changes for other phone numbers; dropped them",
+                instance_id,
+            )
+            if not own:
+                return OK
+            payload = event_subset(event, own)
+        self.status.event_arrived(channel.name)
+        return _delivered([await self.forwarder.deliver(channel.instance_id, payload)])
+
+    async def _shared_event(self, body: bytes, signature: bytes) -> tuple[Message, Message]:
+        try:
+            event = parse_event(body)
+        except MalformedEvent:
+            return MALFORMED
+        routes = changes_by_phone(event)
+        targets: list[tuple[Channel, list[ChangeRef]]] = []
+        for phone, refs in routes.items():
+            if phone is None:
+                continue  # account-level changes name no phone number: no route
+            candidates = self.cache.for_phone(phone)
+            if len(candidates) > 1:  # a misconfiguration: let the signature pick
+                candidates = tuple(
+                    c for c in candidates if signature_valid(c.app_secret, body, signature)
+                )
+                if not candidates:
+                    return FORBIDDEN
+                if len(candidates) > 1:
+                    log.error("phone number %s has several channels; changes dropped", phone)
+                    continue
+            if candidates:
+                targets.append((candidates[0], refs))
+        if not targets:
+            refuse_in_constant_time(body)
+            return FORBIDDEN
+        # Every destination must vouch for the body: a tenant's own app secret must not
+        # carry changes into another tenant's channel.
+        verdicts: dict[bytes, bool] = {}
+        for channel, _ in targets:
+            if channel.app_secret is None:
+                return FORBIDDEN
+            verdict = verdicts.get(channel.app_secret)
+            if verdict is None:
+                verdict = signature_valid(channel.app_secret, body, signature)
+                verdicts[channel.app_secret] = verdict
+            if not verdict:
+                log.info(
+                    "refused a shared event for phone %s: bad signature", channel.phone_number_id
+                )
+                return FORBIDDEN
+        routed = sum(len(refs) for _, refs in targets)
+        if routed < sum(len(refs) for refs in routes.values()):
+            log.info("dropped changes for unknown, disabled or no phone numbers")
+        if len(targets) == 1 and routed == sum(len(refs) for refs in routes.values()):
+            parts = [(targets[0][0].instance_id, body)]
+        else:
+            parts = [(channel.instance_id, event_subset(event, refs)) for channel, refs in targets]
+        for channel, _ in targets:
+            self.status.event_arrived(channel.name)
+        return _delivered(await deliver_all(self.forwarder, parts))
+
+    # --- lifespan -----------------------------------------------------------------------
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                if self._lifespan is not None:
+                    await stack.enter_async_context(self._lifespan())
+            except Exception as exc:
+                log.exception("receiver start-up failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _delivered(deliveries: list[Delivery]) -> tuple[Message, Message]:
+    """200 only when every instance accepted; otherwise a 5xx, so Meta delivers again."""
+    if all(d is Delivery.ACCEPTED for d in deliveries):
+        return OK
+    if all(d in (Delivery.ACCEPTED, Delivery.TIMED_OUT) for d in deliveries):
+        return DELIVERY_TIMED_OUT
+    return NOT_DELIVERED
+
+
+async def _send(send: Send, answer: tuple[Message, Message]) -> None:
+    await send(answer[0])
+    await send(answer[1])
+
+
+def create_app(settings: ReceiverSettings, kube_config: KubeConfig) -> Receiver:
+    """The receiver as it runs: the cache fed by a watch on the channel Secrets, the
+    status writer and the forwarder started and stopped with the app."""
+    cache = ChannelCache()
+    forwarder = Forwarder(
+        settings.forward_url_template,
+        settings.forward_secret(),
+        timeout=settings.forward_timeout_seconds,
+        max_connections=settings.forward_max_connections,
+    )
+    kube = Kube(kube_config, user_agent="whatsapp-receiver")
+    status = StatusWriter(
+        kube.merge_patch, settings.namespace, interval=settings.status_write_interval_seconds
+    )
+    receiver: Receiver
+
+    def background_died(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            receiver.failure = task.get_name()
+            log.critical("%s stopped", task.get_name(), exc_info=task.exception())
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await forwarder.start()
+        watch = reflect(
+            kube,
+            core_path("secrets", settings.namespace),
+            cache.apply,
+            label_selector=CHANNEL_SECRET_SELECTOR,
+            on_synced=cache.mark_synced,
+        )
+        tasks = [
+            asyncio.create_task(watch, name="channel watch"),
+            asyncio.create_task(status.run(), name="status writer"),
+        ]
+        for task in tasks:
+            task.add_done_callback(background_died)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(status.flush(all_pending=True), timeout=5)
+            await forwarder.close()
+            await kube.close()
+
+    receiver = Receiver(
+        cache, forwarder, status, max_body_bytes=settings.max_body_bytes, lifespan=lifespan
+    )
+    return receiver

@@ -1,0 +1,221 @@
+"""The receiver's view of every channel, kept in memory from a watch on the Secrets the
+operator generates: no apiserver call per webhook request.
+
+A generated Secret is a channel's whole webhook configuration: labels name its instance and
+phone number id, an annotation says whether it is enabled, its data holds the verify token
+and the app secret. Updates arrive from `whatsapp_channel.kube.reflect` on the event loop,
+so a lookup never sees half of an update.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import re
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from whatsapp_channel.model import (
+    ENABLED_ANNOTATION,
+    GENERATED_SECRET_SELECTOR,
+    INSTANCE_LABEL,
+    KIND,
+    PHONE_NUMBER_ID_LABEL,
+    PHONE_NUMBER_ID_PATTERN,
+    is_channel_name,
+)
+
+log = logging.getLogger(__name__)
+
+# Only channel Secrets: the operator may label other Secrets (its keys) as managed too.
+CHANNEL_SECRET_SELECTOR = f"{GENERATED_SECRET_SELECTOR},{INSTANCE_LABEL}"
+
+_PHONE_RE = re.compile(PHONE_NUMBER_ID_PATTERN)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Channel:
+    """What the receiver knows about one channel. Secrets are bytes; None means missing
+    (and anything that needs them fails closed)."""
+
+    secret_name: str
+    name: str  # the WhatsAppChannel's name: where status is written
+    instance_id: str
+    phone_number_id: str | None
+    enabled: bool
+    app_secret: bytes | None
+    verify_token: bytes | None
+
+    def __repr__(self) -> str:  # never print the secrets
+        return (
+            f"Channel(instance_id={self.instance_id!r}, phone_number_id="
+            f"{self.phone_number_id!r}, enabled={self.enabled})"
+        )
+
+
+def _decoded(value: object) -> bytes | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
+    """The channel a generated Secret describes, or None when it is not a channel's."""
+    metadata = secret.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    secret_name = str(metadata.get("name") or "")
+    instance_id = labels.get(INSTANCE_LABEL)
+    # The instance id ends up in a host name (the forward URL): only a canonical UUID will do.
+    if not isinstance(instance_id, str) or not is_channel_name(instance_id):
+        log.warning("secret %s has no valid %s label; ignored", secret_name, INSTANCE_LABEL)
+        return None
+    phone = labels.get(PHONE_NUMBER_ID_LABEL)
+    owner = next(
+        (
+            ref.get("name")
+            for ref in metadata.get("ownerReferences") or []
+            if ref.get("kind") == KIND and ref.get("name")
+        ),
+        instance_id,
+    )
+    data = secret.get("data") or {}
+    return Channel(
+        secret_name=secret_name,
+        name=str(owner),
+        instance_id=instance_id,
+        phone_number_id=phone if isinstance(phone, str) and _PHONE_RE.fullmatch(phone) else None,
+        enabled=annotations.get(ENABLED_ANNOTATION) == "true",
+        app_secret=_decoded(data.get("app_secret")),
+        verify_token=_decoded(data.get("verify_token")),
+    )
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _Index(Generic[K]):
+    """key -> the enabled channels that claim it, kept current as channels come and go."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._claims: dict[K, dict[str, Channel]] = {}
+        self.enabled: dict[K, tuple[Channel, ...]] = {}
+
+    def add(self, key: K | None, channel: Channel) -> None:
+        if key is not None:
+            self._claims.setdefault(key, {})[channel.secret_name] = channel
+            self._refresh(key)
+
+    def remove(self, key: K | None, channel: Channel) -> None:
+        claims = self._claims.get(key) if key is not None else None
+        if key is None or claims is None:
+            return
+        claims.pop(channel.secret_name, None)
+        if not claims:
+            del self._claims[key]
+        self._refresh(key)
+
+    def clear(self) -> None:
+        self._claims.clear()
+        self.enabled.clear()
+
+    def _refresh(self, key: K) -> None:
+        channels = tuple(c for c in self._claims.get(key, {}).values() if c.enabled)
+        if not channels:
+            self.enabled.pop(key, None)
+            return
+        self.enabled[key] = channels
+        if len(channels) > 1:
+            names = ", ".join(sorted(c.secret_name for c in channels))
+            log.warning("enabled channels share one %s: %s", self._what, names)
+
+
+class ChannelCache:
+    """Lookups for the hot path, fed by `apply` (a `reflect` event handler)."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, Channel] = {}
+        self._by_instance: _Index[str] = _Index("instance id")
+        self._by_phone: _Index[str] = _Index("phone number id")
+        self._by_token: _Index[bytes] = _Index("verify token")
+        # Verify tokens are indexed by a keyed hash, so the dict never compares a guess
+        # with a token; the match itself is confirmed in constant time.
+        self._token_key = os.urandom(32)
+        self.synced = False
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def mark_synced(self) -> None:
+        if not self.synced:
+            log.info("channel cache synced: %d channels", len(self._channels))
+        self.synced = True
+
+    def apply(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """ADDED/MODIFIED/DELETED of one Secret, or SYNC with the whole list."""
+        if kind == "SYNC":
+            self._channels.clear()
+            for index in (self._by_instance, self._by_phone, self._by_token):
+                index.clear()
+            for item in obj.get("items") or []:
+                self._put(item)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._put(obj)
+        elif kind == "DELETED":
+            self._drop(str((obj.get("metadata") or {}).get("name") or ""))
+
+    def replace_all(self, secrets: Iterable[Mapping[str, Any]]) -> None:
+        """Load a fixed set of Secrets (tests, benchmarks) and call the cache synced."""
+        self.apply("SYNC", {"items": list(secrets)})
+        self.mark_synced()
+
+    def _put(self, secret: Mapping[str, Any]) -> None:
+        name = str((secret.get("metadata") or {}).get("name") or "")
+        self._drop(name)
+        channel = channel_from_secret(secret)
+        if channel is None:
+            return
+        self._channels[name] = channel
+        self._by_instance.add(channel.instance_id, channel)
+        self._by_phone.add(channel.phone_number_id, channel)
+        self._by_token.add(self._token_digest(channel.verify_token), channel)
+
+    def _drop(self, secret_name: str) -> None:
+        channel = self._channels.pop(secret_name, None)
+        if channel is not None:
+            self._by_instance.remove(channel.instance_id, channel)
+            self._by_phone.remove(channel.phone_number_id, channel)
+            self._by_token.remove(self._token_digest(channel.verify_token), channel)
+
+    def _token_digest(self, token: bytes | None) -> bytes | None:
+        if not token:
+            return None
+        return hashlib.blake2b(token, key=self._token_key, digest_size=32).digest()
+
+    # --- the hot path ------------------------------------------------------------------
+
+    def for_instance(self, instance_id: str) -> Channel | None:
+        """The enabled channel of an instance; None when unknown, disabled or ambiguous."""
+        channels = self._by_instance.enabled.get(instance_id)
+        return channels[0] if channels is not None and len(channels) == 1 else None
+
+    def for_phone(self, phone_number_id: str) -> tuple[Channel, ...]:
+        """The enabled channels that claim a phone number id (normally one)."""
+        return self._by_phone.enabled.get(phone_number_id, ())
+
+    def for_verify_token(self, token: bytes) -> tuple[Channel, ...]:
+        """The enabled channels whose verify token is `token`, compared in constant time."""
+        digest = self._token_digest(token)
+        candidates = self._by_token.enabled.get(digest, ()) if digest is not None else ()
+        return tuple(
+            c for c in candidates if c.verify_token and hmac.compare_digest(c.verify_token, token)
+        )

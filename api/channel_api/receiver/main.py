@@ -1,0 +1,34 @@
+"""`whatsapp-receiver`: the webhook receiver under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from whatsapp_channel.kube import load_config
+
+from .app import create_app
+from .settings import ReceiverSettings
+
+
+def main() -> None:
+    settings = ReceiverSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(settings, load_config())  # $KUBECONFIG, else in-cluster
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # The access log would print hub.verify_token from the challenge's query string.
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Meta's webhook rules as pure functions: the challenge, the signature, the event's shape.
+
+Meta signs the raw body it sends (non-ASCII escaped as `\\u00e4`, lower-case hex), so the
+signature is checked over the bytes as received, never over re-encoded JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+SIGNATURE_HEADER = b"x-hub-signature-256"
+_SIGNATURE_PREFIX = b"sha256="
+# Used when there is no channel (or no app secret) so a refusal costs what a check costs.
+_NO_KEY = b"\x00" * 32
+
+# Where a change is addressed: entry[i].changes[j].value.metadata.phone_number_id.
+ChangeRef = tuple[int, int]
+
+
+class MalformedEvent(ValueError):
+    """The body is not JSON, or not shaped like a WhatsApp Business Account notification."""
+
+
+def meta_signature(app_secret: bytes, body: bytes) -> str:
+    """The `X-Hub-Signature-256` value Meta sends for `body`."""
+    return "sha256=" + hmac.digest(app_secret, body, "sha256").hex()
+
+
+def signature_valid(app_secret: bytes | None, body: bytes, header: bytes) -> bool:
+    """Constant-time check of an `X-Hub-Signature-256` header; no secret never matches."""
+    expected = _SIGNATURE_PREFIX + hmac.digest(app_secret or _NO_KEY, body, "sha256").hex().encode()
+    return hmac.compare_digest(expected, header.strip().lower()) and app_secret is not None
+
+
+def refuse_in_constant_time(body: bytes) -> None:
+    """Spend a signature check's time, so an unknown channel answers as slowly as a bad one."""
+    hmac.digest(_NO_KEY, body, "sha256")
+
+
+def verify_token_matches(expected: bytes | None, given: bytes) -> bool:
+    return expected is not None and hmac.compare_digest(expected, given)
+
+
+class Subscription:
+    """The query of Meta's verification GET: hub.mode, hub.verify_token, hub.challenge."""
+
+    __slots__ = ("challenge", "mode", "verify_token")
+
+    def __init__(self, query_string: bytes) -> None:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+            params.setdefault(key, value)
+        self.mode = params.get("hub.mode")
+        self.verify_token = params.get("hub.verify_token", "").encode()
+        self.challenge = params.get("hub.challenge")
+
+    @property
+    def well_formed(self) -> bool:
+        return self.mode == "subscribe" and bool(self.verify_token) and self.challenge is not None
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The notification as JSON: an object whose `entry` is a list of objects, each with a
+    list of `changes` objects."""
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent("body is not JSON") from exc
+    if not isinstance(event, dict) or not isinstance(event.get("entry"), list):
+        raise MalformedEvent("no entry list")
+    for entry in event["entry"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("changes", []), list):
+            raise MalformedEvent("an entry is not an object with a changes list")
+        if not all(isinstance(change, dict) for change in entry.get("changes", [])):
+            raise MalformedEvent("a change is not an object")
+    return event
+
+
+def _phone_number_id(change: Mapping[str, Any]) -> str | None:
+    value = change.get("value")
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    phone = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+    return phone if isinstance(phone, str) and phone else None
+
+
+def changes_by_phone(event: Mapping[str, Any]) -> dict[str | None, list[ChangeRef]]:
+    """Each change of a parsed event under the phone number id it is addressed to; changes
+    with none (account-level fields such as `account_update`) sit under None."""
+    routes: dict[str | None, list[ChangeRef]] = {}
+    for i, entry in enumerate(event["entry"]):
+        for j, change in enumerate(entry.get("changes", [])):
+            routes.setdefault(_phone_number_id(change), []).append((i, j))
+    return routes
+
+
+def event_subset(event: Mapping[str, Any], refs: list[ChangeRef]) -> bytes:
+    """The notification reduced to `refs`, in Meta's shape and Meta's ASCII-escaped JSON:
+    what one instance gets when a batch also holds other channels' changes."""
+    keep: dict[int, list[int]] = {}
+    for i, j in refs:
+        keep.setdefault(i, []).append(j)
+    entries = []
+    for i, js in sorted(keep.items()):
+        entry = event["entry"][i]
+        entries.append({**entry, "changes": [entry["changes"][j] for j in sorted(js)]})
+    return json.dumps({**event, "entry": entries}, separators=(",", ":")).encode()

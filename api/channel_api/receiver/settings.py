@@ -1,0 +1,59 @@
+"""The receiver's one settings class: environment variables prefixed `WA_RECEIVER_`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from whatsapp_channel.model import DEFAULT_NAMESPACE
+
+# A forwarding secret shorter than this is a typo or a placeholder, not a key.
+MIN_FORWARD_SECRET_BYTES = 16
+
+
+class ReceiverSettings(BaseSettings):
+    """Where the channels live, where events go, and the limits that protect the process.
+
+    The apiserver connection is not here: it comes from $KUBECONFIG or the in-cluster
+    service account, as for every process of the product.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WA_RECEIVER_", extra="ignore")
+
+    namespace: str = Field(default=DEFAULT_NAMESPACE, min_length=1)
+    # Where a channel's verified events go; `{instance_id}` is replaced by the channel's.
+    forward_url_template: str
+    # A file holding the key that signs forwarded requests (the instance checks it).
+    forward_secret_file: Path
+    forward_timeout_seconds: float = Field(default=10.0, gt=0)
+    forward_max_connections: int = Field(default=256, ge=1)
+    # Meta's notifications are at most a few MB even when batched.
+    max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    # lastChallengeAt/lastEventAt are written at most once per this interval per channel.
+    status_write_interval_seconds: float = Field(default=30.0, gt=0)
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on its pod address
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "info"
+
+    @field_validator("forward_url_template")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        try:
+            url = value.format(instance_id="00000000-0000-0000-0000-000000000000")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "must be an http(s) URL whose only placeholder is {instance_id}"
+            ) from exc
+        if "{instance_id}" not in value or not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL containing {instance_id}")
+        return value
+
+    def forward_secret(self) -> bytes:
+        """The forwarding key, read once at start-up; a trailing newline is not part of it."""
+        secret = self.forward_secret_file.read_bytes().rstrip(b"\r\n")
+        if len(secret) < MIN_FORWARD_SECRET_BYTES:
+            raise ValueError(
+                f"{self.forward_secret_file} holds fewer than {MIN_FORWARD_SECRET_BYTES} bytes"
+            )
+        return secret
