@@ -27,7 +27,10 @@ PHONE_NUMBER_ID_PATTERN = r"^[0-9]{5,32}$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-TOKEN_MAX_LENGTH = 4096
+TOKEN_MAX_LENGTH = 2048
+# Meta's tokens and secrets are printable ASCII; anything else is a client mistake, and
+# rejecting it here keeps every accepted token's seal within SEALED_MAX_LENGTH.
+TOKEN_PATTERN = r"^[\x21-\x7e]+$"
 SEALED_MAX_LENGTH = 8192
 
 # Fields of a channel's credentials: the CR's sealed field names and the keys of the
@@ -220,12 +223,14 @@ class ChannelSetup(BaseModel):
         description="WABA access token (stored encrypted via MCP credentials)",
         min_length=1,
         max_length=TOKEN_MAX_LENGTH,
+        pattern=TOKEN_PATTERN,
     )
     app_secret: str = Field(
         title="App Secret",
         description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks",
         min_length=1,
         max_length=TOKEN_MAX_LENGTH,
+        pattern=TOKEN_PATTERN,
     )
     display_phone: str | None = Field(
         default=None,
@@ -245,7 +250,7 @@ class ChannelSetup(BaseModel):
         "Auto-generated if not provided.",
         min_length=8,
         max_length=256,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=TOKEN_PATTERN,
     )
 
 

@@ -1,0 +1,81 @@
+"""The app factory: settings and (optionally) a Kubernetes adapter in, a FastAPI app out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from whatsapp_channel.kube import Kube, KubeError, load_config
+
+from channel_api.facade import routes
+from channel_api.facade.api_keys import ApiKeyFile
+from channel_api.facade.channel_watch import ChannelWatch
+from channel_api.facade.channels import Channels
+from channel_api.facade.errors import install_error_handlers
+from channel_api.facade.sealing_key import SealingKeyCache, SealingKeyUnavailable
+from channel_api.facade.settings import FacadeSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
+    """Without `kube`, one is made at start-up from $KUBECONFIG or the in-cluster account
+    (and closed at shutdown); a given one belongs to the caller."""
+    api_keys = ApiKeyFile(settings.api_keys_file)  # a broken keys file fails here, at start
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = kube or Kube(
+            load_config(), timeout=settings.kube_timeout_seconds, user_agent="whatsapp-facade"
+        )
+        sealing_keys = SealingKeyCache(
+            client, settings.key_namespace, refresh_seconds=settings.sealing_key_refresh_seconds
+        )
+        watch = ChannelWatch(client, settings.namespace)
+        if settings.ready_wait_seconds > 0:
+            watch.start()
+        app.state.sealing_keys = sealing_keys
+        app.state.channels = Channels(
+            client,
+            settings.namespace,
+            sealing_keys,
+            watch,
+            ready_wait_seconds=settings.ready_wait_seconds,
+        )
+        log.info("serving WhatsApp channels of namespace %s", settings.namespace)
+        try:
+            yield
+        finally:
+            await watch.stop()
+            if kube is None:
+                await client.close()
+
+    app = FastAPI(
+        title="HydraCore",
+        summary="WhatsApp channels of HydraCore instances",
+        version="1.0.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.api_keys = api_keys
+    install_error_handlers(app)
+    app.include_router(routes.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process serves."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the cluster answers and the operator's sealing key can be read."""
+        try:
+            await request.app.state.sealing_keys.get()
+        except (KubeError, SealingKeyUnavailable) as exc:
+            return JSONResponse({"status": "unready", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,157 @@
+"""How failures answer: client mistakes as 4xx, the cluster's trouble as 503 with a clear
+detail, never a trace, never a secret (validation errors lose their `input` echo)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+import uuid
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
+
+from channel_api.facade.channels import ChannelBusy, ChannelStoreMissing, NoChannel
+from channel_api.facade.deps import authenticate, authorize, bearer
+from channel_api.facade.sealing_key import SealingKeyUnavailable
+
+log = logging.getLogger(__name__)
+
+NO_CHANNEL = "no WhatsApp channel for this instance"
+RETRY_AFTER = {"Retry-After": "5"}
+# Field paths in an apiserver "is invalid" message; the values beside them are not repeated.
+_INVALID_FIELD = re.compile(r"\b(spec(?:\.[A-Za-z]+)+)\b")
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # Who is asking comes first, also when the body is malformed: a stranger gets 401 and a
+    # key limited to other instances 403, whatever the body.
+    try:
+        credentials = await bearer(request)
+        key = authenticate(
+            request,
+            credentials.credentials if credentials else None,
+            request.headers.get("x-api-key"),
+        )
+        raw_instance = request.path_params.get("instance_id")
+        if raw_instance is not None:
+            try:
+                instance_id = uuid.UUID(str(raw_instance))
+            except ValueError:
+                pass
+            else:
+                authorize(key, instance_id)
+    except HTTPException as refused:
+        return await http_exception_handler(request, refused)
+    # Exactly loc/msg/type: `input` would echo the tokens of a malformed body.
+    errors = [
+        {"loc": list(error["loc"]), "msg": str(error["msg"]), "type": str(error["type"])}
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _no_channel(request: Request, exc: Exception) -> Response:
+    return _detail(404, NO_CHANNEL)
+
+
+async def _busy(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChannelBusy)
+    return _detail(409, exc.detail, RETRY_AFTER)
+
+
+async def _sealing_key_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s: %s", _route(request), exc)
+    return _detail(503, f"cannot seal credentials: {exc}; retry shortly", RETRY_AFTER)
+
+
+async def _store_missing(request: Request, exc: Exception) -> Response:
+    log.error("%s: the channels namespace or the WhatsAppChannel CRD is missing", _route(request))
+    return _detail(503, "the channels namespace or the WhatsAppChannel CRD is missing")
+
+
+async def _kube_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KubeError)
+    # The apiserver's message may quote values; log its status and reason only.
+    log.warning("%s: apiserver answered %d %s", _route(request), exc.status, exc.reason)
+    if isinstance(exc, Invalid):
+        fields = sorted(set(_INVALID_FIELD.findall(exc.message))) or ["spec"]
+        refusal = {
+            "loc": ["body"],
+            "msg": f"the cluster refused the channel: invalid {', '.join(fields)}",
+            "type": "value_error",
+        }
+        return JSONResponse({"detail": [refusal]}, status_code=422)
+    if isinstance(exc, Unavailable):
+        return _detail(
+            503,
+            "the Kubernetes API server is unavailable or too slow; retry shortly",
+            RETRY_AFTER,
+        )
+    if isinstance(exc, Forbidden):
+        return _detail(503, "the facade is not allowed to do this in the cluster (check its RBAC)")
+    return _detail(503, f"unexpected answer from the Kubernetes API server ({exc.status})")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(NoChannel, _no_channel)
+    app.add_exception_handler(ChannelBusy, _busy)
+    app.add_exception_handler(SealingKeyUnavailable, _sealing_key_unavailable)
+    app.add_exception_handler(ChannelStoreMissing, _store_missing)
+    app.add_exception_handler(KubeError, _kube_error)
+    app.add_middleware(LastResort)
+
+
+class LastResort:
+    """A bug answers 500 with a fixed detail and logs its traceback without the exception's
+    message (which could quote a request's values)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            log.error(
+                "unhandled %s in %s %s\n%s",
+                type(exc).__name__,
+                scope.get("method"),
+                scope.get("path"),
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            if started:
+                raise
+            response = _detail(500, "internal error")
+            await response(scope, receive, send)

@@ -1,0 +1,57 @@
+"""The facade's one settings class: environment variables prefixed `WA_FACADE_`.
+
+Cluster access is the standard `KUBECONFIG`, or the in-cluster service account without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
+
+
+class FacadeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WA_FACADE_", extra="ignore")
+
+    namespace: str = Field(
+        default=DEFAULT_NAMESPACE,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Namespace of the WhatsAppChannel resources.",
+    )
+    sealing_key_namespace: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Namespace of the operator's sealing public key ConfigMap "
+        "(default: `namespace`).",
+    )
+    api_keys_file: Path = Field(
+        description="File of API keys (see channel_api.facade.api_keys for its format), "
+        "mounted from a Secret; re-read when it changes."
+    )
+    ready_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long POST waits for the operator to report the channel ready "
+        "(and DELETE for it to be gone) before answering.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    kube_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Per-call apiserver timeout; past it the answer is 503."
+    )
+    sealing_key_refresh_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long the sealing public key is cached before it is read again.",
+    )
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Listen port.")
+    log_level: str = Field(default="info", description="uvicorn/app log level.")
+
+    @property
+    def key_namespace(self) -> str:
+        return self.sealing_key_namespace or self.namespace
