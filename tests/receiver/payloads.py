@@ -1,0 +1,144 @@
+"""Meta-shaped notifications, signed the way Meta signs them, and the Secrets the operator
+writes for a channel."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Any
+
+from whatsapp_channel.model import (
+    ENABLED_ANNOTATION,
+    INSTANCE_LABEL,
+    KIND,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    PHONE_NUMBER_ID_LABEL,
+    generated_secret_name,
+)
+
+WABA_ID = "102290129340398"
+
+
+def new_instance_id() -> str:
+    return str(uuid.uuid4())
+
+
+def channel_secret(
+    instance_id: str,
+    phone_number_id: str,
+    *,
+    app_secret: str | None,
+    verify_token: str | None,
+    enabled: bool = True,
+) -> dict[str, Any]:
+    """A Secret as the operator generates it for a channel."""
+
+    def b64(value: str) -> str:
+        return base64.b64encode(value.encode()).decode()
+
+    data = {"access_token": b64("EAAG-access-token")}
+    if app_secret is not None:
+        data["app_secret"] = b64(app_secret)
+    if verify_token is not None:
+        data["verify_token"] = b64(verify_token)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": generated_secret_name(instance_id),
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+                INSTANCE_LABEL: instance_id,
+                PHONE_NUMBER_ID_LABEL: phone_number_id,
+            },
+            "annotations": {ENABLED_ANNOTATION: "true" if enabled else "false"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "whatsapp.hydracore.io/v1alpha1",
+                    "kind": KIND,
+                    "name": instance_id,
+                    "uid": str(uuid.uuid4()),
+                }
+            ],
+        },
+        "data": data,
+    }
+
+
+def _value(phone_number_id: str) -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550984277", "phone_number_id": phone_number_id},
+    }
+
+
+def text_change(
+    phone_number_id: str, text: str, *, wamid: str = "wamid.HBgLNjAxNzM1"
+) -> dict[str, Any]:
+    value = _value(phone_number_id)
+    value["contacts"] = [{"profile": {"name": "Zoë Müller"}, "wa_id": "60173526233"}]
+    value["messages"] = [
+        {
+            "from": "60173526233",
+            "id": wamid,
+            "timestamp": "1694427240",
+            "text": {"body": text},
+            "type": "text",
+        }
+    ]
+    return {"value": value, "field": "messages"}
+
+
+def status_change(phone_number_id: str, status: str = "delivered") -> dict[str, Any]:
+    value = _value(phone_number_id)
+    value["statuses"] = [
+        {
+            "id": "wamid.HBgLNjAxNzM1MjYyMzMVAgARGBJCNkY5NTBENEU3ODYxQTM3RUQA",
+            "status": status,
+            "timestamp": "1694492484",
+            "recipient_id": "60173526233",
+            "conversation": {
+                "id": "f5fdae3920125a39a1e6a23e5f877c16",
+                "origin": {"type": "utility"},
+            },
+            "pricing": {"billable": True, "pricing_model": "CBP", "category": "utility"},
+        }
+    ]
+    return {"value": value, "field": "messages"}
+
+
+def account_change() -> dict[str, Any]:
+    """An account-level change: it names no phone number."""
+    return {
+        "value": {"phone_number": "15550984277", "event": "VERIFIED_ACCOUNT"},
+        "field": "account_update",
+    }
+
+
+def notification(*entries: list[dict[str, Any]], waba_id: str = WABA_ID) -> dict[str, Any]:
+    """`entries`: the changes of each entry."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "time": 1739321024, "changes": changes} for changes in entries],
+    }
+
+
+def meta_bytes(event: dict[str, Any]) -> bytes:
+    """The body as Meta sends it: compact JSON with non-ASCII escaped in lower-case hex."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def meta_signature(app_secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signed(app_secret: str, body: bytes) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": meta_signature(app_secret, body),
+    }
