@@ -1,0 +1,260 @@
+"""The generated Secrets: a watch-fed cache, the writes, and drift detection.
+
+One list+watch with a server-side label selector keeps every generated Secret of the
+namespace in memory: reconciling compares against it instead of reading each Secret, so an
+unchanged channel costs no request. Any change the operator did not make itself (a Secret
+deleted or edited by hand, or a gap in the watch) is handed to `on_drift` with the channel's
+name, within a second or so. Nothing here logs a Secret's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from whatsapp_channel.kube import Conflict, Invalid, Kube, KubeError, NotFound, core_path, reflect
+from whatsapp_channel.model import GENERATED_SECRET_SELECTOR, INSTANCE_LABEL
+
+from channel_operator.desired import (
+    APISERVER_ERROR,
+    SECRET_NAME_TAKEN,
+    ChannelFailure,
+    ChannelRef,
+    is_managed,
+    may_write,
+    merged_secret,
+    secret_is_current,
+)
+
+log = logging.getLogger(__name__)
+
+# Channel Secrets only: the selector the receiver uses too.
+CHANNEL_SECRET_SELECTOR = f"{GENERATED_SECRET_SELECTOR},{INSTANCE_LABEL}"
+WRITE_ATTEMPTS = 4
+DRIFT_DEBOUNCE = 0.2
+REPAIR_ATTEMPTS = 6
+
+JSON = dict[str, Any]
+DriftHandler = Callable[[str], Awaitable[None]]
+
+
+def _version(obj: JSON | None) -> int:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:  # opaque by contract; etcd's are integers
+        return 0
+
+
+def _name(obj: JSON) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _channel_of(obj: JSON) -> str | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    value = labels.get(INSTANCE_LABEL)
+    return str(value) if value else None
+
+
+class ChannelSecrets:
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._cache: dict[str, JSON] = {}
+        self._ours: dict[str, int] = {}  # name -> resourceVersion of our own last write
+        self._deleted_by_us: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_drift: DriftHandler | None = None
+        self.synced = asyncio.Event()
+
+    # --- the cache ----------------------------------------------------------------------
+
+    def get(self, name: str) -> JSON | None:
+        return self._cache.get(name)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def run(self, on_drift: DriftHandler) -> None:
+        """Keep the cache and report drift, until cancelled."""
+        self._on_drift = on_drift
+        try:
+            await reflect(
+                self._kube,
+                core_path("secrets", self._namespace),
+                self._on_event,
+                label_selector=CHANNEL_SECRET_SELECTOR,
+                on_synced=self.synced.set,
+            )
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    def _keep(self, obj: JSON) -> None:
+        name = _name(obj)
+        if _version(obj) >= _version(self._cache.get(name)):
+            self._cache[name] = obj
+
+    def _on_event(self, kind: str, obj: JSON) -> None:
+        if kind == "SYNC":
+            listed = {_name(item): item for item in obj.get("items") or []}
+            if self.synced.is_set():  # a re-list after a gap: check whatever moved meanwhile
+                for name, old in self._cache.items():
+                    new = listed.get(name)
+                    if new is None or _version(new) != _version(old):
+                        self._drifted(new or old)
+            self._cache = listed
+            return
+        name = _name(obj)
+        if kind == "DELETED":
+            self._cache.pop(name, None)
+            if name in self._deleted_by_us:
+                self._deleted_by_us.discard(name)
+                return
+        else:
+            self._keep(obj)
+            if self._ours.get(name) == _version(obj):
+                return
+        self._drifted(obj)
+
+    def _drifted(self, obj: JSON) -> None:
+        channel = _channel_of(obj)
+        if channel is None or self._on_drift is None or channel in self._pending:
+            return
+        self._pending.add(channel)
+        task = asyncio.create_task(self._repair(channel), name=f"repair {channel}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _repair(self, channel: str) -> None:
+        await asyncio.sleep(DRIFT_DEBOUNCE)  # a burst of events, one repair
+        self._pending.discard(channel)
+        assert self._on_drift is not None
+        for attempt in range(REPAIR_ATTEMPTS):
+            try:
+                await self._on_drift(channel)
+                return
+            except KubeError as exc:
+                log.warning("repairing channel %s failed (%s); retrying", channel, exc.reason)
+                await asyncio.sleep(min(2**attempt, 30))
+        log.error("gave up repairing channel %s; its next reconcile will", channel)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _path(self, name: str | None = None) -> str:
+        return core_path("secrets", self._namespace, name)
+
+    async def _read(self, name: str) -> JSON | None:
+        try:
+            obj = await self._kube.get(self._path(name))
+        except NotFound:
+            return None
+        return obj
+
+    def _wrote(self, obj: JSON) -> None:
+        self._ours[_name(obj)] = _version(obj)
+        self._keep(obj)
+
+    async def ensure(self, ref: ChannelRef, desired: JSON) -> bool:
+        """Make the Secret equal `desired`; True when it had to be written. Raises
+        ChannelFailure when the name belongs to someone else, KubeError on apiserver errors."""
+        name = _name(desired)
+        async with self._lock(name):
+            existing = self._cache.get(name) if self.synced.is_set() else await self._read(name)
+            for _ in range(WRITE_ATTEMPTS):
+                if existing is None:
+                    try:
+                        self._wrote(await self._kube.create(self._path(), desired))
+                        return True
+                    except Conflict:  # it exists after all (the cache lags)
+                        existing = await self._read(name)
+                        continue
+                if not may_write(existing, ref):
+                    raise ChannelFailure(
+                        SECRET_NAME_TAKEN,
+                        f"a Secret named {name} exists and is not this channel's; "
+                        "delete or rename it",
+                    )
+                if secret_is_current(existing, desired):
+                    return False
+                try:
+                    self._wrote(
+                        await self._kube.replace(self._path(name), merged_secret(existing, desired))
+                    )
+                    return True
+                except Conflict:  # changed since we looked
+                    existing = await self._read(name)
+                except NotFound:
+                    existing = None
+                except Invalid:  # made immutable or retyped by hand: start it afresh
+                    await self._delete(existing)
+                    existing = None
+            raise ChannelFailure(
+                APISERVER_ERROR, f"Secret {name} kept changing while being written; will retry"
+            )
+
+    async def _delete(self, existing: JSON) -> None:
+        name = _name(existing)
+        uid = (existing.get("metadata") or {}).get("uid")
+        self._deleted_by_us.add(name)
+        try:
+            options = {"apiVersion": "v1", "kind": "DeleteOptions"}
+            body = {**options, "preconditions": {"uid": uid}} if uid else None
+            await self._kube.delete(self._path(name), body)
+        except NotFound:
+            self._deleted_by_us.discard(name)
+        except Conflict:  # replaced by another object meanwhile: not the one we meant
+            self._deleted_by_us.discard(name)
+        self._cache.pop(name, None)
+        self._ours.pop(name, None)
+
+    async def delete(self, ref: ChannelRef) -> None:
+        """Delete the channel's Secret if it is ours (a foreign one of that name stays)."""
+        name = ref.secret_name
+        async with self._lock(name):
+            existing = self._cache.get(name) or await self._read(name)
+            if existing is None:
+                return
+            if not may_write(existing, ref):
+                log.warning("Secret %s is not channel %s's; left in place", name, ref.name)
+                return
+            await self._delete(existing)
+        self._locks.pop(name, None)
+
+    async def sweep(self, channel_names: Iterable[str]) -> int:
+        """Delete generated Secrets whose channel no longer exists (left behind while the
+        operator was down and garbage collection did not run). Returns how many."""
+        alive = set(channel_names)
+        orphans = [
+            obj
+            for obj in list(self._cache.values())
+            if is_managed(obj) and _channel_of(obj) not in alive
+        ]
+        for obj in orphans:
+            name = _name(obj)
+            async with self._lock(name):
+                await self._delete(obj)
+            log.info("deleted Secret %s: its channel is gone", name)
+        return len(orphans)
+
+    async def delete_orphan(self, channel: str) -> None:
+        """Delete the cached Secrets of a channel that no longer exists."""
+        for obj in [o for o in list(self._cache.values()) if _channel_of(o) == channel]:
+            if is_managed(obj):
+                async with self._lock(_name(obj)):
+                    await self._delete(obj)
+                log.info("deleted Secret %s: its channel is gone", _name(obj))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,78 @@
+"""Kopf handler registration, and nothing else: each handler is one call into a module.
+
+Handlers return nothing (Kopf would store a return value in status, where the schema prunes
+it) and write `patch.status` themselves. A failure becomes a TemporaryError with a growing
+delay: Ready=False in status, a retry later, never a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from whatsapp_channel.model import GROUP, PLURAL, VERSION
+
+from channel_operator import channels, startup
+from channel_operator.channels import Runtime
+from channel_operator.desired import ChannelFailure, retry_delay
+from channel_operator.settings import OperatorSettings
+
+CHANNELS: dict[str, Any] = {
+    "group": GROUP,
+    "version": VERSION,
+    "plural": PLURAL,
+    # Unexpected exceptions (bugs) are retried too, slowly, instead of stopping the channel.
+    "errors": kopf.ErrorsMode.TEMPORARY,
+    "backoff": 30,
+}
+
+
+def runtime_of(memo: kopf.Memo) -> Runtime:
+    rt = memo["runtime"]
+    assert isinstance(rt, Runtime)
+    return rt
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    startup.configure(settings)
+    operator_settings = memo["settings"]
+    assert isinstance(operator_settings, OperatorSettings)
+    memo["runtime"] = await startup.start(operator_settings)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        await startup.stop(runtime_of(memo))
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    return startup.connection_info()
+
+
+@kopf.on.probe(id="channelSecrets")
+def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
+    return len(runtime_of(memo).secrets)
+
+
+@kopf.on.resume(**CHANNELS)
+@kopf.on.create(**CHANNELS)
+@kopf.on.update(**CHANNELS)
+async def reconcile(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    failure = await channels.reconcile(runtime_of(memo), body, patch.status)
+    if failure is not None:
+        raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=retry_delay(retry))
+
+
+@kopf.on.delete(**CHANNELS)
+async def release(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    try:
+        await channels.release(runtime_of(memo), body)
+    except ChannelFailure as failure:
+        raise kopf.TemporaryError(
+            f"{failure.reason}: {failure.message}", delay=retry_delay(retry)
+        ) from None

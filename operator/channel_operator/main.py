@@ -1,0 +1,91 @@
+"""`whatsapp-operator`: run the operator, or rotate its sealing key.
+
+    whatsapp-operator               reconcile the WhatsAppChannels of WA_OPERATOR_NAMESPACE
+    whatsapp-operator rotate-key    add a sealing key that new seals use; old seals still open
+
+Settings are environment variables (see `channel_operator.settings`); cluster access is
+KUBECONFIG or the in-cluster service account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+import kopf
+from pydantic import ValidationError
+from whatsapp_channel.model import DEFAULT_NAMESPACE
+
+from channel_operator.settings import OperatorSettings
+
+
+def _settings() -> OperatorSettings:
+    try:
+        return OperatorSettings()  # from the environment
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            print(f"WA_OPERATOR_{field.upper()}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(settings: OperatorSettings) -> None:
+    from channel_operator import handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(
+        debug=settings.log_level == "DEBUG",
+        verbose=settings.log_level in {"DEBUG", "INFO"},
+        quiet=settings.log_level in {"WARNING", "ERROR"},
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    asyncio.run(
+        kopf.operator(
+            namespaces=[settings.namespace],
+            standalone=True,
+            liveness_endpoint=settings.liveness_endpoint,
+            memo=kopf.Memo(settings=settings),
+        )
+    )
+
+
+async def _rotate(namespace: str) -> str:
+    from whatsapp_channel.kube import Kube, load_config
+
+    from channel_operator import sealing_keys
+
+    kube = Kube(await asyncio.to_thread(load_config), user_agent="whatsapp-operator")
+    try:
+        keyring = await sealing_keys.rotate(kube, namespace)
+    finally:
+        await kube.close()
+    return keyring.active_key_id
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="whatsapp-operator", description="The WhatsAppChannel operator."
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="reconcile channels (the default)")
+    rotate = commands.add_parser(
+        "rotate-key",
+        help="add a fresh sealing key for new seals; the old keys keep opening old seals",
+    )
+    rotate.add_argument(
+        "--namespace",
+        default=os.environ.get("WA_OPERATOR_NAMESPACE") or DEFAULT_NAMESPACE,
+        help="the operator's namespace (default: $WA_OPERATOR_NAMESPACE or %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "rotate-key":
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        print(asyncio.run(_rotate(args.namespace)))
+        return
+    run(_settings())
+
+
+if __name__ == "__main__":
+    main()

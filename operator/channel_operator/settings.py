@@ -1,0 +1,43 @@
+"""The operator's one settings class: environment variables prefixed `WA_OPERATOR_`.
+
+Cluster access is the standard `KUBECONFIG`, or the in-cluster service account without it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WA_OPERATOR_", extra="ignore")
+
+    namespace: str = Field(
+        default=DEFAULT_NAMESPACE,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        max_length=63,
+        description="The namespace whose WhatsAppChannels the operator reconciles; its "
+        "sealing keys live there too.",
+    )
+    webhook_base_url: str = Field(
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The receiver's public base URL (e.g. https://hooks.example.com); each "
+        "channel's status.webhookUrl is this plus /hooks/whatsapp/<instance id>.",
+    )
+    liveness_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - a probe from the kubelet comes from outside the pod
+        description="Address of the liveness endpoint.",
+    )
+    liveness_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the liveness endpoint, /healthz."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="No level logs a credential, DEBUG included."
+    )
+
+    @property
+    def liveness_endpoint(self) -> str:
+        return f"http://{self.liveness_host}:{self.liveness_port}/healthz"

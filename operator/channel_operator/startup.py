@@ -1,0 +1,145 @@
+"""Kopf's settings, chosen on purpose, and the operator's start and stop.
+
+Writes per new channel: Kopf's finalizer, the Secret, one status patch. An unchanged channel
+on restart costs none. Two storages make that so:
+
+- progress (only while a handler retries) sits in annotations under our own prefix, without
+  Kopf's one-off `<prefix>/kopf-managed` marker, which would cost a patch per channel;
+- "what was handled last" is `status.observedGeneration`, which the operator writes anyway
+  when a generation is fully reconciled, instead of a copy of the spec in an annotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, cast
+
+import kopf
+from whatsapp_channel.kube import Kube, channels_path, load_config
+from whatsapp_channel.model import GROUP
+
+from channel_operator import channels, sealing_keys
+from channel_operator.channel_secrets import ChannelSecrets
+from channel_operator.channels import Runtime
+from channel_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PREFIX = GROUP
+SYNC_TIMEOUT = 60.0
+
+
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """Kopf's annotation progress storage without the branding marker annotation."""
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return None
+
+
+class ObservedGeneration(kopf.DiffBaseStorage):
+    """The last handled state is the generation `status.observedGeneration` names.
+
+    The operator reconciles from the whole current spec, never from a diff, so Kopf only
+    needs to know whether this generation was handled: new (no observedGeneration: create),
+    changed (another generation: update) or done (same: resume on restart, else nothing).
+    The operator writes observedGeneration itself, in the status patch that ends a successful
+    reconcile; storing here is a no-op. A failure leaves it behind, so Kopf keeps retrying.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {"metadata": {"generation": body.metadata.get("generation")}})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        observed = (body.get("status") or {}).get("observedGeneration")
+        if observed is None:
+            return None
+        return cast(kopf.BodyEssence, {"metadata": {"generation": observed}})
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX, v1=False)
+    settings.persistence.diffbase_storage = ObservedGeneration()
+    # Events only for what a person should look at: warnings and errors, never per success
+    # (that would be two more writes per channel). Messages never carry credentials.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "whatsapp-channel-operator"
+    # One namespace, known in advance: no cluster-wide watching of CRDs and namespaces.
+    settings.scanning.disabled = True
+    # Hung connections end; watches are renewed by the server before the client gives up.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    settings.watching.connect_timeout = 10
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.reconnect_backoff = 1.0
+    # A burst of thousands of new channels is worked on by a bounded number of workers.
+    settings.batching.worker_limit = 100
+    settings.peering.standalone = True
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """Kopf's own connection, from the same kubeconfig or service account as `Kube`'s."""
+    config = load_config()
+    return kopf.ConnectionInfo(
+        server=config.server,
+        ca_path=config.ca_file,
+        insecure=not config.verify,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        token=config.token,
+    )
+
+
+async def start(settings: OperatorSettings) -> Runtime:
+    """Keys ready, Secret cache synced, leftovers of deleted channels swept: then Kopf may
+    start handling channels."""
+    config = await asyncio.to_thread(load_config)
+    kube = Kube(config, user_agent="whatsapp-channel-operator", max_concurrency=32)
+    namespace = settings.namespace
+    task: asyncio.Task[None] | None = None
+    try:
+        keyring = await sealing_keys.ensure(kube, namespace)
+        log.info("sealing keys ready; new seals use key %s", keyring.active_key_id)
+        secrets = ChannelSecrets(kube, namespace)
+        rt = Runtime(
+            kube=kube,
+            namespace=namespace,
+            webhook_base_url=settings.webhook_base_url,
+            keys=sealing_keys.Keys(kube=kube, namespace=namespace, keyring=keyring),
+            secrets=secrets,
+        )
+
+        async def on_drift(channel: str) -> None:
+            await channels.repair(rt, channel)
+
+        task = rt.watcher = asyncio.create_task(secrets.run(on_drift), name="channel secrets")
+        await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)
+        listing = await kube.get(channels_path(namespace))
+        names = [item["metadata"]["name"] for item in listing.get("items") or []]
+        swept = await secrets.sweep(names)
+        log.info("%d channel Secret(s) cached, %d left-over swept", len(secrets), swept)
+        return rt
+    except BaseException:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await kube.close()
+        raise
+
+
+async def stop(rt: Runtime) -> None:
+    task, rt.watcher = rt.watcher, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await rt.secrets.close()
+    await rt.kube.close()
