@@ -12,6 +12,7 @@ from whatsapp_channel.kube import Kube, KubeError, load_config
 
 from channel_api.facade import routes
 from channel_api.facade.api_keys import ApiKeyFile
+from channel_api.facade.body_limit import BodyLimit
 from channel_api.facade.channel_watch import ChannelWatch
 from channel_api.facade.channels import Channels
 from channel_api.facade.errors import install_error_handlers
@@ -58,10 +59,10 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
         summary="WhatsApp channels of HydraCore instances",
         version="1.0.0",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.api_keys = api_keys
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost
     app.include_router(routes.router)
 
     @app.get("/healthz", include_in_schema=False)

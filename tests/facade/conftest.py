@@ -1,0 +1,105 @@
+"""Fixtures for the facade: API keys, a sealing key pair, the app over an in-memory fake
+apiserver, and an HTTP client that runs the app's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from channel_api.facade import FacadeSettings, create_app
+from fastapi import FastAPI
+from whatsapp_channel.kube import Kube
+from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of
+
+from .fake_kube import FakeKube
+
+NAMESPACE = "facade-contract"
+OWN_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
+OTHER_INSTANCE = "5d0e4c6a-1b2c-4d3e-8f90-a1b2c3d4e5f6"
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    file: Path
+    admin: str  # may manage every instance
+    tenant: str  # may manage OWN_INSTANCE only
+
+
+@dataclass(frozen=True)
+class SealingPair:
+    key_id: str
+    private: bytes
+    public: PublicSealingKey
+
+
+def write_keys_file(path: Path) -> ApiKeys:
+    admin, tenant = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    path.write_text(
+        "# name key instances\n"
+        f"admin {admin}\n"
+        f"tenant {tenant} {OWN_INSTANCE.upper()}\n"  # ids are canonicalised
+    )
+    return ApiKeys(file=path, admin=admin, tenant=tenant)
+
+
+@pytest.fixture
+def api_keys(tmp_path: Path) -> ApiKeys:
+    return write_keys_file(tmp_path / "api-keys")
+
+
+@pytest.fixture(scope="session")
+def sealing_pair() -> SealingPair:
+    key_id, private = new_private_key()
+    return SealingPair(key_id=key_id, private=private, public=public_key_of(private))
+
+
+@pytest.fixture
+def fake_kube(sealing_pair: SealingPair) -> FakeKube:
+    return FakeKube(sealing_pair.public, namespace=NAMESPACE)
+
+
+def facade_settings(api_keys: ApiKeys, **overrides: Any) -> FacadeSettings:
+    values: dict[str, Any] = {
+        "api_keys_file": api_keys.file,
+        "namespace": NAMESPACE,
+        "ready_wait_seconds": 2.0,
+        "kube_timeout_seconds": 0.5,
+    }
+    values.update(overrides)
+    return FacadeSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on `app` in this event loop, with the app's lifespan around it."""
+    headers = {"X-Api-Key": key} if key else {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://facade.test", headers=headers
+        ) as client:
+            yield client
+
+
+AppFactory = Callable[..., FastAPI]
+
+
+@pytest.fixture
+def make_app(api_keys: ApiKeys, fake_kube: FakeKube) -> AppFactory:
+    def make(kube: Kube | None = None, **overrides: Any) -> FastAPI:
+        return create_app(facade_settings(api_keys, **overrides), kube or fake_kube)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_app: AppFactory, api_keys: ApiKeys) -> AsyncIterator[httpx.AsyncClient]:
+    """Authenticated as the admin key."""
+    async with serving(make_app(), api_keys.admin) as http:
+        yield http
