@@ -1,0 +1,6 @@
+"""localkube: a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
+built from pinned Go modules and run on loopback, for development, tests and CI."""
+
+from localkube.cluster import Cluster, ClusterError
+
+__all__ = ["Cluster", "ClusterError"]

@@ -1,0 +1,102 @@
+"""Build the control-plane binaries from the pinned Go modules, once per pin.
+
+Binaries are cached outside the checkout (a fresh clone on the same machine reuses them),
+in a folder keyed by a hash of the Go sources and the Go version: a change of pins rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+GO_DIR = Path(__file__).resolve().parents[1] / "go"
+HELM_VERSION_VAR = "helm.sh/helm/v3/internal/version.version"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    kube: Path  # etcd, kube-apiserver, kube-controller-manager by first argument
+    helm: Path
+
+
+def cache_root() -> Path:
+    if explicit := os.environ.get("LOCALKUBE_CACHE"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "whatsapp-channels" / "controlplane"
+
+
+def _go() -> str:
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        raise RuntimeError("the Go toolchain is needed to build the local control plane")
+    return go
+
+
+def _pin_key(module: Path, go: str) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in module.iterdir() if p.suffix in {".go", ".mod", ".sum"}):
+        digest.update(name.encode())
+        digest.update((module / name).read_bytes())
+    digest.update(subprocess.run([go, "version"], capture_output=True, text=True).stdout.encode())
+    return digest.hexdigest()[:16]
+
+
+def pinned_version(module: Path, path: str) -> str:
+    """The version `module`'s go.mod requires of `path`."""
+    for line in (module / "go.mod").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == [path] and len(parts) >= 2:
+            return parts[1]
+    raise RuntimeError(f"{path} is not pinned in {module / 'go.mod'}")
+
+
+def _kube_ldflags(version: str) -> str:
+    # What release builds stamp in, so clients (kubectl, helm) see a real server version.
+    major, minor = version.lstrip("v").split(".")[:2]
+    stamps = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return " ".join(
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in stamps.items()
+    )
+
+
+def _build(module: Path, package: str, out: Path, ldflags: str, go: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    started = time.monotonic()
+    log.warning("building %s (first time for these pins; this takes a while)", out.name)
+    subprocess.run(
+        [go, "build", "-trimpath", f"-ldflags=-s -w {ldflags}", "-o", str(tmp), package],
+        cwd=module,
+        check=True,
+        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=mod"},
+    )
+    tmp.rename(out)  # atomic: a half-built binary is never taken for a finished one
+    log.warning("built %s in %.0fs", out.name, time.monotonic() - started)
+
+
+def ensure_built() -> Binaries:
+    """Return the binaries, building whichever is missing for the current pins."""
+    go = _go()
+    kube_module, helm_module = GO_DIR / "kube", GO_DIR / "helm"
+    kube = cache_root() / f"kube-{_pin_key(kube_module, go)}" / "kube"
+    helm = cache_root() / f"helm-{_pin_key(helm_module, go)}" / "helm"
+    if not kube.exists():
+        version = pinned_version(kube_module, "k8s.io/kubernetes")
+        _build(kube_module, ".", kube, _kube_ldflags(version), go)
+    if not helm.exists():
+        version = pinned_version(helm_module, "helm.sh/helm/v3")
+        _build(
+            helm_module, "helm.sh/helm/v3/cmd/helm", helm, f"-X {HELM_VERSION_VAR}={version}", go
+        )
+    return Binaries(kube=kube, helm=helm)

@@ -1,0 +1,366 @@
+"""Start, watch and stop a local control plane: etcd, kube-apiserver (RBAC on, service-account
+tokens issuable) and kube-controller-manager (garbage collector, namespace and
+service-account controllers), each on a free loopback port.
+
+Every process runs in its own process group and is recorded in `state.json`, so `stop()`
+(from this process or from `localkube down` in another) ends exactly what was started.
+When tied to its parent (tests), the kernel kills the children if the parent dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from localkube.build import Binaries, ensure_built
+from localkube.pki import make_pki
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: if the process that started us dies, so do we (no orphans).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll instead
+            waited = 0 if _pid_alive(pid) else pid
+        if waited == pid:
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+@dataclass
+class Cluster:
+    """A running (or attachable) local control plane rooted at `state_dir`."""
+
+    state_dir: Path
+    server: str
+    kubeconfig: Path
+    binaries: Binaries
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    started_in: float = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        state_dir: Path,
+        *,
+        tie_to_parent: bool = True,
+        binaries: Binaries | None = None,
+        timeout: float = 90.0,
+    ) -> Cluster:
+        """Start a fresh cluster in `state_dir` (wiped first) and wait until it serves."""
+        binaries = binaries or ensure_built()
+        started = time.monotonic()
+        if state_dir.exists():
+            existing = cls.attach(state_dir)
+            if existing is not None and existing.running():
+                raise ClusterError(f"a cluster is already running in {state_dir}")
+            shutil.rmtree(state_dir)
+        (state_dir / "logs").mkdir(parents=True)
+        pki = make_pki(state_dir / "pki")
+        ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver")}
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        cluster = cls(
+            state_dir=state_dir,
+            server=server,
+            kubeconfig=state_dir / "kubeconfig",
+            binaries=binaries,
+            ports=ports,
+        )
+        cluster._write_kubeconfig(pki.ca_cert, pki.admin_cert, pki.admin_key)
+        try:
+            etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+            peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+            cluster._spawn(
+                "etcd",
+                [
+                    "--name=localkube",
+                    f"--data-dir={state_dir / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=localkube={peer_url}",
+                    "--log-level=warn",
+                    # A throw-away dev cluster: skip fsync (etcd's own flag for tests).
+                    "--unsafe-no-fsync",
+                ],
+                tie_to_parent,
+            )
+            cluster._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout)
+            cluster._spawn(
+                "kube-apiserver",
+                [
+                    f"--etcd-servers={etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={ports['apiserver']}",
+                    f"--tls-cert-file={pki.serving_cert}",
+                    f"--tls-private-key-file={pki.serving_key}",
+                    f"--client-ca-file={pki.ca_cert}",
+                    "--authorization-mode=RBAC",
+                    f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                    f"--service-account-key-file={pki.sa_pub}",
+                    f"--service-account-signing-key-file={pki.sa_key}",
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                    # Endpoints may not point at loopback; there are no pods to reach anyway.
+                    "--endpoint-reconciler-type=none",
+                    "--profiling=false",
+                    "--v=0",
+                ],
+                tie_to_parent,
+            )
+            cluster._wait("kube-apiserver", lambda: cluster._readyz(pki.ca_cert), timeout)
+            cluster._spawn(
+                "kube-controller-manager",
+                [
+                    f"--kubeconfig={cluster.kubeconfig}",
+                    f"--controllers={CONTROLLERS}",
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                    f"--root-ca-file={pki.ca_cert}",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    "--v=0",
+                ],
+                tie_to_parent,
+            )
+            cluster._wait(
+                "kube-controller-manager",
+                lambda: cluster._has_default_service_account(),
+                timeout,
+            )
+        except BaseException:
+            cluster.stop()
+            raise
+        cluster.started_in = time.monotonic() - started
+        cluster._save()
+        return cluster
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> Cluster | None:
+        """The cluster recorded in `state_dir`, if any (running or not)."""
+        try:
+            state = json.loads((state_dir / "state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return cls(
+            state_dir=state_dir,
+            server=state["server"],
+            kubeconfig=Path(state["kubeconfig"]),
+            binaries=Binaries(kube=Path(state["kube"]), helm=Path(state["helm"])),
+            pids={k: int(v) for k, v in state["pids"].items()},
+            ports={k: int(v) for k, v in state["ports"].items()},
+        )
+
+    def running(self) -> bool:
+        return bool(self.pids) and all(_pid_alive(pid) for pid in self.pids.values())
+
+    def stop(self) -> None:
+        """End every process this cluster started, newest first, by pid."""
+        for name in reversed(list(self.pids)):
+            _end_group(self.pids[name])
+        self.pids.clear()
+        self._save()
+
+    def restart(self, component: str) -> None:
+        """Kill one component and start it again with the same arguments (fault tests)."""
+        args = json.loads((self.state_dir / f"{component}.args.json").read_text())
+        _end_group(self.pids.pop(component))
+        self._spawn(component, args, tie_to_parent=True)
+        self._save()
+
+    # --- using it ------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run(["kubectl", *args], input=input, check=check, timeout=timeout)
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run([str(self.binaries.helm), *args], input=None, check=check, timeout=timeout)
+
+    def kube_config(self) -> Any:
+        """The admin credential as the product's own client takes it."""
+        from whatsapp_channel.kube import load_config
+
+        return load_config(str(self.kubeconfig))
+
+    def _run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None,
+        check: bool,
+        timeout: float,
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            list(argv), input=input, capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"{' '.join(argv[:3])} ... failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str], tie_to_parent: bool) -> None:
+        (self.state_dir / f"{name}.args.json").write_text(json.dumps(args))
+        with open(self.state_dir / "logs" / f"{name}.log", "ab") as log_file:
+            process = subprocess.Popen(
+                [str(self.binaries.kube), name, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if tie_to_parent else None,
+            )
+        self.pids[name] = process.pid
+        self._save()
+
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(self.pids[name]) or _reaped(self.pids[name]):
+                raise ClusterError(f"{name} exited during start-up; see {self.log_tail(name)}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"{name} not ready after {timeout:.0f}s; see {self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.state_dir / "logs" / f"{name}.log"
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            return str(path)
+        return f"{path}:\n" + "\n".join(tail)
+
+    def _readyz(self, ca_cert: Path) -> bool:
+        return _http_ok(f"{self.server}/readyz", ssl.create_default_context(cafile=str(ca_cert)))
+
+    def _has_default_service_account(self) -> bool:
+        # The serviceaccount controller creating "default" proves the controller manager works.
+        result = self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
+        return result.returncode == 0
+
+    def _write_kubeconfig(self, ca: Path, cert: Path, key: Path) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "localkube",
+                    "cluster": {"server": self.server, "certificate-authority": str(ca)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "localkube-admin",
+                    "user": {"client-certificate": str(cert), "client-key": str(key)},
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "localkube",
+                    "context": {"cluster": "localkube", "user": "localkube-admin"},
+                }
+            ],
+            "current-context": "localkube",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _save(self) -> None:
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "kube": str(self.binaries.kube),
+            "helm": str(self.binaries.helm),
+            "pids": self.pids,
+            "ports": self.ports,
+        }
+        (self.state_dir / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _reaped(pid: int) -> bool:
+    """Collect a child that exited (so a dead child is not mistaken for a zombie alive)."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return waited == pid
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
