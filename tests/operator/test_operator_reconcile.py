@@ -1,0 +1,427 @@
+"""Reconciling, releasing, repairing and the sealing keys, against a small in-memory apiserver.
+
+These pin the logic and the write counts; the claims about Kubernetes itself (schema, status
+subresource, finalizers, garbage collection) are made against the real apiserver in
+test_operator_cluster.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+import pytest
+from channel_operator import channels, sealing_keys
+from channel_operator.channel_secrets import ChannelSecrets
+from channel_operator.channels import Runtime
+from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND
+from channel_operator.startup import ObservedGeneration
+from whatsapp_channel.kube import (
+    JSON,
+    Conflict,
+    Kube,
+    KubeConfig,
+    NotFound,
+    channels_path,
+    core_path,
+)
+from whatsapp_channel.model import (
+    ACTIVE_KEY_ID_FIELD,
+    PUBLIC_KEYS_FIELD,
+    READY,
+    SEALING_KEYS_SECRET,
+    SEALING_PUBLIC_CONFIGMAP,
+    find_condition,
+)
+from whatsapp_channel.sealing import PublicSealingKey, seal
+
+NS = "wa-unit"
+BASE_URL = "http://127.0.0.1:8082"
+VALUES = {"access_token": "EAAG-token-1", "app_secret": "secret-1", "verify_token": "verify-1"}
+
+
+class MemoryKube(Kube):
+    """Objects by path; resourceVersion conflicts, uid preconditions; every write recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(KubeConfig(server="http://memory.invalid"))
+        self.objects: dict[str, JSON] = {}
+        self.writes: list[tuple[str, str]] = []
+        self._versions = itertools.count(1)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        if method == "GET":
+            if path in self.objects:
+                return copy.deepcopy(self.objects[path])
+            items = [copy.deepcopy(o) for p, o in self.objects.items() if p.startswith(path + "/")]
+            if items or path.endswith(("secrets", "configmaps", "whatsappchannels")):
+                return {"items": items, "metadata": {"resourceVersion": str(next(self._versions))}}
+            raise NotFound(404, "NotFound", f"{path} not found")
+        self.writes.append((method, path))
+        if method == "POST":
+            target = f"{path}/{body['metadata']['name']}"
+            if target in self.objects:
+                raise Conflict(409, "AlreadyExists", "already exists")
+            obj = copy.deepcopy(body)
+            obj["metadata"]["uid"] = str(uuid.uuid4())
+            obj["metadata"]["resourceVersion"] = str(next(self._versions))
+            self.objects[target] = obj
+            return copy.deepcopy(obj)
+        if path not in self.objects:
+            raise NotFound(404, "NotFound", f"{path} not found")
+        current = self.objects[path]
+        if method == "PUT":
+            if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                raise Conflict(409, "Conflict", "the object has been modified")
+            obj = copy.deepcopy(body)
+            obj["metadata"]["uid"] = current["metadata"]["uid"]
+            obj["metadata"]["resourceVersion"] = str(next(self._versions))
+            self.objects[path] = obj
+            return copy.deepcopy(obj)
+        if method == "DELETE":
+            wanted_uid = ((body or {}).get("preconditions") or {}).get("uid")
+            if wanted_uid and wanted_uid != current["metadata"]["uid"]:
+                raise Conflict(409, "Conflict", "precondition failed")
+            return self.objects.pop(path)
+        raise AssertionError(f"unexpected {method} {path}")
+
+    def secret_writes(self) -> list[tuple[str, str]]:
+        return [(m, p) for m, p in self.writes if "/secrets" in p]
+
+
+async def make_runtime(kube: MemoryKube) -> Runtime:
+    keyring = await sealing_keys.ensure(kube, NS)
+    secrets = ChannelSecrets(kube, NS)
+    secrets._on_event("SYNC", await kube.get(core_path("secrets", NS)))  # as the watch would
+    secrets.synced.set()
+    kube.writes.clear()
+    return Runtime(
+        kube=kube,
+        namespace=NS,
+        webhook_base_url=BASE_URL,
+        keys=sealing_keys.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
+        secrets=secrets,
+    )
+
+
+def public_key(kube: MemoryKube) -> PublicSealingKey:
+    data = kube.objects[core_path("configmaps", NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
+    keys = json.loads(data[PUBLIC_KEYS_FIELD])
+    active = data[ACTIVE_KEY_ID_FIELD]
+    return PublicSealingKey.from_b64(active, keys[active])
+
+
+def sealed_spec(key: PublicSealingKey, name: str, values: Mapping[str, str], **spec: Any) -> JSON:
+    def one(field: str, value: str) -> str:
+        return seal(key, namespace=NS, name=name, field=field, value=value)
+
+    return {
+        "instanceId": name,
+        "phoneNumberId": "106540352242922",
+        "enabled": True,
+        "sealed": {
+            "accessToken": one("accessToken", values["access_token"]),
+            "appSecret": one("appSecret", values["app_secret"]),
+            "verifyToken": one("verifyToken", values["verify_token"]),
+        },
+        **spec,
+    }
+
+
+def channel_body(name: str, spec: JSON, generation: int = 1, status: JSON | None = None) -> JSON:
+    return {
+        "metadata": {"namespace": NS, "name": name, "uid": f"uid-{name}", "generation": generation},
+        "spec": spec,
+        "status": status or {},
+    }
+
+
+def secret_values(kube: MemoryKube, name: str) -> dict[str, str]:
+    secret = kube.objects[core_path("secrets", NS, f"whatsapp-{name}")]
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def ready_of(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    ready = find_condition(status.get("conditions") or [], READY)
+    assert ready is not None
+    return ready
+
+
+async def test_a_new_channel_costs_one_secret_write_and_a_status_patch() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+
+    patch: JSON = {}
+    assert await channels.reconcile(rt, body, patch) is None
+    assert kube.writes == [("POST", core_path("secrets", NS))]
+    assert secret_values(kube, name) == VALUES
+    assert patch["observedGeneration"] == 1
+    assert ready_of(patch)["status"] == "True"
+    assert patch["webhookUrl"] == f"{BASE_URL}/hooks/whatsapp/{name}"
+
+    # The same channel again (a restart, a resume): nothing to write at all.
+    kube.writes.clear()
+    again: JSON = {}
+    assert await channels.reconcile(rt, {**body, "status": patch}, again) is None
+    assert kube.writes == []
+    assert again == {}
+
+
+async def test_an_update_rewrites_the_secret_and_advances_the_generation() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    first: JSON = {}
+    await channels.reconcile(
+        rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), first
+    )
+
+    rotated = {**VALUES, "app_secret": "secret-2"}
+    spec = sealed_spec(public_key(kube), name, rotated, phoneNumberId="999999999")
+    kube.writes.clear()
+    second: JSON = {}
+    assert await channels.reconcile(rt, channel_body(name, spec, 2, first), second) is None
+    assert kube.secret_writes() == [("PUT", core_path("secrets", NS, f"whatsapp-{name}"))]
+    assert secret_values(kube, name) == rotated
+    labels = kube.objects[core_path("secrets", NS, f"whatsapp-{name}")]["metadata"]["labels"]
+    assert labels["whatsapp.hydracore.io/phone-number-id"] == "999999999"
+    assert second["observedGeneration"] == 2
+    assert ready_of(second)["observedGeneration"] == 2
+
+
+async def test_a_seal_moved_from_another_channel_does_not_open() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    victim, thief = str(uuid.uuid4()), str(uuid.uuid4())
+    stolen = sealed_spec(public_key(kube), victim, VALUES)
+    spec = {**stolen, "instanceId": thief}
+
+    patch: JSON = {}
+    failure = await channels.reconcile(rt, channel_body(thief, spec), patch)
+    assert failure is not None
+    assert failure.reason == "SealScopeMismatch"
+    assert kube.secret_writes() == []
+    ready = ready_of(patch)
+    assert (ready["status"], ready["reason"]) == ("False", "SealScopeMismatch")
+    assert "observedGeneration" not in patch
+    assert all(v not in json.dumps(patch) for v in VALUES.values())
+
+    # Retrying the same failure writes nothing more.
+    again: JSON = {}
+    await channels.reconcile(rt, channel_body(thief, spec, status=patch), again)
+    assert again == {}
+
+
+async def test_secret_ref_missing_then_provided() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    spec = {"instanceId": name, "phoneNumberId": "12345", "secretRef": {"name": "mine"}}
+    patch: JSON = {}
+    failure = await channels.reconcile(rt, channel_body(name, spec), patch)
+    assert failure is not None
+    assert failure.reason == SECRET_REF_NOT_FOUND
+
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in VALUES.items()}
+    await kube.create(core_path("secrets", NS), {"metadata": {"name": "mine"}, "data": data})
+    later: JSON = {}
+    assert await channels.reconcile(rt, channel_body(name, spec, status=patch), later) is None
+    assert secret_values(kube, name) == VALUES
+    assert ready_of(later)["status"] == "True"
+
+
+async def test_a_foreign_secret_of_the_same_name_is_not_overwritten_or_deleted() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    await kube.create(core_path("secrets", NS), {"metadata": {"name": f"whatsapp-{name}"}})
+    kube.writes.clear()
+    patch: JSON = {}
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    failure = await channels.reconcile(rt, body, patch)
+    assert failure is not None
+    assert failure.reason == SECRET_NAME_TAKEN
+    await channels.release(rt, body)
+    # One refused create (the cache holds only labelled Secrets), then hands off.
+    assert [m for m, _ in kube.writes] == ["POST"]
+    assert core_path("secrets", NS, f"whatsapp-{name}") in kube.objects
+
+
+async def test_release_deletes_the_secret() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    await channels.reconcile(rt, body, {})
+    await channels.release(rt, body)
+    assert core_path("secrets", NS, f"whatsapp-{name}") not in kube.objects
+    await channels.release(rt, body)  # again: nothing left, no error
+
+
+async def test_drift_repair_restores_an_edited_or_deleted_secret() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    patch: JSON = {}
+    await channels.reconcile(rt, body, patch)
+    kube.objects[channels_path(NS, name)] = {**body, "status": patch}
+    path = core_path("secrets", NS, f"whatsapp-{name}")
+
+    # Edited by hand, and the watch reports it: the repair puts the data back.
+    edited = copy.deepcopy(kube.objects[path])
+    edited["data"]["app_secret"] = base64.b64encode(b"tampered").decode()
+    edited["metadata"]["resourceVersion"] = "99999"
+    kube.objects[path] = edited
+    rt.secrets._on_event("MODIFIED", edited)
+    await channels.repair(rt, name)
+    assert secret_values(kube, name) == VALUES
+
+    # Deleted by hand.
+    gone = kube.objects.pop(path)
+    rt.secrets._on_event("DELETED", gone)
+    await channels.repair(rt, name)
+    assert secret_values(kube, name) == VALUES
+
+    # The channel itself is gone: its Secret goes too.
+    del kube.objects[channels_path(NS, name)]
+    await channels.repair(rt, name)
+    assert path not in kube.objects
+
+
+async def test_the_watch_reports_others_changes_and_ignores_ours() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    reported: list[str] = []
+
+    async def on_drift(channel: str) -> None:
+        reported.append(channel)
+
+    rt.secrets._on_drift = on_drift
+    name = str(uuid.uuid4())
+    await channels.reconcile(
+        rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), {}
+    )
+    ours = kube.objects[core_path("secrets", NS, f"whatsapp-{name}")]
+    rt.secrets._on_event("ADDED", copy.deepcopy(ours))
+    await asyncio.sleep(0.5)
+    assert reported == []
+    theirs = copy.deepcopy(ours)
+    theirs["metadata"]["resourceVersion"] = "123456"
+    rt.secrets._on_event("MODIFIED", theirs)
+    rt.secrets._on_event("MODIFIED", theirs)  # a burst, one repair
+    await asyncio.sleep(0.5)
+    assert reported == [name]
+
+
+async def test_startup_sweeps_secrets_of_channels_that_are_gone() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    alive, dead = str(uuid.uuid4()), str(uuid.uuid4())
+    for name in (alive, dead):
+        await channels.reconcile(
+            rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), {}
+        )
+    assert await rt.secrets.sweep([alive]) == 1
+    assert core_path("secrets", NS, f"whatsapp-{alive}") in kube.objects
+    assert core_path("secrets", NS, f"whatsapp-{dead}") not in kube.objects
+
+
+# --- sealing keys -----------------------------------------------------------------------
+
+
+async def test_two_operators_starting_at_once_share_one_keyring() -> None:
+    kube = MemoryKube()
+    one, two = await asyncio.gather(sealing_keys.ensure(kube, NS), sealing_keys.ensure(kube, NS))
+    assert one.private_keys == two.private_keys
+    assert one.active_key_id == two.active_key_id
+    data = kube.objects[core_path("configmaps", NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
+    assert data[ACTIVE_KEY_ID_FIELD] == one.active_key_id
+    published = json.loads(data[PUBLIC_KEYS_FIELD])
+    assert published == one.public_keys()
+    PublicSealingKey.from_b64(one.active_key_id, published[one.active_key_id])  # id matches key
+    # A restart with everything in place writes nothing.
+    kube.writes.clear()
+    assert (await sealing_keys.ensure(kube, NS)).private_keys == one.private_keys
+    assert kube.writes == []
+
+
+async def test_rotation_seals_with_the_new_key_and_still_opens_old_seals() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    old_key = public_key(kube)
+    old_channel = str(uuid.uuid4())
+    await channels.reconcile(
+        rt, channel_body(old_channel, sealed_spec(old_key, old_channel, VALUES)), {}
+    )
+
+    rotated = await sealing_keys.rotate(kube, NS)  # as `whatsapp-operator rotate-key` does
+    assert rotated.active_key_id != old_key.key_id
+    assert old_key.key_id in rotated.private_keys
+    new_key = public_key(kube)
+    assert new_key.key_id == rotated.active_key_id
+    secret = kube.objects[core_path("secrets", NS, SEALING_KEYS_SECRET)]
+    assert set(secret["data"]) == {old_key.key_id, new_key.key_id}
+    assert "managed-by" not in json.dumps(secret["metadata"].get("labels") or {})
+
+    # The running operator learns the new key when a seal needs it.
+    new_channel = str(uuid.uuid4())
+    patch: JSON = {}
+    body = channel_body(new_channel, sealed_spec(new_key, new_channel, VALUES))
+    assert await channels.reconcile(rt, body, patch) is None
+    assert secret_values(kube, new_channel) == VALUES
+    changed = sealed_spec(old_key, old_channel, {**VALUES, "verify_token": "verify-2"})
+    assert await channels.reconcile(rt, channel_body(old_channel, changed, 2), {}) is None
+
+
+def test_keyring_round_trips_through_its_secret() -> None:
+    keyring = sealing_keys.rotated(sealing_keys.new_keyring())
+    secret = sealing_keys.build_keys_secret(NS, keyring)
+    assert sealing_keys.keyring_from_secret(secret) == keyring
+    assert "Keyring(" in repr(keyring)
+    assert all(
+        base64.b64encode(raw).decode() not in repr(keyring) for raw in keyring.private_keys.values()
+    )
+    broken = {**secret, "data": {"0123456789abcdef": base64.b64encode(b"x" * 32).decode()}}
+    with pytest.raises(sealing_keys.KeyringError):
+        sealing_keys.keyring_from_secret(broken)
+
+
+# --- Kopf's view of what was handled -------------------------------------------------------
+
+
+def body_of(raw: JSON) -> kopf.Body:
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def test_observed_generation_tells_kopf_what_was_handled() -> None:
+    storage = ObservedGeneration()
+    new = body_of({"metadata": {"generation": 1}, "spec": {}})
+    assert storage.fetch(body=new) is None  # never reconciled: a creation
+    done = body_of({"metadata": {"generation": 1}, "spec": {}, "status": {"observedGeneration": 1}})
+    assert storage.fetch(body=done) == storage.build(body=done)  # handled: nothing (or resume)
+    changed = body_of(
+        {"metadata": {"generation": 2}, "spec": {}, "status": {"observedGeneration": 1}}
+    )
+    assert storage.fetch(body=changed) != storage.build(body=changed)  # an update
+    patch = kopf.Patch()
+    storage.store(body=changed, patch=patch, essence=storage.build(body=changed))
+    assert not patch  # the status patch of the handler itself records it
