@@ -54,7 +54,7 @@ def _issue(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
     *,
-    usage: ExtendedKeyUsageOID,
+    usage: x509.ObjectIdentifier,
     sans: list[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)

@@ -1,0 +1,57 @@
+"""Fixtures shared by every suite: the real local control plane, started once per session.
+
+Tests that need Kubernetes take `cluster` (and usually `namespace`); the cluster is built and
+started on first use and stopped at the end of the session. It never skips: a test that
+needs the control plane gets one or fails saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from localkube import Cluster
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    started = Cluster.start(tmp_path_factory.mktemp("localkube") / "cluster")
+    # Anything the tests start (kubectl, helm, the product's processes) talks to this cluster.
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(started.kubeconfig)
+    try:
+        yield started
+    finally:
+        started.stop()
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> Path:
+    """The WhatsAppChannel CRD applied and established."""
+    cluster.kubectl("apply", "-f", str(CRD_FILE))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/whatsappchannels.whatsapp.hydracore.io",
+    )
+    return CRD_FILE
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
