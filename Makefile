@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := /usr/local/go/bin:$(PATH)
+
+.PHONY: setup build run test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, helm), cached per pin.
+build: setup
+	$(BIN)/localkube build
+
+# The product on the local control plane: cluster, CRD, operator, facade, receiver.
+run: build
+	$(BIN)/whatsapp-dev
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: build lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .localkube .whatsapp-dev.env
