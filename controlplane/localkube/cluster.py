@@ -46,7 +46,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # PR_SET_PDEATHSIG: if the process that started us dies, so do we (no orphans).
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
@@ -61,7 +61,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _end_group(pid: int, grace: float = 10.0) -> None:
+def end_process_group(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group led by `pid`, then SIGKILL what is left."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -215,14 +215,14 @@ class Cluster:
     def stop(self) -> None:
         """End every process this cluster started, newest first, by pid."""
         for name in reversed(list(self.pids)):
-            _end_group(self.pids[name])
+            end_process_group(self.pids[name])
         self.pids.clear()
         self._save()
 
     def restart(self, component: str) -> None:
         """Kill one component and start it again with the same arguments (fault tests)."""
         args = json.loads((self.state_dir / f"{component}.args.json").read_text())
-        _end_group(self.pids.pop(component))
+        end_process_group(self.pids.pop(component))
         self._spawn(component, args, tie_to_parent=True)
         self._save()
 
@@ -279,7 +279,7 @@ class Cluster:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if tie_to_parent else None,
+                preexec_fn=die_with_parent if tie_to_parent else None,
             )
         self.pids[name] = process.pid
         self._save()

@@ -1,0 +1,106 @@
+"""Run the product's own processes (operator, facade, receiver) beside the local cluster:
+started with their environment, logged to a file, waited on until healthy, ended by pid.
+`whatsapp-dev` and the tests both start them through here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from localkube.cluster import die_with_parent, end_process_group
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: what a crash or an OOM kill looks like (fault tests)."""
+        if self.alive():
+            os.killpg(self.process.pid, 9)
+        self.process.wait()
+
+    def stop(self) -> None:
+        end_process_group(self.process.pid)
+        self.process.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def script(name: str) -> str:
+    """A console script of this project, from the same environment as the running Python."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def start_service(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    health_url: str | None = None,
+    timeout: float = 60.0,
+    tie_to_parent: bool = True,
+) -> Service:
+    """Start `argv` in its own process group and wait until `health_url` answers 200."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            list(argv),
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent if tie_to_parent else None,
+        )
+    service = Service(name=name, process=process, log_path=log_path)
+    if health_url is None:
+        return service
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise ServiceError(f"{name} exited at start-up:\n{service.log_tail()}")
+        try:
+            with urllib.request.urlopen(health_url, timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return service
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    service.stop()
+    raise ServiceError(f"{name} not healthy after {timeout:.0f}s:\n{service.log_tail()}")
+
+
+@contextmanager
+def running(service: Service) -> Iterator[Service]:
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,45 @@
+"""Run the real operator as a subprocess against the test cluster (end-to-end suites).
+
+    with run_operator(cluster, namespace, webhook_base_url="http://127.0.0.1:8082") as op:
+        ...            # op.kill() SIGKILLs it (crash), op.stop() ends it gracefully
+
+The operator is live (its /healthz answers) when the block starts and is ended by pid when
+it leaves, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from localkube import Cluster
+from localkube.cluster import free_port
+from localkube.services import Service, running, script, start_service
+
+
+def start_operator(
+    cluster: Cluster, namespace: str, webhook_base_url: str = "http://127.0.0.1:9"
+) -> Service:
+    port = free_port()
+    return start_service(
+        "whatsapp-operator",
+        [script("whatsapp-operator")],
+        env={
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "WA_OPERATOR_NAMESPACE": namespace,
+            "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base_url,
+            "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+            "WA_OPERATOR_LIVENESS_PORT": str(port),
+        },
+        log_path=Path(cluster.state_dir) / "logs" / f"operator-{namespace}-{port}.log",
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+
+
+@contextmanager
+def run_operator(
+    cluster: Cluster, namespace: str, webhook_base_url: str = "http://127.0.0.1:9"
+) -> Iterator[Service]:
+    with running(start_operator(cluster, namespace, webhook_base_url)) as service:
+        yield service
