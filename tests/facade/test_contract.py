@@ -301,6 +301,11 @@ async def test_body_that_is_not_json_is_422(client: httpx.AsyncClient) -> None:
     assert response.json() == {
         "detail": [{"loc": ["body", 21], "msg": "JSON decode error", "type": "json_invalid"}]
     }
+    not_utf8 = await client.post(
+        url(), content=b"\x80", headers={"Content-Type": "application/json"}
+    )
+    assert not_utf8.status_code == 400  # FastAPI's own answer, documented in the OpenAPI
+    assert not_utf8.json() == {"detail": "There was an error parsing the body"}
     not_an_object = await client.post(url(), json=["a"])
     assert not_an_object.status_code == 422
     assert not_an_object.json()["detail"][0]["type"] == "model_attributes_type"
@@ -352,6 +357,9 @@ async def test_missing_or_wrong_key_is_401_with_www_authenticate(
             await anonymous.get(url("not-a-uuid")),
             await anonymous.post(url(), content=b"{", headers={"Content-Type": "application/json"}),
             await anonymous.post(url(), json={}),
+            await anonymous.post(
+                url(), content=b"\x80", headers={"Content-Type": "application/json"}
+            ),
         ):
             assert response.status_code == 401
             assert response.headers["WWW-Authenticate"] == "Bearer"

@@ -13,6 +13,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
 
@@ -41,10 +42,11 @@ def _route(request: Request) -> str:
     return f"{request.method} {getattr(route, 'path', request.url.path)}"
 
 
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    # Who is asking comes first, also when the body is malformed: a stranger gets 401 and a
-    # key limited to other instances 403, whatever the body.
+async def _refusal(request: Request) -> Response | None:
+    """401 or 403 when the caller may not use this route, else None. FastAPI reads the body
+    before it resolves dependencies, so the answers about a body that cannot be read ask
+    this first: a stranger gets 401 and a key limited to other instances 403, whatever
+    the body."""
     try:
         credentials = await bearer(request)
         key = authenticate(
@@ -57,17 +59,33 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             try:
                 instance_id = uuid.UUID(str(raw_instance))
             except ValueError:
-                pass
-            else:
-                authorize(key, instance_id)
+                return None  # the 422 says so
+            authorize(key, instance_id)
     except HTTPException as refused:
         return await http_exception_handler(request, refused)
+    return None
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    refusal = await _refusal(request)
+    if refusal is not None:
+        return refusal
     # Exactly loc/msg/type: `input` would echo the tokens of a malformed body.
     errors = [
         {"loc": list(error["loc"]), "msg": str(error["msg"]), "type": str(error["type"])}
         for error in exc.errors()
     ]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and "instance_id" in request.path_params:  # an unreadable body
+        refusal = await _refusal(request)
+        if refusal is not None:
+            return refusal
+    return await http_exception_handler(request, exc)
 
 
 async def _no_channel(request: Request, exc: Exception) -> Response:
@@ -114,6 +132,7 @@ async def _kube_error(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(NoChannel, _no_channel)
     app.add_exception_handler(ChannelBusy, _busy)
     app.add_exception_handler(SealingKeyUnavailable, _sealing_key_unavailable)
