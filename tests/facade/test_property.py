@@ -57,7 +57,7 @@ schema = schemathesis.openapi.from_dict(_document())
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_server_errors_with_a_valid_key(case: Case, served: tuple[str, ApiKeys]) -> None:
+def test_no_server_errors_with_a_valid_key(case: Case[Any], served: tuple[str, ApiKeys]) -> None:
     base_url, keys = served
     response = case.call_and_validate(base_url=base_url, headers=_as(keys.admin), checks=CHECKS)
     SEEN[(case.method, response.status_code)] += 1
@@ -65,12 +65,14 @@ def test_no_server_errors_with_a_valid_key(case: Case, served: tuple[str, ApiKey
 
 @schema.parametrize()
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_server_errors_with_a_limited_or_no_key(case: Case, served: tuple[str, ApiKeys]) -> None:
+def test_no_server_errors_with_a_limited_or_no_key(
+    case: Case[Any], served: tuple[str, ApiKeys]
+) -> None:
     base_url, keys = served
     limited = case.call_and_validate(base_url=base_url, headers=_as(keys.tenant), checks=CHECKS)
     stranger = case.call_and_validate(base_url=base_url, headers=_as("wrong" * 8), checks=CHECKS)
     if case.method in {"GET", "POST", "DELETE"}:  # other methods: 405 before anything
-        assert limited.status_code in {200, 204, 403, 404, 413, 422}
+        assert limited.status_code in {200, 204, 400, 403, 404, 413, 422}
         assert stranger.status_code == 401
 
 
