@@ -45,6 +45,7 @@ def crd(cluster: Cluster) -> Path:
         "--timeout=60s",
         "crd/whatsappchannels.whatsapp.hydracore.io",
     )
+    cluster.wait_until_served("whatsappchannels", "default")
     return CRD_FILE
 
 

@@ -268,6 +268,15 @@ class Cluster:
             )
         return result
 
+    def wait_until_served(self, resource: str, namespace: str, timeout: float = 30.0) -> None:
+        """Wait until `resource` can be listed: a CRD reported Established may still answer
+        429 "storage is (re)initializing" for a moment."""
+        self._wait(
+            "kube-apiserver",
+            lambda: self.kubectl("get", resource, "-n", namespace, check=False).returncode == 0,
+            timeout,
+        )
+
     # --- internals -----------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str], tie_to_parent: bool) -> None:

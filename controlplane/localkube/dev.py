@@ -1,0 +1,193 @@
+"""`whatsapp-dev`: the whole product on the local control plane, for a newcomer.
+
+Builds what is missing, starts the cluster, applies the CRD, starts the operator, the facade,
+the receiver and a stand-in "instance" that prints the events it gets; writes the settings
+a shell needs to `.whatsapp-dev.env`; runs until Ctrl-C, then ends everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+from localkube.cluster import Cluster, ClusterError, free_port
+from localkube.services import Service, ServiceError, script, start_service
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
+NAMESPACE = "whatsapp-channels"
+EXAMPLE_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
+
+
+def _sink(port: int) -> None:
+    """The instance stand-in: accepts every forwarded event and says so (a daemon thread:
+    it ends with the process)."""
+
+    async def accept(request: web.Request) -> web.Response:
+        body = await request.read()
+        print(
+            f"[instance {request.match_info['instance_id']}] event, {len(body)} bytes", flush=True
+        )
+        return web.Response(text="ok")
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/instances/{instance_id}/whatsapp", accept)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whatsapp-dev", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=REPO / ".localkube", help="state folder")
+    parser.add_argument("--api-port", type=int, default=8080)
+    parser.add_argument("--webhook-port", type=int, default=8081)
+    parser.add_argument("--env-file", type=Path, default=REPO / ".whatsapp-dev.env")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    state: Path = args.dir.resolve()
+    services: list[Service] = []
+    cluster: Cluster | None = None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        existing = Cluster.attach(state)
+        if existing is not None and existing.running():
+            print(f"stopping the previous cluster in {state}")
+            existing.stop()
+        cluster = Cluster.start(state, tie_to_parent=True)
+        print(f"control plane up in {cluster.started_in:.1f}s at {cluster.server}")
+        cluster.kubectl("apply", "-f", str(CRD_FILE))
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/whatsappchannels.whatsapp.hydracore.io",
+        )
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        cluster.wait_until_served("whatsappchannels", NAMESPACE)
+
+        dev = state / "dev"
+        dev.mkdir(parents=True, exist_ok=True)
+        api_key = secrets.token_urlsafe(32)
+        keys_file = dev / "api-keys"
+        keys_file.write_text(f"dev {api_key}\n")
+        keys_file.chmod(0o600)
+        forward_secret = dev / "forward-secret"
+        forward_secret.write_text(secrets.token_urlsafe(32))
+        forward_secret.chmod(0o600)
+        api_url = f"http://127.0.0.1:{args.api_port}"
+        webhook_base = f"http://127.0.0.1:{args.webhook_port}"
+        sink_port, liveness_port = free_port(), free_port()
+        threading.Thread(target=_sink, args=(sink_port,), daemon=True).start()
+
+        kube = {"KUBECONFIG": str(cluster.kubeconfig)}
+        logs = state / "logs"
+        services.append(
+            start_service(
+                "operator",
+                [script("whatsapp-operator")],
+                env={
+                    **kube,
+                    "WA_OPERATOR_NAMESPACE": NAMESPACE,
+                    "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base,
+                    "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+                    "WA_OPERATOR_LIVENESS_PORT": str(liveness_port),
+                },
+                log_path=logs / "operator.log",
+                health_url=f"http://127.0.0.1:{liveness_port}/healthz",
+            )
+        )
+        services.append(
+            start_service(
+                "facade",
+                [script("whatsapp-facade")],
+                env={
+                    **kube,
+                    "WA_FACADE_NAMESPACE": NAMESPACE,
+                    "WA_FACADE_API_KEYS_FILE": str(keys_file),
+                    "WA_FACADE_HOST": "127.0.0.1",
+                    "WA_FACADE_PORT": str(args.api_port),
+                },
+                log_path=logs / "facade.log",
+                health_url=f"{api_url}/readyz",
+            )
+        )
+        services.append(
+            start_service(
+                "receiver",
+                [script("whatsapp-receiver")],
+                env={
+                    **kube,
+                    "WA_RECEIVER_NAMESPACE": NAMESPACE,
+                    "WA_RECEIVER_FORWARD_URL_TEMPLATE": (
+                        f"http://127.0.0.1:{sink_port}/instances/{{instance_id}}/whatsapp"
+                    ),
+                    "WA_RECEIVER_FORWARD_SECRET_FILE": str(forward_secret),
+                    "WA_RECEIVER_HOST": "127.0.0.1",
+                    "WA_RECEIVER_PORT": str(args.webhook_port),
+                },
+                log_path=logs / "receiver.log",
+                health_url=f"{webhook_base}/readyz",
+            )
+        )
+        args.env_file.write_text(
+            f"export KUBECONFIG={cluster.kubeconfig}\n"
+            f"export WA_API_URL={api_url}\n"
+            f"export WA_API_KEY={api_key}\n"
+            f"export WA_WEBHOOK_BASE_URL={webhook_base}\n"
+            f"export WA_NAMESPACE={NAMESPACE}\n"
+        )
+        args.env_file.chmod(0o600)
+        print(
+            f"""
+WhatsApp channels control plane is running.
+  REST API      {api_url}   (docs: {api_url}/docs)
+  webhooks      {webhook_base}/hooks/whatsapp/<instance id>
+  kubeconfig    {cluster.kubeconfig}
+  logs          {logs}
+Settings for your shell (API key included):  source {args.env_file}
+Try:
+  curl -s -X POST "$WA_API_URL/v1/instances/{EXAMPLE_INSTANCE}/channels/whatsapp" \\
+    -H "X-Api-Key: $WA_API_KEY" -H 'Content-Type: application/json' \\
+    -d '{{"access_token": "EAAG...", "app_secret": "0123456789abcdef",
+         "phone_number_id": "106540352242922"}}'
+  kubectl get whatsappchannels -n {NAMESPACE}
+Ctrl-C stops everything.""",
+            flush=True,
+        )
+        while not stop.is_set():
+            for service in services:
+                if not service.alive():
+                    raise ServiceError(f"{service.name} stopped:\n{service.log_tail()}")
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    except (ClusterError, ServiceError) as exc:
+        print(f"whatsapp-dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop.set()
+        for service in reversed(services):
+            service.stop()
+        if cluster is not None:
+            cluster.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
