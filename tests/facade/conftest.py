@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 from channel_api.facade import FacadeSettings, create_app
 from fastapi import FastAPI
 from whatsapp_channel.kube import Kube
@@ -88,6 +90,22 @@ async def serving(app: FastAPI, key: str | None = None) -> AsyncIterator[httpx.A
 
 
 AppFactory = Callable[..., FastAPI]
+
+# What the property-based runs hold every answer to.
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The app's OpenAPI document, known before any server runs."""
+    with tempfile.TemporaryDirectory() as folder:
+        keys = write_keys_file(Path(folder) / "api-keys")
+        document: dict[str, Any] = create_app(facade_settings(keys), FakeKube()).openapi()
+        return document
 
 
 @pytest.fixture

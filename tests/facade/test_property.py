@@ -4,7 +4,6 @@ the same run against the real control plane is in test_e2e.py)."""
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +15,18 @@ from channel_api.facade import create_app
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from .conftest import ApiKeys, SealingPair, facade_settings, write_keys_file
+from .conftest import (
+    CHECKS,
+    ApiKeys,
+    SealingPair,
+    facade_settings,
+    openapi_document,
+    write_keys_file,
+)
 from .fake_kube import FakeKube
 from .serve import serve_in_thread
 
 SEEN: Counter[tuple[str, int]] = Counter()
-CHECKS = [
-    schemathesis.checks.not_a_server_error,
-    schemathesis.checks.status_code_conformance,
-    schemathesis.checks.content_type_conformance,
-    schemathesis.checks.response_schema_conformance,
-]
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +40,7 @@ def served(
         yield base_url, keys
 
 
-def _document() -> dict[str, Any]:
-    """The app's OpenAPI document, known before any server runs."""
-    with tempfile.TemporaryDirectory() as folder:
-        keys = write_keys_file(Path(folder) / "api-keys")
-        document: dict[str, Any] = create_app(facade_settings(keys), FakeKube()).openapi()
-        return document
-
-
-schema = schemathesis.openapi.from_dict(_document())
+schema = schemathesis.openapi.from_dict(openapi_document())
 
 
 @schema.parametrize()
