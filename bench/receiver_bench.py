@@ -1,0 +1,339 @@
+"""Webhook receiver benchmark: signed POST throughput and p99 through uvicorn, with 10,000
+channels in the cache, against a bare ASGI endpoint that does nothing, in the same run.
+
+    .venv/bin/python bench/receiver_bench.py [--channels 10000] [--requests 4000]
+        [--rounds 3] [--connections 32] [--max-seconds 20]
+
+Three uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded
+with the channels' Secrets, forwarding to the sink), and the sink (the same bare endpoint,
+standing in for the instances). The load generator is a lean keep-alive HTTP/1.1 client in
+this process that only ever connects to 127.0.0.1, sends a bounded number of requests and
+stops at a time limit. Targets alternate round by round (machines here are noisy); the
+median round of each is reported, and the receiver's numbers as ratios of the bare one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import socket
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+HOST = "127.0.0.1"  # the only address the load generator ever connects to
+FORWARD_SECRET = b"bench-forward-secret-0123456789abcdef"
+
+
+# --- the servers (each runs in its own process) -----------------------------------------
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request and answers 200: the cost of uvicorn alone."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"OK"})
+
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(bare_app, host=HOST, port=port, access_log=False, log_level="warning")
+
+
+def serve_receiver(port: int, sink_port: int, secrets: list[dict[str, Any]]) -> None:
+    import uvicorn
+    from channel_api.receiver.app import Receiver
+    from channel_api.receiver.channels import ChannelCache
+    from channel_api.receiver.forward import Forwarder
+    from channel_api.receiver.status import StatusWriter
+
+    async def no_status_writes(path: str, body: dict[str, Any]) -> None:
+        return None
+
+    cache = ChannelCache()
+    cache.replace_all(secrets)
+    forwarder = Forwarder(
+        f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
+        FORWARD_SECRET,
+        timeout=10.0,
+        max_connections=256,
+    )
+    status = StatusWriter(no_status_writes, "bench", interval=30.0)
+    app = Receiver(cache, forwarder, status, max_body_bytes=3 * 1024 * 1024)
+    uvicorn.run(app, host=HOST, port=port, access_log=False, log_level="warning")
+
+
+# --- the channels and their signed events ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Channel:
+    instance_id: str
+    phone_number_id: str
+    app_secret: str
+
+
+def make_channels(count: int) -> tuple[list[Channel], list[dict[str, Any]]]:
+    import base64
+
+    from whatsapp_channel.model import (
+        ENABLED_ANNOTATION,
+        INSTANCE_LABEL,
+        MANAGED_BY_LABEL,
+        MANAGED_BY_VALUE,
+        PHONE_NUMBER_ID_LABEL,
+    )
+
+    channels, secrets = [], []
+    for n in range(count):
+        channel = Channel(str(uuid.uuid4()), str(100000000000000 + n), uuid.uuid4().hex * 2)
+        channels.append(channel)
+        secrets.append(
+            {
+                "metadata": {
+                    "name": f"whatsapp-{channel.instance_id}",
+                    "labels": {
+                        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+                        INSTANCE_LABEL: channel.instance_id,
+                        PHONE_NUMBER_ID_LABEL: channel.phone_number_id,
+                    },
+                    "annotations": {ENABLED_ANNOTATION: "true"},
+                },
+                "data": {
+                    "app_secret": base64.b64encode(channel.app_secret.encode()).decode(),
+                    "verify_token": base64.b64encode(f"token-{n}".encode()).decode(),
+                },
+            }
+        )
+    return channels, secrets
+
+
+def signed_request(path: str, channel: Channel, n: int) -> bytes:
+    """One complete HTTP/1.1 request: a text-message notification signed as Meta signs."""
+    import hashlib
+    import hmac
+    import json
+
+    event = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550984277",
+                                "phone_number_id": channel.phone_number_id,
+                            },
+                            "contacts": [{"profile": {"name": "Zoë"}, "wa_id": "60173526233"}],
+                            "messages": [
+                                {
+                                    "from": "60173526233",
+                                    "id": f"wamid.bench{n}",
+                                    "timestamp": "1694427240",
+                                    "text": {"body": f"Grüße #{n}, how are you today?"},
+                                    "type": "text",
+                                }
+                            ],
+                        },
+                        "field": "messages",
+                    }
+                ],
+            }
+        ],
+    }
+    body = json.dumps(event, separators=(",", ":")).encode()
+    mac = hmac.new(channel.app_secret.encode(), body, hashlib.sha256).hexdigest()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"X-Hub-Signature-256: sha256={mac}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+# --- the load generator -------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    target: str
+    seconds: float
+    latencies: list[float]
+    failures: int
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.quantiles(self.latencies, n=100)[98] * 1000
+
+
+async def _answer(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def load(
+    target: str, port: int, requests: list[bytes], total: int, connections: int, limit: float
+) -> Round:
+    latencies: list[float] = []
+    failures = 0
+    sent = 0
+    deadline = time.monotonic() + limit
+
+    async def worker() -> None:
+        nonlocal sent, failures
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while sent < total and time.monotonic() < deadline:
+                request = requests[sent % len(requests)]
+                sent += 1
+                start = time.perf_counter()
+                writer.write(request)
+                status = await _answer(reader)
+                latencies.append(time.perf_counter() - start)
+                failures += status != 200
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return Round(target, time.perf_counter() - started, latencies, failures)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            status = await _answer(reader)
+            writer.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing serving on {HOST}:{port}")
+        await asyncio.sleep(0.2)
+
+
+async def run(args: argparse.Namespace) -> None:
+    channels, secrets = make_channels(args.channels)
+    rng = random.Random(5)
+    sample = [rng.choice(channels) for _ in range(2000)]
+    targets = {
+        "bare ASGI endpoint (no-op)": [signed_request("/bare", c, n) for n, c in enumerate(sample)],
+        "receiver POST /hooks/whatsapp/{id}": [
+            signed_request(f"/hooks/whatsapp/{c.instance_id}", c, n) for n, c in enumerate(sample)
+        ],
+        "receiver POST /hooks/whatsapp": [
+            signed_request("/hooks/whatsapp", c, n) for n, c in enumerate(sample)
+        ],
+    }
+    bare_port, receiver_port, sink_port = free_port(), free_port(), free_port()
+    spawn = multiprocessing.get_context("spawn")
+    processes = [
+        spawn.Process(target=serve_bare, args=(bare_port,), daemon=True),
+        spawn.Process(target=serve_bare, args=(sink_port,), daemon=True),
+        spawn.Process(target=serve_receiver, args=(receiver_port, sink_port, secrets), daemon=True),
+    ]
+    for process in processes:
+        process.start()
+    try:
+        await wait_until_serving(bare_port, "/")
+        await wait_until_serving(sink_port, "/")
+        await wait_until_serving(receiver_port, "/readyz")
+        ports = {name: bare_port if name.startswith("bare") else receiver_port for name in targets}
+        print(
+            f"receiver benchmark: {args.channels} channels in the cache, {args.connections} "
+            f"connections, {args.requests} signed POSTs x {args.rounds} rounds per target, "
+            f"on {HOST}"
+        )
+        for name, requests in targets.items():  # warm-up
+            await load(name, ports[name], requests, 300, args.connections, args.max_seconds)
+        rounds: dict[str, list[Round]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, requests in targets.items():
+                rounds[name].append(
+                    await load(
+                        name,
+                        ports[name],
+                        requests,
+                        args.requests,
+                        args.connections,
+                        args.max_seconds,
+                    )
+                )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(5)
+
+    median = {name: sorted(rs, key=lambda r: r.rate)[len(rs) // 2] for name, rs in rounds.items()}
+    print(f"{'target':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8}")
+    for name, r in median.items():
+        failures = sum(x.failures for x in rounds[name])
+        print(f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d}")
+    bare = median["bare ASGI endpoint (no-op)"]
+    for name, r in median.items():
+        if name.startswith("receiver"):
+            print(
+                f"{name}: throughput {r.rate / bare.rate:.2f}x bare, "
+                f"p99 {r.p99_ms / bare.p99_ms:.2f}x bare"
+            )
+    if any(x.failures for rs in rounds.values() for x in rs):
+        sys.exit("some requests were not answered 200")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--channels", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=4_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--max-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    if not 0 < args.requests <= 100_000 or not 0 < args.connections <= 256:
+        parser.error("--requests must be 1..100000 and --connections 1..256")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
