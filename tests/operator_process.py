@@ -3,13 +3,19 @@
     with run_operator(cluster, namespace, webhook_base_url="http://127.0.0.1:8082") as op:
         ...            # op.kill() SIGKILLs it (crash), op.stop() ends it gracefully
 
+`namespace` must exist and the CRD be applied (the `namespace` and `crd` fixtures). The
+operator reconciles the channels of that namespace and keeps its sealing keys there: read
+the public key from ConfigMap `whatsapp-channels-sealing-public` once the block starts.
+`op.log_path` is its log (stdout and stderr). `env` adds or overrides settings, e.g.
+{"WA_OPERATOR_LOG_LEVEL": "DEBUG"}.
+
 The operator is live (its /healthz answers) when the block starts and is ended by pid when
 it leaves, whatever happens in between.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +25,10 @@ from localkube.services import Service, running, script, start_service
 
 
 def start_operator(
-    cluster: Cluster, namespace: str, webhook_base_url: str = "http://127.0.0.1:9"
+    cluster: Cluster,
+    namespace: str,
+    webhook_base_url: str = "http://127.0.0.1:9",
+    env: Mapping[str, str] | None = None,
 ) -> Service:
     port = free_port()
     return start_service(
@@ -31,6 +40,7 @@ def start_operator(
             "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base_url,
             "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
             "WA_OPERATOR_LIVENESS_PORT": str(port),
+            **(env or {}),
         },
         log_path=Path(cluster.state_dir) / "logs" / f"operator-{namespace}-{port}.log",
         health_url=f"http://127.0.0.1:{port}/healthz",
@@ -39,7 +49,10 @@ def start_operator(
 
 @contextmanager
 def run_operator(
-    cluster: Cluster, namespace: str, webhook_base_url: str = "http://127.0.0.1:9"
+    cluster: Cluster,
+    namespace: str,
+    webhook_base_url: str = "http://127.0.0.1:9",
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Service]:
-    with running(start_operator(cluster, namespace, webhook_base_url)) as service:
+    with running(start_operator(cluster, namespace, webhook_base_url, env)) as service:
         yield service

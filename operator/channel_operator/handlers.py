@@ -2,7 +2,8 @@
 
 Handlers return nothing (Kopf would store a return value in status, where the schema prunes
 it) and write `patch.status` themselves. A failure becomes a TemporaryError with a growing
-delay: Ready=False in status, a retry later, never a crash.
+delay: Ready=False in status, a Warning event (with the condition's reason) when it is new, a
+retry later, never a crash.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ async def reconcile(
 ) -> None:
     failure = await channels.reconcile(runtime_of(memo), body, patch.status)
     if failure is not None:
+        if "conditions" in patch.status:  # a new failure, not a retry of the same one
+            kopf.warn(body, reason=failure.reason, message=failure.message)
         raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=retry_delay(retry))
 
 
@@ -73,6 +76,7 @@ async def release(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> Non
     try:
         await channels.release(runtime_of(memo), body)
     except ChannelFailure as failure:
+        kopf.warn(body, reason=failure.reason, message=failure.message)
         raise kopf.TemporaryError(
             f"{failure.reason}: {failure.message}", delay=retry_delay(retry)
         ) from None

@@ -66,9 +66,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX, v1=False)
     settings.persistence.diffbase_storage = ObservedGeneration()
-    # Events only for what a person should look at: warnings and errors, never per success
-    # (that would be two more writes per channel). Messages never carry credentials.
+    # Events only for what a person should look at: the handlers post a Warning when a
+    # channel starts failing; no event per success (two more writes per channel), and Kopf's
+    # own log lines are not posted. Messages never carry credentials.
     settings.posting.level = logging.WARNING
+    settings.posting.loggers = False
     settings.posting.reporting_component = "whatsapp-channel-operator"
     # One namespace, known in advance: no cluster-wide watching of CRDs and namespaces.
     settings.scanning.disabled = True

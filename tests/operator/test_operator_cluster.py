@@ -1,0 +1,619 @@
+"""Issue 3 against the real control plane: the operator run as its console script, channels
+written with kubectl and the product's client, everything checked in the apiserver.
+
+Each test has its own namespace and its own operator (at DEBUG, so the no-secret-in-logs
+check covers every level).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from channel_operator.startup import FINALIZER
+from localkube import Cluster
+from localkube.services import Service, running, script
+from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
+from whatsapp_channel.model import (
+    ACTIVE_KEY_ID_FIELD,
+    DATA_HASH_ANNOTATION,
+    ENABLED_ANNOTATION,
+    GENERATED_SECRET_SELECTOR,
+    INSTANCE_LABEL,
+    KIND,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    PHONE_NUMBER_ID_LABEL,
+    PUBLIC_KEYS_FIELD,
+    READY,
+    SEALING_KEYS_SECRET,
+    SEALING_PUBLIC_CONFIGMAP,
+    ChannelSpec,
+    SealedCredentials,
+    channel_body,
+    find_condition,
+    rest_status,
+)
+from whatsapp_channel.sealing import PublicSealingKey, seal
+
+from tests.operator_process import run_operator, start_operator
+
+WEBHOOK_BASE = "http://127.0.0.1:8082"
+DEBUG = {"WA_OPERATOR_LOG_LEVEL": "DEBUG"}
+PHONE_ID = "106540352242922"
+T = TypeVar("T")
+
+
+def credentials() -> dict[str, str]:
+    """Distinctive values, so a leak anywhere is easy to find."""
+    return {
+        "access_token": f"EAAG{uuid.uuid4().hex}{uuid.uuid4().hex}",
+        "app_secret": f"appsecret{uuid.uuid4().hex}",
+        "verify_token": f"verify{uuid.uuid4().hex}",
+    }
+
+
+@pytest.fixture
+def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG) as service:
+        yield service
+
+
+@pytest.fixture
+async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
+    client = Kube(cluster.kube_config())
+    yield client
+    await client.close()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0
+) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
+
+
+async def public_key(kube: Kube, namespace: str) -> PublicSealingKey:
+    data = (await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP)))["data"]
+    active = data[ACTIVE_KEY_ID_FIELD]
+    return PublicSealingKey.from_b64(active, json.loads(data[PUBLIC_KEYS_FIELD])[active])
+
+
+def sealed_for(
+    key: PublicSealingKey, namespace: str, name: str, values: dict[str, str]
+) -> SealedCredentials:
+    def one(field: str, secret_key: str) -> str:
+        return seal(key, namespace=namespace, name=name, field=field, value=values[secret_key])
+
+    return SealedCredentials(
+        access_token=one("accessToken", "access_token"),
+        app_secret=one("appSecret", "app_secret"),
+        verify_token=one("verifyToken", "verify_token"),
+    )
+
+
+def manifest(
+    key: PublicSealingKey,
+    namespace: str,
+    name: str,
+    values: dict[str, str],
+    *,
+    phone: str = PHONE_ID,
+    enabled: bool = True,
+) -> JSON:
+    spec = ChannelSpec(
+        instance_id=name,
+        phone_number_id=phone,
+        display_phone="+61400111222",
+        enabled=enabled,
+        sealed=sealed_for(key, namespace, name, values),
+    )
+    return channel_body(namespace=namespace, name=name, spec=spec)
+
+
+async def get_channel(kube: Kube, namespace: str, name: str) -> JSON:
+    return await kube.get(channels_path(namespace, name))
+
+
+async def get_secret(kube: Kube, namespace: str, name: str) -> JSON | None:
+    try:
+        return await kube.get(core_path("secrets", namespace, f"whatsapp-{name}"))
+    except NotFound:
+        return None
+
+
+def decoded(secret: JSON) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def ready_of(channel: JSON) -> dict[str, Any]:
+    ready = find_condition((channel.get("status") or {}).get("conditions") or [], READY)
+    return dict(ready or {})
+
+
+async def wait_ready(
+    kube: Kube, namespace: str, name: str, *, status: str = "True", reason: str | None = None
+) -> JSON:
+    """The channel once its Ready condition speaks of its current generation."""
+
+    async def probe() -> JSON | None:
+        channel = await get_channel(kube, namespace, name)
+        ready = ready_of(channel)
+        current = ready.get("observedGeneration") == channel["metadata"]["generation"]
+        if current and ready.get("status") == status and reason in (None, ready.get("reason")):
+            return channel
+        return None
+
+    return await eventually(probe, f"channel {name} Ready={status} ({reason or 'any reason'})")
+
+
+def assert_no_secret_leaked(
+    service: Service, cluster: Cluster, namespace: str, *values: dict[str, str]
+) -> None:
+    log = service.log_path.read_text(errors="replace")
+    assert "DEBUG" in log  # the check covers the most talkative level
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    for value in (v for one in values for v in one.values()):
+        assert value not in log, "a credential is in the operator's log"
+        assert value not in events, "a credential is in an event"
+
+
+def our_annotations(obj: JSON) -> list[str]:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return [a for a in annotations if a.startswith("whatsapp.hydracore.io/")]
+
+
+# --- create, update, delete -----------------------------------------------------------------
+
+
+async def test_create_is_ready_with_a_secret_of_exactly_the_unsealed_values(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    name = str(uuid.uuid4())
+    values = credentials()
+    env = {
+        **cluster.env(),
+        "WA_ACCESS_TOKEN": values["access_token"],
+        "WA_APP_SECRET": values["app_secret"],
+        "WA_VERIFY_TOKEN": values["verify_token"],
+    }
+    argv = [script("whatsapp-seal"), "-n", namespace, "--instance-id", name]
+    argv += ["--phone-number-id", PHONE_ID, "--display-phone", "+61400111222"]
+    sealing = await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    sealed = sealing.stdout
+    assert all(v not in sealed for v in values.values())
+    cluster.kubectl("apply", "-f", "-", input=sealed)
+    waited = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", f"whatsappchannel/{name}", "--timeout=60s"
+    )
+    assert "condition met" in waited.stdout
+
+    channel = await get_channel(kube, namespace, name)
+    status = channel["status"]
+    assert status["observedGeneration"] == channel["metadata"]["generation"] == 1
+    assert status["webhookUrl"] == f"{WEBHOOK_BASE}/hooks/whatsapp/{name}"
+    assert status["secretName"] == f"whatsapp-{name}"
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [
+        ("SecretSynced", "True"),
+        ("WebhookConfigured", "True"),
+        ("Ready", "True"),
+    ]
+    assert rest_status(channel) == "active"
+    assert channel["metadata"]["finalizers"] == [FINALIZER]
+    assert our_annotations(channel) == []  # no progress left behind
+
+    secret = await get_secret(kube, namespace, name)
+    assert secret is not None
+    assert decoded(secret) == values
+    metadata = secret["metadata"]
+    assert metadata["labels"][MANAGED_BY_LABEL] == MANAGED_BY_VALUE
+    assert metadata["labels"][INSTANCE_LABEL] == name
+    assert metadata["labels"][PHONE_NUMBER_ID_LABEL] == PHONE_ID
+    assert metadata["annotations"][ENABLED_ANNOTATION] == "true"
+    assert metadata["annotations"][DATA_HASH_ANNOTATION].startswith("sha256:")
+    (owner,) = metadata["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (KIND, name, channel["metadata"]["uid"])
+    assert owner["controller"] is True
+    assert owner["blockOwnerDeletion"] is True
+
+    table = cluster.kubectl("get", "wac", "-n", namespace).stdout
+    assert table.split("\n")[0].split() == ["NAME", "PHONE", "READY", "REASON", "AGE"]
+    assert f"{name}   +61400111222   True    ChannelReady" in table
+    assert_no_secret_leaked(operator, cluster, namespace, values)
+
+
+async def test_update_new_phone_and_rotated_app_secret_then_disable(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    key = await public_key(kube, namespace)
+    name = str(uuid.uuid4())
+    values = credentials()
+    await kube.create(channels_path(namespace), manifest(key, namespace, name, values))
+    await wait_ready(kube, namespace, name)
+
+    rotated = {**values, "app_secret": f"rotated{uuid.uuid4().hex}"}
+    update = manifest(key, namespace, name, rotated, phone="999000111222")
+    await kube.merge_patch(channels_path(namespace, name), {"spec": update["spec"]})
+    channel = await wait_ready(kube, namespace, name)
+    assert channel["metadata"]["generation"] == 2
+    assert channel["status"]["observedGeneration"] == 2
+    assert ready_of(channel)["observedGeneration"] == 2
+    secret = await get_secret(kube, namespace, name)
+    assert secret is not None
+    assert decoded(secret) == rotated
+    assert secret["metadata"]["labels"][PHONE_NUMBER_ID_LABEL] == "999000111222"
+
+    await kube.merge_patch(channels_path(namespace, name), {"spec": {"enabled": False}})
+    channel = await wait_ready(kube, namespace, name, reason="ChannelDisabled")
+    assert channel["status"]["observedGeneration"] == 3
+    assert rest_status(channel) == "disabled"
+    secret = await get_secret(kube, namespace, name)
+    assert secret is not None
+    assert secret["metadata"]["annotations"][ENABLED_ANNOTATION] == "false"
+    assert decoded(secret) == rotated
+    assert_no_secret_leaked(operator, cluster, namespace, values, rotated)
+
+
+async def test_delete_removes_the_secret_and_releases_the_channel(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    key = await public_key(kube, namespace)
+    name = str(uuid.uuid4())
+    await kube.create(channels_path(namespace), manifest(key, namespace, name, credentials()))
+    await wait_ready(kube, namespace, name)
+    assert await get_secret(kube, namespace, name) is not None
+
+    cluster.kubectl("delete", "-n", namespace, f"whatsappchannel/{name}", "--timeout=60s")
+    with pytest.raises(NotFound):
+        await get_channel(kube, namespace, name)
+    assert await get_secret(kube, namespace, name) is None
+
+
+# --- drift ------------------------------------------------------------------------------
+
+
+async def test_a_secret_deleted_or_edited_by_hand_is_put_back(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    key = await public_key(kube, namespace)
+    name = str(uuid.uuid4())
+    values = credentials()
+    await kube.create(channels_path(namespace), manifest(key, namespace, name, values))
+    await wait_ready(kube, namespace, name)
+    path = core_path("secrets", namespace, f"whatsapp-{name}")
+
+    async def restored() -> JSON | None:
+        secret = await get_secret(kube, namespace, name)
+        if secret is None or decoded(secret) != values:
+            return None
+        metadata = secret["metadata"]
+        labels_ok = metadata["labels"].get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+        enabled_ok = metadata["annotations"].get(ENABLED_ANNOTATION) == "true"
+        return secret if labels_ok and enabled_ok else None
+
+    original_uid = (await kube.get(path))["metadata"]["uid"]
+    started = time.monotonic()
+    await kube.delete(path)
+    again = await eventually(restored, "the deleted Secret back", timeout=15)
+    assert again["metadata"]["uid"] != original_uid
+    assert time.monotonic() - started < 15
+
+    tampered = base64.b64encode(b"tampered").decode()
+    await kube.merge_patch(path, {"data": {"app_secret": tampered, "extra": tampered}})
+    secret = await eventually(restored, "the edited Secret's data back", timeout=15)
+    assert set(secret["data"]) == {"access_token", "app_secret", "verify_token"}
+
+    await kube.merge_patch(path, {"metadata": {"annotations": {ENABLED_ANNOTATION: "false"}}})
+    await eventually(restored, "the enabled annotation back", timeout=15)
+
+    await kube.merge_patch(path, {"metadata": {"labels": {MANAGED_BY_LABEL: None}}})
+    await eventually(restored, "the managed-by label back", timeout=15)
+    assert_no_secret_leaked(operator, cluster, namespace, values)
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+async def test_a_seal_moved_to_another_channel_does_not_open(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    key = await public_key(kube, namespace)
+    victim, thief = str(uuid.uuid4()), str(uuid.uuid4())
+    values = credentials()
+    original = manifest(key, namespace, victim, values)
+    await kube.create(channels_path(namespace), original)
+    await wait_ready(kube, namespace, victim)
+
+    stolen = {
+        **original,
+        "metadata": {"name": thief, "namespace": namespace},
+        "spec": {**original["spec"], "instanceId": thief},
+    }
+    await kube.create(channels_path(namespace), stolen)
+    channel = await wait_ready(kube, namespace, thief, status="False", reason="SealScopeMismatch")
+    ready = ready_of(channel)
+    assert "sealed for another channel" in ready["message"]
+    assert rest_status(channel) == "error"
+    assert "observedGeneration" not in channel["status"]
+    assert await get_secret(kube, namespace, thief) is None
+    waited = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", f"wac/{thief}", "--timeout=2s",
+        check=False,
+    )  # fmt: skip
+    assert waited.returncode != 0
+
+    async def warned() -> JSON | None:
+        events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+        about = [e for e in events["items"] if e["involvedObject"].get("name") == thief]
+        return next((e for e in about if e["reason"] == "SealScopeMismatch"), None)
+
+    event = await eventually(warned, "a Warning event about the seal")
+    assert event["type"] == "Warning"
+    assert "sealed for another channel" in event["message"]
+    assert_no_secret_leaked(operator, cluster, namespace, values)
+
+
+async def test_a_missing_secret_ref_is_reported_then_picked_up(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    name = str(uuid.uuid4())
+    spec: JSON = {"instanceId": name, "phoneNumberId": PHONE_ID, "secretRef": {"name": "my-creds"}}
+    body: JSON = {"apiVersion": "whatsapp.hydracore.io/v1alpha1", "kind": KIND}
+    body |= {"metadata": {"name": name}, "spec": spec}
+    await kube.create(channels_path(namespace), body)
+    channel = await wait_ready(kube, namespace, name, status="False", reason="SecretRefNotFound")
+    assert "my-creds" in ready_of(channel)["message"]
+
+    values = credentials()
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    await kube.create(
+        core_path("secrets", namespace), {"metadata": {"name": "my-creds"}, "data": data}
+    )
+    await wait_ready(kube, namespace, name, reason="ChannelReady")
+    secret = await get_secret(kube, namespace, name)
+    assert secret is not None
+    assert decoded(secret) == values
+    assert_no_secret_leaked(operator, cluster, namespace, values)
+
+
+def test_schema_violations_are_refused_by_the_apiserver(
+    cluster: Cluster, crd: Any, namespace: str
+) -> None:
+    name = str(uuid.uuid4())
+    sealed = {"accessToken": "wa1:x:eA==", "appSecret": "wa1:x:eA==", "verifyToken": "wa1:x:eA=="}
+    good: JSON = {"instanceId": name, "phoneNumberId": PHONE_ID, "sealed": sealed}
+
+    def apply(metadata_name: str, spec: JSON) -> subprocess.CompletedProcess[str]:
+        body: JSON = {"apiVersion": "whatsapp.hydracore.io/v1alpha1", "kind": KIND}
+        body |= {"metadata": {"name": metadata_name, "namespace": namespace}, "spec": spec}
+        return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
+
+    refusals: dict[str, tuple[str, JSON, str]] = {
+        "another name": (str(uuid.uuid4()), good, "metadata.name must equal spec.instanceId"),
+        "both": (name, {**good, "secretRef": {"name": "x"}}, "exactly one way"),
+        "neither": (name, {"instanceId": name, "phoneNumberId": PHONE_ID}, "exactly one way"),
+        "phone id": (name, {**good, "phoneNumberId": "12ab"}, "spec.phoneNumberId"),
+        "display phone": (name, {**good, "displayPhone": "0400 111 222"}, "spec.displayPhone"),
+        "empty seal": (
+            name,
+            {**good, "sealed": {**sealed, "appSecret": ""}},
+            "spec.sealed.appSecret",
+        ),
+        "no phone id": (name, {"instanceId": name, "sealed": sealed}, "phoneNumberId: Required"),
+        "upper-case id": (name.upper(), {**good, "instanceId": name.upper()}, "spec.instanceId"),
+    }
+    for case, (metadata_name, spec, message) in refusals.items():
+        result = apply(metadata_name, spec)
+        assert result.returncode != 0, f"{case}: accepted"
+        assert message in result.stderr, f"{case}: {result.stderr}"
+
+    assert apply(name, good).returncode == 0
+    other = str(uuid.uuid4())
+    changed = apply(name, {**good, "instanceId": other})
+    assert changed.returncode != 0
+    assert "instanceId is immutable" in changed.stderr
+
+
+# --- restarts and crashes -----------------------------------------------------------------
+
+
+async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftovers(
+    cluster: Cluster, crd: Any, namespace: str, kube: Kube
+) -> None:
+    count = 40
+    first = start_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG)
+    try:
+        key = await public_key(kube, namespace)
+        names = [str(uuid.uuid4()) for _ in range(count)]
+        values = {name: credentials() for name in names}
+        await asyncio.gather(
+            *(
+                kube.create(channels_path(namespace), manifest(key, namespace, n, values[n]))
+                for n in names
+            )
+        )
+
+        async def some_secret() -> list[JSON] | None:
+            listing = await kube.get(
+                core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+            )
+            return listing["items"] or None
+
+        await eventually(some_secret, "the first Secret", timeout=60)
+    finally:
+        first.kill()  # SIGKILL: no cleanup, no goodbye
+    listing = await kube.get(channels_path(namespace))
+    ready_at_kill = sum(1 for c in listing["items"] if ready_of(c).get("status") == "True")
+    assert ready_at_kill < count, "the operator finished before it was killed"
+
+    with running(start_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG)) as second:
+        for name in names:
+            await wait_ready(kube, namespace, name)
+        secrets = (
+            await kube.get(
+                core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+            )
+        )["items"]
+        assert sorted(s["metadata"]["name"] for s in secrets) == sorted(
+            f"whatsapp-{n}" for n in names
+        )
+        channels = {
+            c["metadata"]["name"]: c for c in (await kube.get(channels_path(namespace)))["items"]
+        }
+        for secret in secrets:
+            name = secret["metadata"]["labels"][INSTANCE_LABEL]
+            assert decoded(secret) == values[name]
+            (owner,) = secret["metadata"]["ownerReferences"]
+            assert owner["uid"] == channels[name]["metadata"]["uid"]
+        for channel in channels.values():
+            assert channel["metadata"]["finalizers"] == [FINALIZER]
+            assert our_annotations(channel) == []
+            assert channel["status"]["observedGeneration"] == 1
+
+        await asyncio.gather(*(kube.delete(channels_path(namespace, n)) for n in names))
+
+        async def all_gone() -> bool:
+            left = (await kube.get(channels_path(namespace)))["items"]
+            generated = (
+                await kube.get(
+                    core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                )
+            )["items"]
+            return not left and not generated
+
+        await eventually(all_gone, "every channel and Secret gone")
+        assert_no_secret_leaked(second, cluster, namespace, *values.values())
+
+
+async def test_a_restart_costs_no_writes_for_unchanged_channels(
+    cluster: Cluster, crd: Any, namespace: str, kube: Kube
+) -> None:
+    names = [str(uuid.uuid4()) for _ in range(5)]
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG):
+        key = await public_key(kube, namespace)
+        for name in names:
+            await kube.create(
+                channels_path(namespace), manifest(key, namespace, name, credentials())
+            )
+        for name in names:
+            await wait_ready(kube, namespace, name)
+
+    async def versions() -> dict[str, str]:
+        objects = (await kube.get(channels_path(namespace)))["items"]
+        objects += (await kube.get(core_path("secrets", namespace)))["items"]
+        objects += (await kube.get(core_path("configmaps", namespace)))["items"]
+        return {
+            f"{o.get('kind')}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for o in objects
+        }
+
+    before = await versions()
+    assert f"Secret/{SEALING_KEYS_SECRET}" in before or any(
+        SEALING_KEYS_SECRET in k for k in before
+    )
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG) as again:
+        await asyncio.sleep(5)  # resumed every channel by now
+        assert "resum" in again.log_path.read_text().lower()
+        assert await versions() == before
+
+
+async def test_a_new_channel_costs_the_finalizer_the_secret_and_one_status_patch(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    key = await public_key(kube, namespace)
+    start = (await kube.get(channels_path(namespace)))["metadata"]["resourceVersion"]
+    secrets_start = (await kube.get(core_path("secrets", namespace)))["metadata"]["resourceVersion"]
+    name = str(uuid.uuid4())
+    await kube.create(channels_path(namespace), manifest(key, namespace, name, credentials()))
+    await wait_ready(kube, namespace, name)
+    await asyncio.sleep(3)  # anything late would show now
+
+    async def events(path: str, version: str) -> list[str]:
+        seen: list[str] = []
+
+        async def collect() -> None:
+            async for event in kube.watch(path, resource_version=version, timeout_seconds=2):
+                if event["type"] != "BOOKMARK":
+                    seen.append(event["type"])
+
+        await asyncio.wait_for(collect(), timeout=10)
+        return seen
+
+    assert await events(channels_path(namespace), start) == ["ADDED", "MODIFIED", "MODIFIED"]
+    secret_events = await events(core_path("secrets", namespace), secrets_start)
+    assert secret_events == ["ADDED"]
+
+
+async def test_a_rotated_key_seals_new_channels_and_old_seals_still_open(
+    cluster: Cluster, operator: Service, namespace: str, kube: Kube
+) -> None:
+    old_key = await public_key(kube, namespace)
+    old_channel = str(uuid.uuid4())
+    await kube.create(
+        channels_path(namespace), manifest(old_key, namespace, old_channel, credentials())
+    )
+    await wait_ready(kube, namespace, old_channel)
+
+    rotated = await asyncio.to_thread(
+        subprocess.run,
+        [script("whatsapp-operator"), "rotate-key", "--namespace", namespace],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    new_key = await public_key(kube, namespace)
+    assert new_key.key_id == rotated.stdout.strip()
+    assert new_key.key_id != old_key.key_id
+    published = json.loads(
+        (await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP)))["data"][
+            PUBLIC_KEYS_FIELD
+        ]
+    )
+    assert set(published) == {old_key.key_id, new_key.key_id}
+
+    new_channel = str(uuid.uuid4())
+    values = credentials()
+    await kube.create(channels_path(namespace), manifest(new_key, namespace, new_channel, values))
+    await wait_ready(kube, namespace, new_channel)
+    secret = await get_secret(kube, namespace, new_channel)
+    assert secret is not None
+    assert decoded(secret) == values
+
+    again = credentials()
+    update = manifest(old_key, namespace, old_channel, again)
+    await kube.merge_patch(channels_path(namespace, old_channel), {"spec": update["spec"]})
+    channel = await wait_ready(kube, namespace, old_channel)
+    assert channel["status"]["observedGeneration"] == 2
+    secret = await get_secret(kube, namespace, old_channel)
+    assert secret is not None
+    assert decoded(secret) == again
+
+
+def test_the_operator_exits_cleanly_on_sigterm(cluster: Cluster, crd: Any, namespace: str) -> None:
+    service = start_operator(cluster, namespace, WEBHOOK_BASE)
+    os.kill(service.pid, 15)
+    assert service.process.wait(timeout=30) == 0
