@@ -373,6 +373,22 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
     event = await eventually(warned, "a Warning event about the seal")
     assert event["type"] == "Warning"
     assert "sealed for another channel" in event["message"]
+
+    # Retries back off (progress in our annotation); a fixed spec is worked on at once anyway.
+    async def retried_thrice() -> int | None:
+        annotations = (await get_channel(kube, namespace, thief))["metadata"].get("annotations")
+        progress = json.loads((annotations or {}).get("whatsapp.hydracore.io/reconcile", "{}"))
+        retries = int(progress.get("retries") or 0)
+        return retries if retries >= 3 else None
+
+    await eventually(retried_thrice, "three attempts")  # the next one is 20 s away
+    fixed = manifest(key, namespace, thief, values)
+    started = time.monotonic()
+    await kube.merge_patch(channels_path(namespace, thief), {"spec": fixed["spec"]})
+    channel = await wait_ready(kube, namespace, thief)
+    assert time.monotonic() - started < 10
+    assert channel["status"]["observedGeneration"] == 2
+    assert our_annotations(channel) == []
     assert_no_secret_leaked(operator, cluster, namespace, values)
 
 

@@ -22,7 +22,7 @@ from channel_operator import channels, sealing_keys
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.channels import Runtime
 from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND
-from channel_operator.startup import ObservedGeneration
+from channel_operator.startup import ObservedGeneration, ProgressAnnotations
 from whatsapp_channel.kube import (
     JSON,
     Conflict,
@@ -425,3 +425,16 @@ def test_observed_generation_tells_kopf_what_was_handled() -> None:
     patch = kopf.Patch()
     storage.store(body=changed, patch=patch, essence=storage.build(body=changed))
     assert not patch  # the status patch of the handler itself records it
+
+
+def test_progress_belongs_to_the_generation_it_was_made_for() -> None:
+    storage = ProgressAnnotations(prefix="whatsapp.hydracore.io", v1=False)
+    first = body_of({"metadata": {"generation": 1}})
+    patch = kopf.Patch()
+    storage.store(key="reconcile", record={"retries": 3, "delayed": "x"}, body=first, patch=patch)
+    annotations = dict(patch["metadata"]["annotations"])
+    assert set(annotations) == {"whatsapp.hydracore.io/reconcile"}  # no kopf-managed marker
+    stored = body_of({"metadata": {"generation": 1, "annotations": annotations}})
+    assert storage.fetch(key="reconcile", body=stored) == {"retries": 3, "delayed": "x"}
+    newer = body_of({"metadata": {"generation": 2, "annotations": annotations}})
+    assert storage.fetch(key="reconcile", body=newer) is None  # a new spec starts afresh
