@@ -1,0 +1,178 @@
+{{/*
+Names, labels and the values every component shares. Component templates call the
+per-component helpers with (dict "ctx" $ "component" "<operator|facade|receiver>").
+*/}}
+
+{{- define "whatsapp-channels.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<release>-<chart>", or just the release name when it already holds the chart name. */}}
+{{- define "whatsapp-channels.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<fullname>-<component>" */}}
+{{- define "whatsapp-channels.componentName" -}}
+{{- printf "%s-%s" (include "whatsapp-channels.fullname" .ctx | trunc 50 | trimSuffix "-") .component }}
+{{- end }}
+
+{{/* Selectors never change on upgrade: name, instance and component only. */}}
+{{- define "whatsapp-channels.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "whatsapp-channels.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.labels" -}}
+helm.sh/chart: {{ include "whatsapp-channels.chart" .ctx }}
+{{ include "whatsapp-channels.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: whatsapp-channels
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.serviceAccountName" -}}
+{{- $sa := (index .ctx.Values .component).serviceAccount }}
+{{- if $sa.create }}
+{{- default (include "whatsapp-channels.componentName" .) $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.image" -}}
+{{- $image := .Values.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.webhookBaseUrl" -}}
+{{- required "webhookBaseUrl is required: the receiver's public base URL as Meta reaches it, e.g. --set webhookBaseUrl=https://hooks.example.com" .Values.webhookBaseUrl | trimSuffix "/" }}
+{{- end }}
+
+{{/* Names the contract module fixes (whatsapp_channel.model); a test checks they agree. */}}
+{{- define "whatsapp-channels.sealingPublicConfigMap" -}}whatsapp-channels-sealing-public{{- end }}
+{{- define "whatsapp-channels.sealingKeysSecret" -}}whatsapp-channels-sealing-keys{{- end }}
+{{- define "whatsapp-channels.channelsGroup" -}}whatsapp.hydracore.io{{- end }}
+
+{{/* Where the mounted Secrets appear in the containers. */}}
+{{- define "whatsapp-channels.apiKeysDir" -}}/etc/whatsapp-channels/api-keys{{- end }}
+{{- define "whatsapp-channels.forwardSecretDir" -}}/etc/whatsapp-channels/forward-secret{{- end }}
+
+{{- define "whatsapp-channels.apiKeysSecretName" -}}
+{{- if .Values.facade.apiKeys.existingSecret }}
+{{- .Values.facade.apiKeys.existingSecret }}
+{{- else }}
+{{- include "whatsapp-channels.componentName" (dict "ctx" . "component" "api-keys") }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.apiKeysSecretKey" -}}
+{{- if .Values.facade.apiKeys.existingSecret }}{{ .Values.facade.apiKeys.existingSecretKey }}{{ else }}api-keys{{ end }}
+{{- end }}
+
+{{- define "whatsapp-channels.forwardSecretName" -}}
+{{- if .Values.receiver.forwardSecret.existingSecret }}
+{{- .Values.receiver.forwardSecret.existingSecret }}
+{{- else }}
+{{- include "whatsapp-channels.componentName" (dict "ctx" . "component" "forward-secret") }}
+{{- end }}
+{{- end }}
+
+{{- define "whatsapp-channels.forwardSecretKey" -}}
+{{- if .Values.receiver.forwardSecret.existingSecret }}{{ .Values.receiver.forwardSecret.existingSecretKey }}{{ else }}forward-secret{{ end }}
+{{- end }}
+
+{{/* Marks a Secret whose content the chart generated, so an upgrade keeps it. */}}
+{{- define "whatsapp-channels.generatedAnnotation" -}}whatsapp.hydracore.io/generated-by-chart{{- end }}
+
+{{/*
+A value the chart generated before and keeps: the Secret's current `key` when that Secret
+carries the generated marker, else a fresh random one. (`helm template` cannot look up,
+so it always shows a fresh one.)
+*/}}
+{{- define "whatsapp-channels.keptOrRandom" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
+{{- $annotations := dig "metadata" "annotations" dict ($existing | default dict) }}
+{{- $kept := dig "data" .key "" ($existing | default dict) }}
+{{- if and $kept (hasKey $annotations (include "whatsapp-channels.generatedAnnotation" .ctx)) }}
+{{- $kept | b64dec }}
+{{- else }}
+{{- .fresh }}
+{{- end }}
+{{- end }}
+
+{{/* The pod and container settings every component shares. */}}
+{{- define "whatsapp-channels.podCommon" -}}
+{{- $values := index .ctx.Values .component -}}
+serviceAccountName: {{ include "whatsapp-channels.serviceAccountName" . }}
+automountServiceAccountToken: true
+enableServiceLinks: false
+securityContext:
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Pod labels and annotations; `annotations` (optional) adds to the values' podAnnotations. */}}
+{{- define "whatsapp-channels.podMetadata" -}}
+{{- $values := index .ctx.Values .component }}
+{{- $annotations := merge (dict) (.annotations | default dict) $values.podAnnotations -}}
+labels:
+  {{- include "whatsapp-channels.labels" . | nindent 2 }}
+  {{- with $values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The key that signs forwarded events: the value given, else the one generated before, else a fresh one. */}}
+{{- define "whatsapp-channels.forwardSecretValue" -}}
+{{- if .Values.receiver.forwardSecret.value }}
+{{- .Values.receiver.forwardSecret.value }}
+{{- else }}
+{{- include "whatsapp-channels.keptOrRandom" (dict "ctx" . "name" (include "whatsapp-channels.forwardSecretName" .) "key" "forward-secret" "fresh" (randAlphaNum 48)) }}
+{{- end }}
+{{- end }}
