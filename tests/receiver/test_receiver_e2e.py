@@ -1,0 +1,167 @@
+"""End to end on the real control plane: a channel POSTed through the facade, reconciled by
+the operator, answers Meta's challenge at its webhook_url, and its signed events reach the
+instance (a local sink); the instance down means Meta gets a 5xx; an app secret rotated
+through the facade takes effect within seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from localkube import Cluster
+from localkube.cluster import free_port
+from whatsapp_channel.model import KIND
+
+from ..facade.facade_process import facade_identity, run_facade
+from ..operator_process import run_operator
+from .payloads import meta_bytes, notification, signed, status_change, text_change
+from .receiver_process import receiver_identity, run_receiver
+from .sink import Sink
+
+PHONE = "106540352249999"
+
+
+async def test_facade_channel_to_meta_challenge_to_instance(
+    cluster: Cluster, crd: Path, namespace: str, sink: Sink, tmp_path: Path
+) -> None:
+    logs = Path(cluster.state_dir) / "logs"
+    api_key = secrets.token_urlsafe(32)
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"admin {api_key}\n")
+    receiver_port = free_port()
+    webhook_base = f"http://127.0.0.1:{receiver_port}"
+
+    with (
+        run_operator(cluster, namespace, webhook_base_url=webhook_base),
+        run_receiver(
+            receiver_identity(cluster, namespace, tmp_path),
+            namespace,
+            sink.url_template,
+            logs,
+            port=receiver_port,
+        ) as receiver,
+        run_facade(
+            facade_identity(cluster, namespace, tmp_path),
+            namespace,
+            keys_file,
+            logs,
+            env={"WA_FACADE_READY_WAIT_SECONDS": "20"},
+        ) as facade,
+    ):
+        instance = str(uuid.uuid4())
+        api = f"{facade.url}/v1/instances/{instance}/channels/whatsapp"
+        async with httpx.AsyncClient(headers={"X-Api-Key": api_key}, timeout=30) as http:
+            created = await http.post(
+                api,
+                json={
+                    "access_token": "EAAG-e2e-access-token",
+                    "app_secret": "e2e-app-secret-one-0123456789",
+                    "phone_number_id": PHONE,
+                },
+            )
+            assert created.status_code == 200, created.text
+            channel = created.json()
+            assert channel["status"] == "active"
+            webhook_url = channel["webhook_url"]
+            assert webhook_url == f"{webhook_base}/hooks/whatsapp/{instance}"
+            verify_token = channel["verify_token"]
+
+            # Meta verifies the callback URL it was given.
+            params = {
+                "hub.mode": "subscribe",
+                "hub.verify_token": verify_token,
+                "hub.challenge": "1158201444",
+            }
+            start = time.monotonic()
+            while (answer := await http.get(webhook_url, params=params)).status_code != 200:
+                assert answer.status_code == 403
+                assert time.monotonic() - start < 5, "the receiver never learnt the channel"
+                await asyncio.sleep(0.1)
+            assert (answer.text, answer.headers["content-type"]) == (
+                "1158201444",
+                "text/plain; charset=utf-8",
+            )
+            wrong = await http.get(webhook_url, params={**params, "hub.verify_token": "nope"})
+            assert wrong.status_code == 403
+            shared = await http.get(f"{webhook_base}/hooks/whatsapp", params=params)
+            assert (shared.status_code, shared.text) == (200, "1158201444")
+
+            # Meta posts a signed message: it reaches the instance, then Meta gets 200.
+            body = meta_bytes(notification([text_change(PHONE, "Hallo, schöne Grüße 👋")]))
+            answer = await http.post(
+                webhook_url, content=body, headers=signed("e2e-app-secret-one-0123456789", body)
+            )
+            assert answer.status_code == 200
+            [forwarded] = sink.received
+            assert (forwarded.instance_id, forwarded.body) == (instance, body)
+            status_body = meta_bytes(notification([status_change(PHONE, "read")]))
+            answer = await http.post(
+                f"{webhook_base}/hooks/whatsapp",
+                content=status_body,
+                headers=signed("e2e-app-secret-one-0123456789", status_body),
+            )
+            assert answer.status_code == 200
+            assert sink.received[-1].body == status_body
+
+            # The instance is down: Meta gets a 5xx and will deliver again.
+            await sink.stop()
+            answer = await http.post(
+                webhook_url, content=body, headers=signed("e2e-app-secret-one-0123456789", body)
+            )
+            assert answer.status_code == 502
+            await sink.start()  # same port
+            assert (
+                await http.post(
+                    webhook_url,
+                    content=body,
+                    headers=signed("e2e-app-secret-one-0123456789", body),
+                )
+            ).status_code == 200
+
+            # The app secret is rotated through the facade: within seconds the old signature
+            # is refused and the new one accepted; the verify token is kept.
+            rotated = await http.post(
+                api,
+                json={
+                    "access_token": "EAAG-e2e-access-token",
+                    "app_secret": "e2e-app-secret-two-9876543210",
+                    "phone_number_id": PHONE,
+                },
+            )
+            assert rotated.status_code == 200, rotated.text
+            start = time.monotonic()
+            new_headers = signed("e2e-app-secret-two-9876543210", body)
+            while (
+                await http.post(webhook_url, content=body, headers=new_headers)
+            ).status_code != 200:
+                assert time.monotonic() - start < 5, "the rotated app secret never took effect"
+                await asyncio.sleep(0.1)
+            old = await http.post(
+                webhook_url, content=body, headers=signed("e2e-app-secret-one-0123456789", body)
+            )
+            assert old.status_code == 403
+            assert (await http.get(webhook_url, params=params)).status_code == 200
+
+            # Meta's traffic shows on the channel's status (written at most once a second).
+            start = time.monotonic()
+            while True:
+                got = json.loads(
+                    cluster.kubectl("get", KIND, instance, "-n", namespace, "-o", "json").stdout
+                )
+                status = got.get("status") or {}
+                if status.get("lastChallengeAt") and status.get("lastEventAt"):
+                    break
+                assert time.monotonic() - start < 10, status
+                await asyncio.sleep(0.2)
+            view = (await http.get(api)).json()
+            assert view["status"] == "active"
+
+    log = receiver.service.log_path.read_text()
+    assert "Traceback" not in log
+    for secret in ("e2e-app-secret-one", "e2e-app-secret-two", verify_token):
+        assert secret not in log
