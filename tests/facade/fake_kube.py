@@ -53,6 +53,7 @@ class FakeKube(Kube):
         self._versions = itertools.count(1)
         self._changed = asyncio.Condition()
         self.down = False
+        self.watch_down = False  # only watches fail: the facade must not depend on them
         self.delay = 0.0
         self.calls: list[tuple[str, str]] = []
         self.fail_next: dict[str, KubeError] = {}  # method -> the error its next call raises
@@ -209,7 +210,7 @@ class FakeKube(Kube):
         namespace, plural, _ = match.groups()
         seen = int(resource_version)
         while True:
-            if self.down:
+            if self.down or self.watch_down:
                 raise Unavailable(503, "Unavailable", "watch interrupted: ClientConnectorError")
             pending = [e for e in self.events if e[0] > seen and e[1:3] == (namespace, plural)]
             for rv, _, _, kind, obj in pending:

@@ -181,6 +181,17 @@ async def test_post_answers_pending_when_the_operator_is_slow(
     assert 0.3 <= waited < 2.0
 
 
+async def test_post_without_a_working_watch_still_finds_the_verdict(
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: FakeKube
+) -> None:
+    fake_kube.watch_down = True
+    async with serving(make_app(ready_wait_seconds=0.3), api_keys.admin) as client:
+        response = await client.post(url(), json=SETUP)
+        delete = await client.delete(url())
+    assert response.json()["status"] == "active"  # read once more when the wait ran out
+    assert delete.status_code == 204
+
+
 async def test_post_does_not_wait_when_told_not_to(
     make_app: AppFactory, api_keys: ApiKeys, fake_kube: FakeKube
 ) -> None:
