@@ -49,10 +49,11 @@ Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 _CHANNEL_PREFIX = webhook_path("")  # "/hooks/whatsapp/"
 SHARED_PATH = _CHANNEL_PREFIX.rstrip("/")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")  # the challenge echoes caller input
 
 
 def _answer(status: int, text: bytes, *extra: tuple[bytes, bytes]) -> tuple[Message, Message]:
-    headers = [_TEXT, (b"content-length", str(len(text)).encode()), *extra]
+    headers = [_TEXT, _NOSNIFF, (b"content-length", str(len(text)).encode()), *extra]
     return (
         {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": text},

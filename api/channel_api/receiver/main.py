@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
+from kubernetes.config import ConfigException
+from pydantic import ValidationError
 from whatsapp_channel.kube import load_config
 
 from .app import create_app
@@ -12,12 +15,15 @@ from .settings import ReceiverSettings
 
 
 def main() -> None:
-    settings = ReceiverSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    app = create_app(settings, load_config())  # $KUBECONFIG, else in-cluster
+    try:
+        settings = ReceiverSettings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        app = create_app(settings, load_config())  # $KUBECONFIG, else in-cluster
+    except (ValidationError, ValueError, OSError, ConfigException) as exc:
+        sys.exit(f"whatsapp-receiver: cannot start: {exc}")
     uvicorn.run(
         app,
         host=settings.host,
