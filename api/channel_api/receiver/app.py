@@ -216,22 +216,13 @@ class Receiver:
             event = parse_event(body)
         except MalformedEvent:
             return MALFORMED
-        routes = changes_by_phone(event)
-        payload = body
-        # An instance only ever sees its own number's changes (and account-level ones).
-        if any(phone is not None and phone != channel.phone_number_id for phone in routes):
-            own: list[ChangeRef] = routes.get(None, [])
-            if channel.phone_number_id is not None:
-                own = own + routes.get(channel.phone_number_id, [])
-            log.warning(
-                "instance %s's URL got changes for other phone numbers; dropped them",
-                instance_id,
-            )
-            if not own:
-                return OK
-            payload = event_subset(event, own)
+        # A change for another phone number is, for this URL, an unknown channel: refused
+        # (so Meta retries), never handed to this instance.
+        if any(phone not in (None, channel.phone_number_id) for phone in changes_by_phone(event)):
+            log.warning("instance %s's URL got changes for other phone numbers", instance_id)
+            return FORBIDDEN
         self.status.event_arrived(channel.name)
-        return _delivered([await self.forwarder.deliver(channel.instance_id, payload)])
+        return _delivered([await self.forwarder.deliver(channel.instance_id, body)])
 
     async def _shared_event(self, body: bytes, signature: bytes) -> tuple[Message, Message]:
         try:
