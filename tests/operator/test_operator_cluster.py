@@ -524,6 +524,31 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
         assert_no_secret_leaked(second, cluster, namespace, *values.values())
 
 
+async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_restart(
+    cluster: Cluster, crd: Any, namespace: str, kube: Kube
+) -> None:
+    name = str(uuid.uuid4())
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG):
+        key = await public_key(kube, namespace)
+        await kube.create(channels_path(namespace), manifest(key, namespace, name, credentials()))
+        await wait_ready(kube, namespace, name)
+    await kube.delete(channels_path(namespace, name))
+    held = await get_channel(kube, namespace, name)  # our finalizer holds it
+    assert held["metadata"]["deletionTimestamp"]
+    assert await get_secret(kube, namespace, name) is not None
+
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG):
+
+        async def released() -> bool:
+            try:
+                await get_channel(kube, namespace, name)
+            except NotFound:
+                return await get_secret(kube, namespace, name) is None
+            return False
+
+        await eventually(released, "the channel released and its Secret gone")
+
+
 async def test_a_restart_costs_no_writes_for_unchanged_channels(
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:

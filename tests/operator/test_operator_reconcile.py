@@ -21,14 +21,17 @@ import pytest
 from channel_operator import channels, sealing_keys
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.channels import Runtime
-from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND
+from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND, ChannelFailure
 from channel_operator.startup import ObservedGeneration, ProgressAnnotations
 from whatsapp_channel.kube import (
     JSON,
     Conflict,
+    Forbidden,
     Kube,
     KubeConfig,
+    KubeError,
     NotFound,
+    Unavailable,
     channels_path,
     core_path,
 )
@@ -55,6 +58,7 @@ class MemoryKube(Kube):
         self.objects: dict[str, JSON] = {}
         self.writes: list[tuple[str, str]] = []
         self._versions = itertools.count(1)
+        self.failing: dict[str, KubeError] = {}  # method -> the error every such call raises
 
     async def request(
         self,
@@ -66,6 +70,8 @@ class MemoryKube(Kube):
         content_type: str | None = None,
         timeout: float | None = None,
     ) -> JSON:
+        if method in self.failing:
+            raise self.failing[method]
         if method == "GET":
             if path in self.objects:
                 return copy.deepcopy(self.objects[path])
@@ -263,6 +269,39 @@ async def test_a_foreign_secret_of_the_same_name_is_not_overwritten_or_deleted()
     # One refused create (the cache holds only labelled Secrets), then hands off.
     assert [m for m, _ in kube.writes] == ["POST"]
     assert core_path("secrets", NS, f"whatsapp-{name}") in kube.objects
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Unavailable(503, "ServiceUnavailable", "etcdserver: request timed out"),
+        Forbidden(403, "Forbidden", "secrets is forbidden: User cannot create"),
+    ],
+)
+async def test_an_apiserver_error_is_ready_false_and_retried_not_raised(error: KubeError) -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    kube.failing["POST"] = error
+    patch: JSON = {}
+    failure = await channels.reconcile(rt, body, patch)
+    assert failure is not None
+    assert failure.reason == "ApiserverError"
+    assert str(error.status) in failure.message
+    assert error.message not in failure.message  # the apiserver's words may quote the request
+    ready = ready_of(patch)
+    assert (ready["status"], ready["reason"]) == ("False", "ApiserverError")
+
+    del kube.failing["POST"]  # it recovers: the retry succeeds
+    later: JSON = {}
+    assert await channels.reconcile(rt, {**body, "status": patch}, later) is None
+    assert ready_of(later)["status"] == "True"
+
+    kube.failing["DELETE"] = error
+    with pytest.raises(ChannelFailure) as caught:
+        await channels.release(rt, body)
+    assert caught.value.reason == "ApiserverError"
 
 
 async def test_release_deletes_the_secret() -> None:
