@@ -176,9 +176,7 @@ async def test_twenty_concurrent_posts_leave_one_consistent_channel(
         }
 
 
-async def test_apiserver_unreachable_is_503(
-    api_keys: ApiKeys, tmp_path: Path, cluster: Cluster
-) -> None:
+async def test_apiserver_unreachable_is_503(api_keys: ApiKeys, tmp_path: Path) -> None:
     nobody = free_port()  # nothing listens here
     silent = socket.socket()  # accepts connections, never answers
     silent.bind(("127.0.0.1", 0))
