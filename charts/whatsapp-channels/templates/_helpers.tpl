@@ -74,7 +74,6 @@ app.kubernetes.io/part-of: whatsapp-channels
 
 {{/* Names the contract module fixes (whatsapp_channel.model); a test checks they agree. */}}
 {{- define "whatsapp-channels.sealingPublicConfigMap" -}}whatsapp-channels-sealing-public{{- end }}
-{{- define "whatsapp-channels.sealingKeysSecret" -}}whatsapp-channels-sealing-keys{{- end }}
 {{- define "whatsapp-channels.channelsGroup" -}}whatsapp.hydracore.io{{- end }}
 
 {{/* Where the mounted Secrets appear in the containers. */}}

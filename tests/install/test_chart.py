@@ -1,0 +1,431 @@
+"""The chart as rendered and linted by the real helm: its CRD is the contract's, its schema
+refuses what it does not know, its objects carry the standard labels and a strict security
+context, its environment is what the processes' settings classes read, and its Roles are
+exactly the ones the end-to-end flow needs (tests/install/test_flow.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from channel_api.facade.api_keys import parse_api_keys
+from channel_api.facade.settings import FacadeSettings
+from channel_api.receiver.settings import ReceiverSettings
+from channel_operator.settings import OperatorSettings
+from localkube import Cluster
+from pydantic_settings import BaseSettings
+from whatsapp_channel import crd, model
+
+from .chart import CHART, COMPONENTS, TEST_VALUES, Manifest, component_name, one, render
+
+SETTINGS: dict[str, tuple[type[BaseSettings], str]] = {
+    "operator": (OperatorSettings, "WA_OPERATOR_"),
+    "facade": (FacadeSettings, "WA_FACADE_"),
+    "receiver": (ReceiverSettings, "WA_RECEIVER_"),
+}
+# Settings the chart sets for the pod's own reasons, not from a value that mirrors a default.
+POD_SPECIFIC = {
+    "namespace", "host", "port", "liveness_host", "liveness_port", "log_level",
+    "api_keys_file", "forward_secret_file", "forward_url_template", "webhook_base_url",
+}  # fmt: skip
+UUID = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
+
+
+@pytest.fixture(scope="module")
+def manifests(cluster: Cluster) -> list[Manifest]:
+    return render(cluster)
+
+
+def deployments(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return {c: one(manifests, "Deployment", f"-{c}") for c in COMPONENTS}
+
+
+def container(deployment: Manifest) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    found: dict[str, Any] = containers[0]
+    return found
+
+
+def env_of(deployment: Manifest) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(deployment)["env"]}
+
+
+def helm_fails(cluster: Cluster, *args: str) -> str:
+    result = cluster.helm(
+        "template", "wa", str(CHART), "--kube-version", "1.34.0", *args, check=False
+    )
+    assert result.returncode != 0, f"helm accepted {args}"
+    return result.stderr
+
+
+# --- the CRD ------------------------------------------------------------------------------
+
+
+def test_the_charts_crd_file_is_the_generated_one() -> None:
+    copy = CHART / "files" / "crds" / "whatsappchannels.yaml"
+    assert copy.read_text() == crd.render(), (
+        "the chart's CRD is stale: cp crds/whatsappchannels.yaml "
+        "charts/whatsapp-channels/files/crds/whatsappchannels.yaml"
+    )
+
+
+def test_the_rendered_crd_is_the_contracts_plus_labels_and_keep(
+    manifests: list[Manifest],
+) -> None:
+    rendered = one(manifests, "CustomResourceDefinition")
+    generated = crd.build_crd()
+    assert rendered["spec"] == generated["spec"]
+    assert rendered["metadata"]["name"] == generated["metadata"]["name"]
+    assert rendered["metadata"]["labels"].items() >= generated["metadata"]["labels"].items()
+    assert rendered["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_crds_enabled_and_keep_switch_the_crd_and_its_keep_policy(cluster: Cluster) -> None:
+    without = render(cluster, "--set", "crds.enabled=false")
+    assert not [m for m in without if m["kind"] == "CustomResourceDefinition"]
+    unkept = one(render(cluster, "--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+
+
+# --- lint and the schema --------------------------------------------------------------------
+
+
+def test_helm_lint_passes(cluster: Cluster) -> None:
+    for args in ([], ["-f", str(TEST_VALUES)]):
+        result = cluster.helm("lint", "--strict", str(CHART), *args)
+        assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+def _objects(schema: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(schema, dict):
+        if "properties" in schema:
+            yield schema
+        for value in schema.values():
+            yield from _objects(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _objects(value)
+
+
+def test_every_object_of_the_schema_refuses_unknown_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    checked = 0
+    for obj in _objects(schema):
+        if obj.get("type") == "object" and "additionalProperties" not in obj:
+            # Only Kubernetes' own objects pass through unchecked (env entries, tolerations).
+            assert set(obj["properties"]) <= {"name"}, obj
+            continue
+        assert obj.get("additionalProperties") is False, obj
+        checked += 1
+    assert checked > 15
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "bogus=1",
+        "facade.bogus=1",
+        "operator.replicas=2",
+        "receiver.ingress.bogus=1",
+        "facade.apiKeys.bogus=x",
+        "crds.bogus=true",
+        "image.bogus=x",
+    ],
+)
+def test_the_schema_refuses_an_unknown_key(cluster: Cluster, setting: str) -> None:
+    error = helm_fails(cluster, "-f", str(TEST_VALUES), "--set", setting)
+    assert "additional properties" in error
+    assert setting.split("=")[0].split(".")[-1] in error
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("webhookBaseUrl=ftp://hooks.example.com", "webhookBaseUrl"),
+        ("logLevel=trace", "logLevel"),
+        ("facade.apiKeys.keys[0].name=a,facade.apiKeys.keys[0].key=short", "key"),
+        ("facade.apiKeys.keys[0].name=a b,facade.apiKeys.keys[0].key=" + "k" * 32, "name"),
+        ("receiver.forwardUrlTemplate=http://agents/whatsapp", "forwardUrlTemplate"),
+        ("receiver.forwardSecret.value=short", "value"),
+        ("facade.replicas=-1", "replicas"),
+    ],
+)
+def test_the_schema_refuses_a_bad_value(cluster: Cluster, setting: str, complaint: str) -> None:
+    error = helm_fails(cluster, "-f", str(TEST_VALUES), "--set", setting)
+    assert "schema" in error
+    assert complaint in error
+
+
+def test_the_webhook_base_url_and_the_forward_url_are_required(cluster: Cluster) -> None:
+    forward = "receiver.forwardUrlTemplate=http://agents/{instance_id}"
+    error = helm_fails(cluster, "--set", forward)
+    assert "webhookBaseUrl is required" in error
+    error = helm_fails(cluster, "--set", "webhookBaseUrl=https://hooks.example.com")
+    assert "receiver.forwardUrlTemplate is required" in error
+
+
+# --- labels, selectors, pods ----------------------------------------------------------------
+
+
+def test_every_object_has_the_standard_labels(manifests: list[Manifest]) -> None:
+    for m in manifests:
+        labels = m["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "whatsapp-channels", m["metadata"]["name"]
+        assert labels["app.kubernetes.io/instance"] == "wa"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/part-of"] == "whatsapp-channels"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["helm.sh/chart"] == "whatsapp-channels-0.1.0"
+        assert "app.kubernetes.io/component" in labels
+
+
+def test_selectors_use_name_instance_and_component_only(manifests: list[Manifest]) -> None:
+    for component, deployment in deployments(manifests).items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector == {
+            "app.kubernetes.io/name": "whatsapp-channels",
+            "app.kubernetes.io/instance": "wa",
+            "app.kubernetes.io/component": component,
+        }
+        assert deployment["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
+        if component != "operator":
+            service = one(manifests, "Service", f"-{component}")
+            assert service["spec"]["selector"] == selector
+            assert service["spec"]["ports"] == [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+            ]
+
+
+def test_every_pod_runs_locked_down(manifests: list[Manifest]) -> None:
+    pods = [d["spec"]["template"] for d in deployments(manifests).values()]
+    pods.append(one(manifests, "Pod", "-test"))  # helm test's pod too
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec.get("hostNetwork") is not True
+        assert spec.get("hostPID") is not True
+        for volume in spec.get("volumes", []):
+            assert set(volume) & {"secret", "emptyDir"}, volume  # no hostPath
+        for c in spec["containers"]:
+            assert c["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            }
+            assert c["resources"]["requests"]
+            assert c["resources"]["limits"]["memory"]
+
+
+def test_the_processes_are_probed_on_their_health_endpoints(manifests: list[Manifest]) -> None:
+    for component, deployment in deployments(manifests).items():
+        c = container(deployment)
+        assert c["command"] == [f"whatsapp-{component}"]
+        assert c["image"] == "whatsapp-channels:0.1.0"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        port = c["livenessProbe"]["httpGet"]["port"]
+        assert port in {p["name"] for p in c["ports"]}
+        if component != "operator":
+            assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == component_name(
+            "wa", component
+        )
+
+
+def test_the_operator_is_one_replica_replaced_not_rolled(manifests: list[Manifest]) -> None:
+    operator = deployments(manifests)["operator"]
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+
+
+# --- the processes' settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_the_environment_is_what_the_settings_class_reads(
+    manifests: list[Manifest], component: str
+) -> None:
+    """Every variable the chart sets is a field of the process's settings class (they
+    ignore unknown variables: a typo would pass silently), every required field is set, the
+    values parse, and values mirroring a default agree with it."""
+    settings_class, prefix = SETTINGS[component]
+    env = env_of(deployments(manifests)[component])
+    fields = settings_class.model_fields
+    for name in env:
+        assert name.startswith(prefix), name
+        assert name[len(prefix) :].lower() in fields, name
+    given = {name[len(prefix) :].lower(): value for name, value in env.items()}
+    required = {name for name, field in fields.items() if field.is_required()}
+    assert required <= set(given), f"{component} lacks {required - set(given)}"
+    settings = settings_class.model_validate(given)
+    for name in set(given) - POD_SPECIFIC:
+        assert getattr(settings, name) == fields[name].default, f"{component}.{name}"
+    assert given["namespace"] == "wa"
+
+
+def test_the_contracts_names_are_the_charts(manifests: list[Manifest]) -> None:
+    roles = {r["metadata"]["name"]: r for r in manifests if r["kind"] == "Role"}
+    facade_rules = roles[component_name("wa", "facade")]["rules"]
+    assert facade_rules[1]["resourceNames"] == [model.SEALING_PUBLIC_CONFIGMAP]
+    assert facade_rules[0]["apiGroups"] == [model.GROUP]
+    assert facade_rules[0]["resources"] == [model.PLURAL]
+    operator = deployments(manifests)["operator"]
+    assert env_of(operator)["WA_OPERATOR_WEBHOOK_BASE_URL"] == "https://hooks.example.com"
+
+
+# --- RBAC -----------------------------------------------------------------------------------
+
+CHANNELS = model.PLURAL
+STATUS = f"{model.PLURAL}/status"
+EXPECTED_RULES: dict[str, list[dict[str, Any]]] = {
+    "operator": [
+        {"apiGroups": [model.GROUP], "resources": [CHANNELS],
+         "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [model.GROUP], "resources": [STATUS], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "resourceNames": [model.SEALING_PUBLIC_CONFIGMAP], "verbs": ["get", "update"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ],
+    "facade": [
+        {"apiGroups": [model.GROUP], "resources": [CHANNELS],
+         "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "resourceNames": [model.SEALING_PUBLIC_CONFIGMAP], "verbs": ["get"]},
+    ],
+    "receiver": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+        {"apiGroups": [model.GROUP], "resources": [STATUS], "verbs": ["patch"]},
+    ],
+}  # fmt: skip
+
+
+def test_each_component_has_exactly_its_namespaced_rules(manifests: list[Manifest]) -> None:
+    """The whole grant, verb by verb: adding one is a deliberate change of this test. The
+    end-to-end flow (test_flow.py) shows these are enough."""
+    kinds = {m["kind"] for m in manifests}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    for component, rules in EXPECTED_RULES.items():
+        name = component_name("wa", component)
+        role = one(manifests, "Role", f"-{component}")
+        assert role["metadata"]["namespace"] == "wa"
+        assert role["rules"] == rules, component
+        binding = one(manifests, "RoleBinding", f"-{component}")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": name,
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "wa"}]
+        account = one(manifests, "ServiceAccount", f"-{component}")
+        assert account["automountServiceAccountToken"] is False  # the pod mounts its own
+
+
+def test_no_role_lets_anyone_but_the_operator_near_a_secret_value(
+    manifests: list[Manifest],
+) -> None:
+    """The facade has nothing on Secrets; the receiver only lists/watches them (its
+    cache); nobody may create pods or tokens, bind roles or escalate."""
+    for role in (m for m in manifests if m["kind"] == "Role"):
+        for rule in role["rules"]:
+            assert not set(rule["resources"]) & {
+                "pods", "serviceaccounts", "serviceaccounts/token", "roles", "rolebindings",
+            }  # fmt: skip
+            assert not set(rule["verbs"]) & {"*", "escalate", "bind", "impersonate"}
+            if role["metadata"]["name"].endswith("-facade"):
+                assert "secrets" not in rule["resources"]
+
+
+# --- Secrets and the Ingress ----------------------------------------------------------------
+
+
+def _secret_text(manifests: list[Manifest], suffix: str, key: str) -> str:
+    return base64.b64decode(one(manifests, "Secret", suffix)["data"][key]).decode()
+
+
+def test_generated_api_key_and_forward_secret_are_usable(manifests: list[Manifest]) -> None:
+    (key,) = parse_api_keys(_secret_text(manifests, "-api-keys", "api-keys"))
+    assert key.name == "admin"
+    assert key.instances is None
+    assert len(_secret_text(manifests, "-forward-secret", "forward-secret")) >= 32
+    for suffix in ("-api-keys", "-forward-secret"):
+        annotations = one(manifests, "Secret", suffix)["metadata"]["annotations"]
+        assert annotations == {"whatsapp.hydracore.io/generated-by-chart": "true"}
+
+
+def test_api_keys_from_values_become_the_facades_key_file(cluster: Cluster) -> None:
+    admin, tenant = "a" * 32, "t" * 40
+    rendered = render(
+        cluster,
+        "--set", f"facade.apiKeys.keys[0].name=platform,facade.apiKeys.keys[0].key={admin}",
+        "--set", f"facade.apiKeys.keys[1].name=tenant-a,facade.apiKeys.keys[1].key={tenant}",
+        "--set", f"facade.apiKeys.keys[1].instances[0]={UUID}",
+        "--set", "receiver.forwardSecret.value=0123456789abcdef0123",
+    )  # fmt: skip
+    keys = parse_api_keys(_secret_text(rendered, "-api-keys", "api-keys"))
+    assert [(k.name, k.instances) for k in keys] == [
+        ("platform", None),
+        ("tenant-a", frozenset({UUID})),
+    ]
+    assert "annotations" not in one(rendered, "Secret", "-api-keys")["metadata"]
+    assert _secret_text(rendered, "-forward-secret", "forward-secret") == "0123456789abcdef0123"
+    # The receiver reads its key once: a new key rolls its pods.
+    pod = deployments(rendered)["receiver"]["spec"]["template"]
+    assert pod["metadata"]["annotations"]["checksum/forward-secret"]
+
+
+def test_existing_secrets_are_mounted_instead_of_the_charts(cluster: Cluster) -> None:
+    rendered = render(
+        cluster,
+        "--set", "facade.apiKeys.existingSecret=my-keys,facade.apiKeys.existingSecretKey=keys",
+        "--set", "receiver.forwardSecret.existingSecret=my-forward",
+    )  # fmt: skip
+    assert not [m for m in rendered if m["kind"] == "Secret"]
+    mounted = {
+        component: deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]
+        for component, deployment in deployments(rendered).items()
+        if component != "operator"
+    }
+    assert mounted["facade"]["secretName"] == "my-keys"
+    assert mounted["facade"]["items"] == [{"key": "keys", "path": "api-keys"}]
+    assert mounted["receiver"]["secretName"] == "my-forward"
+    assert mounted["receiver"]["items"] == [{"key": "forward-secret", "path": "forward-secret"}]
+    facade_env = env_of(deployments(rendered)["facade"])
+    assert facade_env["WA_FACADE_API_KEYS_FILE"] == "/etc/whatsapp-channels/api-keys/api-keys"
+
+
+def test_the_ingress_exposes_only_the_webhook_path(cluster: Cluster) -> None:
+    assert not [m for m in render(cluster) if m["kind"] == "Ingress"]
+    rendered = render(
+        cluster,
+        "--set", "receiver.ingress.enabled=true,receiver.ingress.host=hooks.example.com",
+        "--set", "receiver.ingress.className=nginx,receiver.ingress.tlsSecretName=hooks-tls",
+    )  # fmt: skip
+    ingress = one(rendered, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["hooks.example.com"], "secretName": "hooks-tls"}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "hooks.example.com"
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/hooks/whatsapp",
+            "pathType": "Prefix",
+            "backend": {
+                "service": {"name": component_name("wa", "receiver"), "port": {"name": "http"}}
+            },
+        }
+    ]
+    error = helm_fails(cluster, "-f", str(TEST_VALUES), "--set", "receiver.ingress.enabled=true")
+    assert "receiver.ingress.host is required" in error

@@ -1,0 +1,230 @@
+"""`helm install`, `helm upgrade` and `helm uninstall` of the chart on the real control plane
+(no kubelet here, so pods never run: the objects are what is checked), and its RBAC asked
+of the apiserver as each of the chart's service accounts.
+
+One release for the module, installed with the CRD (taking over the one earlier suites
+applied with kubectl, as Helm allows); the last test uninstalls it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from localkube import Cluster
+from whatsapp_channel.model import GROUP, PLURAL, SEALING_KEYS_SECRET, SEALING_PUBLIC_CONFIGMAP
+
+from .chart import (
+    CHART,
+    COMPONENTS,
+    CRD_NAME,
+    adopt_crd,
+    can_i,
+    component_name,
+    granted,
+    install,
+    kubectl_json,
+    service_account,
+)
+
+CHANNELS = f"{PLURAL}.{GROUP}"
+STATUS = f"{PLURAL}.{GROUP}/status"  # as `kubectl auth can-i --list` names it
+PUBLIC_KEY = f"configmaps/{SEALING_PUBLIC_CONFIGMAP}"
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    other_namespace: str
+    notes: str
+
+    def account(self, component: str) -> str:
+        return service_account(self.namespace, component_name(self.name, component))
+
+    def selector(self) -> str:
+        return f"app.kubernetes.io/instance={self.name}"
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Iterator[Release]:
+    suffix = uuid.uuid4().hex[:8]
+    namespace, other = f"wa-install-{suffix}", f"wa-other-{suffix}"
+    for ns in (namespace, other):
+        cluster.kubectl("create", "namespace", ns)
+    name = f"wa{suffix}"
+    adopt_crd(cluster, name, namespace)
+    notes = install(cluster, name, namespace)
+    yield Release(name, namespace, other, notes)
+    cluster.helm("uninstall", name, "-n", namespace, check=False)
+    for ns in (namespace, other):
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def names(cluster: Cluster, kind: str, release: Release) -> set[str]:
+    listing = kubectl_json(cluster, "get", kind, "-n", release.namespace, "-l", release.selector())
+    return {item["metadata"]["name"] for item in listing["items"]}
+
+
+def test_install_creates_the_crd_and_every_component(cluster: Cluster, release: Release) -> None:
+    expected = {component_name(release.name, c) for c in COMPONENTS}
+    assert names(cluster, "deployments", release) == expected
+    assert names(cluster, "serviceaccounts", release) == expected
+    assert names(cluster, "roles", release) == expected
+    assert names(cluster, "rolebindings", release) == expected
+    assert names(cluster, "services", release) == {
+        component_name(release.name, c) for c in ("facade", "receiver")
+    }
+    assert names(cluster, "secrets", release) == {
+        component_name(release.name, "api-keys"),
+        component_name(release.name, "forward-secret"),
+    }
+    crd = kubectl_json(cluster, "get", "crd", CRD_NAME)
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == release.name
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+
+    operator = kubectl_json(
+        cluster, "get", "deployment", component_name(release.name, "operator"),
+        "-n", release.namespace,
+    )  # fmt: skip
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    status = cluster.helm("status", release.name, "-n", release.namespace).stdout
+    assert "STATUS: deployed" in status
+
+
+def test_the_notes_say_how_to_reach_the_api(release: Release) -> None:
+    facade = component_name(release.name, "facade")
+    assert f"kubectl -n {release.namespace} port-forward svc/{facade} 8080:80" in release.notes
+    assert f"get secret {component_name(release.name, 'api-keys')}" in release.notes
+    assert "https://hooks.example.com/hooks/whatsapp/<instance id>" in release.notes
+
+
+# --- RBAC, asked of the apiserver as each service account -------------------------------------
+
+
+def test_the_facade_cannot_read_secrets(cluster: Cluster, release: Release) -> None:
+    facade, ns = release.account("facade"), release.namespace
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        assert not can_i(cluster, facade, verb, "secrets", ns), verb
+    # Nor by a detour: a pod mounting one, a token for another account.
+    assert not can_i(cluster, facade, "create", "pods", ns)
+    assert not can_i(cluster, facade, "create", "serviceaccounts/token", ns)
+    # What it needs: channels, and the one ConfigMap with the sealing public key (read only).
+    for verb in ("get", "list", "watch", "create", "update", "delete"):
+        assert can_i(cluster, facade, verb, CHANNELS, ns), verb
+    assert can_i(cluster, facade, "get", PUBLIC_KEY, ns)
+    assert not can_i(cluster, facade, "update", PUBLIC_KEY, ns)
+    assert not can_i(cluster, facade, "get", "configmaps/anything-else", ns)
+    assert not can_i(cluster, facade, "list", "configmaps", ns)
+    assert not can_i(cluster, facade, "patch", CHANNELS, ns, "status")  # the operator's
+
+
+def test_the_receiver_can_write_nothing_but_channel_status(
+    cluster: Cluster, release: Release
+) -> None:
+    receiver = release.account("receiver")
+    rules = granted(cluster, receiver, release.namespace)
+    assert rules == {
+        ("secrets", "", "list"),
+        ("secrets", "", "watch"),
+        (STATUS, "", "patch"),
+    }
+    for resource in ("secrets", "configmaps", CHANNELS, "events", "pods", "deployments"):
+        for verb in WRITE_VERBS:
+            assert not can_i(cluster, receiver, verb, resource, release.namespace)
+    assert can_i(cluster, receiver, "patch", CHANNELS, release.namespace, "status")
+    assert not can_i(cluster, receiver, "update", CHANNELS, release.namespace, "status")
+
+
+def test_each_account_has_exactly_its_roles_grant(cluster: Cluster, release: Release) -> None:
+    """What the apiserver says each may do in its namespace, rule by rule."""
+    assert granted(cluster, release.account("facade"), release.namespace) == {
+        *((CHANNELS, "", v) for v in ("get", "list", "watch", "create", "update", "delete")),
+        ("configmaps", SEALING_PUBLIC_CONFIGMAP, "get"),
+    }
+    assert granted(cluster, release.account("operator"), release.namespace) == {
+        *((CHANNELS, "", v) for v in ("get", "list", "watch", "patch")),
+        (STATUS, "", "patch"),
+        *(("secrets", "", v) for v in ("get", "list", "watch", "create", "update", "delete")),
+        ("configmaps", "", "create"),
+        ("configmaps", SEALING_PUBLIC_CONFIGMAP, "get"),
+        ("configmaps", SEALING_PUBLIC_CONFIGMAP, "update"),
+        ("events", "", "create"),
+    }
+
+
+def test_the_operator_is_confined_to_its_namespace(cluster: Cluster, release: Release) -> None:
+    operator, other = release.account("operator"), release.other_namespace
+    assert can_i(cluster, operator, "create", "secrets", release.namespace)
+    assert can_i(cluster, operator, "patch", CHANNELS, release.namespace, "status")
+    assert can_i(cluster, operator, "get", f"secrets/{SEALING_KEYS_SECRET}", release.namespace)
+    # Another namespace: nothing at all.
+    assert granted(cluster, operator, other) == set()
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        for resource in ("secrets", "configmaps", CHANNELS, "events"):
+            assert not can_i(cluster, operator, verb, resource, other), (verb, resource)
+        assert not can_i(cluster, operator, verb, CHANNELS, other, "status"), verb
+    # Nor across namespaces, nor cluster-wide objects.
+    for verb, resource in (
+        ("list", "secrets"),
+        ("watch", CHANNELS),
+        ("list", "namespaces"),
+        ("create", "namespaces"),
+        ("update", "customresourcedefinitions"),
+        ("create", "clusterrolebindings"),
+    ):
+        assert not can_i(cluster, operator, verb, resource, None), (verb, resource)
+
+
+# --- upgrade, then uninstall -------------------------------------------------------------------
+
+
+def _secret_data(cluster: Cluster, release: Release, what: str) -> dict[str, str]:
+    secret = kubectl_json(
+        cluster, "get", "secret", component_name(release.name, what), "-n", release.namespace
+    )
+    data: dict[str, str] = secret["data"]
+    return data
+
+
+def test_upgrade_changes_what_was_asked_and_keeps_generated_secrets(
+    cluster: Cluster, release: Release
+) -> None:
+    keys = _secret_data(cluster, release, "api-keys")
+    forward = _secret_data(cluster, release, "forward-secret")
+    facade = component_name(release.name, "facade")
+    before = kubectl_json(cluster, "get", "deployment", facade, "-n", release.namespace)
+
+    cluster.helm(
+        "upgrade", release.name, str(CHART), "-n", release.namespace,
+        "--reuse-values", "--set", "facade.replicas=3", "--set", "facade.readyWaitSeconds=9",
+    )  # fmt: skip
+
+    after = kubectl_json(cluster, "get", "deployment", facade, "-n", release.namespace)
+    assert after["spec"]["replicas"] == 3
+    env = {e["name"]: e["value"] for e in after["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WA_FACADE_READY_WAIT_SECONDS"] == "9"
+    assert after["spec"]["selector"] == before["spec"]["selector"]
+    # The generated API key and forwarding key survive the upgrade (Helm's lookup).
+    assert _secret_data(cluster, release, "api-keys") == keys
+    assert _secret_data(cluster, release, "forward-secret") == forward
+    history = cluster.helm("history", release.name, "-n", release.namespace).stdout
+    assert "deployed" in history.splitlines()[-1]
+    assert len(history.strip().splitlines()) == 3  # header + two revisions
+
+
+def test_uninstall_removes_the_release_and_keeps_the_crd(
+    cluster: Cluster, release: Release
+) -> None:
+    output = cluster.helm("uninstall", release.name, "-n", release.namespace).stdout
+    assert "kept due to the resource policy" in output
+    for kind in ("deployments", "services", "serviceaccounts", "roles", "rolebindings", "secrets"):
+        assert names(cluster, kind, release) == set(), kind
+    # The CRD stays, and with it every channel.
+    crd = kubectl_json(cluster, "get", "crd", CRD_NAME)
+    assert crd["metadata"].get("deletionTimestamp") is None
+    cluster.wait_until_served(PLURAL, release.namespace)
