@@ -348,6 +348,23 @@ def test_no_role_lets_anyone_but_the_operator_near_a_secret_value(
                 assert "secrets" not in rule["resources"]
 
 
+def test_a_channel_namespace_takes_the_roles_and_the_processes_not_the_keys(
+    cluster: Cluster,
+) -> None:
+    rendered = render(cluster, "--set", "channelNamespace=channels")
+    for component in COMPONENTS:
+        assert one(rendered, "Role", f"-{component}")["metadata"]["namespace"] == "channels"
+        binding = one(rendered, "RoleBinding", f"-{component}")
+        assert binding["metadata"]["namespace"] == "channels"
+        assert binding["subjects"][0]["namespace"] == "wa"  # the accounts stay with the pods
+        deployment = deployments(rendered)[component]
+        assert deployment["metadata"]["namespace"] == "wa"
+        _, prefix = SETTINGS[component]
+        assert env_of(deployment)[f"{prefix}NAMESPACE"] == "channels"
+    for secret in (m for m in rendered if m["kind"] == "Secret"):
+        assert secret["metadata"]["namespace"] == "wa"
+
+
 # --- Secrets and the Ingress ----------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 configures them (its Deployments' commands and environment, its Secrets' contents), each
 authenticated with a token of its own chart ServiceAccount, and a channel's whole life
 passes: created through the facade, Ready, Meta's challenge answered, a signed event
-delivered to the instance, status written by the receiver, deleted.
+delivered to the instance, status written by the receiver, deleted. Twice: with the
+channels in the release namespace (the default), and in a namespace of their own.
 
 With no kubelet here, this test plays the kubelet's part: it reads each Deployment, writes
 the Secret volumes it mounts into a local folder, and starts the container's command with
@@ -43,7 +44,7 @@ APP_SECRET = "flow-app-secret-0123456789abcdef"
 
 @dataclass(frozen=True)
 class Product:
-    namespace: str
+    namespace: str  # the channels'
     facade_url: str
     webhook_base: str
     api_key: str
@@ -102,13 +103,21 @@ def start_as_the_chart_says(
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["one-namespace", "own-channel-namespace"])
 async def product(
-    cluster: Cluster, crd: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    crd: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Product]:
+    """The chart installed, and its three processes running as it configures them: with
+    the channels in the release namespace, or in a namespace of their own."""
     folder = tmp_path_factory.mktemp("flow")
-    namespace = f"wa-flow-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", namespace)
+    suffix = uuid.uuid4().hex[:8]
+    namespace = f"wa-flow-{suffix}"
+    channels = f"wa-flow-channels-{suffix}" if request.param == "own-channel-namespace" else ""
+    for ns in filter(None, (namespace, channels)):
+        cluster.kubectl("create", "namespace", ns)
     sink = Sink()
     await sink.start()
     receiver_port, facade_port, liveness_port = free_port(), free_port(), free_port()
@@ -118,6 +127,7 @@ async def product(
         yaml.safe_dump(
             {
                 "webhookBaseUrl": webhook_base,
+                "channelNamespace": channels,
                 # The CRD is the session's (kubectl apply -f crds/): the chart leaves it be.
                 "crds": {"enabled": False},
                 "facade": {"readyWaitSeconds": 20},
@@ -163,7 +173,7 @@ async def product(
             )
             forward = secret_files(cluster, namespace, component_name(RELEASE, "forward-secret"))
             yield Product(
-                namespace=namespace,
+                namespace=channels or namespace,
                 facade_url=f"http://127.0.0.1:{facade_port}",
                 webhook_base=webhook_base,
                 api_key=first[1],
@@ -174,7 +184,8 @@ async def product(
     finally:
         await sink.stop()
         cluster.helm("uninstall", RELEASE, "-n", namespace, check=False)
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        for ns in filter(None, (namespace, channels)):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 async def wait_until(

@@ -180,6 +180,36 @@ def test_the_operator_is_confined_to_its_namespace(cluster: Cluster, release: Re
         assert not can_i(cluster, operator, verb, resource, None), (verb, resource)
 
 
+def test_a_channel_namespace_keeps_the_charts_secrets_from_the_receiver(
+    cluster: Cluster,
+) -> None:
+    """With channelNamespace, the receiver (which may list every Secret where the channels
+    are) cannot reach the API keys: they stay in the release namespace, where no component
+    has any right at all."""
+    suffix = uuid.uuid4().hex[:8]
+    home, channels = f"wa-home-{suffix}", f"wa-channels-{suffix}"
+    for ns in (home, channels):
+        cluster.kubectl("create", "namespace", ns)
+    name = f"wa{suffix}"
+    try:
+        install(
+            cluster, name, home, "--set", "crds.enabled=false",
+            "--set", f"channelNamespace={channels}",
+        )  # fmt: skip
+        accounts = {c: service_account(home, component_name(name, c)) for c in COMPONENTS}
+        for account in accounts.values():
+            assert granted(cluster, account, home) == set()
+        assert not can_i(cluster, accounts["receiver"], "list", "secrets", home)
+        assert can_i(cluster, accounts["receiver"], "list", "secrets", channels)
+        assert can_i(cluster, accounts["facade"], "create", CHANNELS, channels)
+        assert can_i(cluster, accounts["operator"], "create", "secrets", channels)
+        assert kubectl_json(cluster, "get", "secret", component_name(name, "api-keys"), "-n", home)
+    finally:
+        cluster.helm("uninstall", name, "-n", home, check=False)
+        for ns in (home, channels):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
 # --- upgrade, then uninstall -------------------------------------------------------------------
 
 

@@ -68,6 +68,11 @@ app.kubernetes.io/part-of: whatsapp-channels
 {{- end }}
 {{- end }}
 
+{{/* Where the channels, their Secrets, the sealing keys and so the Roles are. */}}
+{{- define "whatsapp-channels.channelNamespace" -}}
+{{- default .Release.Namespace .Values.channelNamespace }}
+{{- end }}
+
 {{- define "whatsapp-channels.webhookBaseUrl" -}}
 {{- required "webhookBaseUrl is required: the receiver's public base URL as Meta reaches it, e.g. --set webhookBaseUrl=https://hooks.example.com" .Values.webhookBaseUrl | trimSuffix "/" }}
 {{- end }}
