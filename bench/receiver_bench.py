@@ -4,12 +4,14 @@ channels in the cache, against a bare ASGI endpoint that does nothing, in the sa
     .venv/bin/python bench/receiver_bench.py [--channels 10000] [--requests 4000]
         [--rounds 3] [--connections 32] [--max-seconds 20]
 
-Three uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded
-with the channels' Secrets, forwarding to the sink), and the sink (the same bare endpoint,
-standing in for the instances). The load generator is a lean keep-alive HTTP/1.1 client in
-this process that only ever connects to 127.0.0.1, sends a bounded number of requests and
-stops at a time limit. Targets alternate round by round (machines here are noisy); the
-median round of each is reported, and the receiver's numbers as ratios of the bare one's.
+Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
+channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
+for the instances), and the receiver with its forward stubbed, which separates the cost of
+its own checks from the hop to the instance. The load generator is a lean keep-alive
+HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a bounded
+number of requests and stops at a time limit. Targets alternate round by round (machines
+here are noisy); the median round of each is reported, and the receiver's numbers as ratios
+of the bare one's.
 """
 
 from __future__ import annotations
@@ -55,19 +57,27 @@ def serve_bare(port: int) -> None:
     uvicorn.run(bare_app, host=HOST, port=port, access_log=False, log_level="warning")
 
 
-def serve_receiver(port: int, sink_port: int, secrets: list[dict[str, Any]]) -> None:
+def serve_receiver(
+    port: int, sink_port: int, secrets: list[dict[str, Any]], forward: bool = True
+) -> None:
+    """The receiver app; with `forward=False` deliveries succeed without leaving the process
+    (what the receiver's own checks cost, apart from the hop to the instance)."""
     import uvicorn
     from channel_api.receiver.app import Receiver
     from channel_api.receiver.channels import ChannelCache
-    from channel_api.receiver.forward import Forwarder
+    from channel_api.receiver.forward import Delivery, Forwarder
     from channel_api.receiver.status import StatusWriter
+
+    class NoHop(Forwarder):
+        async def deliver(self, instance_id: str, body: bytes) -> Delivery:
+            return Delivery.ACCEPTED
 
     async def no_status_writes(path: str, body: dict[str, Any]) -> None:
         return None
 
     cache = ChannelCache()
     cache.replace_all(secrets)
-    forwarder = Forwarder(
+    forwarder = (Forwarder if forward else NoHop)(
         f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
         FORWARD_SECRET,
         timeout=10.0,
@@ -265,13 +275,20 @@ async def run(args: argparse.Namespace) -> None:
         "receiver POST /hooks/whatsapp": [
             signed_request("/hooks/whatsapp", c, n) for n, c in enumerate(sample)
         ],
+        "  same, forward stubbed (checks only)": [
+            signed_request(f"/hooks/whatsapp/{c.instance_id}", c, n) for n, c in enumerate(sample)
+        ],
     }
     bare_port, receiver_port, sink_port = free_port(), free_port(), free_port()
+    checks_port = free_port()
     spawn = multiprocessing.get_context("spawn")
     processes = [
         spawn.Process(target=serve_bare, args=(bare_port,), daemon=True),
         spawn.Process(target=serve_bare, args=(sink_port,), daemon=True),
         spawn.Process(target=serve_receiver, args=(receiver_port, sink_port, secrets), daemon=True),
+        spawn.Process(
+            target=serve_receiver, args=(checks_port, sink_port, secrets, False), daemon=True
+        ),
     ]
     for process in processes:
         process.start()
@@ -279,7 +296,10 @@ async def run(args: argparse.Namespace) -> None:
         await wait_until_serving(bare_port, "/")
         await wait_until_serving(sink_port, "/")
         await wait_until_serving(receiver_port, "/readyz")
-        ports = {name: bare_port if name.startswith("bare") else receiver_port for name in targets}
+        await wait_until_serving(checks_port, "/readyz")
+        ports = dict(
+            zip(targets, (bare_port, receiver_port, receiver_port, checks_port), strict=True)
+        )
         print(
             f"receiver benchmark: {args.channels} channels in the cache, {args.connections} "
             f"connections, {args.requests} signed POSTs x {args.rounds} rounds per target, "
@@ -313,9 +333,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d}")
     bare = median["bare ASGI endpoint (no-op)"]
     for name, r in median.items():
-        if name.startswith("receiver"):
+        if not name.startswith("bare"):
             print(
-                f"{name}: throughput {r.rate / bare.rate:.2f}x bare, "
+                f"{name.strip()}: throughput {r.rate / bare.rate:.2f}x bare, "
                 f"p99 {r.p99_ms / bare.p99_ms:.2f}x bare"
             )
     if any(x.failures for rs in rounds.values() for x in rs):
