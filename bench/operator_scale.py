@@ -38,6 +38,7 @@ from localkube.services import Service, script, start_service
 from whatsapp_channel.kube import Kube, channels_path, core_path
 from whatsapp_channel.model import (
     ACTIVE_KEY_ID_FIELD,
+    FINALIZER,
     PUBLIC_KEYS_FIELD,
     READY,
     SEALING_PUBLIC_CONFIGMAP,

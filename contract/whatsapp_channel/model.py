@@ -41,6 +41,10 @@ CREDENTIAL_FIELDS: Mapping[str, str] = {
     "verifyToken": "verify_token",
 }
 
+# The operator's finalizer. The facade creates channels with it already in place, which
+# saves the operator a patch per channel; channels applied by hand get it from the operator.
+FINALIZER = f"{GROUP}/finalizer"
+
 # Labels and annotations the operator puts on what it generates; the receiver selects on them.
 LABEL_PREFIX = GROUP
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -133,12 +137,19 @@ class ChannelStatus(_CamelModel):
 
 
 def channel_body(
-    *, namespace: str, name: str, spec: ChannelSpec, resource_version: str | None = None
+    *,
+    namespace: str,
+    name: str,
+    spec: ChannelSpec,
+    resource_version: str | None = None,
+    finalizers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A WhatsAppChannel object as the apiserver takes it."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
+    if finalizers:
+        metadata["finalizers"] = list(finalizers)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

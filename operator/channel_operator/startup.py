@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import kopf
 from whatsapp_channel.kube import Kube, channels_path, load_config
-from whatsapp_channel.model import GROUP
+from whatsapp_channel.model import FINALIZER, GROUP
 
 from channel_operator import channels, sealing_keys
 from channel_operator.channel_secrets import ChannelSecrets
@@ -27,7 +27,6 @@ from channel_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PREFIX = GROUP
 SYNC_TIMEOUT = 60.0
 

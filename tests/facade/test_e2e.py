@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from localkube import Cluster
 from localkube.cluster import free_port
 from schemathesis import Case
-from whatsapp_channel.model import generated_secret_name
+from whatsapp_channel.model import FINALIZER, generated_secret_name
 
 from ..operator_process import run_operator
 from .conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
@@ -121,6 +121,8 @@ async def test_post_get_delete_through_the_operator(
         cr = cluster.kubectl("get", "whatsappchannel", instance, "-n", operated, "-o", "json")
         for clear in (setup_body()["access_token"], setup_body()["app_secret"], verify_token):
             assert clear not in cr.stdout
+        # Born with the operator's finalizer: the operator needs no patch to add it.
+        assert json.loads(cr.stdout)["metadata"]["finalizers"] == [FINALIZER]
         # The facade did all that without any access to Secrets.
         can_i = cluster.kubectl(
             "auth", "can-i", "get", "secrets", "-n", operated,

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from channel_operator.startup import FINALIZER
 from localkube import Cluster
 from localkube.services import Service, running, script
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
@@ -27,6 +26,7 @@ from whatsapp_channel.model import (
     ACTIVE_KEY_ID_FIELD,
     DATA_HASH_ANNOTATION,
     ENABLED_ANNOTATION,
+    FINALIZER,
     GENERATED_SECRET_SELECTOR,
     INSTANCE_LABEL,
     KIND,

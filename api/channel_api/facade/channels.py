@@ -15,6 +15,7 @@ from typing import Any
 
 from whatsapp_channel.kube import JSON, Conflict, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
+    FINALIZER,
     ChannelCreated,
     ChannelSetup,
     ChannelSpec,
@@ -170,7 +171,9 @@ class Channels:
 
     async def _write(self, name: str, spec: ChannelSpec, existing: JSON | None) -> JSON:
         if existing is None:
-            body = channel_body(namespace=self._namespace, name=name, spec=spec)
+            body = channel_body(
+                namespace=self._namespace, name=name, spec=spec, finalizers=(FINALIZER,)
+            )
             try:
                 return await self._kube.create(channels_path(self._namespace), body)
             except NotFound:
