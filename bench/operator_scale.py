@@ -233,7 +233,13 @@ async def run_size(
     key = await public_key(kube, op_ns)
     names = [str(uuid.uuid4()) for _ in range(n)]
     bodies = [
-        channel_body(namespace=op_ns, name=m, spec=spec(m, sealed_for(key, op_ns, m)))
+        # Created as the facade creates them: sealed, born with the operator's finalizer.
+        channel_body(
+            namespace=op_ns,
+            name=m,
+            spec=spec(m, sealed_for(key, op_ns, m)),
+            finalizers=(FINALIZER,),
+        )
         for m in names
     ]
     watch = ReadyWatch(kube, op_ns)
@@ -265,7 +271,10 @@ async def run_size(
     await kube.create(
         channels_path(op_ns),
         channel_body(
-            namespace=op_ns, name=sentinel, spec=spec(sentinel, sealed_for(key, op_ns, sentinel))
+            namespace=op_ns,
+            name=sentinel,
+            spec=spec(sentinel, sealed_for(key, op_ns, sentinel)),
+            finalizers=(FINALIZER,),
         ),
     )
     await watch.wait({(changed, 2), (sentinel, 1)}, timeout=300)
