@@ -1,7 +1,8 @@
 """`whatsapp-seal`: seal a channel's credentials for people who write channels by hand.
 
-Like `kubeseal`: the operator's public key comes from its ConfigMap (through KUBECONFIG) or
-from `--public-key`; the credentials come from files, the environment or stdin, never from
+Like `kubeseal`: the operator's public key comes from its ConfigMap (through KUBECONFIG), in
+the operator's keys namespace (`--controller-namespace`, $WA_KEYS_NAMESPACE), or from
+`--public-key`; the credentials come from files, the environment or stdin, never from
 the command line (where `ps` and shell history would keep them). The output is a
 WhatsAppChannel ready for `kubectl apply`, or only its `sealed` block.
 
@@ -103,7 +104,8 @@ async def fetch_key(namespace: str, kubeconfig: str | None) -> PublicSealingKey:
     except KubeError as exc:
         raise SealCliError(
             f"cannot read ConfigMap {namespace}/{SEALING_PUBLIC_CONFIGMAP} ({exc.status} "
-            f"{exc.reason}); is the operator running there? Or pass --public-key"
+            f"{exc.reason}); does the operator keep its keys there? Name its keys namespace "
+            "with --controller-namespace (or $WA_KEYS_NAMESPACE), or pass --public-key"
         ) from None
     finally:
         await kube.close()
@@ -210,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--controller-namespace",
-        help="where the operator publishes its public key (default: --namespace)",
+        help="the operator's keys namespace, where it publishes its public key (default: "
+        "$WA_KEYS_NAMESPACE, else --namespace)",
     )
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     parser.add_argument(
@@ -240,7 +243,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]) -> None:
     args = _parser().parse_args(argv)
-    controller_namespace = args.controller_namespace or args.namespace
+    controller_namespace = (
+        args.controller_namespace or environ.get("WA_KEYS_NAMESPACE") or args.namespace
+    )
     if args.public_key:
         key = key_from_argument(args.public_key)
     else:

@@ -18,7 +18,13 @@ from whatsapp_channel.model import (
     PUBLIC_KEYS_FIELD,
     SEALING_PUBLIC_CONFIGMAP,
 )
-from whatsapp_channel.sealing import SealError, new_private_key, public_key_of, unseal
+from whatsapp_channel.sealing import (
+    PublicSealingKey,
+    SealError,
+    new_private_key,
+    public_key_of,
+    unseal,
+)
 
 VALUES = {"access_token": "EAAG-token", "app_secret": "app-secret", "verify_token": "verify-tok"}
 ENV = {
@@ -143,3 +149,22 @@ def test_public_key_from_a_configmap_file(tmp_path: Path, keys: tuple[str, bytes
     assert seal_cli.key_from_argument(str(bare)) == public
     with pytest.raises(seal_cli.SealCliError):
         seal_cli.key_from_argument("not base64 at all!")
+
+
+def test_the_public_key_is_read_from_the_operators_keys_namespace(
+    monkeypatch: pytest.MonkeyPatch, keys: tuple[str, bytes]
+) -> None:
+    """--controller-namespace, else $WA_KEYS_NAMESPACE, else the channel's --namespace (an
+    operator whose keys share the channel namespace)."""
+    asked: list[str] = []
+
+    async def fetch(namespace: str, kubeconfig: str | None) -> PublicSealingKey:
+        asked.append(namespace)
+        return public_key_of(keys[1])
+
+    monkeypatch.setattr(seal_cli, "fetch_key", fetch)
+    argv = ["--fetch-public-key", "--namespace", "tenants"]
+    run(argv)
+    run(argv, environ={"WA_KEYS_NAMESPACE": "wa-system"})
+    run([*argv, "--controller-namespace", "ops"], environ={"WA_KEYS_NAMESPACE": "wa-system"})
+    assert asked == ["tenants", "wa-system", "ops"]
