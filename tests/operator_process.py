@@ -4,8 +4,10 @@
         ...            # op.kill() SIGKILLs it (crash), op.stop() ends it gracefully
 
 `namespace` must exist and the CRD be applied (the `namespace` and `crd` fixtures). The
-operator reconciles the channels of that namespace and keeps its sealing keys there: read
-the public key from ConfigMap `whatsapp-channels-sealing-public` once the block starts.
+operator reconciles the channels of that namespace and keeps its sealing keys in
+`keys_namespace` (WA_OPERATOR_KEYS_NAMESPACE; it must exist), or without one in `namespace`
+itself (the single-namespace layout): read the public key from ConfigMap
+`whatsapp-channels-sealing-public` there once the block starts.
 `op.log_path` is its log (stdout and stderr). `env` adds or overrides settings, e.g.
 {"WA_OPERATOR_LOG_LEVEL": "DEBUG"}.
 
@@ -29,8 +31,11 @@ def start_operator(
     namespace: str,
     webhook_base_url: str = "http://127.0.0.1:9",
     env: Mapping[str, str] | None = None,
+    *,
+    keys_namespace: str | None = None,
 ) -> Service:
     port = free_port()
+    keys = {"WA_OPERATOR_KEYS_NAMESPACE": keys_namespace} if keys_namespace else {}
     return start_service(
         "whatsapp-operator",
         [script("whatsapp-operator")],
@@ -40,6 +45,7 @@ def start_operator(
             "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base_url,
             "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
             "WA_OPERATOR_LIVENESS_PORT": str(port),
+            **keys,
             **(env or {}),
         },
         log_path=Path(cluster.state_dir) / "logs" / f"operator-{namespace}-{port}.log",
@@ -53,6 +59,11 @@ def run_operator(
     namespace: str,
     webhook_base_url: str = "http://127.0.0.1:9",
     env: Mapping[str, str] | None = None,
+    *,
+    keys_namespace: str | None = None,
 ) -> Iterator[Service]:
-    with running(start_operator(cluster, namespace, webhook_base_url, env)) as service:
+    started = start_operator(
+        cluster, namespace, webhook_base_url, env, keys_namespace=keys_namespace
+    )
+    with running(started) as service:
         yield service

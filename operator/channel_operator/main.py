@@ -3,6 +3,9 @@
     whatsapp-operator               reconcile the WhatsAppChannels of WA_OPERATOR_NAMESPACE
     whatsapp-operator rotate-key    add a sealing key that new seals use; old seals still open
 
+The sealing keys live in WA_OPERATOR_KEYS_NAMESPACE (default: WA_OPERATOR_NAMESPACE), which
+`rotate-key` follows too: in the operator's pod it needs no arguments.
+
 Settings are environment variables (see `channel_operator.settings`); cluster access is
 KUBECONFIG or the in-cluster service account.
 """
@@ -64,6 +67,15 @@ async def _rotate(namespace: str) -> str:
     return keyring.active_key_id
 
 
+def _keys_namespace() -> str:
+    """Where the running operator keeps its keys, from the same variables it reads."""
+    return (
+        os.environ.get("WA_OPERATOR_KEYS_NAMESPACE")
+        or os.environ.get("WA_OPERATOR_NAMESPACE")
+        or DEFAULT_NAMESPACE
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="whatsapp-operator", description="The WhatsAppChannel operator."
@@ -75,14 +87,25 @@ def main(argv: list[str] | None = None) -> None:
         help="add a fresh sealing key for new seals; the old keys keep opening old seals",
     )
     rotate.add_argument(
+        "--keys-namespace",
         "--namespace",
-        default=os.environ.get("WA_OPERATOR_NAMESPACE") or DEFAULT_NAMESPACE,
-        help="the operator's namespace (default: $WA_OPERATOR_NAMESPACE or %(default)s)",
+        dest="keys_namespace",
+        default=_keys_namespace(),
+        help="the namespace of the operator's sealing keys (default: "
+        f"$WA_OPERATOR_KEYS_NAMESPACE, else $WA_OPERATOR_NAMESPACE, else {DEFAULT_NAMESPACE})",
     )
     args = parser.parse_args(argv)
     if args.command == "rotate-key":
+        from whatsapp_channel.kube import KubeError
+
+        from channel_operator.sealing_keys import KeyringError
+
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        print(asyncio.run(_rotate(args.namespace)))
+        try:
+            print(asyncio.run(_rotate(args.keys_namespace)))
+        except (KeyringError, KubeError) as exc:
+            print(f"whatsapp-operator rotate-key: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         return
     run(_settings())
 

@@ -19,8 +19,20 @@ class OperatorSettings(BaseSettings):
         default=DEFAULT_NAMESPACE,
         pattern=DNS1123_SUBDOMAIN_PATTERN,
         max_length=63,
-        description="The namespace whose WhatsAppChannels the operator reconciles; its "
-        "sealing keys live there too.",
+        description="The namespace whose WhatsAppChannels the operator reconciles, and where "
+        "it writes their Secrets.",
+    )
+    keys_namespace: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        max_length=63,
+        description="The namespace of the operator's sealing keys (Secret "
+        "whatsapp-channels-sealing-keys) and of their public half (ConfigMap "
+        "whatsapp-channels-sealing-public): the operator's own, where nothing but the "
+        "operator may read Secrets. Default: `namespace`, which only suits a single-namespace "
+        "local run: whoever may read the Secrets of the channel namespace (the webhook "
+        "receiver lists them all) could read the private keys. Keys found in `namespace` by an "
+        "operator configured with another keys namespace are moved there.",
     )
     webhook_base_url: str = Field(
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
@@ -37,6 +49,11 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="No level logs a credential, DEBUG included."
     )
+
+    @property
+    def sealing_namespace(self) -> str:
+        """Where the sealing keys and their public ConfigMap are."""
+        return self.keys_namespace or self.namespace
 
     @property
     def liveness_endpoint(self) -> str:

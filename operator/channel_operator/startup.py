@@ -122,17 +122,28 @@ async def start(settings: OperatorSettings) -> Runtime:
     start handling channels."""
     config = await asyncio.to_thread(load_config)
     kube = Kube(config, user_agent="whatsapp-channel-operator", max_concurrency=32)
-    namespace = settings.namespace
+    namespace, keys_namespace = settings.namespace, settings.sealing_namespace
     task: asyncio.Task[None] | None = None
     try:
-        keyring = await sealing_keys.ensure(kube, namespace)
-        log.info("sealing keys ready; new seals use key %s", keyring.active_key_id)
+        if keys_namespace == namespace:
+            log.warning(
+                "the sealing keys share namespace %s with the channels: whoever may read its "
+                "Secrets (the webhook receiver) can read them; set WA_OPERATOR_KEYS_NAMESPACE "
+                "to the operator's own namespace",
+                namespace,
+            )
+        keyring = await sealing_keys.ensure(kube, keys_namespace, legacy_namespace=namespace)
+        log.info(
+            "sealing keys ready in namespace %s; new seals use key %s",
+            keys_namespace,
+            keyring.active_key_id,
+        )
         secrets = ChannelSecrets(kube, namespace)
         rt = Runtime(
             kube=kube,
             namespace=namespace,
             webhook_base_url=settings.webhook_base_url,
-            keys=sealing_keys.Keys(kube=kube, namespace=namespace, keyring=keyring),
+            keys=sealing_keys.Keys(kube=kube, namespace=keys_namespace, keyring=keyring),
             secrets=secrets,
         )
 

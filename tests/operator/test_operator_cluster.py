@@ -654,6 +654,121 @@ async def test_a_rotated_key_seals_new_channels_and_old_seals_still_open(
     assert decoded(secret) == again
 
 
+# --- where the sealing keys live -----------------------------------------------------------
+
+
+@pytest.fixture
+def keys_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """The operator's own namespace, beside the channel namespace `namespace`."""
+    name = f"{namespace}-keys"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+async def names_in(kube: Kube, plural: str, namespace: str) -> set[str]:
+    listing = await kube.get(core_path(plural, namespace))
+    return {item["metadata"]["name"] for item in listing["items"]}
+
+
+async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
+    cluster: Cluster, crd: Any, namespace: str, keys_namespace: str, kube: Kube
+) -> None:
+    """The receiver may read every Secret of the channel namespace: the private keys are in
+    the operator's own namespace, and `whatsapp-seal` and `rotate-key` find them there."""
+    operator_env = {
+        **cluster.env(),
+        "WA_OPERATOR_NAMESPACE": namespace,
+        "WA_OPERATOR_KEYS_NAMESPACE": keys_namespace,
+    }
+    with run_operator(
+        cluster, namespace, WEBHOOK_BASE, env=DEBUG, keys_namespace=keys_namespace
+    ) as service:
+        assert SEALING_KEYS_SECRET in await names_in(kube, "secrets", keys_namespace)
+        first_key = await public_key(kube, keys_namespace)
+
+        # A person seals by hand: the public key comes from the keys namespace.
+        name = str(uuid.uuid4())
+        values = credentials()
+        sealing = await asyncio.to_thread(
+            subprocess.run,
+            [script("whatsapp-seal"), "-n", namespace, "--instance-id", name,
+             "--phone-number-id", PHONE_ID],
+            env={
+                **cluster.env(),
+                "WA_KEYS_NAMESPACE": keys_namespace,
+                "WA_ACCESS_TOKEN": values["access_token"],
+                "WA_APP_SECRET": values["app_secret"],
+                "WA_VERIFY_TOKEN": values["verify_token"],
+            },
+            capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=sealing.stdout)
+        await wait_ready(kube, namespace, name)
+        secret = await get_secret(kube, namespace, name)
+        assert secret is not None
+        assert decoded(secret) == values
+
+        # rotate-key, with the operator's environment, rotates the keys where they are.
+        rotated = await asyncio.to_thread(
+            subprocess.run, [script("whatsapp-operator"), "rotate-key"],
+            env=operator_env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        new_key = await public_key(kube, keys_namespace)
+        assert new_key.key_id == rotated.stdout.strip() != first_key.key_id
+        other = str(uuid.uuid4())
+        await kube.create(
+            channels_path(namespace), manifest(new_key, namespace, other, credentials())
+        )
+        await wait_ready(kube, namespace, other)
+
+        # Pointed at the channel namespace by mistake, it refuses and creates nothing.
+        refused = await asyncio.to_thread(
+            subprocess.run, [script("whatsapp-operator"), "rotate-key", "--namespace", namespace],
+            env=operator_env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert "no sealing keys in namespace" in refused.stderr
+
+        # Beside the channels: their own Secrets, and nothing of the keys.
+        assert await names_in(kube, "secrets", namespace) == {
+            f"whatsapp-{name}",
+            f"whatsapp-{other}",
+        }
+        assert SEALING_PUBLIC_CONFIGMAP not in await names_in(kube, "configmaps", namespace)
+        assert "share namespace" not in service.log_path.read_text()
+        assert_no_secret_leaked(service, cluster, namespace, values)
+
+
+async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_open(
+    cluster: Cluster, crd: Any, namespace: str, keys_namespace: str, kube: Kube
+) -> None:
+    """An operator that kept its keys in the channel namespace is given a keys namespace:
+    its keys move there (channels sealed to them still reconcile), none stay behind."""
+    name = str(uuid.uuid4())
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG) as single:
+        old_key = await public_key(kube, namespace)
+        await kube.create(
+            channels_path(namespace), manifest(old_key, namespace, name, credentials())
+        )
+        await wait_ready(kube, namespace, name)
+    assert "share namespace" in single.log_path.read_text()  # it warned
+
+    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG, keys_namespace=keys_namespace):
+        assert await public_key(kube, keys_namespace) == old_key
+        assert SEALING_KEYS_SECRET not in await names_in(kube, "secrets", namespace)
+        assert SEALING_PUBLIC_CONFIGMAP not in await names_in(kube, "configmaps", namespace)
+        # A new seal under the old key (say, made before the move) still opens.
+        again = credentials()
+        update = manifest(old_key, namespace, name, again)
+        await kube.merge_patch(channels_path(namespace, name), {"spec": update["spec"]})
+        channel = await wait_ready(kube, namespace, name)
+        assert channel["status"]["observedGeneration"] == 2
+        secret = await get_secret(kube, namespace, name)
+        assert secret is not None
+        assert decoded(secret) == again
+
+
 def test_the_operator_exits_cleanly_on_sigterm(cluster: Cluster, crd: Any, namespace: str) -> None:
     service = start_operator(cluster, namespace, WEBHOOK_BASE)
     os.kill(service.pid, 15)

@@ -431,6 +431,56 @@ async def test_rotation_seals_with_the_new_key_and_still_opens_old_seals() -> No
     assert await channels.reconcile(rt, channel_body(old_channel, changed, 2), {}) is None
 
 
+KEYS_NS = "wa-unit-system"
+
+
+def in_namespace(kube: MemoryKube, namespace: str) -> list[str]:
+    return [p for p in kube.objects if f"/namespaces/{namespace}/" in p]
+
+
+async def test_with_a_keys_namespace_nothing_of_the_keys_sits_beside_the_channels() -> None:
+    kube = MemoryKube()
+    keyring = await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS)
+    assert in_namespace(kube, NS) == []
+    assert sorted(in_namespace(kube, KEYS_NS)) == sorted(
+        [
+            core_path("secrets", KEYS_NS, SEALING_KEYS_SECRET),
+            core_path("configmaps", KEYS_NS, SEALING_PUBLIC_CONFIGMAP),
+        ]
+    )
+    assert await sealing_keys.load(kube, KEYS_NS) == keyring
+
+
+async def test_keys_an_older_layout_left_beside_the_channels_move_to_the_keys_namespace() -> None:
+    kube = MemoryKube()
+    old = await sealing_keys.ensure(kube, NS)  # the single-namespace layout
+    moved = await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS)
+    assert moved == old  # the same keys, so every existing seal still opens
+    assert await sealing_keys.load(kube, KEYS_NS) == old
+    data = kube.objects[core_path("configmaps", KEYS_NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
+    assert json.loads(data[PUBLIC_KEYS_FIELD]) == old.public_keys()
+    assert in_namespace(kube, NS) == []  # the private keys are gone from the receiver's reach
+    # The next start has nothing to move and writes nothing.
+    kube.writes.clear()
+    assert await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS) == old
+    assert kube.writes == []
+
+
+async def test_keys_beside_the_channels_the_operator_lacks_are_never_deleted() -> None:
+    kube = MemoryKube()
+    stray = await sealing_keys.ensure(kube, NS)
+    own = await sealing_keys.ensure(kube, KEYS_NS)
+    assert await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS) == own
+    assert await sealing_keys.load(kube, NS) == stray  # left for a person to move
+
+
+async def test_rotation_refuses_a_namespace_without_keys() -> None:
+    kube = MemoryKube()
+    with pytest.raises(sealing_keys.KeyringError, match="no sealing keys in namespace"):
+        await sealing_keys.rotate(kube, NS)
+    assert kube.writes == []
+
+
 def test_keyring_round_trips_through_its_secret() -> None:
     keyring = sealing_keys.rotated(sealing_keys.new_keyring())
     secret = sealing_keys.build_keys_secret(NS, keyring)

@@ -23,8 +23,8 @@ class FacadeSettings(BaseSettings):
     sealing_key_namespace: str | None = Field(
         default=None,
         pattern=DNS1123_SUBDOMAIN_PATTERN,
-        description="Namespace of the operator's sealing public key ConfigMap "
-        "(default: `namespace`).",
+        description="Namespace of the operator's sealing public key ConfigMap: the "
+        "operator's keys namespace, its WA_OPERATOR_KEYS_NAMESPACE (default: `namespace`).",
     )
     api_keys_file: Path = Field(
         description="File of API keys (see channel_api.facade.api_keys for its format), "
