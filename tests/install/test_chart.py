@@ -29,9 +29,12 @@ SETTINGS: dict[str, tuple[type[BaseSettings], str]] = {
 }
 # Settings the chart sets for the pod's own reasons, not from a value that mirrors a default.
 POD_SPECIFIC = {
-    "namespace", "host", "port", "liveness_host", "liveness_port", "log_level",
-    "api_keys_file", "forward_secret_file", "forward_url_template", "webhook_base_url",
+    "namespace", "keys_namespace", "sealing_key_namespace", "host", "port", "liveness_host",
+    "liveness_port", "log_level", "api_keys_file", "forward_secret_file",
+    "forward_url_template", "webhook_base_url",
 }  # fmt: skip
+# `render` installs into namespace "wa"; the channels get a namespace of their own.
+RELEASE_NS, CHANNELS_NS = "wa", "wa-channels"
 UUID = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
 
 
@@ -138,6 +141,7 @@ def test_every_object_of_the_schema_refuses_unknown_keys() -> None:
         "facade.apiKeys.bogus=x",
         "crds.bogus=true",
         "image.bogus=x",
+        "channelNamespace.bogus=x",
     ],
 )
 def test_the_schema_refuses_an_unknown_key(cluster: Cluster, setting: str) -> None:
@@ -156,6 +160,8 @@ def test_the_schema_refuses_an_unknown_key(cluster: Cluster, setting: str) -> No
         ("receiver.forwardUrlTemplate=http://agents/whatsapp", "forwardUrlTemplate"),
         ("receiver.forwardSecret.value=short", "value"),
         ("facade.replicas=-1", "replicas"),
+        ("channelNamespace.name=Not_A_Namespace", "name"),
+        ("channelNamespace=channels", "channelNamespace"),
     ],
 )
 def test_the_schema_refuses_a_bad_value(cluster: Cluster, setting: str, complaint: str) -> None:
@@ -270,15 +276,23 @@ def test_the_environment_is_what_the_settings_class_reads(
     settings = settings_class.model_validate(given)
     for name in set(given) - POD_SPECIFIC:
         assert getattr(settings, name) == fields[name].default, f"{component}.{name}"
-    assert given["namespace"] == "wa"
+    # The channels in their own namespace; the sealing keys in the release namespace.
+    assert given["namespace"] == CHANNELS_NS
+    keys = {"operator": "keys_namespace", "facade": "sealing_key_namespace"}.get(component)
+    if keys is not None:
+        assert given[keys] == RELEASE_NS
 
 
 def test_the_contracts_names_are_the_charts(manifests: list[Manifest]) -> None:
     roles = {r["metadata"]["name"]: r for r in manifests if r["kind"] == "Role"}
     facade_rules = roles[component_name("wa", "facade")]["rules"]
-    assert facade_rules[1]["resourceNames"] == [model.SEALING_PUBLIC_CONFIGMAP]
     assert facade_rules[0]["apiGroups"] == [model.GROUP]
     assert facade_rules[0]["resources"] == [model.PLURAL]
+    public_key = roles[component_name("wa", "facade-sealing-key")]["rules"]
+    assert public_key[0]["resourceNames"] == [model.SEALING_PUBLIC_CONFIGMAP]
+    keys = roles[component_name("wa", "operator-keys")]["rules"]
+    assert keys[1]["resourceNames"] == [model.SEALING_KEYS_SECRET]
+    assert keys[3]["resourceNames"] == [model.SEALING_PUBLIC_CONFIGMAP]
     operator = deployments(manifests)["operator"]
     assert env_of(operator)["WA_OPERATOR_WEBHOOK_BASE_URL"] == "https://hooks.example.com"
 
@@ -287,28 +301,36 @@ def test_the_contracts_names_are_the_charts(manifests: list[Manifest]) -> None:
 
 CHANNELS = model.PLURAL
 STATUS = f"{model.PLURAL}/status"
-EXPECTED_RULES: dict[str, list[dict[str, Any]]] = {
-    "operator": [
+# Role (by name suffix) -> its namespace and its rules.
+EXPECTED_ROLES: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "operator": (CHANNELS_NS, [
         {"apiGroups": [model.GROUP], "resources": [CHANNELS],
          "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": [model.GROUP], "resources": [STATUS], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["secrets"],
          "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]),
+    "operator-keys": (RELEASE_NS, [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "resourceNames": [model.SEALING_KEYS_SECRET], "verbs": ["get", "update"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["configmaps"],
          "resourceNames": [model.SEALING_PUBLIC_CONFIGMAP], "verbs": ["get", "update"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    ],
-    "facade": [
+    ]),
+    "facade": (CHANNELS_NS, [
         {"apiGroups": [model.GROUP], "resources": [CHANNELS],
          "verbs": ["get", "list", "watch", "create", "update", "delete"]},
+    ]),
+    "facade-sealing-key": (RELEASE_NS, [
         {"apiGroups": [""], "resources": ["configmaps"],
          "resourceNames": [model.SEALING_PUBLIC_CONFIGMAP], "verbs": ["get"]},
-    ],
-    "receiver": [
+    ]),
+    "receiver": (CHANNELS_NS, [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
         {"apiGroups": [model.GROUP], "resources": [STATUS], "verbs": ["patch"]},
-    ],
+    ]),
 }  # fmt: skip
 
 
@@ -317,19 +339,29 @@ def test_each_component_has_exactly_its_namespaced_rules(manifests: list[Manifes
     end-to-end flow (test_flow.py) shows these are enough."""
     kinds = {m["kind"] for m in manifests}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
-    for component, rules in EXPECTED_RULES.items():
-        name = component_name("wa", component)
-        role = one(manifests, "Role", f"-{component}")
-        assert role["metadata"]["namespace"] == "wa"
-        assert role["rules"] == rules, component
-        binding = one(manifests, "RoleBinding", f"-{component}")
+    roles = [m for m in manifests if m["kind"] == "Role"]
+    assert {r["metadata"]["name"] for r in roles} == {
+        component_name("wa", suffix) for suffix in EXPECTED_ROLES
+    }
+    for suffix, (namespace, rules) in EXPECTED_ROLES.items():
+        name = component_name("wa", suffix)
+        role = one(roles, "Role", name)
+        assert role["metadata"]["namespace"] == namespace, suffix
+        assert role["rules"] == rules, suffix
+        binding = one(manifests, "RoleBinding", name)
+        assert binding["metadata"]["namespace"] == namespace
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
             "name": name,
         }
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "wa"}]
+        account_name = component_name("wa", suffix.split("-")[0])
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account_name, "namespace": RELEASE_NS}
+        ]
+    for component in COMPONENTS:
         account = one(manifests, "ServiceAccount", f"-{component}")
+        assert account["metadata"]["namespace"] == RELEASE_NS
         assert account["automountServiceAccountToken"] is False  # the pod mounts its own
 
 
@@ -337,21 +369,46 @@ def test_no_role_lets_anyone_but_the_operator_near_a_secret_value(
     manifests: list[Manifest],
 ) -> None:
     """The facade has nothing on Secrets; the receiver only lists/watches them (its
-    cache); nobody may create pods or tokens, bind roles or escalate."""
+    cache) in the channel namespace and has nothing in the release namespace, where the
+    operator may read only its keys Secret, by name; nobody may create pods or tokens, bind
+    roles or escalate."""
     for role in (m for m in manifests if m["kind"] == "Role"):
+        name, namespace = role["metadata"]["name"], role["metadata"]["namespace"]
+        assert not name.endswith("-receiver") or namespace == CHANNELS_NS
         for rule in role["rules"]:
             assert not set(rule["resources"]) & {
                 "pods", "serviceaccounts", "serviceaccounts/token", "roles", "rolebindings",
             }  # fmt: skip
             assert not set(rule["verbs"]) & {"*", "escalate", "bind", "impersonate"}
-            if role["metadata"]["name"].endswith("-facade"):
+            if "-facade" in name:
                 assert "secrets" not in rule["resources"]
+            if namespace == RELEASE_NS and "secrets" in rule["resources"]:
+                readable = set(rule["verbs"]) & {"get", "list", "watch"}
+                assert not readable or rule["resourceNames"] == [model.SEALING_KEYS_SECRET]
 
 
-def test_a_channel_namespace_takes_the_roles_and_the_processes_not_the_keys(
-    cluster: Cluster,
+def test_the_channel_namespace_is_created_and_kept_and_holds_no_chart_secret(
+    manifests: list[Manifest],
 ) -> None:
-    rendered = render(cluster, "--set", "channelNamespace=channels")
+    namespace = one(manifests, "Namespace")
+    assert namespace["metadata"]["name"] == CHANNELS_NS
+    # Uninstall must never delete the tenants' channels with their namespace.
+    assert namespace["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert namespace["metadata"]["labels"]["app.kubernetes.io/component"] == "channels"
+    namespaced = [
+        m for m in manifests if m["kind"] not in {"Namespace", "CustomResourceDefinition"}
+    ]
+    in_channels = {m["kind"] for m in namespaced if m["metadata"]["namespace"] == CHANNELS_NS}
+    assert in_channels == {"Role", "RoleBinding"}  # no Secret, no pod, nothing else
+    for secret in (m for m in manifests if m["kind"] == "Secret"):
+        assert secret["metadata"]["namespace"] == RELEASE_NS
+
+
+def test_a_channel_namespace_of_ones_choosing_may_exist_already(cluster: Cluster) -> None:
+    rendered = render(
+        cluster, "--set", "channelNamespace.name=channels,channelNamespace.create=false"
+    )
+    assert not [m for m in rendered if m["kind"] == "Namespace"]
     for component in COMPONENTS:
         assert one(rendered, "Role", f"-{component}")["metadata"]["namespace"] == "channels"
         binding = one(rendered, "RoleBinding", f"-{component}")
@@ -361,8 +418,21 @@ def test_a_channel_namespace_takes_the_roles_and_the_processes_not_the_keys(
         assert deployment["metadata"]["namespace"] == "wa"
         _, prefix = SETTINGS[component]
         assert env_of(deployment)[f"{prefix}NAMESPACE"] == "channels"
-    for secret in (m for m in rendered if m["kind"] == "Secret"):
-        assert secret["metadata"]["namespace"] == "wa"
+    created = one(render(cluster, "--set", "channelNamespace.name=channels"), "Namespace")
+    assert created["metadata"]["name"] == "channels"
+
+
+def test_the_channels_may_not_share_the_release_namespace(cluster: Cluster) -> None:
+    """There the receiver could read the sealing keys, the API keys and the forward secret."""
+    for create in ("true", "false"):
+        error = helm_fails(
+            cluster, "-n", "wa", "-f", str(TEST_VALUES),
+            "--set", f"channelNamespace.name=wa,channelNamespace.create={create}",
+        )  # fmt: skip
+        assert "channelNamespace.name must not be the release namespace (wa)" in error
+    long = "n" * 60  # "<namespace>-channels" would pass 63 characters
+    error = helm_fails(cluster, "-n", long, "-f", str(TEST_VALUES))
+    assert "longer than 63 characters: set channelNamespace.name" in error
 
 
 # --- Secrets and the Ingress ----------------------------------------------------------------

@@ -2,8 +2,9 @@
 configures them (its Deployments' commands and environment, its Secrets' contents), each
 authenticated with a token of its own chart ServiceAccount, and a channel's whole life
 passes: created through the facade, Ready, Meta's challenge answered, a signed event
-delivered to the instance, status written by the receiver, deleted. Twice: with the
-channels in the release namespace (the default), and in a namespace of their own.
+delivered to the instance, status written by the receiver, deleted. In the chart's default
+layout: the channels in a namespace the chart creates, the sealing keys, API keys and forward
+secret in the release namespace, which the receiver's own token is shown unable to read.
 
 With no kubelet here, this test plays the kubelet's part: it reads each Deployment, writes
 the Secret volumes it mounts into a local folder, and starts the container's command with
@@ -31,7 +32,14 @@ from channel_api.receiver.forward import SIGNATURE_HEADER, TIMESTAMP_HEADER, for
 from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service, running, script, start_service
-from whatsapp_channel.model import generated_secret_name
+from whatsapp_channel.kube import Forbidden, Kube, core_path, load_config
+from whatsapp_channel.model import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    SEALING_KEYS_SECRET,
+    SEALING_PUBLIC_CONFIGMAP,
+    generated_secret_name,
+)
 
 from ..receiver.payloads import meta_bytes, notification, signed, text_change
 from ..receiver.sink import Sink
@@ -45,6 +53,7 @@ APP_SECRET = "flow-app-secret-0123456789abcdef"
 @dataclass(frozen=True)
 class Product:
     namespace: str  # the channels'
+    home: str  # the release's: the keys'
     facade_url: str
     webhook_base: str
     api_key: str
@@ -103,21 +112,19 @@ def start_as_the_chart_says(
     )
 
 
-@pytest.fixture(scope="module", params=["one-namespace", "own-channel-namespace"])
+@pytest.fixture(scope="module")
 async def product(
-    request: pytest.FixtureRequest,
     cluster: Cluster,
     crd: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Product]:
-    """The chart installed, and its three processes running as it configures them: with
-    the channels in the release namespace, or in a namespace of their own."""
+    """The chart installed with its default layout (the channel namespace is the chart's),
+    and its three processes running as it configures them."""
     folder = tmp_path_factory.mktemp("flow")
     suffix = uuid.uuid4().hex[:8]
     namespace = f"wa-flow-{suffix}"
-    channels = f"wa-flow-channels-{suffix}" if request.param == "own-channel-namespace" else ""
-    for ns in filter(None, (namespace, channels)):
-        cluster.kubectl("create", "namespace", ns)
+    channels = f"{namespace}-channels"  # the chart's default, which it creates
+    cluster.kubectl("create", "namespace", namespace)
     sink = Sink()
     await sink.start()
     receiver_port, facade_port, liveness_port = free_port(), free_port(), free_port()
@@ -127,7 +134,6 @@ async def product(
         yaml.safe_dump(
             {
                 "webhookBaseUrl": webhook_base,
-                "channelNamespace": channels,
                 # The CRD is the session's (kubectl apply -f crds/): the chart leaves it be.
                 "crds": {"enabled": False},
                 "facade": {"readyWaitSeconds": 20},
@@ -173,7 +179,8 @@ async def product(
             )
             forward = secret_files(cluster, namespace, component_name(RELEASE, "forward-secret"))
             yield Product(
-                namespace=channels or namespace,
+                namespace=channels,
+                home=namespace,
                 facade_url=f"http://127.0.0.1:{facade_port}",
                 webhook_base=webhook_base,
                 api_key=first[1],
@@ -184,7 +191,7 @@ async def product(
     finally:
         await sink.stop()
         cluster.helm("uninstall", RELEASE, "-n", namespace, check=False)
-        for ns in filter(None, (namespace, channels)):
+        for ns in (namespace, channels):  # the channel namespace outlives the release
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
@@ -208,8 +215,43 @@ def channel_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any
     return status
 
 
+async def receiver_reaches_no_key(cluster: Cluster, product: Product, folder: Path) -> None:
+    """Asked with the receiver's own token, as a compromised receiver would: the sealing keys
+    (the operator has written them by now), the API keys and the forward secret are out of
+    reach, and the Secrets it may list are channels' only."""
+    keys = kubectl_json(cluster, "get", "secret", SEALING_KEYS_SECRET, "-n", product.home)
+    assert keys["data"]  # the keys exist, in the release namespace, not beside the channels
+    beside = cluster.kubectl(
+        "get", "secret", SEALING_KEYS_SECRET, "-n", product.namespace, check=False
+    )
+    assert beside.returncode != 0
+    kubeconfig = service_account_kubeconfig(
+        cluster, product.home, component_name(RELEASE, "receiver"), folder
+    )
+    receiver = Kube(load_config(str(kubeconfig)))
+    try:
+        for name in (
+            SEALING_KEYS_SECRET,
+            component_name(RELEASE, "api-keys"),
+            component_name(RELEASE, "forward-secret"),
+        ):
+            with pytest.raises(Forbidden):
+                await receiver.get(core_path("secrets", product.home, name))
+        with pytest.raises(Forbidden):
+            await receiver.get(core_path("secrets", product.home))
+        with pytest.raises(Forbidden):
+            await receiver.get(core_path("configmaps", product.home, SEALING_PUBLIC_CONFIGMAP))
+        visible = (await receiver.get(core_path("secrets", product.namespace)))["items"]
+        assert visible  # the channel's
+        for secret in visible:
+            labels = secret["metadata"].get("labels") or {}
+            assert labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE, secret["metadata"]["name"]
+    finally:
+        await receiver.close()
+
+
 async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
-    cluster: Cluster, product: Product
+    cluster: Cluster, product: Product, tmp_path: Path
 ) -> None:
     ns = product.namespace
     instance = str(uuid.uuid4())
@@ -245,6 +287,7 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
         assert read.json()["status"] == "active"
         secret = secret_files(cluster, ns, generated_secret_name(instance))
         assert secret["app_secret"] == APP_SECRET.encode()
+        await receiver_reaches_no_key(cluster, product, tmp_path)
         refused = await http.get(api, headers={"Authorization": "Bearer " + "x" * 40})
         assert refused.status_code == 401
 

@@ -68,9 +68,25 @@ app.kubernetes.io/part-of: whatsapp-channels
 {{- end }}
 {{- end }}
 
-{{/* Where the channels, their Secrets, the sealing keys and so the Roles are. */}}
+{{/*
+Where the channels and their Secrets are, and nothing else: the receiver may read every Secret
+there. Never the release namespace, which keeps the sealing keys, the API keys and the forward
+secret out of the receiver's reach.
+*/}}
 {{- define "whatsapp-channels.channelNamespace" -}}
-{{- default .Release.Namespace .Values.channelNamespace }}
+{{- $name := .Values.channelNamespace.name | default (printf "%s-channels" .Release.Namespace) }}
+{{- if eq $name .Release.Namespace }}
+{{- fail (printf "channelNamespace.name must not be the release namespace (%s): the receiver may read every Secret where the channels are, and the release namespace holds the sealing keys, the API keys and the forward secret" $name) }}
+{{- end }}
+{{- if gt (len $name) 63 }}
+{{- fail (printf "the channel namespace %s is longer than 63 characters: set channelNamespace.name" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/* Where the operator keeps its sealing keys and publishes their public half. */}}
+{{- define "whatsapp-channels.keysNamespace" -}}
+{{- .Release.Namespace }}
 {{- end }}
 
 {{- define "whatsapp-channels.webhookBaseUrl" -}}
@@ -79,6 +95,7 @@ app.kubernetes.io/part-of: whatsapp-channels
 
 {{/* Names the contract module fixes (whatsapp_channel.model); a test checks they agree. */}}
 {{- define "whatsapp-channels.sealingPublicConfigMap" -}}whatsapp-channels-sealing-public{{- end }}
+{{- define "whatsapp-channels.sealingKeysSecret" -}}whatsapp-channels-sealing-keys{{- end }}
 {{- define "whatsapp-channels.channelsGroup" -}}whatsapp.hydracore.io{{- end }}
 
 {{/* Where the mounted Secrets appear in the containers. */}}
