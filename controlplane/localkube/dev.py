@@ -23,7 +23,10 @@ from localkube.services import Service, ServiceError, script, start_service
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
+# As the chart lays it out: the channels and their Secrets in a namespace of their own (the
+# receiver may read every Secret there), the operator's sealing keys in another.
 NAMESPACE = "whatsapp-channels"
+KEYS_NAMESPACE = "whatsapp-system"
 EXAMPLE_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
 
 
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             "--timeout=60s",
             "crd/whatsappchannels.whatsapp.hydracore.io",
         )
-        cluster.kubectl("create", "namespace", NAMESPACE)
+        for namespace in (NAMESPACE, KEYS_NAMESPACE):
+            cluster.kubectl("create", "namespace", namespace)
         cluster.wait_until_served("whatsappchannels", NAMESPACE)
 
         dev = state / "dev"
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 env={
                     **kube,
                     "WA_OPERATOR_NAMESPACE": NAMESPACE,
+                    "WA_OPERATOR_KEYS_NAMESPACE": KEYS_NAMESPACE,
                     "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base,
                     "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
                     "WA_OPERATOR_LIVENESS_PORT": str(liveness_port),
@@ -118,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 env={
                     **kube,
                     "WA_FACADE_NAMESPACE": NAMESPACE,
+                    "WA_FACADE_SEALING_KEY_NAMESPACE": KEYS_NAMESPACE,
                     "WA_FACADE_API_KEYS_FILE": str(keys_file),
                     "WA_FACADE_HOST": "127.0.0.1",
                     "WA_FACADE_PORT": str(args.api_port),
@@ -150,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             f"export WA_API_KEY={api_key}\n"
             f"export WA_WEBHOOK_BASE_URL={webhook_base}\n"
             f"export WA_NAMESPACE={NAMESPACE}\n"
+            # whatsapp-seal's defaults: the channels' namespace and where the public key is;
+            # and where `whatsapp-operator rotate-key` finds the keys.
+            f"export WA_CHANNELS_NAMESPACE={NAMESPACE}\n"
+            f"export WA_KEYS_NAMESPACE={KEYS_NAMESPACE}\n"
+            f"export WA_OPERATOR_KEYS_NAMESPACE={KEYS_NAMESPACE}\n"
         )
         args.env_file.chmod(0o600)
         print(
@@ -158,6 +169,7 @@ WhatsApp channels control plane is running.
   REST API      {api_url}   (docs: {api_url}/docs)
   webhooks      {webhook_base}/hooks/whatsapp/<instance id>
   kubeconfig    {cluster.kubeconfig}
+  namespaces    {NAMESPACE} (channels, their Secrets), {KEYS_NAMESPACE} (sealing keys)
   logs          {logs}
 Settings for your shell (API key included):  source {args.env_file}
 Try:

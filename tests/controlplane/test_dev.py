@@ -116,6 +116,29 @@ def test_whatsapp_dev_runs_the_product_and_stops_cleanly(tmp_path: Path):
         assert (
             f"[instance {instance}] event, {len(event)} bytes" in (tmp_path / "out.log").read_text()
         )
+        # The sealing keys are in their own namespace, not where the receiver reads Secrets;
+        # the env file points whatsapp-seal and rotate-key at them.
+        keys = settings["WA_KEYS_NAMESPACE"]
+        assert keys != settings["WA_CHANNELS_NAMESPACE"]
+        cluster.kubectl("get", "secret", "whatsapp-channels-sealing-keys", "-n", keys)
+        beside = cluster.kubectl(
+            "get", "secrets", "-n", settings["WA_CHANNELS_NAMESPACE"], "-o", "name"
+        ).stdout.split()
+        assert beside == [f"secret/whatsapp-{instance}"]
+        sourced_env = {**os.environ, **settings}
+
+        def public_key() -> str:
+            return subprocess.run(
+                [script("whatsapp-seal"), "--fetch-public-key"],
+                env=sourced_env, capture_output=True, text=True, check=True,
+            ).stdout.strip()  # fmt: skip
+
+        before = public_key()
+        subprocess.run(
+            [script("whatsapp-operator"), "rotate-key"],
+            env=sourced_env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert public_key() not in {before, ""}
         pids = dict(cluster.pids)
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
