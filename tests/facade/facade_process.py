@@ -1,6 +1,9 @@
 """Run the real `whatsapp-facade` console script against a cluster (end-to-end suites), and
 give it a least-privilege identity: the facade's service account may work on
-WhatsAppChannels and read the sealing public key, nothing else."""
+WhatsAppChannels and read the sealing public key, nothing else.
+
+Without `keys_namespace`, the operator's public key is read in the channel namespace (an
+operator run without WA_OPERATOR_KEYS_NAMESPACE); with it, there, as the chart lays it out."""
 
 from __future__ import annotations
 
@@ -31,8 +34,11 @@ def run_facade(
     api_keys_file: Path,
     log_dir: Path,
     env: Mapping[str, str] | None = None,
+    *,
+    keys_namespace: str | None = None,
 ) -> Iterator[Facade]:
     port = free_port()
+    keys = {"WA_FACADE_SEALING_KEY_NAMESPACE": keys_namespace} if keys_namespace else {}
     log_path = log_dir / f"facade-{namespace}-{port}.log"
     service = start_service(
         "whatsapp-facade",
@@ -43,6 +49,7 @@ def run_facade(
             "WA_FACADE_API_KEYS_FILE": str(api_keys_file),
             "WA_FACADE_HOST": "127.0.0.1",
             "WA_FACADE_PORT": str(port),
+            **keys,
             **(env or {}),
         },
         log_path=log_path,
@@ -52,21 +59,28 @@ def run_facade(
         yield Facade(url=f"http://127.0.0.1:{port}", log_path=log_path)
 
 
-def facade_identity(cluster: Cluster, namespace: str, folder: Path) -> Path:
-    """A kubeconfig for a service account with exactly the facade's permissions."""
+def facade_identity(
+    cluster: Cluster, namespace: str, folder: Path, *, keys_namespace: str | None = None
+) -> Path:
+    """A kubeconfig for a service account with exactly the facade's permissions: channels
+    in `namespace`, the public key ConfigMap in `keys_namespace` (default: `namespace`)."""
     subject = f"{namespace}:{SERVICE_ACCOUNT}"
+    keys = keys_namespace or namespace
     cluster.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", namespace)
     cluster.kubectl(
         "create", "role", "whatsapp-facade-channels", "-n", namespace,
         "--verb=get,list,watch,create,update,delete", f"--resource={PLURAL}.{GROUP}",
     )  # fmt: skip
     cluster.kubectl(
-        "create", "role", "whatsapp-facade-sealing-key", "-n", namespace,
+        "create", "role", "whatsapp-facade-sealing-key", "-n", keys,
         "--verb=get", "--resource=configmaps", f"--resource-name={SEALING_PUBLIC_CONFIGMAP}",
     )  # fmt: skip
-    for role in ("whatsapp-facade-channels", "whatsapp-facade-sealing-key"):
+    for role, where in (
+        ("whatsapp-facade-channels", namespace),
+        ("whatsapp-facade-sealing-key", keys),
+    ):
         cluster.kubectl(
-            "create", "rolebinding", role, "-n", namespace,
+            "create", "rolebinding", role, "-n", where,
             f"--role={role}", f"--serviceaccount={subject}",
         )  # fmt: skip
     token = cluster.kubectl(

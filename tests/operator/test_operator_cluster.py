@@ -657,15 +657,6 @@ async def test_a_rotated_key_seals_new_channels_and_old_seals_still_open(
 # --- where the sealing keys live -----------------------------------------------------------
 
 
-@pytest.fixture
-def keys_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
-    """The operator's own namespace, beside the channel namespace `namespace`."""
-    name = f"{namespace}-keys"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
 async def names_in(kube: Kube, plural: str, namespace: str) -> set[str]:
     listing = await kube.get(core_path(plural, namespace))
     return {item["metadata"]["name"] for item in listing["items"]}

@@ -1,7 +1,8 @@
 """End to end on the real control plane: a channel POSTed through the facade, reconciled by
 the operator, answers Meta's challenge at its webhook_url, and its signed events reach the
 instance (a local sink); the instance down means Meta gets a 5xx; an app secret rotated
-through the facade takes effect within seconds."""
+through the facade takes effect within seconds. Laid out as the chart does it: the operator's
+sealing keys in a namespace of their own, which the receiver's account cannot read."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ PHONE = "106540352249999"
 
 
 async def test_facade_channel_to_meta_challenge_to_instance(
-    cluster: Cluster, crd: Path, namespace: str, sink: Sink, tmp_path: Path
+    cluster: Cluster, crd: Path, namespace: str, keys_namespace: str, sink: Sink, tmp_path: Path
 ) -> None:
     logs = Path(cluster.state_dir) / "logs"
     api_key = secrets.token_urlsafe(32)
@@ -37,7 +38,9 @@ async def test_facade_channel_to_meta_challenge_to_instance(
     webhook_base = f"http://127.0.0.1:{receiver_port}"
 
     with (
-        run_operator(cluster, namespace, webhook_base_url=webhook_base),
+        run_operator(
+            cluster, namespace, webhook_base_url=webhook_base, keys_namespace=keys_namespace
+        ),
         run_receiver(
             receiver_identity(cluster, namespace, tmp_path),
             namespace,
@@ -46,11 +49,12 @@ async def test_facade_channel_to_meta_challenge_to_instance(
             port=receiver_port,
         ) as receiver,
         run_facade(
-            facade_identity(cluster, namespace, tmp_path),
+            facade_identity(cluster, namespace, tmp_path, keys_namespace=keys_namespace),
             namespace,
             keys_file,
             logs,
             env={"WA_FACADE_READY_WAIT_SECONDS": "20"},
+            keys_namespace=keys_namespace,
         ) as facade,
     ):
         instance = str(uuid.uuid4())
