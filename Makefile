@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: setup build run test lint clean
+.PHONY: setup build run test lint crds clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ build: setup
 # The product on the local control plane: cluster, CRD, operator, facade, receiver.
 run: build
 	$(BIN)/whatsapp-dev
+
+# Regenerate the CRD from the contract module, and the chart's copy of it (tests check both).
+crds: setup
+	$(BIN)/python -m whatsapp_channel.crd > crds/whatsappchannels.yaml
+	cp crds/whatsappchannels.yaml charts/whatsapp-channels/files/crds/whatsappchannels.yaml
 
 lint: setup
 	$(BIN)/ruff check .
