@@ -72,8 +72,8 @@ def helm_fails(cluster: Cluster, *args: str) -> str:
 def test_the_charts_crd_file_is_the_generated_one() -> None:
     copy = CHART / "files" / "crds" / "whatsappchannels.yaml"
     assert copy.read_text() == crd.render(), (
-        "the chart's CRD is stale: cp crds/whatsappchannels.yaml "
-        "charts/whatsapp-channels/files/crds/whatsappchannels.yaml"
+        "the chart's CRD is stale: run `make crds` (or cp crds/whatsappchannels.yaml "
+        "charts/whatsapp-channels/files/crds/whatsappchannels.yaml)"
     )
 
 
