@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 from localkube import Cluster
-
-REPO = Path(__file__).resolve().parents[1]
-CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
+from localkube.product import apply_crd
 
 
 @pytest.fixture(scope="session")
@@ -38,15 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> Path:
     """The WhatsAppChannel CRD applied and established."""
-    cluster.kubectl("apply", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/whatsappchannels.whatsapp.hydracore.io",
-    )
-    cluster.wait_until_served("whatsappchannels", "default")
-    return CRD_FILE
+    return apply_crd(cluster)
 
 
 @pytest.fixture

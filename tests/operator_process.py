@@ -8,8 +8,7 @@ operator reconciles the channels of that namespace and keeps its sealing keys in
 `keys_namespace` (WA_OPERATOR_KEYS_NAMESPACE; it must exist), or without one in `namespace`
 itself (the single-namespace layout): read the public key from ConfigMap
 `whatsapp-channels-sealing-public` there once the block starts.
-`op.log_path` is its log (stdout and stderr). `env` adds or overrides settings, e.g.
-{"WA_OPERATOR_LOG_LEVEL": "DEBUG"}.
+`op.log_path` is its log (stdout and stderr), at `log_level` (e.g. "DEBUG") if given.
 
 The operator is live (its /healthz answers) when the block starts and is ended by pid when
 it leaves, whatever happens in between.
@@ -17,39 +16,28 @@ it leaves, whatever happens in between.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.services import Service, running, script, start_service
+from localkube import Cluster, product
+from localkube.services import Service, running
 
 
 def start_operator(
     cluster: Cluster,
     namespace: str,
     webhook_base_url: str = "http://127.0.0.1:9",
-    env: Mapping[str, str] | None = None,
     *,
     keys_namespace: str | None = None,
+    log_level: str | None = None,
 ) -> Service:
-    port = free_port()
-    keys = {"WA_OPERATOR_KEYS_NAMESPACE": keys_namespace} if keys_namespace else {}
-    return start_service(
-        "whatsapp-operator",
-        [script("whatsapp-operator")],
-        env={
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "WA_OPERATOR_NAMESPACE": namespace,
-            "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base_url,
-            "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
-            "WA_OPERATOR_LIVENESS_PORT": str(port),
-            **keys,
-            **(env or {}),
-        },
-        log_path=Path(cluster.state_dir) / "logs" / f"operator-{namespace}-{port}.log",
-        health_url=f"http://127.0.0.1:{port}/healthz",
+    return product.start_operator(
+        cluster.kubeconfig,
+        cluster.state_dir / "logs",
+        namespace=namespace,
+        webhook_base_url=webhook_base_url,
+        keys_namespace=keys_namespace,
+        log_level=log_level,
     )
 
 
@@ -58,12 +46,12 @@ def run_operator(
     cluster: Cluster,
     namespace: str,
     webhook_base_url: str = "http://127.0.0.1:9",
-    env: Mapping[str, str] | None = None,
     *,
     keys_namespace: str | None = None,
+    log_level: str | None = None,
 ) -> Iterator[Service]:
     started = start_operator(
-        cluster, namespace, webhook_base_url, env, keys_namespace=keys_namespace
+        cluster, namespace, webhook_base_url, keys_namespace=keys_namespace, log_level=log_level
     )
     with running(started) as service:
         yield service

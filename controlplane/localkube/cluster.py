@@ -21,7 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,36 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca: Path | None,
+    user: str,
+    credentials: Mapping[str, str],
+    namespace: str | None = None,
+) -> Path:
+    """A kubeconfig of one cluster, one user (`credentials`, e.g. {"token": ...}) and one
+    context, readable by its owner only; without `ca` the server's certificate is not checked."""
+    trust: dict[str, Any] = (
+        {"certificate-authority": str(ca)} if ca else {"insecure-skip-tls-verify": True}
+    )
+    context = {"cluster": "localkube", "user": user}
+    if namespace is not None:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "localkube", "cluster": {"server": server, **trust}}],
+        "users": [{"name": user, "user": dict(credentials)}],
+        "contexts": [{"name": "localkube", "context": context}],
+        "current-context": "localkube",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
 
 
 def die_with_parent() -> None:
@@ -228,6 +258,11 @@ class Cluster:
 
     # --- using it ------------------------------------------------------------------------
 
+    @property
+    def ca_cert(self) -> Path:
+        """The certificate of the cluster CA (make_pki wrote it): what its server chains to."""
+        return self.state_dir / "pki" / "ca.crt"
+
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
@@ -320,31 +355,13 @@ class Cluster:
         return result.returncode == 0
 
     def _write_kubeconfig(self, ca: Path, cert: Path, key: Path) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "localkube",
-                    "cluster": {"server": self.server, "certificate-authority": str(ca)},
-                }
-            ],
-            "users": [
-                {
-                    "name": "localkube-admin",
-                    "user": {"client-certificate": str(cert), "client-key": str(key)},
-                }
-            ],
-            "contexts": [
-                {
-                    "name": "localkube",
-                    "context": {"cluster": "localkube", "user": "localkube-admin"},
-                }
-            ],
-            "current-context": "localkube",
-        }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        write_kubeconfig(
+            self.kubeconfig,
+            server=self.server,
+            ca=ca,
+            user="localkube-admin",
+            credentials={"client-certificate": str(cert), "client-key": str(key)},
+        )
 
     def _save(self) -> None:
         state = {

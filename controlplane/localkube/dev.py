@@ -19,10 +19,10 @@ from pathlib import Path
 from aiohttp import web
 
 from localkube.cluster import Cluster, ClusterError, free_port
-from localkube.services import Service, ServiceError, script, start_service
+from localkube.product import apply_crd, start_facade, start_operator, start_receiver
+from localkube.services import Service, ServiceError
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
 # As the chart lays it out: the channels and their Secrets in a namespace of their own (the
 # receiver may read every Secret there), the operator's sealing keys in another.
 NAMESPACE = "whatsapp-channels"
@@ -73,16 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             existing.stop()
         cluster = Cluster.start(state, tie_to_parent=True)
         print(f"control plane up in {cluster.started_in:.1f}s at {cluster.server}")
-        cluster.kubectl("apply", "-f", str(CRD_FILE))
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/whatsappchannels.whatsapp.hydracore.io",
-        )
         for namespace in (NAMESPACE, KEYS_NAMESPACE):
             cluster.kubectl("create", "namespace", namespace)
-        cluster.wait_until_served("whatsappchannels", NAMESPACE)
+        apply_crd(cluster, NAMESPACE)
 
         dev = state / "dev"
         dev.mkdir(parents=True, exist_ok=True)
@@ -95,59 +88,39 @@ def main(argv: list[str] | None = None) -> int:
         forward_secret.chmod(0o600)
         api_url = f"http://127.0.0.1:{args.api_port}"
         webhook_base = f"http://127.0.0.1:{args.webhook_port}"
-        sink_port, liveness_port = free_port(), free_port()
+        sink_port = free_port()
         threading.Thread(target=_sink, args=(sink_port,), daemon=True).start()
 
-        kube = {"KUBECONFIG": str(cluster.kubeconfig)}
         logs = state / "logs"
         services.append(
-            start_service(
-                "operator",
-                [script("whatsapp-operator")],
-                env={
-                    **kube,
-                    "WA_OPERATOR_NAMESPACE": NAMESPACE,
-                    "WA_OPERATOR_KEYS_NAMESPACE": KEYS_NAMESPACE,
-                    "WA_OPERATOR_WEBHOOK_BASE_URL": webhook_base,
-                    "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
-                    "WA_OPERATOR_LIVENESS_PORT": str(liveness_port),
-                },
-                log_path=logs / "operator.log",
-                health_url=f"http://127.0.0.1:{liveness_port}/healthz",
+            start_operator(
+                cluster.kubeconfig,
+                logs,
+                namespace=NAMESPACE,
+                keys_namespace=KEYS_NAMESPACE,
+                webhook_base_url=webhook_base,
             )
         )
         services.append(
-            start_service(
-                "facade",
-                [script("whatsapp-facade")],
-                env={
-                    **kube,
-                    "WA_FACADE_NAMESPACE": NAMESPACE,
-                    "WA_FACADE_SEALING_KEY_NAMESPACE": KEYS_NAMESPACE,
-                    "WA_FACADE_API_KEYS_FILE": str(keys_file),
-                    "WA_FACADE_HOST": "127.0.0.1",
-                    "WA_FACADE_PORT": str(args.api_port),
-                },
-                log_path=logs / "facade.log",
-                health_url=f"{api_url}/readyz",
+            start_facade(
+                cluster.kubeconfig,
+                logs,
+                namespace=NAMESPACE,
+                sealing_key_namespace=KEYS_NAMESPACE,
+                api_keys_file=keys_file,
+                port=args.api_port,
             )
         )
         services.append(
-            start_service(
-                "receiver",
-                [script("whatsapp-receiver")],
-                env={
-                    **kube,
-                    "WA_RECEIVER_NAMESPACE": NAMESPACE,
-                    "WA_RECEIVER_FORWARD_URL_TEMPLATE": (
-                        f"http://127.0.0.1:{sink_port}/instances/{{instance_id}}/whatsapp"
-                    ),
-                    "WA_RECEIVER_FORWARD_SECRET_FILE": str(forward_secret),
-                    "WA_RECEIVER_HOST": "127.0.0.1",
-                    "WA_RECEIVER_PORT": str(args.webhook_port),
-                },
-                log_path=logs / "receiver.log",
-                health_url=f"{webhook_base}/readyz",
+            start_receiver(
+                cluster.kubeconfig,
+                logs,
+                namespace=NAMESPACE,
+                forward_url_template=(
+                    f"http://127.0.0.1:{sink_port}/instances/{{instance_id}}/whatsapp"
+                ),
+                forward_secret_file=forward_secret,
+                port=args.webhook_port,
             )
         )
         args.env_file.write_text(

@@ -1,6 +1,7 @@
 """Run the product's own processes (operator, facade, receiver) beside the local cluster:
 started with their environment, logged to a file, waited on until healthy, ended by pid.
-`whatsapp-dev` and the tests both start them through here."""
+`localkube.product` says how each is started; `whatsapp-dev`, the tests and the benchmarks
+start them through it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    url: str  # where it serves
 
     @property
     def pid(self) -> int:
@@ -64,11 +66,13 @@ def start_service(
     *,
     env: Mapping[str, str],
     log_path: Path,
+    url: str,
     health_url: str | None = None,
     timeout: float = 60.0,
     tie_to_parent: bool = True,
 ) -> Service:
-    """Start `argv` in its own process group and wait until `health_url` answers 200."""
+    """Start `argv` (serving at `url`) in its own process group and wait until `health_url`
+    answers 200."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
@@ -80,7 +84,7 @@ def start_service(
             start_new_session=True,
             preexec_fn=die_with_parent if tie_to_parent else None,
         )
-    service = Service(name=name, process=process, log_path=log_path)
+    service = Service(name=name, process=process, log_path=log_path, url=url)
     if health_url is None:
         return service
     deadline = time.monotonic() + timeout

@@ -7,24 +7,17 @@ operator run without WA_OPERATOR_KEYS_NAMESPACE); with it, there, as the chart l
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.services import running, script, start_service
+from localkube.cluster import write_kubeconfig
+from localkube.product import service_account_kubeconfig, start_facade
+from localkube.services import Service, running
 from whatsapp_channel.model import GROUP, PLURAL, SEALING_PUBLIC_CONFIGMAP
 
 SERVICE_ACCOUNT = "whatsapp-facade"
-
-
-@dataclass(frozen=True)
-class Facade:
-    url: str
-    log_path: Path
 
 
 @contextmanager
@@ -33,30 +26,25 @@ def run_facade(
     namespace: str,
     api_keys_file: Path,
     log_dir: Path,
-    env: Mapping[str, str] | None = None,
     *,
     keys_namespace: str | None = None,
-) -> Iterator[Facade]:
-    port = free_port()
-    keys = {"WA_FACADE_SEALING_KEY_NAMESPACE": keys_namespace} if keys_namespace else {}
-    log_path = log_dir / f"facade-{namespace}-{port}.log"
-    service = start_service(
-        "whatsapp-facade",
-        [script("whatsapp-facade")],
-        env={
-            "KUBECONFIG": str(kubeconfig),
-            "WA_FACADE_NAMESPACE": namespace,
-            "WA_FACADE_API_KEYS_FILE": str(api_keys_file),
-            "WA_FACADE_HOST": "127.0.0.1",
-            "WA_FACADE_PORT": str(port),
-            **keys,
-            **(env or {}),
-        },
-        log_path=log_path,
-        health_url=f"http://127.0.0.1:{port}/healthz",
+    ready_wait_seconds: float | None = None,
+    kube_timeout_seconds: float | None = None,
+) -> Iterator[Service]:
+    """The facade, alive (/healthz: it may have no apiserver to be ready with) when the block
+    starts; `.url` is where it serves, `.log_path` its log."""
+    service = start_facade(
+        kubeconfig,
+        log_dir,
+        namespace=namespace,
+        sealing_key_namespace=keys_namespace,
+        api_keys_file=api_keys_file,
+        ready_wait_seconds=ready_wait_seconds,
+        kube_timeout_seconds=kube_timeout_seconds,
+        ready=False,
     )
     with running(service):
-        yield Facade(url=f"http://127.0.0.1:{port}", log_path=log_path)
+        yield service
 
 
 def facade_identity(
@@ -83,51 +71,15 @@ def facade_identity(
             "create", "rolebinding", role, "-n", where,
             f"--role={role}", f"--serviceaccount={subject}",
         )  # fmt: skip
-    token = cluster.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", namespace, "--duration=1h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": admin["clusters"],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": SERVICE_ACCOUNT,
-                "context": {
-                    "cluster": admin["clusters"][0]["name"],
-                    "user": SERVICE_ACCOUNT,
-                    "namespace": namespace,
-                },
-            }
-        ],
-        "current-context": SERVICE_ACCOUNT,
-    }
-    path = folder / f"kubeconfig-{SERVICE_ACCOUNT}"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return service_account_kubeconfig(cluster, namespace, SERVICE_ACCOUNT, folder)
 
 
 def unreachable_kubeconfig(folder: Path, port: int) -> Path:
     """A kubeconfig whose apiserver is a loopback port that nobody serves (or nobody answers)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "gone",
-                "cluster": {
-                    "server": f"https://127.0.0.1:{port}",
-                    "insecure-skip-tls-verify": True,
-                },
-            }
-        ],
-        "users": [{"name": "nobody", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "nobody"}}],
-        "current-context": "gone",
-    }
-    path = folder / f"kubeconfig-unreachable-{port}"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_kubeconfig(
+        folder / f"kubeconfig-unreachable-{port}",
+        server=f"https://127.0.0.1:{port}",
+        ca=None,
+        user="nobody",
+        credentials={"token": "not-a-real-token"},
+    )

@@ -21,6 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from localkube import Cluster
 from localkube.cluster import free_port
+from localkube.services import Service
 from schemathesis import Case
 from whatsapp_channel.model import FINALIZER, generated_secret_name
 
@@ -28,7 +29,6 @@ from ..operator_process import run_operator
 from .conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
 from .facade_process import (
     SERVICE_ACCOUNT,
-    Facade,
     facade_identity,
     run_facade,
     unreachable_kubeconfig,
@@ -48,7 +48,7 @@ def setup_body(i: int = 0, **extra: Any) -> dict[str, Any]:
     }
 
 
-def channel_url(facade: Facade, instance: str) -> str:
+def channel_url(facade: Service, instance: str) -> str:
     return f"{facade.url}/v1/instances/{instance}/channels/whatsapp"
 
 
@@ -63,7 +63,7 @@ def secret_data(cluster: Cluster, namespace: str, instance: str) -> dict[str, st
     return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
 
-def assert_clean_log(facade: Facade) -> None:
+def assert_clean_log(facade: Service) -> None:
     log = facade.log_path.read_text()
     assert "Traceback" not in log
     assert "unhandled" not in log
@@ -77,7 +77,7 @@ def operated(cluster: Cluster, crd: Path, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def facade(cluster: Cluster, operated: str, api_keys: ApiKeys, tmp_path: Path) -> Iterator[Facade]:
+def facade(cluster: Cluster, operated: str, api_keys: ApiKeys, tmp_path: Path) -> Iterator[Service]:
     """The facade process on `operated`, as its own least-privilege service account."""
     kubeconfig = facade_identity(cluster, operated, tmp_path)
     with run_facade(
@@ -85,13 +85,13 @@ def facade(cluster: Cluster, operated: str, api_keys: ApiKeys, tmp_path: Path) -
         operated,
         api_keys.file,
         Path(cluster.state_dir) / "logs",
-        env={"WA_FACADE_READY_WAIT_SECONDS": "15"},
+        ready_wait_seconds=15,
     ) as running:
         yield running
 
 
 async def test_post_get_delete_through_the_operator(
-    cluster: Cluster, operated: str, facade: Facade, api_keys: ApiKeys
+    cluster: Cluster, operated: str, facade: Service, api_keys: ApiKeys
 ) -> None:
     instance = str(uuid.uuid4())
     url = channel_url(facade, instance)
@@ -143,7 +143,7 @@ async def test_post_get_delete_through_the_operator(
 
 
 async def test_twenty_concurrent_posts_leave_one_consistent_channel(
-    cluster: Cluster, operated: str, facade: Facade, api_keys: ApiKeys
+    cluster: Cluster, operated: str, facade: Service, api_keys: ApiKeys
 ) -> None:
     instance = str(uuid.uuid4())
     url = channel_url(facade, instance)
@@ -191,7 +191,7 @@ async def test_apiserver_unreachable_is_503(api_keys: ApiKeys, tmp_path: Path) -
                 "whatsapp-channels",
                 api_keys.file,
                 tmp_path,
-                env={"WA_FACADE_KUBE_TIMEOUT_SECONDS": "1"},
+                kube_timeout_seconds=1,
             ) as facade:
                 url = channel_url(facade, str(uuid.uuid4()))
                 async with httpx.AsyncClient(
@@ -223,7 +223,8 @@ async def test_a_hung_then_restarted_apiserver(
         operated,
         api_keys.file,
         tmp_path,
-        env={"WA_FACADE_KUBE_TIMEOUT_SECONDS": "1", "WA_FACADE_READY_WAIT_SECONDS": "15"},
+        kube_timeout_seconds=1,
+        ready_wait_seconds=15,
     ) as facade:
         url = channel_url(facade, str(uuid.uuid4()))
         async with httpx.AsyncClient(headers={"X-Api-Key": api_keys.admin}, timeout=30) as http:
@@ -271,7 +272,7 @@ def served_on_cluster(
                 namespace,
                 keys.file,
                 Path(cluster.state_dir) / "logs",
-                env={"WA_FACADE_READY_WAIT_SECONDS": "0"},
+                ready_wait_seconds=0,
             ) as facade,
         ):
             yield facade.url, keys

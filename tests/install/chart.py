@@ -1,5 +1,6 @@
 """The chart as the install tests use it: render it, install it, and act as its service
-accounts (`kubectl auth can-i`, or a kubeconfig holding one of their tokens)."""
+accounts (`kubectl auth can-i`; a kubeconfig holding one of their tokens is
+`localkube.product.service_account_kubeconfig`)."""
 
 from __future__ import annotations
 
@@ -120,38 +121,3 @@ def granted(cluster: Cluster, who: str, namespace: str) -> set[tuple[str, str, s
             for name in names or [""]:
                 rules.add((resource, name, verb))
     return rules
-
-
-def service_account_kubeconfig(
-    cluster: Cluster, namespace: str, name: str, folder: Path, *, duration: str = "2h"
-) -> Path:
-    """A kubeconfig that authenticates as service account `name` with a token of its own
-    (`kubectl create token`), against this cluster and its CA: what its pod would get."""
-    token = cluster.kubectl(
-        "create", "token", name, "-n", namespace, f"--duration={duration}"
-    ).stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "localkube",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(cluster.state_dir / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": name,
-                "context": {"cluster": "localkube", "user": name, "namespace": namespace},
-            }
-        ],
-        "current-context": name,
-    }
-    path = folder / f"kubeconfig-{namespace}-{name}"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path

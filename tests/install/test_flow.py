@@ -31,7 +31,8 @@ import yaml
 from channel_api.receiver.forward import SIGNATURE_HEADER, TIMESTAMP_HEADER, forward_proof_valid
 from localkube import Cluster
 from localkube.cluster import free_port
-from localkube.services import Service, running, script, start_service
+from localkube.product import PROCESSES, service_account_kubeconfig, start
+from localkube.services import Service, running
 from whatsapp_channel.kube import Forbidden, Kube, core_path, load_config
 from whatsapp_channel.model import (
     MANAGED_BY_LABEL,
@@ -43,7 +44,7 @@ from whatsapp_channel.model import (
 
 from ..receiver.payloads import meta_bytes, notification, signed, text_change
 from ..receiver.sink import Sink
-from .chart import component_name, install, kubectl_json, service_account_kubeconfig
+from .chart import component_name, install, kubectl_json
 
 RELEASE = "flow"
 PHONE = "106540352240001"
@@ -68,15 +69,10 @@ def secret_files(cluster: Cluster, namespace: str, name: str) -> dict[str, bytes
 
 
 def start_as_the_chart_says(
-    cluster: Cluster,
-    namespace: str,
-    component: str,
-    folder: Path,
-    listen: dict[str, str],
-    health: Callable[[dict[str, str]], str],
+    cluster: Cluster, namespace: str, component: str, folder: Path, port: int
 ) -> Service:
     """Start `component`'s container as its chart Deployment describes it, authenticated
-    as its chart ServiceAccount; `listen` overrides the listen address and port variables."""
+    as its chart ServiceAccount; only where it listens is changed (loopback, `port`)."""
     deployment = kubectl_json(
         cluster, "get", "deployment", component_name(RELEASE, component), "-n", namespace
     )
@@ -99,17 +95,14 @@ def start_as_the_chart_says(
             if value.startswith(mounted + "/"):
                 env[name] = str(local) + value[len(mounted) :]
 
-    assert set(listen) <= set(env), f"{component} does not set {set(listen) - set(env)}"
-    env.update(listen)
-    kubeconfig = service_account_kubeconfig(cluster, namespace, pod["serviceAccountName"], folder)
     (command,) = container["command"]
-    return start_service(
-        component,
-        [script(command)],
-        env={**env, "KUBECONFIG": str(kubeconfig)},
-        log_path=folder / f"{component}.log",
-        health_url=health(env),
+    process = PROCESSES[command]
+    listen = {process.host_setting, process.port_setting}
+    assert listen <= set(env), f"{component} does not set {listen - set(env)}"
+    kubeconfig = service_account_kubeconfig(
+        cluster, namespace, pod["serviceAccountName"], folder, duration="2h"
     )
+    return start(process, env, kubeconfig=kubeconfig, log_dir=folder, port=port)
 
 
 @pytest.fixture(scope="module")
@@ -146,30 +139,14 @@ async def product(
     )
     try:
         install(cluster, RELEASE, namespace, "-f", str(values))
-        loopback = "127.0.0.1"
         services: dict[str, Service] = {}
         with contextlib.ExitStack() as stack:
-            for component, listen, health in (
-                (
-                    "operator",
-                    {"WA_OPERATOR_LIVENESS_HOST": loopback,
-                     "WA_OPERATOR_LIVENESS_PORT": str(liveness_port)},
-                    lambda e: f"http://127.0.0.1:{e['WA_OPERATOR_LIVENESS_PORT']}/healthz",
-                ),
-                (
-                    "facade",
-                    {"WA_FACADE_HOST": loopback, "WA_FACADE_PORT": str(facade_port)},
-                    lambda e: f"http://127.0.0.1:{e['WA_FACADE_PORT']}/readyz",
-                ),
-                (
-                    "receiver",
-                    {"WA_RECEIVER_HOST": loopback, "WA_RECEIVER_PORT": str(receiver_port)},
-                    lambda e: f"http://127.0.0.1:{e['WA_RECEIVER_PORT']}/readyz",
-                ),
-            ):  # fmt: skip
-                service = start_as_the_chart_says(
-                    cluster, namespace, component, folder, listen, health
-                )
+            for component, port in (
+                ("operator", liveness_port),
+                ("facade", facade_port),
+                ("receiver", receiver_port),
+            ):
+                service = start_as_the_chart_says(cluster, namespace, component, folder, port)
                 services[component] = stack.enter_context(running(service))
             keys = secret_files(cluster, namespace, component_name(RELEASE, "api-keys"))
             first = next(
@@ -226,7 +203,7 @@ async def receiver_reaches_no_key(cluster: Cluster, product: Product, folder: Pa
     )
     assert beside.returncode != 0
     kubeconfig = service_account_kubeconfig(
-        cluster, product.home, component_name(RELEASE, "receiver"), folder
+        cluster, product.home, component_name(RELEASE, "receiver"), folder, duration="2h"
     )
     receiver = Kube(load_config(str(kubeconfig)))
     try:

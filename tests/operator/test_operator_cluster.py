@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from localkube import Cluster
+from localkube.product import OPERATOR
 from localkube.services import Service, running, script
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
@@ -48,7 +49,6 @@ from whatsapp_channel.sealing import PublicSealingKey, seal
 from tests.operator_process import run_operator, start_operator
 
 WEBHOOK_BASE = "http://127.0.0.1:8082"
-DEBUG = {"WA_OPERATOR_LOG_LEVEL": "DEBUG"}
 PHONE_ID = "106540352242922"
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ def credentials() -> dict[str, str]:
 
 @pytest.fixture
 def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG) as service:
+    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG") as service:
         yield service
 
 
@@ -460,7 +460,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     count = 40
-    first = start_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG)
+    first = start_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG")
     try:
         key = await public_key(kube, namespace)
         names = [str(uuid.uuid4()) for _ in range(count)]
@@ -485,7 +485,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
     ready_at_kill = sum(1 for c in listing["items"] if ready_of(c).get("status") == "True")
     assert ready_at_kill < count, "the operator finished before it was killed"
 
-    with running(start_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG)) as second:
+    with running(start_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG")) as second:
         for name in names:
             await wait_ready(kube, namespace, name)
         secrets = (
@@ -528,7 +528,7 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     name = str(uuid.uuid4())
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG):
+    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG"):
         key = await public_key(kube, namespace)
         await kube.create(channels_path(namespace), manifest(key, namespace, name, credentials()))
         await wait_ready(kube, namespace, name)
@@ -537,7 +537,7 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
     assert held["metadata"]["deletionTimestamp"]
     assert await get_secret(kube, namespace, name) is not None
 
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG):
+    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG"):
 
         async def released() -> bool:
             try:
@@ -553,7 +553,7 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     names = [str(uuid.uuid4()) for _ in range(5)]
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG):
+    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG"):
         key = await public_key(kube, namespace)
         for name in names:
             await kube.create(
@@ -575,7 +575,7 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
     assert f"Secret/{SEALING_KEYS_SECRET}" in before or any(
         SEALING_KEYS_SECRET in k for k in before
     )
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG) as again:
+    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG") as again:
         await asyncio.sleep(5)  # resumed every channel by now
         assert "resum" in again.log_path.read_text().lower()
         assert await versions() == before
@@ -669,11 +669,10 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
     the operator's own namespace, and `whatsapp-seal` and `rotate-key` find them there."""
     operator_env = {
         **cluster.env(),
-        "WA_OPERATOR_NAMESPACE": namespace,
-        "WA_OPERATOR_KEYS_NAMESPACE": keys_namespace,
+        **OPERATOR.settings(namespace=namespace, keys_namespace=keys_namespace),
     }
     with run_operator(
-        cluster, namespace, WEBHOOK_BASE, env=DEBUG, keys_namespace=keys_namespace
+        cluster, namespace, WEBHOOK_BASE, log_level="DEBUG", keys_namespace=keys_namespace
     ) as service:
         assert SEALING_KEYS_SECRET in await names_in(kube, "secrets", keys_namespace)
         first_key = await public_key(kube, keys_namespace)
@@ -737,7 +736,7 @@ async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_op
     """An operator that kept its keys in the channel namespace is given a keys namespace:
     its keys move there (channels sealed to them still reconcile), none stay behind."""
     name = str(uuid.uuid4())
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG) as single:
+    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG") as single:
         old_key = await public_key(kube, namespace)
         await kube.create(
             channels_path(namespace), manifest(old_key, namespace, name, credentials())
@@ -745,7 +744,9 @@ async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_op
         await wait_ready(kube, namespace, name)
     assert "share namespace" in single.log_path.read_text()  # it warned
 
-    with run_operator(cluster, namespace, WEBHOOK_BASE, env=DEBUG, keys_namespace=keys_namespace):
+    with run_operator(
+        cluster, namespace, WEBHOOK_BASE, log_level="DEBUG", keys_namespace=keys_namespace
+    ):
         assert await public_key(kube, keys_namespace) == old_key
         assert SEALING_KEYS_SECRET not in await names_in(kube, "secrets", namespace)
         assert SEALING_PUBLIC_CONFIGMAP not in await names_in(kube, "configmaps", namespace)

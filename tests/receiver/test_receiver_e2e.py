@@ -53,7 +53,7 @@ async def test_facade_channel_to_meta_challenge_to_instance(
             namespace,
             keys_file,
             logs,
-            env={"WA_FACADE_READY_WAIT_SECONDS": "20"},
+            ready_wait_seconds=20,
             keys_namespace=keys_namespace,
         ) as facade,
     ):

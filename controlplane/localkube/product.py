@@ -1,0 +1,177 @@
+"""The product on a cluster, as `whatsapp-dev`, the tests and the benchmarks run it: the CRD,
+the three processes (operator, facade, receiver) and the kubeconfig of a service account.
+
+Each process is its console script with its `WA_<PROCESS>_*` settings, built here from
+keyword arguments named after its settings class's fields; it listens on loopback, logs to
+`<log_dir>/<script>-<namespace>-<port>.log` and is returned once its health URL answers 200.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from localkube.cluster import Cluster, free_port, write_kubeconfig
+from localkube.services import Service, script, start_service
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
+CRD_NAME = "whatsappchannels.whatsapp.hydracore.io"
+LOOPBACK = "127.0.0.1"
+
+Settings = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Process:
+    """One of the product's console scripts: its settings' prefix, the settings that say
+    where it listens, and its health paths (alive; able to serve)."""
+
+    script: str
+    prefix: str
+    listen: str  # "<prefix><listen>HOST" and "<prefix><listen>PORT"
+    live_path: str
+    ready_path: str
+
+    def settings(self, **values: object) -> Settings:
+        """`values` (a settings field's name and value; None: its default) as variables."""
+        return {
+            f"{self.prefix}{name.upper()}": str(value)
+            for name, value in values.items()
+            if value is not None
+        }
+
+    @property
+    def host_setting(self) -> str:
+        return f"{self.prefix}{self.listen}HOST"
+
+    @property
+    def port_setting(self) -> str:
+        return f"{self.prefix}{self.listen}PORT"
+
+
+OPERATOR = Process("whatsapp-operator", "WA_OPERATOR_", "LIVENESS_", "/healthz", "/healthz")
+FACADE = Process("whatsapp-facade", "WA_FACADE_", "", "/healthz", "/readyz")
+RECEIVER = Process("whatsapp-receiver", "WA_RECEIVER_", "", "/healthz", "/readyz")
+PROCESSES = {process.script: process for process in (OPERATOR, FACADE, RECEIVER)}
+
+
+def start(
+    process: Process,
+    settings: Settings,
+    *,
+    kubeconfig: Path,
+    log_dir: Path,
+    port: int | None = None,
+    ready: bool = True,
+) -> Service:
+    """Start `process` with `settings` as the user of `kubeconfig`, listening on loopback at
+    `port` (default: a free one); return once it is ready (or only alive: `ready=False`)."""
+    port = port or free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    namespace = settings.get(f"{process.prefix}NAMESPACE", "default")
+    return start_service(
+        process.script,
+        [script(process.script)],
+        env={
+            **settings,
+            "KUBECONFIG": str(kubeconfig),
+            process.host_setting: LOOPBACK,
+            process.port_setting: str(port),
+        },
+        log_path=log_dir / f"{process.script}-{namespace}-{port}.log",
+        health_url=url + (process.ready_path if ready else process.live_path),
+        url=url,
+    )
+
+
+def start_operator(
+    kubeconfig: Path,
+    log_dir: Path,
+    *,
+    namespace: str,
+    webhook_base_url: str,
+    keys_namespace: str | None = None,
+    log_level: str | None = None,
+    port: int | None = None,
+) -> Service:
+    settings = OPERATOR.settings(
+        namespace=namespace,
+        keys_namespace=keys_namespace,
+        webhook_base_url=webhook_base_url,
+        log_level=log_level,
+    )
+    return start(OPERATOR, settings, kubeconfig=kubeconfig, log_dir=log_dir, port=port)
+
+
+def start_facade(
+    kubeconfig: Path,
+    log_dir: Path,
+    *,
+    namespace: str,
+    api_keys_file: Path,
+    sealing_key_namespace: str | None = None,
+    ready_wait_seconds: float | None = None,
+    kube_timeout_seconds: float | None = None,
+    log_level: str | None = None,
+    port: int | None = None,
+    ready: bool = True,
+) -> Service:
+    settings = FACADE.settings(
+        namespace=namespace,
+        sealing_key_namespace=sealing_key_namespace,
+        api_keys_file=api_keys_file,
+        ready_wait_seconds=ready_wait_seconds,
+        kube_timeout_seconds=kube_timeout_seconds,
+        log_level=log_level,
+    )
+    return start(FACADE, settings, kubeconfig=kubeconfig, log_dir=log_dir, port=port, ready=ready)
+
+
+def start_receiver(
+    kubeconfig: Path,
+    log_dir: Path,
+    *,
+    namespace: str,
+    forward_url_template: str,
+    forward_secret_file: Path,
+    forward_timeout_seconds: float | None = None,
+    status_write_interval_seconds: float | None = None,
+    log_level: str | None = None,
+    port: int | None = None,
+) -> Service:
+    settings = RECEIVER.settings(
+        namespace=namespace,
+        forward_url_template=forward_url_template,
+        forward_secret_file=forward_secret_file,
+        forward_timeout_seconds=forward_timeout_seconds,
+        status_write_interval_seconds=status_write_interval_seconds,
+        log_level=log_level,
+    )
+    return start(RECEIVER, settings, kubeconfig=kubeconfig, log_dir=log_dir, port=port)
+
+
+def apply_crd(cluster: Cluster, namespace: str = "default") -> Path:
+    """The WhatsAppChannel CRD applied, established and served (listable in `namespace`)."""
+    cluster.kubectl("apply", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    cluster.wait_until_served("whatsappchannels", namespace)
+    return CRD_FILE
+
+
+def service_account_kubeconfig(
+    cluster: Cluster, namespace: str, name: str, folder: Path, *, duration: str = "1h"
+) -> Path:
+    """A kubeconfig that authenticates as service account `name` with a token of its own
+    (`kubectl create token`), against this cluster and its CA: what its pod would get."""
+    token = cluster.kubectl(
+        "create", "token", name, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    return write_kubeconfig(
+        folder / f"kubeconfig-{namespace}-{name}",
+        server=cluster.server,
+        ca=cluster.ca_cert,
+        user=name,
+        credentials={"token": token},
+        namespace=namespace,
+    )
