@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -85,6 +86,13 @@ def seal_key_id(sealed: str) -> str:
     return parts[1]
 
 
+@lru_cache(maxsize=64)
+def _opening_box(private_key: bytes) -> SealedBox[PrivateKey]:
+    # Building the box derives the public key (a scalar multiplication): once per key, not
+    # once per field of every channel.
+    return SealedBox(PrivateKey(private_key))
+
+
 def unseal(
     private_keys: Mapping[str, bytes], *, namespace: str, name: str, field: str, sealed: str
 ) -> str:
@@ -97,7 +105,7 @@ def unseal(
         )
     try:
         box = base64.b64decode(sealed.split(":", 2)[2], validate=True)
-        opened = SealedBox(PrivateKey(private)).decrypt(box)
+        opened = _opening_box(private).decrypt(box)
         content = json.loads(opened)
     except (binascii.Error, CryptoError, ValueError):
         raise SealError("SealDoesNotOpen", f"{field} does not open with key {key_id}") from None
