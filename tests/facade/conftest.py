@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of
 
-from .fake_kube import FakeKube
+from ..fake_kube import OperatedKube
 
 NAMESPACE = "facade-contract"
 OWN_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
@@ -62,8 +62,8 @@ def sealing_pair() -> SealingPair:
 
 
 @pytest.fixture
-def fake_kube(sealing_pair: SealingPair) -> FakeKube:
-    return FakeKube(sealing_pair.public, namespace=NAMESPACE)
+def fake_kube(sealing_pair: SealingPair) -> OperatedKube:
+    return OperatedKube(sealing_pair.public, namespace=NAMESPACE)
 
 
 def facade_settings(api_keys: ApiKeys, **overrides: Any) -> FacadeSettings:
@@ -104,12 +104,12 @@ def openapi_document() -> dict[str, Any]:
     """The app's OpenAPI document, known before any server runs."""
     with tempfile.TemporaryDirectory() as folder:
         keys = write_keys_file(Path(folder) / "api-keys")
-        document: dict[str, Any] = create_app(facade_settings(keys), FakeKube()).openapi()
+        document: dict[str, Any] = create_app(facade_settings(keys), OperatedKube()).openapi()
         return document
 
 
 @pytest.fixture
-def make_app(api_keys: ApiKeys, fake_kube: FakeKube) -> AppFactory:
+def make_app(api_keys: ApiKeys, fake_kube: OperatedKube) -> AppFactory:
     def make(kube: Kube | None = None, **overrides: Any) -> FastAPI:
         return create_app(facade_settings(api_keys, **overrides), kube or fake_kube)
 

@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from whatsapp_channel.kube import Invalid, channels_path
+from whatsapp_channel.model import FINALIZER
 from whatsapp_channel.sealing import unseal
 
+from ..fake_kube import WEBHOOK_BASE, OperatedKube
 from .conftest import (
     NAMESPACE,
     OTHER_INSTANCE,
@@ -24,7 +26,6 @@ from .conftest import (
     SealingPair,
     serving,
 )
-from .fake_kube import WEBHOOK_BASE, FakeKube
 
 URL = "/v1/instances/{}/channels/whatsapp"
 ACCESS_TOKEN = "EAAG-access-token-0123456789abcdef"
@@ -53,7 +54,7 @@ async def test_get_without_channel_is_404_with_detail(client: httpx.AsyncClient)
 
 
 async def test_post_creates_and_answers_active_with_a_generated_verify_token(
-    client: httpx.AsyncClient, fake_kube: FakeKube, sealing_pair: SealingPair
+    client: httpx.AsyncClient, fake_kube: OperatedKube, sealing_pair: SealingPair
 ) -> None:
     response = await client.post(url(), json=SETUP)
     assert response.status_code == 200
@@ -98,7 +99,7 @@ async def test_post_creates_and_answers_active_with_a_generated_verify_token(
 
 
 async def test_post_with_verify_token_does_not_return_it(
-    client: httpx.AsyncClient, fake_kube: FakeKube, sealing_pair: SealingPair
+    client: httpx.AsyncClient, fake_kube: OperatedKube, sealing_pair: SealingPair
 ) -> None:
     response = await client.post(url(), json={**SETUP, "verify_token": "my-own-verify-token"})
     assert response.status_code == 200
@@ -117,7 +118,7 @@ async def test_post_with_verify_token_does_not_return_it(
 
 
 async def test_same_post_twice_leaves_one_channel_and_the_same_answer(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
     request = {**SETUP, "verify_token": "the-same-verify-token"}
     first = await client.post(url(), json=request)
@@ -125,15 +126,15 @@ async def test_same_post_twice_leaves_one_channel_and_the_same_answer(
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
     assert first.json()["status"] == "active"
-    channels = [k for k in fake_kube.objects if k[1] == "whatsappchannels"]
-    assert channels == [(NAMESPACE, "whatsappchannels", OWN_INSTANCE)]
+    channels = [p for p in fake_kube.objects if p.startswith(channels_path(NAMESPACE))]
+    assert channels == [channels_path(NAMESPACE, OWN_INSTANCE)]
     obj = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
     assert obj is not None
     assert obj["metadata"]["generation"] == 2
 
 
 async def test_post_without_verify_token_keeps_the_existing_one(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
     first = await client.post(url(), json=SETUP)
     sealed_before = fake_kube.channel(NAMESPACE, OWN_INSTANCE)["spec"]["sealed"]  # type: ignore[index]
@@ -149,26 +150,26 @@ async def test_post_without_verify_token_keeps_the_existing_one(
 
 
 async def test_post_replaces_the_spec_and_keeps_metadata(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
     await client.post(url(), json=SETUP)
     obj = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
     assert obj is not None
     obj["metadata"]["labels"] = {"team": "a"}
     obj["spec"]["enabled"] = False
-    fake_kube.objects[(NAMESPACE, "whatsappchannels", OWN_INSTANCE)] = obj
+    fake_kube.objects[channels_path(NAMESPACE, OWN_INSTANCE)] = obj
     response = await client.post(url(), json={**SETUP, "phone_number_id": "999999999999"})
     assert response.json()["phone_number_id"] == "999999999999"
     assert response.json()["enabled"] is True  # setting up enables
     after = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
     assert after is not None
     assert after["metadata"]["labels"] == {"team": "a"}
-    assert after["metadata"]["finalizers"] == ["fake.operator/cleanup"]
+    assert after["metadata"]["finalizers"] == [FINALIZER]
     assert after["metadata"]["uid"] == obj["metadata"]["uid"]
 
 
 async def test_post_answers_pending_when_the_operator_is_slow(
-    make_app: AppFactory, api_keys: ApiKeys, fake_kube: FakeKube
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
 ) -> None:
     fake_kube.reconcile_delay = None  # the operator never reports
     async with serving(make_app(ready_wait_seconds=0.3), api_keys.admin) as client:
@@ -182,7 +183,7 @@ async def test_post_answers_pending_when_the_operator_is_slow(
 
 
 async def test_post_without_a_working_watch_still_finds_the_verdict(
-    make_app: AppFactory, api_keys: ApiKeys, fake_kube: FakeKube
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
 ) -> None:
     fake_kube.watch_down = True
     async with serving(make_app(ready_wait_seconds=0.3), api_keys.admin) as client:
@@ -193,7 +194,7 @@ async def test_post_without_a_working_watch_still_finds_the_verdict(
 
 
 async def test_post_does_not_wait_when_told_not_to(
-    make_app: AppFactory, api_keys: ApiKeys, fake_kube: FakeKube
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
 ) -> None:
     fake_kube.reconcile_delay = 0.5
     async with serving(make_app(ready_wait_seconds=0), api_keys.admin) as client:
@@ -202,7 +203,7 @@ async def test_post_does_not_wait_when_told_not_to(
 
 
 async def test_post_while_a_delete_finishes_sets_up_anew(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
     await client.post(url(), json=SETUP)
     old_uid = fake_kube.channel(NAMESPACE, OWN_INSTANCE)["metadata"]["uid"]  # type: ignore[index]
@@ -218,7 +219,7 @@ async def test_post_while_a_delete_finishes_sets_up_anew(
 
 
 async def test_twenty_concurrent_posts_leave_one_consistent_channel(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
     requests = [{**SETUP, "phone_number_id": f"10654035224{i:04d}"} for i in range(20)]
     answers = await asyncio.gather(*(client.post(url(), json=r) for r in requests))
@@ -245,7 +246,9 @@ async def test_delete_is_204_empty_then_404(client: httpx.AsyncClient) -> None:
     assert again.json() == NO_CHANNEL
 
 
-async def test_instance_id_is_canonicalised(client: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+async def test_instance_id_is_canonicalised(
+    client: httpx.AsyncClient, fake_kube: OperatedKube
+) -> None:
     response = await client.post(url(OWN_INSTANCE.upper()), json=SETUP)
     assert response.status_code == 200
     assert fake_kube.channel(NAMESPACE, OWN_INSTANCE) is not None
@@ -323,9 +326,9 @@ async def test_body_that_is_not_json_is_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_cluster_refusal_is_422_without_values(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
-    fake_kube.fail_next["POST"] = Invalid(
+    fake_kube.failing["POST"] = Invalid(
         422,
         "Invalid",
         'WhatsAppChannel "x" is invalid: spec.sealed.accessToken: Too long: "wa1:abc"',
@@ -385,7 +388,7 @@ async def test_bearer_and_x_api_key_both_work(make_app: AppFactory, api_keys: Ap
 
 
 async def test_limited_key_cannot_tell_whether_another_instance_has_a_channel(
-    make_app: AppFactory, api_keys: ApiKeys, fake_kube: FakeKube
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
 ) -> None:
     app = make_app()
     async with serving(app, api_keys.admin) as admin, serving(app, api_keys.tenant) as tenant:
@@ -437,7 +440,7 @@ async def test_body_size_is_limited(make_app: AppFactory, api_keys: ApiKeys) -> 
 
 
 async def test_apiserver_down_is_503_with_a_clear_detail(
-    client: httpx.AsyncClient, fake_kube: FakeKube
+    client: httpx.AsyncClient, fake_kube: OperatedKube
 ) -> None:
     await client.post(url(), json=SETUP)  # the sealing key is cached now
     fake_kube.down = True
@@ -450,7 +453,7 @@ async def test_apiserver_down_is_503_with_a_clear_detail(
         assert response.headers["Retry-After"] == "5"
 
 
-async def test_apiserver_slow_is_503(client: httpx.AsyncClient, fake_kube: FakeKube) -> None:
+async def test_apiserver_slow_is_503(client: httpx.AsyncClient, fake_kube: OperatedKube) -> None:
     fake_kube.delay = 2.0  # beyond the adapter's timeout (0.5 s)
     started = asyncio.get_running_loop().time()
     response = await client.get(url())
@@ -461,7 +464,7 @@ async def test_apiserver_slow_is_503(client: httpx.AsyncClient, fake_kube: FakeK
 async def test_missing_sealing_key_is_503_but_reads_work(
     make_app: AppFactory, api_keys: ApiKeys
 ) -> None:
-    empty = FakeKube()  # the operator has not published its key
+    empty = OperatedKube()  # the operator has not published its key
     async with serving(make_app(kube=empty), api_keys.admin) as client:
         response = await client.post(url(), json=SETUP)
         assert response.status_code == 503
@@ -474,7 +477,7 @@ async def test_missing_sealing_key_is_503_but_reads_work(
 
 
 async def test_secrets_never_reach_the_logs(
-    client: httpx.AsyncClient, fake_kube: FakeKube, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, fake_kube: OperatedKube, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     await client.post(url(), json={**SETUP, "verify_token": "verify-token-in-clear"})

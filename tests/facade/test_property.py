@@ -15,6 +15,7 @@ from channel_api.facade import create_app
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
+from ..fake_kube import OperatedKube
 from .conftest import (
     CHECKS,
     ApiKeys,
@@ -23,7 +24,6 @@ from .conftest import (
     openapi_document,
     write_keys_file,
 )
-from .fake_kube import FakeKube
 from .serve import serve_in_thread
 
 SEEN: Counter[tuple[str, int]] = Counter()
@@ -34,7 +34,7 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, sealing_pair: SealingPair
 ) -> Iterator[tuple[str, ApiKeys]]:
     keys = write_keys_file(Path(tmp_path_factory.mktemp("keys")) / "api-keys")
-    fake = FakeKube(sealing_pair.public, namespace="facade-contract")
+    fake = OperatedKube(sealing_pair.public, namespace="facade-contract")
     app = create_app(facade_settings(keys, ready_wait_seconds=0.2), fake)
     with serve_in_thread(app) as base_url:
         yield base_url, keys

@@ -1,4 +1,5 @@
-"""Reconciling, releasing, repairing and the sealing keys, against a small in-memory apiserver.
+"""Reconciling, releasing, repairing and the sealing keys, against a small in-memory apiserver
+(tests/fake_kube.py).
 
 These pin the logic and the write counts; the claims about Kubernetes itself (schema, status
 subresource, finalizers, garbage collection) are made against the real apiserver in
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import itertools
 import json
 import uuid
 from collections.abc import Mapping
@@ -25,12 +25,8 @@ from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND, Ch
 from channel_operator.startup import ObservedGeneration, ProgressAnnotations
 from whatsapp_channel.kube import (
     JSON,
-    Conflict,
     Forbidden,
-    Kube,
-    KubeConfig,
     KubeError,
-    NotFound,
     Unavailable,
     channels_path,
     core_path,
@@ -45,70 +41,11 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.sealing import PublicSealingKey, seal
 
+from tests.fake_kube import MemoryKube
+
 NS = "wa-unit"
 BASE_URL = "http://127.0.0.1:8082"
 VALUES = {"access_token": "EAAG-token-1", "app_secret": "secret-1", "verify_token": "verify-1"}
-
-
-class MemoryKube(Kube):
-    """Objects by path; resourceVersion conflicts, uid preconditions; every write recorded."""
-
-    def __init__(self) -> None:
-        super().__init__(KubeConfig(server="http://memory.invalid"))
-        self.objects: dict[str, JSON] = {}
-        self.writes: list[tuple[str, str]] = []
-        self._versions = itertools.count(1)
-        self.failing: dict[str, KubeError] = {}  # method -> the error every such call raises
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str | None = None,
-        timeout: float | None = None,
-    ) -> JSON:
-        if method in self.failing:
-            raise self.failing[method]
-        if method == "GET":
-            if path in self.objects:
-                return copy.deepcopy(self.objects[path])
-            items = [copy.deepcopy(o) for p, o in self.objects.items() if p.startswith(path + "/")]
-            if items or path.endswith(("secrets", "configmaps", "whatsappchannels")):
-                return {"items": items, "metadata": {"resourceVersion": str(next(self._versions))}}
-            raise NotFound(404, "NotFound", f"{path} not found")
-        self.writes.append((method, path))
-        if method == "POST":
-            target = f"{path}/{body['metadata']['name']}"
-            if target in self.objects:
-                raise Conflict(409, "AlreadyExists", "already exists")
-            obj = copy.deepcopy(body)
-            obj["metadata"]["uid"] = str(uuid.uuid4())
-            obj["metadata"]["resourceVersion"] = str(next(self._versions))
-            self.objects[target] = obj
-            return copy.deepcopy(obj)
-        if path not in self.objects:
-            raise NotFound(404, "NotFound", f"{path} not found")
-        current = self.objects[path]
-        if method == "PUT":
-            if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-                raise Conflict(409, "Conflict", "the object has been modified")
-            obj = copy.deepcopy(body)
-            obj["metadata"]["uid"] = current["metadata"]["uid"]
-            obj["metadata"]["resourceVersion"] = str(next(self._versions))
-            self.objects[path] = obj
-            return copy.deepcopy(obj)
-        if method == "DELETE":
-            wanted_uid = ((body or {}).get("preconditions") or {}).get("uid")
-            if wanted_uid and wanted_uid != current["metadata"]["uid"]:
-                raise Conflict(409, "Conflict", "precondition failed")
-            return self.objects.pop(path)
-        raise AssertionError(f"unexpected {method} {path}")
-
-    def secret_writes(self) -> list[tuple[str, str]]:
-        return [(m, p) for m, p in self.writes if "/secrets" in p]
 
 
 async def make_runtime(kube: MemoryKube) -> Runtime:
