@@ -38,8 +38,8 @@ from typing import Any
 
 import aiohttp
 from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.services import Service, script, start_service
+from localkube.product import CRD_FILE, CRD_NAME, start_facade, start_operator
+from localkube.services import Service
 from whatsapp_channel.kube import Conflict, Kube, channels_path, core_path, load_config
 from whatsapp_channel.model import (
     ACTIVE_KEY_ID_FIELD,
@@ -50,10 +50,6 @@ from whatsapp_channel.model import (
     channel_view,
 )
 from whatsapp_channel.sealing import PublicSealingKey, seal
-
-REPO = Path(__file__).resolve().parents[1]
-CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
-HOST = "127.0.0.1"
 
 
 def setup_body(i: int) -> dict[str, Any]:
@@ -205,37 +201,22 @@ def start_processes(
 ) -> tuple[list[Service], str]:
     keys_file = folder / "api-keys"
     keys_file.write_text(f"bench {api_key}\n")
-    liveness, port = free_port(), free_port()
-    operator = start_service(
-        "whatsapp-operator",
-        [script("whatsapp-operator")],
-        env={
-            "KUBECONFIG": str(kubeconfig),
-            "WA_OPERATOR_NAMESPACE": namespace,
-            "WA_OPERATOR_WEBHOOK_BASE_URL": "https://hooks.bench.test",
-            "WA_OPERATOR_LIVENESS_HOST": HOST,
-            "WA_OPERATOR_LIVENESS_PORT": str(liveness),
-            "WA_OPERATOR_LOG_LEVEL": "WARNING",
-        },
-        log_path=folder / "operator.log",
-        health_url=f"http://{HOST}:{liveness}/healthz",
+    operator = start_operator(
+        kubeconfig,
+        folder,
+        namespace=namespace,
+        webhook_base_url="https://hooks.bench.test",
+        log_level="WARNING",
     )
-    facade = start_service(
-        "whatsapp-facade",
-        [script("whatsapp-facade")],
-        env={
-            "KUBECONFIG": str(kubeconfig),
-            "WA_FACADE_NAMESPACE": namespace,
-            "WA_FACADE_API_KEYS_FILE": str(keys_file),
-            "WA_FACADE_HOST": HOST,
-            "WA_FACADE_PORT": str(port),
-            "WA_FACADE_READY_WAIT_SECONDS": str(ready_wait),
-            "WA_FACADE_LOG_LEVEL": "warning",
-        },
-        log_path=folder / "facade.log",
-        health_url=f"http://{HOST}:{port}/readyz",
+    facade = start_facade(
+        kubeconfig,
+        folder,
+        namespace=namespace,
+        api_keys_file=keys_file,
+        ready_wait_seconds=ready_wait,
+        log_level="warning",
     )
-    return [operator, facade], f"http://{HOST}:{port}"
+    return [operator, facade], facade.url
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -246,10 +227,7 @@ def prepared(kubeconfig: Path, folder: Path, ready_wait: float) -> Iterator[tupl
     """A namespace with the operator and the facade running: (namespace, facade url, key)."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl(kubeconfig, "apply", "-f", str(CRD_FILE))
-    kubectl(
-        kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/whatsappchannels.whatsapp.hydracore.io",
-    )  # fmt: skip
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
     served_by = time.monotonic() + 60  # Established may still answer 429 for a moment
     while subprocess.run(
         ["kubectl", f"--kubeconfig={kubeconfig}", "get", "whatsappchannels", "-A"],
@@ -310,7 +288,7 @@ def run(args: argparse.Namespace, kubeconfig: Path, folder: Path) -> None:
         try:
             asyncio.run(bench(args, kubeconfig, namespace, url, api_key))
         except BaseException:
-            print(f"logs: {folder}/facade.log, {folder}/operator.log", file=sys.stderr)
+            print(f"logs: {folder}/*.log", file=sys.stderr)
             raise
 
 

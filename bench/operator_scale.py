@@ -32,9 +32,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.services import Service, script, start_service
+from localkube import Cluster, product
+from localkube.services import Service
 from whatsapp_channel.kube import Kube, channels_path, core_path
 from whatsapp_channel.model import (
     ACTIVE_KEY_ID_FIELD,
@@ -178,20 +177,12 @@ class ReadyWatch:
 def start_operator(
     cluster: Cluster, namespace: str, log_dir: Path, log_level: str = "WARNING"
 ) -> Service:
-    port = free_port()
-    return start_service(
-        "operator",
-        [script("whatsapp-operator")],
-        env={
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "WA_OPERATOR_NAMESPACE": namespace,
-            "WA_OPERATOR_WEBHOOK_BASE_URL": "https://hooks.example.com",
-            "WA_OPERATOR_LIVENESS_HOST": "127.0.0.1",
-            "WA_OPERATOR_LIVENESS_PORT": str(port),
-            "WA_OPERATOR_LOG_LEVEL": log_level,
-        },
-        log_path=log_dir / f"operator-{namespace}-{port}.log",
-        health_url=f"http://127.0.0.1:{port}/healthz",
+    return product.start_operator(
+        cluster.kubeconfig,
+        log_dir,
+        namespace=namespace,
+        webhook_base_url="https://hooks.example.com",
+        log_level=log_level,
     )
 
 

@@ -20,13 +20,14 @@ import argparse
 import asyncio
 import multiprocessing
 import random
-import socket
 import statistics
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from localkube.cluster import free_port
 
 HOST = "127.0.0.1"  # the only address the load generator ever connects to
 FORWARD_SECRET = b"bench-forward-secret-0123456789abcdef"
@@ -238,12 +239,6 @@ async def load(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     return Round(target, time.perf_counter() - started, latencies, failures)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> None:
