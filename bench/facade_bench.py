@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import statistics
 import subprocess
@@ -42,14 +41,12 @@ from localkube.product import CRD_FILE, CRD_NAME, start_facade, start_operator
 from localkube.services import Service
 from whatsapp_channel.kube import Conflict, Kube, channels_path, core_path, load_config
 from whatsapp_channel.model import (
-    ACTIVE_KEY_ID_FIELD,
-    PUBLIC_KEYS_FIELD,
     SEALING_PUBLIC_CONFIGMAP,
     ChannelSpec,
     SealedCredentials,
     channel_view,
 )
-from whatsapp_channel.sealing import PublicSealingKey, seal
+from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 
 def setup_body(i: int) -> dict[str, Any]:
@@ -185,11 +182,8 @@ async def sealing_key(kube: Kube, namespace: str) -> PublicSealingKey:
     deadline = time.monotonic() + 60
     while True:
         try:
-            data = (await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP)))[
-                "data"
-            ]
-            key_id = data[ACTIVE_KEY_ID_FIELD]
-            return PublicSealingKey.from_b64(key_id, json.loads(data[PUBLIC_KEYS_FIELD])[key_id])
+            configmap = await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP))
+            return published_keys(configmap["data"]).active
         except Exception:
             if time.monotonic() > deadline:
                 raise

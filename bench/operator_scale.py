@@ -36,9 +36,7 @@ from localkube import Cluster, product
 from localkube.services import Service
 from whatsapp_channel.kube import Kube, channels_path, core_path
 from whatsapp_channel.model import (
-    ACTIVE_KEY_ID_FIELD,
     FINALIZER,
-    PUBLIC_KEYS_FIELD,
     READY,
     SEALING_PUBLIC_CONFIGMAP,
     ChannelSpec,
@@ -47,7 +45,7 @@ from whatsapp_channel.model import (
     find_condition,
     set_condition,
 )
-from whatsapp_channel.sealing import PublicSealingKey, seal
+from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 REPO = Path(__file__).resolve().parents[1]
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -195,8 +193,7 @@ def peak_rss_mb(pid: int) -> float:
 
 async def public_key(kube: Kube, namespace: str) -> PublicSealingKey:
     data = (await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP)))["data"]
-    key_id = data[ACTIVE_KEY_ID_FIELD]
-    return PublicSealingKey.from_b64(key_id, json.loads(data[PUBLIC_KEYS_FIELD])[key_id])
+    return published_keys(data).active
 
 
 def sealed_for(key: PublicSealingKey, namespace: str, name: str) -> SealedCredentials:

@@ -31,16 +31,14 @@ import yaml
 from pydantic import ValidationError
 
 from whatsapp_channel.model import (
-    ACTIVE_KEY_ID_FIELD,
     CREDENTIAL_FIELDS,
     DEFAULT_NAMESPACE,
-    PUBLIC_KEYS_FIELD,
     SEALING_PUBLIC_CONFIGMAP,
     ChannelSpec,
     SealedCredentials,
     channel_body,
 )
-from whatsapp_channel.sealing import PublicSealingKey, key_id_of, seal
+from whatsapp_channel.sealing import PublicSealingKey, key_id_of, published_keys, seal
 
 # Secret key (as in the generated Secret) -> environment variable that may hold it.
 ENVIRONMENT = {
@@ -60,12 +58,9 @@ class SealCliError(Exception):
 def key_from_public_data(data: Mapping[str, Any]) -> PublicSealingKey:
     """The active key of the public ConfigMap's data (activeKeyId, publicKeys)."""
     try:
-        active = str(data[ACTIVE_KEY_ID_FIELD])
-        keys = data[PUBLIC_KEYS_FIELD]
-        keys = json.loads(keys) if isinstance(keys, str) else keys
-        return PublicSealingKey.from_b64(active, keys[active])
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise SealCliError(f"not a sealing public key ConfigMap: {exc}") from None
+        return published_keys(data).active
+    except ValueError as exc:
+        raise SealCliError(str(exc)) from None
 
 
 def key_from_b64(text: str) -> PublicSealingKey:

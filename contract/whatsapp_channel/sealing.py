@@ -16,9 +16,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from whatsapp_channel.model import ACTIVE_KEY_ID_FIELD, PUBLIC_KEYS_FIELD
 
 PREFIX = "wa1"
 
@@ -48,6 +51,30 @@ class PublicSealingKey:
     @property
     def b64(self) -> str:
         return base64.b64encode(self.public_key).decode()
+
+
+@dataclass(frozen=True)
+class PublishedKeys:
+    """What the operator publishes in its public ConfigMap: the key to seal with, and the
+    ids of every key it can still open (a seal under another id is stale)."""
+
+    active: PublicSealingKey
+    key_ids: frozenset[str]
+
+
+def published_keys(data: Mapping[str, Any]) -> PublishedKeys:
+    """From the public ConfigMap's data (activeKeyId; publicKeys, as JSON or a mapping);
+    ValueError when it is not that."""
+    try:
+        active = str(data[ACTIVE_KEY_ID_FIELD])
+        keys = data[PUBLIC_KEYS_FIELD]
+        keys = json.loads(keys) if isinstance(keys, str) else keys
+        return PublishedKeys(
+            active=PublicSealingKey.from_b64(active, str(keys[active])),
+            key_ids=frozenset(str(k) for k in keys),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # binascii.Error is one
+        raise ValueError(f"not a sealing public key ConfigMap: {exc}") from None
 
 
 def key_id_of(public_key: bytes) -> str:

@@ -24,7 +24,6 @@ from localkube.product import OPERATOR
 from localkube.services import Service, running, script
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
-    ACTIVE_KEY_ID_FIELD,
     DATA_HASH_ANNOTATION,
     ENABLED_ANNOTATION,
     FINALIZER,
@@ -44,7 +43,7 @@ from whatsapp_channel.model import (
     find_condition,
     rest_status,
 )
-from whatsapp_channel.sealing import PublicSealingKey, seal
+from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 from tests.operator_process import run_operator, start_operator
 
@@ -90,8 +89,7 @@ async def eventually(
 
 async def public_key(kube: Kube, namespace: str) -> PublicSealingKey:
     data = (await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP)))["data"]
-    active = data[ACTIVE_KEY_ID_FIELD]
-    return PublicSealingKey.from_b64(active, json.loads(data[PUBLIC_KEYS_FIELD])[active])
+    return published_keys(data).active
 
 
 def sealed_for(

@@ -39,7 +39,7 @@ from whatsapp_channel.model import (
     SEALING_PUBLIC_CONFIGMAP,
     find_condition,
 )
-from whatsapp_channel.sealing import PublicSealingKey, seal
+from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 from tests.fake_kube import MemoryKube
 
@@ -65,9 +65,7 @@ async def make_runtime(kube: MemoryKube) -> Runtime:
 
 def public_key(kube: MemoryKube) -> PublicSealingKey:
     data = kube.objects[core_path("configmaps", NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
-    keys = json.loads(data[PUBLIC_KEYS_FIELD])
-    active = data[ACTIVE_KEY_ID_FIELD]
-    return PublicSealingKey.from_b64(active, keys[active])
+    return published_keys(data).active
 
 
 def sealed_spec(key: PublicSealingKey, name: str, values: Mapping[str, str], **spec: Any) -> JSON:
