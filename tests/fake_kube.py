@@ -192,6 +192,7 @@ class MemoryKube(Kube):
         label_selector: str | None = None,
         timeout_seconds: int = 290,
     ) -> AsyncIterator[JSON]:
+        assert _PATH.match(path), path
         seen = int(resource_version)
         while True:
             if self.down or self.watch_down:
