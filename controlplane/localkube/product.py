@@ -1,8 +1,8 @@
 """The product on a cluster, as `whatsapp-dev`, the tests and the benchmarks run it: the CRD,
 the three processes (operator, facade, receiver) and the kubeconfig of a service account.
 
-Each process is its console script with its `WA_<PROCESS>_*` settings, built here from
-keyword arguments named after its settings class's fields; it listens on loopback, logs to
+Each process is its console script with its `WA_<PROCESS>_*` variables, given as keywords
+named after its settings class's fields; it listens on loopback, logs to
 `<log_dir>/<script>-<namespace>-<port>.log` and is returned once its health URL answers 200.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Required, TypedDict, Unpack
 
 from localkube.cluster import Cluster, free_port, write_kubeconfig
 from localkube.services import Service, script, start_service
@@ -19,13 +20,11 @@ CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
 CRD_NAME = "whatsappchannels.whatsapp.hydracore.io"
 LOOPBACK = "127.0.0.1"
 
-Settings = dict[str, str]
-
 
 @dataclass(frozen=True)
 class Process:
-    """One of the product's console scripts: its settings' prefix, the settings that say
-    where it listens, and its health paths (alive; able to serve)."""
+    """One of the product's console scripts: its variables' prefix, the ones that say where
+    it listens, and its health paths (alive; able to serve)."""
 
     script: str
     prefix: str
@@ -33,20 +32,20 @@ class Process:
     live_path: str
     ready_path: str
 
-    def settings(self, **values: object) -> Settings:
-        """`values` (a settings field's name and value; None: its default) as variables."""
+    def env(self, **settings: object) -> dict[str, str]:
+        """`settings` (a settings field's name and value; None: its default) as variables."""
         return {
             f"{self.prefix}{name.upper()}": str(value)
-            for name, value in values.items()
+            for name, value in settings.items()
             if value is not None
         }
 
     @property
-    def host_setting(self) -> str:
+    def host_variable(self) -> str:
         return f"{self.prefix}{self.listen}HOST"
 
     @property
-    def port_setting(self) -> str:
+    def port_variable(self) -> str:
         return f"{self.prefix}{self.listen}PORT"
 
 
@@ -56,28 +55,59 @@ RECEIVER = Process("whatsapp-receiver", "WA_RECEIVER_", "", "/healthz", "/readyz
 PROCESSES = {process.script: process for process in (OPERATOR, FACADE, RECEIVER)}
 
 
+class OperatorEnv(TypedDict, total=False):
+    """Fields of channel_operator.settings.OperatorSettings (None: its default)."""
+
+    namespace: Required[str]
+    webhook_base_url: Required[str]
+    keys_namespace: str | None
+    log_level: str | None
+
+
+class FacadeEnv(TypedDict, total=False):
+    """Fields of channel_api.facade.settings.FacadeSettings (None: its default)."""
+
+    namespace: Required[str]
+    api_keys_file: Required[Path]
+    sealing_key_namespace: str | None
+    ready_wait_seconds: float | None
+    kube_timeout_seconds: float | None
+    log_level: str | None
+
+
+class ReceiverEnv(TypedDict, total=False):
+    """Fields of channel_api.receiver.settings.ReceiverSettings (None: its default)."""
+
+    namespace: Required[str]
+    forward_url_template: Required[str]
+    forward_secret_file: Required[Path]
+    forward_timeout_seconds: float | None
+    status_write_interval_seconds: float | None
+    log_level: str | None
+
+
 def start(
     process: Process,
-    settings: Settings,
+    env: dict[str, str],
     *,
     kubeconfig: Path,
     log_dir: Path,
     port: int | None = None,
     ready: bool = True,
 ) -> Service:
-    """Start `process` with `settings` as the user of `kubeconfig`, listening on loopback at
+    """Start `process` with `env` as the user of `kubeconfig`, listening on loopback at
     `port` (default: a free one); return once it is ready (or only alive: `ready=False`)."""
     port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
-    namespace = settings.get(f"{process.prefix}NAMESPACE", "default")
+    namespace = env.get(f"{process.prefix}NAMESPACE", "default")
     return start_service(
         process.script,
         [script(process.script)],
         env={
-            **settings,
+            **env,
             "KUBECONFIG": str(kubeconfig),
-            process.host_setting: LOOPBACK,
-            process.port_setting: str(port),
+            process.host_variable: LOOPBACK,
+            process.port_variable: str(port),
         },
         log_path=log_dir / f"{process.script}-{namespace}-{port}.log",
         health_url=url + (process.ready_path if ready else process.live_path),
@@ -86,69 +116,28 @@ def start(
 
 
 def start_operator(
-    kubeconfig: Path,
-    log_dir: Path,
-    *,
-    namespace: str,
-    webhook_base_url: str,
-    keys_namespace: str | None = None,
-    log_level: str | None = None,
-    port: int | None = None,
+    kubeconfig: Path, log_dir: Path, *, port: int | None = None, **env: Unpack[OperatorEnv]
 ) -> Service:
-    settings = OPERATOR.settings(
-        namespace=namespace,
-        keys_namespace=keys_namespace,
-        webhook_base_url=webhook_base_url,
-        log_level=log_level,
-    )
-    return start(OPERATOR, settings, kubeconfig=kubeconfig, log_dir=log_dir, port=port)
+    return start(OPERATOR, OPERATOR.env(**env), kubeconfig=kubeconfig, log_dir=log_dir, port=port)
 
 
 def start_facade(
     kubeconfig: Path,
     log_dir: Path,
     *,
-    namespace: str,
-    api_keys_file: Path,
-    sealing_key_namespace: str | None = None,
-    ready_wait_seconds: float | None = None,
-    kube_timeout_seconds: float | None = None,
-    log_level: str | None = None,
     port: int | None = None,
     ready: bool = True,
+    **env: Unpack[FacadeEnv],
 ) -> Service:
-    settings = FACADE.settings(
-        namespace=namespace,
-        sealing_key_namespace=sealing_key_namespace,
-        api_keys_file=api_keys_file,
-        ready_wait_seconds=ready_wait_seconds,
-        kube_timeout_seconds=kube_timeout_seconds,
-        log_level=log_level,
+    return start(
+        FACADE, FACADE.env(**env), kubeconfig=kubeconfig, log_dir=log_dir, port=port, ready=ready
     )
-    return start(FACADE, settings, kubeconfig=kubeconfig, log_dir=log_dir, port=port, ready=ready)
 
 
 def start_receiver(
-    kubeconfig: Path,
-    log_dir: Path,
-    *,
-    namespace: str,
-    forward_url_template: str,
-    forward_secret_file: Path,
-    forward_timeout_seconds: float | None = None,
-    status_write_interval_seconds: float | None = None,
-    log_level: str | None = None,
-    port: int | None = None,
+    kubeconfig: Path, log_dir: Path, *, port: int | None = None, **env: Unpack[ReceiverEnv]
 ) -> Service:
-    settings = RECEIVER.settings(
-        namespace=namespace,
-        forward_url_template=forward_url_template,
-        forward_secret_file=forward_secret_file,
-        forward_timeout_seconds=forward_timeout_seconds,
-        status_write_interval_seconds=status_write_interval_seconds,
-        log_level=log_level,
-    )
-    return start(RECEIVER, settings, kubeconfig=kubeconfig, log_dir=log_dir, port=port)
+    return start(RECEIVER, RECEIVER.env(**env), kubeconfig=kubeconfig, log_dir=log_dir, port=port)
 
 
 def apply_crd(cluster: Cluster, namespace: str = "default") -> Path:

@@ -97,7 +97,7 @@ def start_as_the_chart_says(
 
     (command,) = container["command"]
     process = PROCESSES[command]
-    listen = {process.host_setting, process.port_setting}
+    listen = {process.host_variable, process.port_variable}
     assert listen <= set(env), f"{component} does not set {listen - set(env)}"
     kubeconfig = service_account_kubeconfig(
         cluster, namespace, pod["serviceAccountName"], folder, duration="2h"

@@ -667,7 +667,7 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
     the operator's own namespace, and `whatsapp-seal` and `rotate-key` find them there."""
     operator_env = {
         **cluster.env(),
-        **OPERATOR.settings(namespace=namespace, keys_namespace=keys_namespace),
+        **OPERATOR.env(namespace=namespace, keys_namespace=keys_namespace),
     }
     with run_operator(
         cluster, namespace, WEBHOOK_BASE, log_level="DEBUG", keys_namespace=keys_namespace
