@@ -8,7 +8,8 @@ operator reconciles the channels of that namespace and keeps its sealing keys in
 `keys_namespace` (WA_OPERATOR_KEYS_NAMESPACE; it must exist), or without one in `namespace`
 itself (the single-namespace layout): read the public key from ConfigMap
 `whatsapp-channels-sealing-public` there once the block starts.
-`op.log_path` is its log (stdout and stderr), at `log_level` (e.g. "DEBUG") if given.
+`op.log_path` is its log (stdout and stderr), at `log_level` (e.g. "DEBUG") if given; with
+`metrics_port`, its Prometheus metrics are at http://127.0.0.1:<metrics_port>/metrics.
 
 The operator is live (its /healthz answers) when the block starts and is ended by pid when
 it leaves, whatever happens in between.
@@ -30,6 +31,7 @@ def start_operator(
     *,
     keys_namespace: str | None = None,
     log_level: str | None = None,
+    metrics_port: int | None = None,
 ) -> Service:
     return product.start_operator(
         cluster.kubeconfig,
@@ -38,6 +40,7 @@ def start_operator(
         webhook_base_url=webhook_base_url,
         keys_namespace=keys_namespace,
         log_level=log_level,
+        metrics_port=metrics_port,
     )
 
 
@@ -49,9 +52,15 @@ def run_operator(
     *,
     keys_namespace: str | None = None,
     log_level: str | None = None,
+    metrics_port: int | None = None,
 ) -> Iterator[Service]:
     started = start_operator(
-        cluster, namespace, webhook_base_url, keys_namespace=keys_namespace, log_level=log_level
+        cluster,
+        namespace,
+        webhook_base_url,
+        keys_namespace=keys_namespace,
+        log_level=log_level,
+        metrics_port=metrics_port,
     )
     with running(started) as service:
         yield service

@@ -48,6 +48,10 @@ class Process:
     def port_variable(self) -> str:
         return f"{self.prefix}{self.listen}PORT"
 
+    @property
+    def metrics_port_variable(self) -> str:
+        return f"{self.prefix}METRICS_PORT"
+
 
 OPERATOR = Process("whatsapp-operator", "WA_OPERATOR_", "LIVENESS_", "/healthz", "/healthz")
 FACADE = Process("whatsapp-facade", "WA_FACADE_", "", "/healthz", "/readyz")
@@ -61,6 +65,7 @@ class OperatorEnv(TypedDict, total=False):
     namespace: Required[str]
     webhook_base_url: Required[str]
     keys_namespace: str | None
+    metrics_port: int | None  # on loopback; None: off
     log_level: str | None
 
 
@@ -72,6 +77,7 @@ class FacadeEnv(TypedDict, total=False):
     sealing_key_namespace: str | None
     ready_wait_seconds: float | None
     kube_timeout_seconds: float | None
+    metrics_port: int | None  # on loopback; None: off
     log_level: str | None
 
 
@@ -83,6 +89,7 @@ class ReceiverEnv(TypedDict, total=False):
     forward_secret_file: Required[Path]
     forward_timeout_seconds: float | None
     status_write_interval_seconds: float | None
+    metrics_port: int | None  # on loopback; None: off
     log_level: str | None
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from whatsapp_channel.kube import Conflict, Invalid, Kube, KubeError, NotFound, core_path, reflect
 from whatsapp_channel.model import GENERATED_SECRET_SELECTOR, INSTANCE_LABEL
@@ -38,6 +38,7 @@ DRIFT_DEBOUNCE = 0.2
 REPAIR_ATTEMPTS = 6
 
 JSON = dict[str, Any]
+Written = Literal["created", "updated"]
 DriftHandler = Callable[[str], Awaitable[None]]
 
 
@@ -162,9 +163,10 @@ class ChannelSecrets:
         self._ours[_name(obj)] = _version(obj)
         self._keep(obj)
 
-    async def ensure(self, ref: ChannelRef, desired: JSON) -> bool:
-        """Make the Secret equal `desired`; True when it had to be written. Raises
-        ChannelFailure when the name belongs to someone else, KubeError on apiserver errors."""
+    async def ensure(self, ref: ChannelRef, desired: JSON) -> Written | None:
+        """Make the Secret equal `desired`; how it was written, None when it already was.
+        Raises ChannelFailure when the name belongs to someone else, KubeError on apiserver
+        errors."""
         name = _name(desired)
         async with self._lock(name):
             existing = self._cache.get(name) if self.synced.is_set() else await self._read(name)
@@ -172,7 +174,7 @@ class ChannelSecrets:
                 if existing is None:
                     try:
                         self._wrote(await self._kube.create(self._path(), desired))
-                        return True
+                        return "created"
                     except Conflict:  # it exists after all (the cache lags)
                         existing = await self._read(name)
                         continue
@@ -183,12 +185,12 @@ class ChannelSecrets:
                         "delete or rename it",
                     )
                 if secret_is_current(existing, desired):
-                    return False
+                    return None
                 try:
                     self._wrote(
                         await self._kube.replace(self._path(name), merged_secret(existing, desired))
                     )
-                    return True
+                    return "updated"
                 except Conflict:  # changed since we looked
                     existing = await self._read(name)
                 except NotFound:

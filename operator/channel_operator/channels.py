@@ -16,9 +16,12 @@ from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core
 from whatsapp_channel.model import ChannelSpec
 from whatsapp_channel.sealing import SealError, seal_key_id
 
-from channel_operator.channel_secrets import ChannelSecrets
+from channel_operator import metrics
+from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     APISERVER_ERROR,
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
     INVALID_SPEC,
     SECRET_REF_NOT_FOUND,
     ChannelFailure,
@@ -93,8 +96,8 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
     raise ChannelFailure(INVALID_SPEC, "spec gives no credentials: set sealed or secretRef")
 
 
-async def sync_secret(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> bool:
-    """Make the channel's Secret what the spec says; True when it was written."""
+async def sync_secret(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Written | None:
+    """Make the channel's Secret what the spec says; how it was written, None if it was not."""
     try:
         credentials = await read_credentials(rt, ref, spec)
         return await rt.secrets.ensure(ref, build_secret(ref, spec, credentials))
@@ -117,9 +120,10 @@ async def reconcile(
     failure: ChannelFailure | None = None
     try:
         spec = parse_spec(spec_body)
-        wrote = await sync_secret(rt, ref, spec)
-        if wrote:
-            log.info("channel %s: Secret %s written", ref.name, ref.secret_name)
+        written = await sync_secret(rt, ref, spec)
+        if written is not None:
+            metrics.SECRET_WRITES.labels(written).inc()
+            log.info("channel %s: Secret %s %s", ref.name, ref.secret_name, written)
     except ChannelFailure as exc:
         failure = exc
     current = body.get("status") or {}
@@ -127,6 +131,10 @@ async def reconcile(
         current, ref, webhook_base_url=rt.webhook_base_url, enabled=enabled, failure=failure
     )
     status_patch.update(status_changes(current, desired))
+    if failure is not None:
+        metrics.reconciled(ref.name, failure.reason, ready=False)
+    else:
+        metrics.reconciled(ref.name, CHANNEL_READY if enabled else CHANNEL_DISABLED, ready=True)
     return failure
 
 
@@ -139,6 +147,7 @@ async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
         raise ChannelFailure(
             APISERVER_ERROR, f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})"
         ) from None
+    metrics.released(ref.name)
 
 
 async def repair(rt: Runtime, channel_name: str) -> None:
@@ -154,7 +163,8 @@ async def repair(rt: Runtime, channel_name: str) -> None:
         return
     ref = ChannelRef.from_body(body)
     try:
-        if await sync_secret(rt, ref, parse_spec(body.get("spec") or {})):
+        if await sync_secret(rt, ref, parse_spec(body.get("spec") or {})) is not None:
+            metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)
     except ChannelFailure as exc:
         log.warning("channel %s: Secret not restored (%s)", ref.name, exc.reason)

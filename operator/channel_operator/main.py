@@ -19,6 +19,7 @@ import os
 import sys
 
 import kopf
+import prometheus_client
 import uvloop
 from pydantic import ValidationError
 from whatsapp_channel.model import DEFAULT_NAMESPACE
@@ -45,6 +46,8 @@ def run(settings: OperatorSettings) -> None:
         quiet=settings.log_level in {"WARNING", "ERROR"},
     )
     logging.getLogger().setLevel(settings.log_level)
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, settings.liveness_host)
     # uvloop: the same asyncio, with a faster loop and transports (the operator is CPU-bound
     # on event handling when thousands of channels arrive at once).
     uvloop.run(

@@ -36,6 +36,8 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.sealing import key_id_of, new_private_key, public_key_of
 
+from channel_operator import metrics
+
 log = logging.getLogger(__name__)
 
 ACTIVE_KEY_ANNOTATION = f"{LABEL_PREFIX}/active-key-id"
@@ -299,4 +301,6 @@ class Keys:
                 return False
             self._loaded_at = time.monotonic()
             self.keyring = await load(self.kube, self.namespace)
-            return key_id in self.keyring.private_keys
+            found = key_id in self.keyring.private_keys
+            metrics.SEALING_KEY_RELOADS.labels("found" if found else "not_found").inc()
+            return found

@@ -46,6 +46,12 @@ class OperatorSettings(BaseSettings):
     liveness_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the liveness endpoint, /healthz."
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics, /metrics, on the liveness host; 0: none.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="No level logs a credential, DEBUG included."
     )

@@ -30,6 +30,7 @@ def run_facade(
     keys_namespace: str | None = None,
     ready_wait_seconds: float | None = None,
     kube_timeout_seconds: float | None = None,
+    metrics_port: int | None = None,
 ) -> Iterator[Service]:
     """The facade, alive (/healthz: it may have no apiserver to be ready with) when the block
     starts; `.url` is where it serves, `.log_path` its log."""
@@ -41,6 +42,7 @@ def run_facade(
         api_keys_file=api_keys_file,
         ready_wait_seconds=ready_wait_seconds,
         kube_timeout_seconds=kube_timeout_seconds,
+        metrics_port=metrics_port,
         ready=False,
     )
     with running(service):

@@ -26,6 +26,7 @@ from schemathesis import Case
 from whatsapp_channel.model import FINALIZER, generated_secret_name
 
 from ..operator_process import run_operator
+from ..scrape import assert_no_label_holds, scrape, value
 from .conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
 from .facade_process import (
     SERVICE_ACCOUNT,
@@ -291,4 +292,62 @@ def test_no_server_errors_on_the_real_cluster(
         base_url=base_url,
         headers={"Authorization": f"Bearer {keys.admin}", "X-Api-Key": keys.admin},
         checks=CHECKS,
+    )
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+METRICS_ROUTE = "/v1/instances/{instance_id}/channels/whatsapp"
+REQUESTS = "whatsapp_facade_requests_total"
+
+
+@pytest.fixture
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def facade_with_metrics(
+    cluster: Cluster, operated: str, api_keys: ApiKeys, tmp_path: Path, metrics_port: int
+) -> Iterator[Service]:
+    with run_facade(
+        facade_identity(cluster, operated, tmp_path),
+        operated,
+        api_keys.file,
+        Path(cluster.state_dir) / "logs",
+        ready_wait_seconds=15,
+        metrics_port=metrics_port,
+    ) as running:
+        yield running
+
+
+async def test_requests_are_counted_by_route_template_method_and_status(
+    facade_with_metrics: Service, api_keys: ApiKeys, metrics_port: int
+) -> None:
+    instance = str(uuid.uuid4())
+    facade = facade_with_metrics
+    url = channel_url(facade, instance)
+    async with httpx.AsyncClient(headers={"X-Api-Key": api_keys.admin}, timeout=30) as http:
+        refused = await http.post(url, json={"phone_number_id": "not enough"})
+        assert refused.status_code == 422
+        created = await http.post(url, json=setup_body())
+        assert created.status_code == 200, created.text
+        verify_token = created.json()["verify_token"]
+        # The API's port serves no metrics.
+        assert (await http.get(f"{facade.url}/metrics")).status_code == 404
+    samples = await scrape(metrics_port)
+    assert value(samples, REQUESTS, route=METRICS_ROUTE, method="POST", status="422") == 1
+    assert value(samples, REQUESTS, route=METRICS_ROUTE, method="POST", status="200") == 1
+    assert value(samples, REQUESTS, route="unmatched", method="GET", status="404") == 1
+    duration = "whatsapp_facade_request_duration_seconds_count"
+    assert value(samples, duration, route=METRICS_ROUTE, method="POST") == 2
+    body = setup_body()
+    assert_no_label_holds(
+        samples,
+        instance,
+        api_keys.admin,
+        body["access_token"],
+        body["app_secret"],
+        body["phone_number_id"],
+        verify_token,
     )

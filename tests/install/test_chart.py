@@ -30,7 +30,7 @@ SETTINGS: dict[str, tuple[type[BaseSettings], str]] = {
 # Settings the chart sets for the pod's own reasons, not from a value that mirrors a default.
 POD_SPECIFIC = {
     "namespace", "keys_namespace", "sealing_key_namespace", "host", "port", "liveness_host",
-    "liveness_port", "log_level", "api_keys_file", "forward_secret_file",
+    "liveness_port", "metrics_port", "log_level", "api_keys_file", "forward_secret_file",
     "forward_url_template", "webhook_base_url",
 }  # fmt: skip
 # `render` installs into namespace "wa"; the channels get a namespace of their own.
@@ -142,6 +142,8 @@ def test_every_object_of_the_schema_refuses_unknown_keys() -> None:
         "crds.bogus=true",
         "image.bogus=x",
         "channelNamespace.bogus=x",
+        "metrics.bogus=true",
+        "receiver.metrics.bogus=1",
     ],
 )
 def test_the_schema_refuses_an_unknown_key(cluster: Cluster, setting: str) -> None:
@@ -281,6 +283,48 @@ def test_the_environment_is_what_the_settings_class_reads(
     keys = {"operator": "keys_namespace", "facade": "sealing_key_namespace"}.get(component)
     if keys is not None:
         assert given[keys] == RELEASE_NS
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_each_process_serves_metrics_on_a_port_of_its_own(
+    cluster: Cluster, manifests: list[Manifest], component: str
+) -> None:
+    """The metrics port is a settings field (the test above) and the container's `metrics`
+    port; the public Service never carries it, a ClusterIP Service of its own may."""
+    _, prefix = SETTINGS[component]
+    deployment = deployments(manifests)[component]
+    ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+    assert ports["metrics"] == int(env_of(deployment)[f"{prefix}METRICS_PORT"]) == 9090
+    assert len(set(ports.values())) == len(ports)
+    assert not [m for m in manifests if m["metadata"]["name"].endswith("-metrics")]
+    service = one(
+        render(cluster, "--set", "metrics.services=true"), "Service", f"-{component}-metrics"
+    )
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+    assert not [a for a in annotations if a.startswith("prometheus.io/")]
+
+
+def test_metrics_can_be_turned_off_or_announced_to_prometheus(cluster: Cluster) -> None:
+    off = render(cluster, "--set", "metrics.enabled=false,metrics.services=true")
+    assert not [m for m in off if m["metadata"]["name"].endswith("-metrics")]
+    for component, deployment in deployments(off).items():
+        _, prefix = SETTINGS[component]
+        assert f"{prefix}METRICS_PORT" not in env_of(deployment)
+        assert "metrics" not in {p["name"] for p in container(deployment)["ports"]}
+    announced = render(cluster, "--set", "metrics.scrapeAnnotations=true,facade.metrics.port=9100")
+    for component, deployment in deployments(announced).items():
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        expected = "9100" if component == "facade" else "9090"
+        assert annotations["prometheus.io/port"] == expected
+    error = helm_fails(cluster, "-f", str(TEST_VALUES), "--set", "receiver.metrics.port=8080")
+    assert "receiver.metrics.port must differ from the port it serves on (8080)" in error
 
 
 def test_the_contracts_names_are_the_charts(manifests: list[Manifest]) -> None:

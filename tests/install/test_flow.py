@@ -72,7 +72,8 @@ def start_as_the_chart_says(
     cluster: Cluster, namespace: str, component: str, folder: Path, port: int
 ) -> Service:
     """Start `component`'s container as its chart Deployment describes it, authenticated
-    as its chart ServiceAccount; only where it listens is changed (loopback, `port`)."""
+    as its chart ServiceAccount; only where it listens is changed (loopback, `port`, a free
+    metrics port)."""
     deployment = kubectl_json(
         cluster, "get", "deployment", component_name(RELEASE, component), "-n", namespace
     )
@@ -99,6 +100,8 @@ def start_as_the_chart_says(
     process = PROCESSES[command]
     listen = {process.host_variable, process.port_variable}
     assert listen <= set(env), f"{component} does not set {listen - set(env)}"
+    if process.metrics_port_variable in env:  # three processes share loopback here
+        env[process.metrics_port_variable] = str(free_port())
     kubeconfig = service_account_kubeconfig(
         cluster, namespace, pod["serviceAccountName"], folder, duration="2h"
     )

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from localkube import Cluster
+from localkube.cluster import free_port
 from localkube.product import OPERATOR
 from localkube.services import Service, running, script
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
@@ -46,6 +47,9 @@ from whatsapp_channel.model import (
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 from tests.operator_process import run_operator, start_operator
+
+from ..scrape import assert_no_label_holds, scrape
+from ..scrape import value as sample
 
 WEBHOOK_BASE = "http://127.0.0.1:8082"
 PHONE_ID = "106540352242922"
@@ -763,3 +767,28 @@ def test_the_operator_exits_cleanly_on_sigterm(cluster: Cluster, crd: Any, names
     service = start_operator(cluster, namespace, WEBHOOK_BASE)
     os.kill(service.pid, 15)
     assert service.process.wait(timeout=30) == 0
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+async def test_a_ready_channel_moves_the_counters(
+    cluster: Cluster, crd: Any, namespace: str, kube: Kube
+) -> None:
+    metrics_port = free_port()
+    with run_operator(cluster, namespace, WEBHOOK_BASE, metrics_port=metrics_port):
+        name, values = str(uuid.uuid4()), credentials()
+        key = await public_key(kube, namespace)
+        body = manifest(key, namespace, name, values)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+        await wait_ready(kube, namespace, name)
+        samples = await scrape(metrics_port)
+    reconciles = "whatsapp_operator_reconciles_total"
+    assert sample(samples, reconciles, outcome="ready", reason="ChannelReady") >= 1
+    assert sample(samples, "whatsapp_operator_secret_writes_total", action="created") == 1
+    assert sample(samples, "whatsapp_operator_channels", ready="true") == 1
+    assert sample(samples, "whatsapp_operator_channels", ready="false") == 0
+    assert ("whatsapp_operator_sealing_key_reloads_total", frozenset({("result", "found")})) in (
+        samples
+    )
+    assert_no_label_holds(samples, name, PHONE_ID, *values.values())

@@ -39,6 +39,7 @@ def run_receiver(
     log_dir: Path,
     *,
     port: int | None = None,
+    metrics_port: int | None = None,
 ) -> Iterator[RunningReceiver]:
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,7 @@ def run_receiver(
         forward_secret_file=secret_file,
         forward_timeout_seconds=3,
         status_write_interval_seconds=1,
+        metrics_port=metrics_port,
         port=port,
     )
     with running(service):

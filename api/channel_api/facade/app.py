@@ -16,6 +16,7 @@ from channel_api.facade.body_limit import BodyLimit
 from channel_api.facade.channel_watch import ChannelWatch
 from channel_api.facade.channels import Channels
 from channel_api.facade.errors import install_error_handlers
+from channel_api.facade.metrics import RequestMetrics
 from channel_api.facade.sealing_key import SealingKeyCache, SealingKeyUnavailable
 from channel_api.facade.settings import FacadeSettings
 
@@ -62,7 +63,8 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
     )
     app.state.api_keys = api_keys
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost
     app.include_router(routes.router)
 
     @app.get("/healthz", include_in_schema=False)

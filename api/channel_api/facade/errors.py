@@ -19,6 +19,7 @@ from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
 
 from channel_api.facade.channels import ChannelBusy, ChannelStoreMissing, NoChannel
 from channel_api.facade.deps import authenticate, authorize, bearer
+from channel_api.facade.metrics import APISERVER_ERRORS
 from channel_api.facade.sealing_key import SealingKeyUnavailable
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ async def _store_missing(request: Request, exc: Exception) -> Response:
 
 async def _kube_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KubeError)
+    APISERVER_ERRORS.labels(type(exc).__name__).inc()
     # The apiserver's message may quote values; log its status and reason only.
     log.warning("%s: apiserver answered %d %s", _route(request), exc.status, exc.reason)
     if isinstance(exc, Invalid):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import prometheus_client
 import uvicorn
 from pydantic import ValidationError
 
@@ -31,6 +32,8 @@ def main() -> None:
     except (OSError, ApiKeysError) as exc:
         print(f"whatsapp-facade: API keys: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, settings.host)
     uvicorn.run(
         app,
         host=settings.host,

@@ -50,6 +50,13 @@ class FacadeSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Listen address.")
     port: int = Field(default=8080, ge=0, le=65535, description="Listen port.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics, /metrics, on `host`; 0: none. Never "
+        "`port`: the metrics are not for the facade's clients.",
+    )
     log_level: str = Field(default="info", description="uvicorn/app log level.")
 
     @property

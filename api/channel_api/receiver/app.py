@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from .meta import (
     signature_valid,
     verify_token_matches,
 )
+from .metrics import FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
 from .settings import ReceiverSettings
 from .status import StatusWriter
 
@@ -136,10 +138,13 @@ class Receiver:
     # --- GET: Meta's verification challenge ---------------------------------------------
 
     async def _challenge(self, scope: Scope, send: Send, instance_id: str | None) -> None:
+        counted = SHARED if instance_id is None else PER_CHANNEL
         subscription = Subscription(scope["query_string"])
         if not subscription.well_formed:
+            counted.challenge_refused.inc()
             return await _send(send, FORBIDDEN)
         if not self.cache.synced:
+            counted.challenge_not_ready.inc()
             return await _send(send, NOT_READY)
         channels: tuple[Channel, ...]
         if instance_id is None:
@@ -150,7 +155,9 @@ class Receiver:
             matched = verify_token_matches(token, subscription.verify_token)
             channels = (channel,) if matched and channel is not None else ()
         if not channels:
+            counted.challenge_refused.inc()
             return await _send(send, FORBIDDEN)
+        counted.challenge_verified.inc()
         for channel in channels:
             self.status.challenge_succeeded(channel.name)
         assert subscription.challenge is not None
@@ -161,6 +168,7 @@ class Receiver:
     async def _event(
         self, scope: Scope, receive: Receive, send: Send, instance_id: str | None
     ) -> None:
+        counted = SHARED if instance_id is None else PER_CHANNEL
         signature: bytes | None = None
         length: bytes | None = None
         for name, value in scope["headers"]:
@@ -170,16 +178,21 @@ class Receiver:
                 length = value
         if length is not None:
             if not length.isdigit():
+                counted.malformed.inc()
                 return await _send(send, MALFORMED)
             if int(length) > self._max_body:
+                counted.too_large.inc()
                 return await _send(send, TOO_LARGE)
         if not signature:
+            counted.missing_signature.inc()
             return await _send(send, SIGNATURE_MISSING)
         try:
             body = await self._read_body(receive)
         except _TooLarge:
+            counted.too_large.inc()
             return await _send(send, TOO_LARGE)
         if not self.cache.synced:
+            counted.not_ready.inc()
             return await _send(send, NOT_READY)
         if instance_id is None:
             answer = await self._shared_event(body, signature)
@@ -208,26 +221,34 @@ class Receiver:
         channel = self.cache.for_instance(instance_id)
         if channel is None:
             refuse_in_constant_time(body)
+            PER_CHANNEL.unknown_channel.inc()
             return FORBIDDEN
         if not signature_valid(channel.app_secret, body, signature):
             log.info("refused an event for instance %s: bad signature", instance_id)
+            PER_CHANNEL.bad_signature.inc()
             return FORBIDDEN
         try:
             event = parse_event(body)
         except MalformedEvent:
+            PER_CHANNEL.malformed.inc()
             return MALFORMED
         # A change for another phone number is, for this URL, an unknown channel: refused
         # (so Meta retries), never handed to this instance.
         if any(phone not in (None, channel.phone_number_id) for phone in changes_by_phone(event)):
             log.warning("instance %s's URL got changes for other phone numbers", instance_id)
+            PER_CHANNEL.foreign_phone.inc()
             return FORBIDDEN
         self.status.event_arrived(channel.name)
-        return _delivered([await self.forwarder.deliver(channel.instance_id, body)])
+        started = time.perf_counter()
+        delivery = await self.forwarder.deliver(channel.instance_id, body)
+        PER_CHANNEL.forward_seconds.observe(time.perf_counter() - started)
+        return _delivered([delivery], PER_CHANNEL)
 
     async def _shared_event(self, body: bytes, signature: bytes) -> tuple[Message, Message]:
         try:
             event = parse_event(body)
         except MalformedEvent:
+            SHARED.malformed.inc()
             return MALFORMED
         routes = changes_by_phone(event)
         targets: list[tuple[Channel, list[ChangeRef]]] = []
@@ -240,6 +261,7 @@ class Receiver:
                     c for c in candidates if signature_valid(c.app_secret, body, signature)
                 )
                 if not candidates:
+                    SHARED.bad_signature.inc()
                     return FORBIDDEN
                 if len(candidates) > 1:
                     log.error("phone number %s has several channels; changes dropped", phone)
@@ -248,12 +270,14 @@ class Receiver:
                 targets.append((candidates[0], refs))
         if not targets:
             refuse_in_constant_time(body)
+            SHARED.unknown_channel.inc()
             return FORBIDDEN
         # Every destination must vouch for the body: a tenant's own app secret must not
         # carry changes into another tenant's channel.
         verdicts: dict[bytes, bool] = {}
         for channel, _ in targets:
             if channel.app_secret is None:
+                SHARED.unknown_channel.inc()
                 return FORBIDDEN
             verdict = verdicts.get(channel.app_secret)
             if verdict is None:
@@ -263,6 +287,7 @@ class Receiver:
                 log.info(
                     "refused a shared event for phone %s: bad signature", channel.phone_number_id
                 )
+                SHARED.bad_signature.inc()
                 return FORBIDDEN
         routed = sum(len(refs) for _, refs in targets)
         if routed < sum(len(refs) for refs in routes.values()):
@@ -273,7 +298,10 @@ class Receiver:
             parts = [(channel.instance_id, event_subset(event, refs)) for channel, refs in targets]
         for channel, _ in targets:
             self.status.event_arrived(channel.name)
-        return _delivered(await deliver_all(self.forwarder, parts))
+        started = time.perf_counter()
+        deliveries = await deliver_all(self.forwarder, parts)
+        SHARED.forward_seconds.observe(time.perf_counter() - started)
+        return _delivered(deliveries, SHARED)
 
     # --- lifespan -----------------------------------------------------------------------
 
@@ -293,12 +321,18 @@ class Receiver:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _delivered(deliveries: list[Delivery]) -> tuple[Message, Message]:
+def _delivered(deliveries: list[Delivery], counted: Endpoint) -> tuple[Message, Message]:
     """200 only when every instance accepted; otherwise a 5xx, so Meta delivers again."""
     if all(d is Delivery.ACCEPTED for d in deliveries):
+        counted.forwarded.inc()
         return OK
+    for d in deliveries:
+        if d is not Delivery.ACCEPTED:
+            FAILED_DELIVERIES[d].inc()
     if all(d in (Delivery.ACCEPTED, Delivery.TIMED_OUT) for d in deliveries):
+        counted.forward_timed_out.inc()
         return DELIVERY_TIMED_OUT
+    counted.forward_refused.inc()
     return NOT_DELIVERED
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import prometheus_client
 import uvicorn
 from kubernetes.config import ConfigException
 from pydantic import ValidationError
@@ -22,6 +23,8 @@ def main() -> None:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         app = create_app(settings, load_config())  # $KUBECONFIG, else in-cluster
+        if settings.metrics_port:
+            prometheus_client.start_http_server(settings.metrics_port, settings.host)
     except (ValidationError, ValueError, OSError, ConfigException) as exc:
         sys.exit(f"whatsapp-receiver: cannot start: {exc}")
     uvicorn.run(

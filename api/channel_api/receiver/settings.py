@@ -34,6 +34,8 @@ class ReceiverSettings(BaseSettings):
     status_write_interval_seconds: float = Field(default=30.0, gt=0)
     host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on its pod address
     port: int = Field(default=8080, ge=0, le=65535)
+    # Prometheus metrics (/metrics) on `host`, never on `port`, which faces the internet; 0: none.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: str = "info"
 
     @field_validator("forward_url_template")

@@ -174,10 +174,24 @@ affinity:
 {{- end }}
 {{- end }}
 
+{{/* The component's metrics port; never the port its API or liveness endpoint serves on. */}}
+{{- define "whatsapp-channels.metricsPort" -}}
+{{- $values := index .ctx.Values .component }}
+{{- $served := ternary $values.livenessPort $values.port (eq .component "operator") }}
+{{- if eq (int $values.metrics.port) (int $served) }}
+{{- fail (printf "%s.metrics.port must differ from the port it serves on (%v)" .component $served) }}
+{{- end }}
+{{- $values.metrics.port }}
+{{- end }}
+
 {{/* Pod labels and annotations; `annotations` (optional) adds to the values' podAnnotations. */}}
 {{- define "whatsapp-channels.podMetadata" -}}
 {{- $values := index .ctx.Values .component }}
 {{- $annotations := merge (dict) (.annotations | default dict) $values.podAnnotations -}}
+{{- if and .ctx.Values.metrics.enabled .ctx.Values.metrics.scrapeAnnotations }}
+{{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" (toString $values.metrics.port) "prometheus.io/path" "/metrics" }}
+{{- $annotations = merge $annotations $scrape }}
+{{- end }}
 labels:
   {{- include "whatsapp-channels.labels" . | nindent 2 }}
   {{- with $values.podLabels }}

@@ -1,0 +1,70 @@
+"""The operator's Prometheus metrics, served on WA_OPERATOR_METRICS_PORT.
+
+Label values are a closed set (outcomes, condition reasons, write kinds): never a channel's
+name (an instance id), a phone number or anything from a Secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+RECONCILES = Counter(
+    "whatsapp_operator_reconciles",
+    "Reconciles of a channel, by outcome (ready: the Ready condition is True) and the Ready "
+    "condition's reason.",
+    ["outcome", "reason"],
+)
+SECRET_WRITES = Counter(
+    "whatsapp_operator_secret_writes",
+    "Writes of channel Secrets: created, updated (the channel changed) or restored (edited "
+    "or deleted by someone else).",
+    ["action"],
+)
+SEALING_KEY_RELOADS = Counter(
+    "whatsapp_operator_sealing_key_reloads",
+    "Reads of the sealing keys Secret for a seal under an unknown key, by whether the key "
+    "was found.",
+    ["result"],
+)
+for action in ("created", "updated", "restored"):
+    SECRET_WRITES.labels(action)
+for result in ("found", "not_found"):
+    SEALING_KEY_RELOADS.labels(result)
+
+
+class ChannelsByReadiness(Collector):
+    """`whatsapp_operator_channels{ready}`, counted at scrape time from the operator's own
+    record of each channel's last reconcile (no apiserver call)."""
+
+    def __init__(self) -> None:
+        self.ready_by_channel: dict[str, bool] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        # len() and sum() run in C, so the scrape's thread sees one state of the dict.
+        total = len(self.ready_by_channel)
+        ready = sum(self.ready_by_channel.values())
+        family = GaugeMetricFamily(
+            "whatsapp_operator_channels",
+            "Channels of the namespace by their Ready condition, as last reconciled.",
+            labels=["ready"],
+        )
+        family.add_metric(["true"], ready)
+        family.add_metric(["false"], max(total - ready, 0))
+        yield family
+
+
+CHANNELS = ChannelsByReadiness()
+REGISTRY.register(CHANNELS)
+
+
+def reconciled(channel: str, reason: str, *, ready: bool) -> None:
+    RECONCILES.labels("ready" if ready else "failed", reason).inc()
+    CHANNELS.ready_by_channel[channel] = ready
+
+
+def released(channel: str) -> None:
+    CHANNELS.ready_by_channel.pop(channel, None)
