@@ -4,6 +4,7 @@ and answers as told (accept, refuse, hang)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -17,7 +18,8 @@ class Forwarded:
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # serves https with it
         self.received: list[Forwarded] = []
         self.status = 200
         self.delay = 0.0
@@ -27,14 +29,17 @@ class Sink:
 
     @property
     def url_template(self) -> str:
-        return f"http://127.0.0.1:{self.port}/agents/{{instance_id}}/whatsapp"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/agents/{{instance_id}}/whatsapp"
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/agents/{instance_id}/whatsapp", self._take)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await site.start()
         self.port = self._runner.addresses[0][1]
 
