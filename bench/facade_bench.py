@@ -208,7 +208,7 @@ def start_processes(
         namespace=namespace,
         api_keys_file=keys_file,
         ready_wait_seconds=ready_wait,
-        log_level="warning",
+        log_level="WARNING",
     )
     return [operator, facade], facade.url
 

@@ -46,6 +46,7 @@ from whatsapp_channel.model import (
     set_condition,
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
+from whatsapp_channel.settings import LogLevel
 
 REPO = Path(__file__).resolve().parents[1]
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -173,7 +174,7 @@ class ReadyWatch:
 
 
 def start_operator(
-    cluster: Cluster, namespace: str, log_dir: Path, log_level: str = "WARNING"
+    cluster: Cluster, namespace: str, log_dir: Path, log_level: LogLevel = "WARNING"
 ) -> Service:
     return product.start_operator(
         cluster.kubeconfig,

@@ -51,7 +51,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 @pytest.fixture
 def keys_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
     """The operator's own namespace beside the channel namespace `namespace`: where its
-    sealing keys live (WA_OPERATOR_KEYS_NAMESPACE), out of the receiver's reach."""
+    sealing keys live (WA_KEYS_NAMESPACE), out of the receiver's reach."""
     name = f"{namespace}-keys"
     cluster.kubectl("create", "namespace", name)
     yield name

@@ -5,7 +5,7 @@
 
 `namespace` must exist and the CRD be applied (the `namespace` and `crd` fixtures). The
 operator reconciles the channels of that namespace and keeps its sealing keys in
-`keys_namespace` (WA_OPERATOR_KEYS_NAMESPACE; it must exist), or without one in `namespace`
+`keys_namespace` (WA_KEYS_NAMESPACE; it must exist), or without one in `namespace`
 itself (the single-namespace layout): read the public key from ConfigMap
 `whatsapp-channels-sealing-public` there once the block starts.
 `op.log_path` is its log (stdout and stderr), at `log_level` (e.g. "DEBUG") if given; with
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from localkube import Cluster, product
 from localkube.services import Service, running
+from whatsapp_channel.settings import LogLevel
 
 
 def start_operator(
@@ -30,7 +31,7 @@ def start_operator(
     webhook_base_url: str = "http://127.0.0.1:9",
     *,
     keys_namespace: str | None = None,
-    log_level: str | None = None,
+    log_level: LogLevel | None = None,
     metrics_port: int | None = None,
 ) -> Service:
     return product.start_operator(
@@ -51,7 +52,7 @@ def run_operator(
     webhook_base_url: str = "http://127.0.0.1:9",
     *,
     keys_namespace: str | None = None,
-    log_level: str | None = None,
+    log_level: LogLevel | None = None,
     metrics_port: int | None = None,
 ) -> Iterator[Service]:
     started = start_operator(

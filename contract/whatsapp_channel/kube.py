@@ -2,7 +2,8 @@
 
 Credentials come from a kubeconfig (the `kubernetes` package parses it, exec plugins and
 all) or from the in-cluster service account. Every process of the product talks to the
-apiserver through `Kube`, never through another client.
+apiserver through `Kube`, never through another client, and makes it one way:
+`Kube.connect(user_agent=...)`, at start, before its event loop runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from whatsapp_channel.model import GROUP, PLURAL, VERSION
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+
+
+class KubeConfigError(Exception):
+    """No usable cluster credentials: neither a kubeconfig nor an in-cluster account."""
 
 
 class KubeError(Exception):
@@ -152,6 +157,27 @@ class Kube:
         self._token_read_at = time.monotonic()
         self._user_agent = user_agent
         self._max_concurrency = max_concurrency
+
+    @classmethod
+    def connect(
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        user_agent: str,
+        timeout: float = 10.0,
+        max_concurrency: int = 32,
+    ) -> Kube:
+        """The one way a process makes its client: credentials from `kubeconfig`, else
+        $KUBECONFIG or ~/.kube/config, else the in-cluster service account. Reads files
+        (and may run a kubeconfig's exec plugin): call it before the event loop starts, or
+        through `asyncio.to_thread`. No connection is opened until the first request."""
+        from kubernetes.config import ConfigException  # slow import, only at start-up
+
+        try:
+            config = load_config(kubeconfig)
+        except (ConfigException, OSError, ValueError) as exc:
+            raise KubeConfigError(f"no cluster credentials: {exc}") from None
+        return cls(config, timeout=timeout, max_concurrency=max_concurrency, user_agent=user_agent)
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.config.server.startswith("https"):

@@ -1,7 +1,7 @@
 """`whatsapp-seal`: seal a channel's credentials for people who write channels by hand.
 
 Like `kubeseal`: the operator's public key comes from its ConfigMap (through KUBECONFIG), in
-the operator's keys namespace (`--controller-namespace`, $WA_KEYS_NAMESPACE), or from
+the operator's keys namespace (`--keys-namespace`, $WA_KEYS_NAMESPACE), or from
 `--public-key`; the credentials come from files, the environment or stdin, never from
 the command line (where `ps` and shell history would keep them). The output is a
 WhatsAppChannel ready for `kubectl apply`, or only its `sealed` block.
@@ -21,6 +21,7 @@ import base64
 import binascii
 import getpass
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ from whatsapp_channel.model import (
     channel_body,
 )
 from whatsapp_channel.sealing import PublicSealingKey, key_id_of, published_keys, seal
+from whatsapp_channel.settings import KEYS_NAMESPACE_VARIABLE
+
+log = logging.getLogger(__name__)
 
 # Secret key (as in the generated Secret) -> environment variable that may hold it.
 ENVIRONMENT = {
@@ -91,16 +95,19 @@ def key_from_argument(value: str) -> PublicSealingKey:
 
 
 async def fetch_key(namespace: str, kubeconfig: str | None) -> PublicSealingKey:
-    from whatsapp_channel.kube import Kube, KubeError, core_path, load_config
+    from whatsapp_channel.kube import Kube, KubeConfigError, KubeError, core_path
 
-    kube = Kube(await asyncio.to_thread(load_config, kubeconfig), user_agent="whatsapp-seal")
+    try:
+        kube = await asyncio.to_thread(Kube.connect, kubeconfig, user_agent="whatsapp-seal")
+    except KubeConfigError as exc:
+        raise SealCliError(f"{exc}; or pass --public-key") from None
     try:
         configmap = await kube.get(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP))
     except KubeError as exc:
         raise SealCliError(
             f"cannot read ConfigMap {namespace}/{SEALING_PUBLIC_CONFIGMAP} ({exc.status} "
             f"{exc.reason}); does the operator keep its keys there? Name its keys namespace "
-            "with --controller-namespace (or $WA_KEYS_NAMESPACE), or pass --public-key"
+            "with --keys-namespace (or $WA_KEYS_NAMESPACE), or pass --public-key"
         ) from None
     finally:
         await kube.close()
@@ -206,9 +213,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the channel's namespace, bound into the seal (default: %(default)s)",
     )
     parser.add_argument(
-        "--controller-namespace",
+        "--keys-namespace",
         help="the operator's keys namespace, where it publishes its public key (default: "
-        "$WA_KEYS_NAMESPACE, else --namespace)",
+        f"${KEYS_NAMESPACE_VARIABLE}, else --namespace)",
+    )
+    parser.add_argument(
+        "--controller-namespace",
+        dest="deprecated_keys_namespace",
+        help="deprecated: --keys-namespace",
     )
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
     parser.add_argument(
@@ -238,13 +250,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]) -> None:
     args = _parser().parse_args(argv)
-    controller_namespace = (
-        args.controller_namespace or environ.get("WA_KEYS_NAMESPACE") or args.namespace
+    if args.deprecated_keys_namespace is not None:
+        log.warning("whatsapp-seal: --controller-namespace is deprecated; use --keys-namespace")
+    keys_namespace = (
+        args.keys_namespace
+        or args.deprecated_keys_namespace
+        or environ.get(KEYS_NAMESPACE_VARIABLE)
+        or args.namespace
     )
     if args.public_key:
         key = key_from_argument(args.public_key)
     else:
-        key = asyncio.run(fetch_key(controller_namespace, args.kubeconfig))
+        key = asyncio.run(fetch_key(keys_namespace, args.kubeconfig))
     if args.fetch_public_key:
         stdout.write(key.b64 + "\n")
         return

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.kubeconfig,
                 logs,
                 namespace=NAMESPACE,
-                sealing_key_namespace=KEYS_NAMESPACE,
+                keys_namespace=KEYS_NAMESPACE,
                 api_keys_file=keys_file,
                 port=args.api_port,
             )
@@ -129,11 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             f"export WA_API_KEY={api_key}\n"
             f"export WA_WEBHOOK_BASE_URL={webhook_base}\n"
             f"export WA_NAMESPACE={NAMESPACE}\n"
-            # whatsapp-seal's defaults: the channels' namespace and where the public key is;
-            # and where `whatsapp-operator rotate-key` finds the keys.
+            # whatsapp-seal's defaults: the channels' namespace and where the public key is
+            # (where `whatsapp-operator rotate-key` finds the keys too).
             f"export WA_CHANNELS_NAMESPACE={NAMESPACE}\n"
             f"export WA_KEYS_NAMESPACE={KEYS_NAMESPACE}\n"
-            f"export WA_OPERATOR_KEYS_NAMESPACE={KEYS_NAMESPACE}\n"
         )
         args.env_file.chmod(0o600)
         print(

@@ -1,9 +1,11 @@
 """The product on a cluster, as `whatsapp-dev`, the tests and the benchmarks run it: the CRD,
 the three processes (operator, facade, receiver) and the kubeconfig of a service account.
 
-Each process is its console script with its `WA_<PROCESS>_*` variables, given as keywords
-named after its settings class's fields; it listens on loopback, logs to
-`<log_dir>/<script>-<namespace>-<port>.log` and is returned once its health URL answers 200.
+Each process is its console script with its `WA_<PROCESS>_*` variables (and the shared
+`WA_KEYS_NAMESPACE`), given as keywords named after its settings class's fields (the
+TypedDicts below; tests/controlplane/test_product.py checks them against the classes); it
+listens on loopback, logs to `<log_dir>/<script>-<namespace>-<port>.log` and is returned once
+its health URL answers 200.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Required, TypedDict, Unpack
 
+from whatsapp_channel.settings import KEYS_NAMESPACE_VARIABLE, LogLevel
+
 from localkube.cluster import Cluster, free_port, write_kubeconfig
 from localkube.services import Service, script, start_service
 
@@ -19,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
 CRD_NAME = "whatsappchannels.whatsapp.hydracore.io"
 LOOPBACK = "127.0.0.1"
+# Settings read from one variable by every process that has them, instead of <prefix><NAME>.
+SHARED_VARIABLES = {"keys_namespace": KEYS_NAMESPACE_VARIABLE}
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,12 @@ class Process:
     def env(self, **settings: object) -> dict[str, str]:
         """`settings` (a settings field's name and value; None: its default) as variables."""
         return {
-            f"{self.prefix}{name.upper()}": str(value)
-            for name, value in settings.items()
-            if value is not None
+            self.variable(name): str(value) for name, value in settings.items() if value is not None
         }
+
+    def variable(self, field: str) -> str:
+        """The environment variable of settings field `field`."""
+        return SHARED_VARIABLES.get(field) or f"{self.prefix}{field.upper()}"
 
     @property
     def host_variable(self) -> str:
@@ -66,7 +74,7 @@ class OperatorEnv(TypedDict, total=False):
     webhook_base_url: Required[str]
     keys_namespace: str | None
     metrics_port: int | None  # on loopback; None: off
-    log_level: str | None
+    log_level: LogLevel | None
 
 
 class FacadeEnv(TypedDict, total=False):
@@ -74,11 +82,13 @@ class FacadeEnv(TypedDict, total=False):
 
     namespace: Required[str]
     api_keys_file: Required[Path]
-    sealing_key_namespace: str | None
+    keys_namespace: str | None
     ready_wait_seconds: float | None
+    max_body_bytes: int | None
     kube_timeout_seconds: float | None
+    sealing_key_refresh_seconds: float | None
     metrics_port: int | None  # on loopback; None: off
-    log_level: str | None
+    log_level: LogLevel | None
 
 
 class ReceiverEnv(TypedDict, total=False):
@@ -88,9 +98,11 @@ class ReceiverEnv(TypedDict, total=False):
     forward_url_template: Required[str]
     forward_secret_file: Required[Path]
     forward_timeout_seconds: float | None
+    forward_max_connections: int | None
+    max_body_bytes: int | None
     status_write_interval_seconds: float | None
     metrics_port: int | None  # on loopback; None: off
-    log_level: str | None
+    log_level: LogLevel | None
 
 
 def start(

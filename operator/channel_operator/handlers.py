@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
+from whatsapp_channel.kube import Kube
 from whatsapp_channel.model import GROUP, PLURAL, VERSION
 
 from channel_operator import channels, startup
@@ -28,6 +29,12 @@ CHANNELS: dict[str, Any] = {
 }
 
 
+def kube_of(memo: kopf.Memo) -> Kube:
+    kube = memo["kube"]
+    assert isinstance(kube, Kube)
+    return kube
+
+
 def runtime_of(memo: kopf.Memo) -> Runtime:
     rt = memo["runtime"]
     assert isinstance(rt, Runtime)
@@ -39,7 +46,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     startup.configure(settings)
     operator_settings = memo["settings"]
     assert isinstance(operator_settings, OperatorSettings)
-    memo["runtime"] = await startup.start(operator_settings)
+    memo["runtime"] = await startup.start(operator_settings, kube_of(memo))
 
 
 @kopf.on.cleanup()
@@ -49,8 +56,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    return startup.connection_info()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    return startup.connection_info(kube_of(memo))
 
 
 @kopf.on.probe(id="channelSecrets")

@@ -3,7 +3,7 @@
     whatsapp-operator               reconcile the WhatsAppChannels of WA_OPERATOR_NAMESPACE
     whatsapp-operator rotate-key    add a sealing key that new seals use; old seals still open
 
-The sealing keys live in WA_OPERATOR_KEYS_NAMESPACE (default: WA_OPERATOR_NAMESPACE), which
+The sealing keys live in WA_KEYS_NAMESPACE (default: WA_OPERATOR_NAMESPACE), which
 `rotate-key` follows too: in the operator's pod it needs no arguments.
 
 Settings are environment variables (see `channel_operator.settings`); cluster access is
@@ -15,26 +15,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 import kopf
 import prometheus_client
 import uvloop
-from pydantic import ValidationError
-from whatsapp_channel.model import DEFAULT_NAMESPACE
+from whatsapp_channel.kube import Kube, KubeConfigError, KubeError
+from whatsapp_channel.settings import load_settings, refuse
 
-from channel_operator.settings import OperatorSettings
+from channel_operator.settings import KeysSettings, OperatorSettings
+
+PROG = "whatsapp-operator"
+USER_AGENT = "whatsapp-channel-operator"
+
+log = logging.getLogger(__name__)
 
 
-def _settings() -> OperatorSettings:
+def connect() -> Kube:
     try:
-        return OperatorSettings()  # from the environment
-    except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"])
-            print(f"WA_OPERATOR_{field.upper()}: {error['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return Kube.connect(user_agent=USER_AGENT, max_concurrency=32)
+    except KubeConfigError as exc:
+        refuse(PROG, str(exc))
 
 
 def run(settings: OperatorSettings) -> None:
@@ -43,9 +44,10 @@ def run(settings: OperatorSettings) -> None:
     kopf.configure(
         debug=settings.log_level == "DEBUG",
         verbose=settings.log_level in {"DEBUG", "INFO"},
-        quiet=settings.log_level in {"WARNING", "ERROR"},
+        quiet=settings.log_level in {"WARNING", "ERROR", "CRITICAL"},
     )
     logging.getLogger().setLevel(settings.log_level)
+    kube = connect()
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, settings.liveness_host)
     # uvloop: the same asyncio, with a faster loop and transports (the operator is CPU-bound
@@ -55,17 +57,14 @@ def run(settings: OperatorSettings) -> None:
             namespaces=[settings.namespace],
             standalone=True,
             liveness_endpoint=settings.liveness_endpoint,
-            memo=kopf.Memo(settings=settings),
+            memo=kopf.Memo(settings=settings, kube=kube),
         )
     )
 
 
-async def _rotate(namespace: str) -> str:
-    from whatsapp_channel.kube import Kube, load_config
-
+async def _rotate(kube: Kube, namespace: str) -> str:
     from channel_operator import sealing_keys
 
-    kube = Kube(await asyncio.to_thread(load_config), user_agent="whatsapp-operator")
     try:
         keyring = await sealing_keys.rotate(kube, namespace)
     finally:
@@ -73,19 +72,8 @@ async def _rotate(namespace: str) -> str:
     return keyring.active_key_id
 
 
-def _keys_namespace() -> str:
-    """Where the running operator keeps its keys, from the same variables it reads."""
-    return (
-        os.environ.get("WA_OPERATOR_KEYS_NAMESPACE")
-        or os.environ.get("WA_OPERATOR_NAMESPACE")
-        or DEFAULT_NAMESPACE
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="whatsapp-operator", description="The WhatsAppChannel operator."
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="The WhatsAppChannel operator.")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="reconcile channels (the default)")
     rotate = commands.add_parser(
@@ -94,26 +82,33 @@ def main(argv: list[str] | None = None) -> None:
     )
     rotate.add_argument(
         "--keys-namespace",
-        "--namespace",
         dest="keys_namespace",
-        default=_keys_namespace(),
-        help="the namespace of the operator's sealing keys (default: "
-        f"$WA_OPERATOR_KEYS_NAMESPACE, else $WA_OPERATOR_NAMESPACE, else {DEFAULT_NAMESPACE})",
+        help="the namespace of the operator's sealing keys (default: the operator's own: "
+        "$WA_KEYS_NAMESPACE, else $WA_OPERATOR_NAMESPACE, else its default)",
+    )
+    rotate.add_argument(
+        "--namespace", dest="deprecated_namespace", help="deprecated: --keys-namespace"
     )
     args = parser.parse_args(argv)
     if args.command == "rotate-key":
-        from whatsapp_channel.kube import KubeError
-
         from channel_operator.sealing_keys import KeyringError
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        if args.deprecated_namespace is not None:
+            log.warning("%s rotate-key: --namespace is deprecated; use --keys-namespace", PROG)
+        namespace = (
+            args.keys_namespace
+            or args.deprecated_namespace
+            or load_settings(KeysSettings, f"{PROG} rotate-key").sealing_namespace
+        )
+        kube = connect()
         try:
-            print(asyncio.run(_rotate(args.keys_namespace)))
+            print(asyncio.run(_rotate(kube, namespace)))
         except (KeyringError, KubeError) as exc:
-            print(f"whatsapp-operator rotate-key: {exc}", file=sys.stderr)
+            print(f"{PROG} rotate-key: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         return
-    run(_settings())
+    run(load_settings(OperatorSettings, PROG))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import logging
 from typing import Any, cast
 
 import kopf
-from whatsapp_channel.kube import Kube, channels_path, load_config
+from whatsapp_channel.kube import Kube, channels_path
 from whatsapp_channel.model import FINALIZER, GROUP
 
 from channel_operator import channels, sealing_keys
@@ -108,31 +108,31 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.peering.standalone = True
 
 
-def connection_info() -> kopf.ConnectionInfo:
-    """Kopf's own connection, from the same kubeconfig or service account as `Kube`'s."""
-    config = load_config()
+def connection_info(kube: Kube) -> kopf.ConnectionInfo:
+    """Kopf's own connection, with the credentials `kube` was made with (loaded once; a
+    re-login after a 401 reads a rotated service-account token afresh)."""
+    config = kube.config
+    token = config.token_refresh() if config.token_refresh is not None else config.token
     return kopf.ConnectionInfo(
         server=config.server,
         ca_path=config.ca_file,
         insecure=not config.verify,
         certificate_path=config.cert_file,
         private_key_path=config.key_file,
-        token=config.token,
+        token=token,
     )
 
 
-async def start(settings: OperatorSettings) -> Runtime:
+async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     """Keys ready, Secret cache synced, leftovers of deleted channels swept: then Kopf may
-    start handling channels."""
-    config = await asyncio.to_thread(load_config)
-    kube = Kube(config, user_agent="whatsapp-channel-operator", max_concurrency=32)
+    start handling channels. `kube` is the runtime's from then on (closed by `stop`)."""
     namespace, keys_namespace = settings.namespace, settings.sealing_namespace
     task: asyncio.Task[None] | None = None
     try:
         if keys_namespace == namespace:
             log.warning(
                 "the sealing keys share namespace %s with the channels: whoever may read its "
-                "Secrets (the webhook receiver) can read them; set WA_OPERATOR_KEYS_NAMESPACE "
+                "Secrets (the webhook receiver) can read them; set WA_KEYS_NAMESPACE "
                 "to the operator's own namespace",
                 namespace,
             )

@@ -154,8 +154,8 @@ def test_public_key_from_a_configmap_file(tmp_path: Path, keys: tuple[str, bytes
 def test_the_public_key_is_read_from_the_operators_keys_namespace(
     monkeypatch: pytest.MonkeyPatch, keys: tuple[str, bytes]
 ) -> None:
-    """--controller-namespace, else $WA_KEYS_NAMESPACE, else the channel's --namespace (an
-    operator whose keys share the channel namespace)."""
+    """--keys-namespace, else $WA_KEYS_NAMESPACE, else the channel's --namespace (an
+    operator whose keys share the channel namespace); --controller-namespace still works."""
     asked: list[str] = []
 
     async def fetch(namespace: str, kubeconfig: str | None) -> PublicSealingKey:
@@ -166,5 +166,6 @@ def test_the_public_key_is_read_from_the_operators_keys_namespace(
     argv = ["--fetch-public-key", "--namespace", "tenants"]
     run(argv)
     run(argv, environ={"WA_KEYS_NAMESPACE": "wa-system"})
-    run([*argv, "--controller-namespace", "ops"], environ={"WA_KEYS_NAMESPACE": "wa-system"})
-    assert asked == ["tenants", "wa-system", "ops"]
+    run([*argv, "--keys-namespace", "ops"], environ={"WA_KEYS_NAMESPACE": "wa-system"})
+    run([*argv, "--controller-namespace", "old"], environ={"WA_KEYS_NAMESPACE": "wa-system"})
+    assert asked == ["tenants", "wa-system", "ops", "old"]

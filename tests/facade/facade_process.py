@@ -3,7 +3,7 @@ give it a least-privilege identity: the facade's service account may work on
 WhatsAppChannels and read the sealing public key, nothing else.
 
 Without `keys_namespace`, the operator's public key is read in the channel namespace (an
-operator run without WA_OPERATOR_KEYS_NAMESPACE); with it, there, as the chart lays it out."""
+operator run without WA_KEYS_NAMESPACE); with it, there, as the chart lays it out."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def run_facade(
         kubeconfig,
         log_dir,
         namespace=namespace,
-        sealing_key_namespace=keys_namespace,
+        keys_namespace=keys_namespace,
         api_keys_file=api_keys_file,
         ready_wait_seconds=ready_wait_seconds,
         kube_timeout_seconds=kube_timeout_seconds,

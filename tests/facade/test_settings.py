@@ -16,11 +16,11 @@ def test_environment_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert settings.api_keys_file == tmp_path / "keys"
     assert settings.ready_wait_seconds == 2.5
     assert settings.namespace == "whatsapp-channels"
-    assert settings.key_namespace == "whatsapp-channels"
+    assert settings.sealing_namespace == "whatsapp-channels"
     assert settings.max_body_bytes == 65536
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
-    monkeypatch.setenv("WA_FACADE_SEALING_KEY_NAMESPACE", "operator-home")
-    assert FacadeSettings().key_namespace == "operator-home"
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "operator-home")
+    assert FacadeSettings().sealing_namespace == "operator-home"
 
 
 def test_start_refuses_missing_or_broken_configuration(
@@ -30,7 +30,9 @@ def test_start_refuses_missing_or_broken_configuration(
     with pytest.raises(SystemExit) as stopped:
         main()
     assert stopped.value.code == 2
-    assert "WA_FACADE_API_KEYS_FILE: Field required" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "whatsapp-facade: bad configuration: WA_FACADE_API_KEYS_FILE: Field required" in err
 
     keys = tmp_path / "keys"
     keys.write_text("admin tooshort\n")

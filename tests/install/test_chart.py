@@ -19,6 +19,7 @@ from channel_operator.settings import OperatorSettings
 from localkube import Cluster
 from pydantic_settings import BaseSettings
 from whatsapp_channel import crd, model
+from whatsapp_channel.settings import variable_names
 
 from .chart import CHART, COMPONENTS, TEST_VALUES, Manifest, component_name, one, render
 
@@ -29,7 +30,7 @@ SETTINGS: dict[str, tuple[type[BaseSettings], str]] = {
 }
 # Settings the chart sets for the pod's own reasons, not from a value that mirrors a default.
 POD_SPECIFIC = {
-    "namespace", "keys_namespace", "sealing_key_namespace", "host", "port", "liveness_host",
+    "namespace", "keys_namespace", "host", "port", "liveness_host",
     "liveness_port", "metrics_port", "log_level", "api_keys_file", "forward_secret_file",
     "forward_url_template", "webhook_base_url",
 }  # fmt: skip
@@ -266,23 +267,26 @@ def test_the_environment_is_what_the_settings_class_reads(
     """Every variable the chart sets is a field of the process's settings class (they
     ignore unknown variables: a typo would pass silently), every required field is set, the
     values parse, and values mirroring a default agree with it."""
-    settings_class, prefix = SETTINGS[component]
+    settings_class, _ = SETTINGS[component]
     env = env_of(deployments(manifests)[component])
     fields = settings_class.model_fields
+    field_of = {variable: field for field, variable in variable_names(settings_class).items()}
     for name in env:
-        assert name.startswith(prefix), name
-        assert name[len(prefix) :].lower() in fields, name
-    given = {name[len(prefix) :].lower(): value for name, value in env.items()}
+        assert name in field_of, name
+    given = {field_of[name]: value for name, value in env.items()}
     required = {name for name, field in fields.items() if field.is_required()}
     assert required <= set(given), f"{component} lacks {required - set(given)}"
-    settings = settings_class.model_validate(given)
+    # A field read from a shared variable (keys_namespace) is validated under that name.
+    settings = settings_class.model_validate(
+        {(variable if fields[name].validation_alias else name): env[variable]
+         for variable, name in field_of.items() if variable in env}
+    )  # fmt: skip
     for name in set(given) - POD_SPECIFIC:
         assert getattr(settings, name) == fields[name].default, f"{component}.{name}"
     # The channels in their own namespace; the sealing keys in the release namespace.
     assert given["namespace"] == CHANNELS_NS
-    keys = {"operator": "keys_namespace", "facade": "sealing_key_namespace"}.get(component)
-    if keys is not None:
-        assert given[keys] == RELEASE_NS
+    if component in {"operator", "facade"}:
+        assert given["keys_namespace"] == RELEASE_NS
 
 
 @pytest.mark.parametrize("component", COMPONENTS)

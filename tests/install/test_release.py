@@ -116,7 +116,7 @@ def test_the_notes_say_how_to_reach_the_api(release: Release) -> None:
     assert "https://hooks.example.com/hooks/whatsapp/<instance id>" in release.notes
     assert f"its channels live in namespace {release.channels}" in release.notes
     assert f"kubectl -n {release.channels} get whatsappchannels" in release.notes
-    assert f"--controller-namespace {release.namespace}" in release.notes
+    assert f"--keys-namespace {release.namespace}" in release.notes
 
 
 # --- RBAC, asked of the apiserver as each service account -------------------------------------

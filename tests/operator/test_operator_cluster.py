@@ -622,7 +622,7 @@ async def test_a_rotated_key_seals_new_channels_and_old_seals_still_open(
 
     rotated = await asyncio.to_thread(
         subprocess.run,
-        [script("whatsapp-operator"), "rotate-key", "--namespace", namespace],
+        [script("whatsapp-operator"), "rotate-key", "--keys-namespace", namespace],
         env=cluster.env(),
         capture_output=True,
         text=True,
@@ -716,7 +716,8 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
 
         # Pointed at the channel namespace by mistake, it refuses and creates nothing.
         refused = await asyncio.to_thread(
-            subprocess.run, [script("whatsapp-operator"), "rotate-key", "--namespace", namespace],
+            subprocess.run,
+            [script("whatsapp-operator"), "rotate-key", "--keys-namespace", namespace],
             env=operator_env, capture_output=True, text=True,
         )  # fmt: skip
         assert refused.returncode == 1

@@ -1,4 +1,4 @@
-"""The app factory: settings and (optionally) a Kubernetes adapter in, a FastAPI app out."""
+"""The app factory: settings and (optionally) a Kubernetes client in, a FastAPI app out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from whatsapp_channel.kube import Kube, KubeError, load_config
+from whatsapp_channel.kube import Kube, KubeError
 
 from channel_api.facade import routes
 from channel_api.facade.api_keys import ApiKeyFile
@@ -24,17 +24,20 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
-    """Without `kube`, one is made at start-up from $KUBECONFIG or the in-cluster account
-    (and closed at shutdown); a given one belongs to the caller."""
-    api_keys = ApiKeyFile(settings.api_keys_file)  # a broken keys file fails here, at start
+    """Without `kube`, one is made here with `Kube.connect` (and closed at shutdown); a given
+    one belongs to the caller. A broken API keys file or no cluster credentials fail here."""
+    api_keys = ApiKeyFile(settings.api_keys_file)
+    owned = kube is None
+    client = kube or Kube.connect(
+        user_agent="whatsapp-facade", timeout=settings.kube_timeout_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = kube or Kube(
-            load_config(), timeout=settings.kube_timeout_seconds, user_agent="whatsapp-facade"
-        )
         sealing_keys = SealingKeyCache(
-            client, settings.key_namespace, refresh_seconds=settings.sealing_key_refresh_seconds
+            client,
+            settings.sealing_namespace,
+            refresh_seconds=settings.sealing_key_refresh_seconds,
         )
         watch = ChannelWatch(client, settings.namespace)
         if settings.ready_wait_seconds > 0:
@@ -52,7 +55,7 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
             yield
         finally:
             await watch.stop()
-            if kube is None:
+            if owned:
                 await client.close()
 
     app = FastAPI(

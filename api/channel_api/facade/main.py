@@ -2,43 +2,34 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import prometheus_client
 import uvicorn
-from pydantic import ValidationError
+from whatsapp_channel.kube import KubeConfigError
+from whatsapp_channel.settings import configure_logging, load_settings, refuse
 
 from channel_api.facade.api_keys import ApiKeysError
 from channel_api.facade.app import create_app
 from channel_api.facade.settings import FacadeSettings
 
+PROG = "whatsapp-facade"
+
 
 def main() -> None:
-    try:
-        settings = FacadeSettings()  # required values come from the environment
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"WA_FACADE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        print(f"whatsapp-facade: bad configuration: {problems}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = load_settings(FacadeSettings, PROG)
+    configure_logging(settings.log_level)
     try:
         app = create_app(settings)
     except (OSError, ApiKeysError) as exc:
-        print(f"whatsapp-facade: API keys: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse(PROG, f"API keys: {exc}")
+    except KubeConfigError as exc:
+        refuse(PROG, str(exc))
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, settings.host)
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
+        log_level=settings.log_level.lower(),
         server_header=False,
     )
 

@@ -1,4 +1,5 @@
-"""The facade's one settings class: environment variables prefixed `WA_FACADE_`.
+"""The facade's one settings class: environment variables prefixed `WA_FACADE_`, and
+`WA_KEYS_NAMESPACE`, shared with the operator.
 
 Cluster access is the standard `KUBECONFIG`, or the in-cluster service account without it.
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
+from whatsapp_channel.settings import LogLevel, keys_namespace_field
 
 
 class FacadeSettings(BaseSettings):
@@ -20,11 +22,10 @@ class FacadeSettings(BaseSettings):
         pattern=DNS1123_SUBDOMAIN_PATTERN,
         description="Namespace of the WhatsAppChannel resources.",
     )
-    sealing_key_namespace: str | None = Field(
-        default=None,
-        pattern=DNS1123_SUBDOMAIN_PATTERN,
+    keys_namespace: str | None = keys_namespace_field(
+        "WA_FACADE_SEALING_KEY_NAMESPACE",
         description="Namespace of the operator's sealing public key ConfigMap: the "
-        "operator's keys namespace, its WA_OPERATOR_KEYS_NAMESPACE (default: `namespace`).",
+        "operator's keys namespace, the same WA_KEYS_NAMESPACE (default: `namespace`).",
     )
     api_keys_file: Path = Field(
         description="File of API keys (see channel_api.facade.api_keys for its format), "
@@ -57,8 +58,9 @@ class FacadeSettings(BaseSettings):
         description="Port of the Prometheus metrics, /metrics, on `host`; 0: none. Never "
         "`port`: the metrics are not for the facade's clients.",
     )
-    log_level: str = Field(default="info", description="uvicorn/app log level.")
+    log_level: LogLevel = Field(default="INFO", description="uvicorn/app log level.")
 
     @property
-    def key_namespace(self) -> str:
-        return self.sealing_key_namespace or self.namespace
+    def sealing_namespace(self) -> str:
+        """Where the operator publishes its sealing public key."""
+        return self.keys_namespace or self.namespace

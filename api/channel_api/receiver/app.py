@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from whatsapp_channel.kube import Kube, KubeConfig, core_path, reflect
+from whatsapp_channel.kube import Kube, core_path, reflect
 from whatsapp_channel.model import webhook_path
 
 from .channels import CHANNEL_SECRET_SELECTOR, Channel, ChannelCache
@@ -341,9 +341,11 @@ async def _send(send: Send, answer: tuple[Message, Message]) -> None:
     await send(answer[1])
 
 
-def create_app(settings: ReceiverSettings, kube_config: KubeConfig) -> Receiver:
+def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver:
     """The receiver as it runs: the cache fed by a watch on the channel Secrets, the
-    status writer and the forwarder started and stopped with the app."""
+    status writer and the forwarder started and stopped with the app. Without `kube`, one
+    is made here with `Kube.connect` (and closed at shutdown); a given one belongs to the
+    caller. An unreadable forward secret or no cluster credentials fail here."""
     cache = ChannelCache()
     forwarder = Forwarder(
         settings.forward_url_template,
@@ -351,9 +353,10 @@ def create_app(settings: ReceiverSettings, kube_config: KubeConfig) -> Receiver:
         timeout=settings.forward_timeout_seconds,
         max_connections=settings.forward_max_connections,
     )
-    kube = Kube(kube_config, user_agent="whatsapp-receiver")
+    owned = kube is None
+    client = kube or Kube.connect(user_agent="whatsapp-receiver")
     status = StatusWriter(
-        kube.merge_patch, settings.namespace, interval=settings.status_write_interval_seconds
+        client.merge_patch, settings.namespace, interval=settings.status_write_interval_seconds
     )
     receiver: Receiver
 
@@ -366,7 +369,7 @@ def create_app(settings: ReceiverSettings, kube_config: KubeConfig) -> Receiver:
     async def lifespan() -> AsyncIterator[None]:
         await forwarder.start()
         watch = reflect(
-            kube,
+            client,
             core_path("secrets", settings.namespace),
             cache.apply,
             label_selector=CHANNEL_SECRET_SELECTOR,
@@ -387,7 +390,8 @@ def create_app(settings: ReceiverSettings, kube_config: KubeConfig) -> Receiver:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(status.flush(all_pending=True), timeout=5)
             await forwarder.close()
-            await kube.close()
+            if owned:
+                await client.close()
 
     receiver = Receiver(
         cache, forwarder, status, max_body_bytes=settings.max_body_bytes, lifespan=lifespan

@@ -1,32 +1,29 @@
-"""`whatsapp-receiver`: the webhook receiver under uvicorn."""
+"""`whatsapp-receiver`: the webhook receiver under uvicorn, configured from WA_RECEIVER_* env."""
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import prometheus_client
 import uvicorn
-from kubernetes.config import ConfigException
-from pydantic import ValidationError
-from whatsapp_channel.kube import load_config
+from whatsapp_channel.kube import KubeConfigError
+from whatsapp_channel.settings import configure_logging, load_settings, refuse
 
-from .app import create_app
-from .settings import ReceiverSettings
+from channel_api.receiver.app import create_app
+from channel_api.receiver.settings import ReceiverSettings
+
+PROG = "whatsapp-receiver"
 
 
 def main() -> None:
+    settings = load_settings(ReceiverSettings, PROG)
+    configure_logging(settings.log_level)
     try:
-        settings = ReceiverSettings()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        app = create_app(settings, load_config())  # $KUBECONFIG, else in-cluster
-        if settings.metrics_port:
-            prometheus_client.start_http_server(settings.metrics_port, settings.host)
-    except (ValidationError, ValueError, OSError, ConfigException) as exc:
-        sys.exit(f"whatsapp-receiver: cannot start: {exc}")
+        app = create_app(settings)
+    except (OSError, ValueError) as exc:
+        refuse(PROG, f"cannot start: {exc}")
+    except KubeConfigError as exc:
+        refuse(PROG, str(exc))
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, settings.host)
     uvicorn.run(
         app,
         host=settings.host,

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from whatsapp_channel.model import DEFAULT_NAMESPACE
+from whatsapp_channel.settings import LogLevel
 
 # A forwarding secret shorter than this is a typo or a placeholder, not a key.
 MIN_FORWARD_SECRET_BYTES = 16
@@ -36,7 +37,7 @@ class ReceiverSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     # Prometheus metrics (/metrics) on `host`, never on `port`, which faces the internet; 0: none.
     metrics_port: int = Field(default=0, ge=0, le=65535)
-    log_level: str = "info"
+    log_level: LogLevel = "INFO"
 
     @field_validator("forward_url_template")
     @classmethod

@@ -1,0 +1,166 @@
+"""How every process starts: one settings loader, one refusal style, one log-level type, one
+variable for the keys namespace (older spellings still read, with a warning)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import get_args
+
+import pytest
+from channel_api.facade.settings import FacadeSettings
+from channel_api.receiver import main as receiver_main
+from channel_api.receiver.settings import ReceiverSettings
+from channel_operator import main as operator_main
+from channel_operator.settings import KeysSettings, OperatorSettings
+from pydantic import TypeAdapter, ValidationError
+from whatsapp_channel.settings import (
+    BAD_SETTINGS,
+    LogLevel,
+    load_settings,
+    variable_names,
+)
+
+SETTINGS = (OperatorSettings, FacadeSettings, ReceiverSettings)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for settings_class in SETTINGS:
+        for variable in variable_names(settings_class).values():
+            monkeypatch.delenv(variable, raising=False)
+    for old in ("WA_OPERATOR_KEYS_NAMESPACE", "WA_FACADE_SEALING_KEY_NAMESPACE"):
+        monkeypatch.delenv(old, raising=False)
+
+
+def test_log_levels_are_one_type_in_any_case() -> None:
+    level = TypeAdapter(LogLevel)
+    assert level.validate_python("debug") == "DEBUG"
+    assert level.validate_python("Warning") == "WARNING"
+    with pytest.raises(ValidationError):
+        level.validate_python("verbose")
+    literal, *validators = get_args(LogLevel)
+    for settings_class in SETTINGS:
+        field = settings_class.model_fields["log_level"]
+        assert (field.annotation, field.metadata) == (literal, validators)
+
+
+def test_the_keys_namespace_is_one_variable_for_every_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WA_OPERATOR_WEBHOOK_BASE_URL", "https://hooks.example.com")
+    monkeypatch.setenv("WA_FACADE_API_KEYS_FILE", str(tmp_path / "keys"))
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "wa-system")
+    assert OperatorSettings().sealing_namespace == "wa-system"
+    assert KeysSettings().sealing_namespace == "wa-system"
+    assert FacadeSettings().sealing_namespace == "wa-system"
+    assert variable_names(OperatorSettings)["keys_namespace"] == "WA_KEYS_NAMESPACE"
+    assert variable_names(FacadeSettings)["keys_namespace"] == "WA_KEYS_NAMESPACE"
+
+
+@pytest.mark.parametrize(
+    ("settings_class", "old"),
+    [
+        (KeysSettings, "WA_OPERATOR_KEYS_NAMESPACE"),
+        (FacadeSettings, "WA_FACADE_SEALING_KEY_NAMESPACE"),
+    ],
+)
+def test_an_old_spelling_still_works_and_says_it_is_deprecated(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    settings_class: type[KeysSettings | FacadeSettings],
+    old: str,
+) -> None:
+    monkeypatch.setenv("WA_FACADE_API_KEYS_FILE", str(tmp_path / "keys"))
+    monkeypatch.setenv(old, "old-home")
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings(settings_class, "prog")
+    assert settings.sealing_namespace == "old-home"
+    assert f"{old} is deprecated; set WA_KEYS_NAMESPACE instead" in caplog.text
+
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "new-home")  # the new spelling wins
+    assert load_settings(settings_class, "prog").sealing_namespace == "new-home"
+
+
+def test_no_warning_without_an_old_spelling(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "wa-system")
+    with caplog.at_level(logging.WARNING):
+        load_settings(KeysSettings, "prog")
+    assert "deprecated" not in caplog.text
+
+
+def test_the_operator_refuses_bad_settings_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WA_OPERATOR_LOG_LEVEL", "chatty")
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "Not_A_Namespace")
+    with pytest.raises(SystemExit) as stopped:
+        operator_main.main([])
+    assert stopped.value.code == BAD_SETTINGS
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("whatsapp-operator: bad configuration: ")
+    for variable in ("WA_OPERATOR_WEBHOOK_BASE_URL", "WA_OPERATOR_LOG_LEVEL", "WA_KEYS_NAMESPACE"):
+        assert variable in err
+
+
+def test_the_receiver_refuses_bad_settings_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WA_RECEIVER_FORWARD_URL_TEMPLATE", "ftp://nowhere")
+    monkeypatch.setenv("WA_RECEIVER_FORWARD_SECRET_FILE", str(tmp_path / "secret"))
+    with pytest.raises(SystemExit) as stopped:
+        receiver_main.main()
+    assert stopped.value.code == BAD_SETTINGS
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("whatsapp-receiver: bad configuration: WA_RECEIVER_FORWARD_URL_TEMPLATE")
+
+    # Valid settings, but the forward secret file does not exist: the same style.
+    monkeypatch.setenv("WA_RECEIVER_FORWARD_URL_TEMPLATE", "http://agent/{instance_id}")
+    with pytest.raises(SystemExit) as stopped:
+        receiver_main.main()
+    assert stopped.value.code == BAD_SETTINGS
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("whatsapp-receiver: cannot start: ")
+
+
+def test_rotate_key_finds_the_keys_through_the_settings_class(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its default is the operator's own keys namespace; a bad one is refused like the
+    operator refuses it, before any cluster access."""
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "Not_A_Namespace")
+    with pytest.raises(SystemExit) as stopped:
+        operator_main.main(["rotate-key"])
+    assert stopped.value.code == BAD_SETTINGS
+    err = capsys.readouterr().err
+    assert err.startswith("whatsapp-operator rotate-key: bad configuration: WA_KEYS_NAMESPACE")
+
+
+def test_rotate_key_takes_the_old_namespace_flag_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rotated: list[str] = []
+
+    async def rotate(kube: object, namespace: str) -> str:
+        rotated.append(namespace)
+        return "key-id"
+
+    monkeypatch.setattr(operator_main, "connect", lambda: None)
+    monkeypatch.setattr(operator_main, "_rotate", rotate)
+    monkeypatch.setenv("WA_KEYS_NAMESPACE", "wa-system")
+    with caplog.at_level(logging.WARNING):
+        operator_main.main(["rotate-key"])
+        operator_main.main(["rotate-key", "--keys-namespace", "ops"])
+        assert "deprecated" not in caplog.text
+        operator_main.main(["rotate-key", "--namespace", "old"])
+    assert rotated == ["wa-system", "ops", "old"]
+    assert "--namespace is deprecated; use --keys-namespace" in caplog.text
+    assert capsys.readouterr().out.split() == ["key-id"] * 3
