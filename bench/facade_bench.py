@@ -39,7 +39,7 @@ import aiohttp
 from localkube import Cluster
 from localkube.product import CRD_FILE, CRD_NAME, start_facade, start_operator
 from localkube.services import Service
-from whatsapp_channel.kube import Conflict, Kube, channels_path, core_path, load_config
+from whatsapp_channel.kube import Conflict, Kube, channels_path, core_path
 from whatsapp_channel.model import (
     SEALING_PUBLIC_CONFIGMAP,
     ChannelSpec,
@@ -246,7 +246,9 @@ def prepared(kubeconfig: Path, folder: Path, ready_wait: float) -> Iterator[tupl
 async def bench(
     args: argparse.Namespace, kubeconfig: Path, namespace: str, url: str, api_key: str
 ) -> None:
-    kube = Kube(load_config(str(kubeconfig)), max_concurrency=max(32, args.connections))
+    kube = Kube.connect(
+        str(kubeconfig), user_agent="facade-bench", max_concurrency=max(32, args.connections)
+    )
     connector = aiohttp.TCPConnector(limit=args.connections + 4)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:

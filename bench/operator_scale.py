@@ -309,7 +309,12 @@ async def main_async(sizes: list[int], concurrency: int) -> None:
                 "wait", "--for=condition=Established", "crd/whatsappchannels.whatsapp.hydracore.io"
             )
             cluster.wait_until_served("whatsappchannels", "default")
-            kube = Kube(cluster.kube_config(), max_concurrency=concurrency, timeout=60)
+            kube = Kube.connect(
+                str(cluster.kubeconfig),
+                user_agent="operator-bench",
+                max_concurrency=concurrency,
+                timeout=60,
+            )
             # Warm the apiserver (CRD storage, watch caches, connections) before measuring.
             cluster.kubectl("create", "namespace", "warm-up")
             await baseline(kube, "warm-up", 50, concurrency)

@@ -280,12 +280,6 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         return self._run([str(self.binaries.helm), *args], input=None, check=check, timeout=timeout)
 
-    def kube_config(self) -> Any:
-        """The admin credential as the product's own client takes it."""
-        from whatsapp_channel.kube import load_config
-
-        return load_config(str(self.kubeconfig))
-
     def _run(
         self,
         argv: Sequence[str],

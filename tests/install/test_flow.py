@@ -33,7 +33,7 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.product import PROCESSES, service_account_kubeconfig, start
 from localkube.services import Service, running
-from whatsapp_channel.kube import Forbidden, Kube, core_path, load_config
+from whatsapp_channel.kube import Forbidden, Kube, core_path
 from whatsapp_channel.model import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -208,7 +208,7 @@ async def receiver_reaches_no_key(cluster: Cluster, product: Product, folder: Pa
     kubeconfig = service_account_kubeconfig(
         cluster, product.home, component_name(RELEASE, "receiver"), folder, duration="2h"
     )
-    receiver = Kube(load_config(str(kubeconfig)))
+    receiver = Kube.connect(str(kubeconfig), user_agent="tests-as-receiver")
     try:
         for name in (
             SEALING_KEYS_SECRET,

@@ -73,7 +73,7 @@ def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
 
 @pytest.fixture
 async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    client = Kube(cluster.kube_config())
+    client = Kube.connect(str(cluster.kubeconfig), user_agent="tests")
     yield client
     await client.close()
 
