@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of
 
-from ..fake_kube import OperatedKube
+from tests.support.fake_kube import OperatedKube
 
 NAMESPACE = "facade-contract"
 OWN_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"

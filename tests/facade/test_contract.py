@@ -16,8 +16,7 @@ from whatsapp_channel.kube import Invalid, channels_path
 from whatsapp_channel.model import FINALIZER
 from whatsapp_channel.sealing import unseal
 
-from ..fake_kube import WEBHOOK_BASE, OperatedKube
-from .conftest import (
+from tests.facade.conftest import (
     NAMESPACE,
     OTHER_INSTANCE,
     OWN_INSTANCE,
@@ -26,6 +25,7 @@ from .conftest import (
     SealingPair,
     serving,
 )
+from tests.support.fake_kube import WEBHOOK_BASE, OperatedKube
 
 URL = "/v1/instances/{}/channels/whatsapp"
 ACCESS_TOKEN = "EAAG-access-token-0123456789abcdef"

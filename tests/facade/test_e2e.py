@@ -20,23 +20,29 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from localkube import Cluster
-from localkube.cluster import free_port
+from localkube.cluster import free_port, write_kubeconfig
 from localkube.services import Service
 from schemathesis import Case
 from whatsapp_channel.model import FINALIZER, generated_secret_name
 
-from ..operator_process import run_operator
-from ..scrape import assert_no_label_holds, scrape, value
-from .conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
-from .facade_process import (
-    SERVICE_ACCOUNT,
-    facade_identity,
-    run_facade,
-    unreachable_kubeconfig,
-)
+from tests.facade.conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
+from tests.support.identities import identity, service_account
+from tests.support.processes import log_dir, run_facade, run_operator
+from tests.support.scrape import assert_no_label_holds, scrape, value
 
 WEBHOOK_BASE = "https://hooks.e2e.test"
 UNAVAILABLE = {"detail": "the Kubernetes API server is unavailable or too slow; retry shortly"}
+
+
+def unreachable_kubeconfig(folder: Path, port: int) -> Path:
+    """A kubeconfig whose apiserver is a loopback port that nobody serves (or nobody answers)."""
+    return write_kubeconfig(
+        folder / f"kubeconfig-unreachable-{port}",
+        server=f"https://127.0.0.1:{port}",
+        ca=None,
+        user="nobody",
+        credentials={"token": "not-a-real-token"},
+    )
 
 
 def setup_body(i: int = 0, **extra: Any) -> dict[str, Any]:
@@ -73,19 +79,21 @@ def assert_clean_log(facade: Service) -> None:
 @pytest.fixture
 def operated(cluster: Cluster, crd: Path, namespace: str) -> Iterator[str]:
     """`namespace` with the real operator reconciling it (its sealing key published)."""
-    with run_operator(cluster, namespace, webhook_base_url=WEBHOOK_BASE):
+    with run_operator(
+        cluster.kubeconfig, log_dir(cluster), namespace=namespace, webhook_base_url=WEBHOOK_BASE
+    ):
         yield namespace
 
 
 @pytest.fixture
 def facade(cluster: Cluster, operated: str, api_keys: ApiKeys, tmp_path: Path) -> Iterator[Service]:
     """The facade process on `operated`, as its own least-privilege service account."""
-    kubeconfig = facade_identity(cluster, operated, tmp_path)
+    kubeconfig = identity(cluster, "facade", operated, tmp_path)
     with run_facade(
         kubeconfig,
-        operated,
-        api_keys.file,
-        Path(cluster.state_dir) / "logs",
+        log_dir(cluster),
+        namespace=operated,
+        api_keys_file=api_keys.file,
         ready_wait_seconds=15,
     ) as running:
         yield running
@@ -127,7 +135,7 @@ async def test_post_get_delete_through_the_operator(
         # The facade did all that without any access to Secrets.
         can_i = cluster.kubectl(
             "auth", "can-i", "get", "secrets", "-n", operated,
-            f"--as=system:serviceaccount:{operated}:{SERVICE_ACCOUNT}", check=False,
+            f"--as=system:serviceaccount:{operated}:{service_account('facade')}", check=False,
         )  # fmt: skip
         assert can_i.stdout.strip() == "no"
 
@@ -189,9 +197,9 @@ async def test_apiserver_unreachable_is_503(api_keys: ApiKeys, tmp_path: Path) -
             kubeconfig = unreachable_kubeconfig(tmp_path, port)
             with run_facade(
                 kubeconfig,
-                "whatsapp-channels",
-                api_keys.file,
                 tmp_path,
+                namespace="whatsapp-channels",
+                api_keys_file=api_keys.file,
                 kube_timeout_seconds=1,
             ) as facade:
                 url = channel_url(facade, str(uuid.uuid4()))
@@ -221,9 +229,9 @@ async def test_a_hung_then_restarted_apiserver(
     restarted: service resumes once it is back."""
     with run_facade(
         cluster.kubeconfig,
-        operated,
-        api_keys.file,
         tmp_path,
+        namespace=operated,
+        api_keys_file=api_keys.file,
         kube_timeout_seconds=1,
         ready_wait_seconds=15,
     ) as facade:
@@ -267,12 +275,17 @@ def served_on_cluster(
     cluster.kubectl("create", "namespace", namespace)
     try:
         with (
-            run_operator(cluster, namespace, webhook_base_url=WEBHOOK_BASE),
+            run_operator(
+                cluster.kubeconfig,
+                log_dir(cluster),
+                namespace=namespace,
+                webhook_base_url=WEBHOOK_BASE,
+            ),
             run_facade(
-                facade_identity(cluster, namespace, folder),
-                namespace,
-                keys.file,
-                Path(cluster.state_dir) / "logs",
+                identity(cluster, "facade", namespace, folder),
+                log_dir(cluster),
+                namespace=namespace,
+                api_keys_file=keys.file,
                 ready_wait_seconds=0,
             ) as facade,
         ):
@@ -311,10 +324,10 @@ def facade_with_metrics(
     cluster: Cluster, operated: str, api_keys: ApiKeys, tmp_path: Path, metrics_port: int
 ) -> Iterator[Service]:
     with run_facade(
-        facade_identity(cluster, operated, tmp_path),
-        operated,
-        api_keys.file,
-        Path(cluster.state_dir) / "logs",
+        identity(cluster, "facade", operated, tmp_path),
+        log_dir(cluster),
+        namespace=operated,
+        api_keys_file=api_keys.file,
         ready_wait_seconds=15,
         metrics_port=metrics_port,
     ) as running:

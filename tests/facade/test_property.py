@@ -15,8 +15,7 @@ from channel_api.facade import create_app
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from ..fake_kube import OperatedKube
-from .conftest import (
+from tests.facade.conftest import (
     CHECKS,
     ApiKeys,
     SealingPair,
@@ -24,7 +23,8 @@ from .conftest import (
     openapi_document,
     write_keys_file,
 )
-from .serve import serve_in_thread
+from tests.facade.serve import serve_in_thread
+from tests.support.fake_kube import OperatedKube
 
 SEEN: Counter[tuple[str, int]] = Counter()
 

@@ -21,7 +21,15 @@ from pydantic_settings import BaseSettings
 from whatsapp_channel import crd, model
 from whatsapp_channel.settings import variable_names
 
-from .chart import CHART, COMPONENTS, TEST_VALUES, Manifest, component_name, one, render
+from tests.support.chart import (
+    CHART,
+    COMPONENTS,
+    TEST_VALUES,
+    Manifest,
+    component_name,
+    one,
+    render,
+)
 
 SETTINGS: dict[str, tuple[type[BaseSettings], str]] = {
     "operator": (OperatorSettings, "WA_OPERATOR_"),

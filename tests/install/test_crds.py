@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from localkube import Cluster
 
-from .chart import CRD_NAME, REPO, kubectl_json
+from tests.support.chart import CRD_NAME, REPO, kubectl_json
 
 
 def test_kubectl_apply_of_the_crds_folder_works_and_is_idempotent(

@@ -42,9 +42,9 @@ from whatsapp_channel.model import (
     generated_secret_name,
 )
 
-from ..receiver.payloads import meta_bytes, notification, signed, text_change
-from ..receiver.sink import Sink
-from .chart import component_name, install, kubectl_json
+from tests.support.chart import component_name, install, kubectl_json
+from tests.support.payloads import meta_bytes, notification, signed, text_change
+from tests.support.sink import Sink
 
 RELEASE = "flow"
 PHONE = "106540352240001"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .chart import CHART, COMPONENTS, REPO
+from tests.support.chart import CHART, COMPONENTS, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 

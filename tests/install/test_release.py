@@ -17,7 +17,7 @@ import pytest
 from localkube import Cluster
 from whatsapp_channel.model import GROUP, PLURAL, SEALING_KEYS_SECRET, SEALING_PUBLIC_CONFIGMAP
 
-from .chart import (
+from tests.support.chart import (
     CHART,
     COMPONENTS,
     CRD_NAME,

@@ -46,10 +46,9 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
-from tests.operator_process import run_operator, start_operator
-
-from ..scrape import assert_no_label_holds, scrape
-from ..scrape import value as sample
+from tests.support.processes import log_dir, run_operator, start_operator
+from tests.support.scrape import assert_no_label_holds, scrape
+from tests.support.scrape import value as sample
 
 WEBHOOK_BASE = "http://127.0.0.1:8082"
 PHONE_ID = "106540352242922"
@@ -67,7 +66,13 @@ def credentials() -> dict[str, str]:
 
 @pytest.fixture
 def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
-    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG") as service:
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    ) as service:
         yield service
 
 
@@ -462,7 +467,13 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     count = 40
-    first = start_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG")
+    first = start_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    )
     try:
         key = await public_key(kube, namespace)
         names = [str(uuid.uuid4()) for _ in range(count)]
@@ -487,7 +498,15 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
     ready_at_kill = sum(1 for c in listing["items"] if ready_of(c).get("status") == "True")
     assert ready_at_kill < count, "the operator finished before it was killed"
 
-    with running(start_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG")) as second:
+    with running(
+        start_operator(
+            cluster.kubeconfig,
+            log_dir(cluster),
+            namespace=namespace,
+            webhook_base_url=WEBHOOK_BASE,
+            log_level="DEBUG",
+        )
+    ) as second:
         for name in names:
             await wait_ready(kube, namespace, name)
         secrets = (
@@ -530,7 +549,13 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     name = str(uuid.uuid4())
-    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG"):
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    ):
         key = await public_key(kube, namespace)
         await kube.create(channels_path(namespace), manifest(key, namespace, name, credentials()))
         await wait_ready(kube, namespace, name)
@@ -539,7 +564,13 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
     assert held["metadata"]["deletionTimestamp"]
     assert await get_secret(kube, namespace, name) is not None
 
-    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG"):
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    ):
 
         async def released() -> bool:
             try:
@@ -555,7 +586,13 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     names = [str(uuid.uuid4()) for _ in range(5)]
-    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG"):
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    ):
         key = await public_key(kube, namespace)
         for name in names:
             await kube.create(
@@ -577,7 +614,13 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
     assert f"Secret/{SEALING_KEYS_SECRET}" in before or any(
         SEALING_KEYS_SECRET in k for k in before
     )
-    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG") as again:
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    ) as again:
         await asyncio.sleep(5)  # resumed every channel by now
         assert "resum" in again.log_path.read_text().lower()
         assert await versions() == before
@@ -674,7 +717,12 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
         **OPERATOR.env(namespace=namespace, keys_namespace=keys_namespace),
     }
     with run_operator(
-        cluster, namespace, WEBHOOK_BASE, log_level="DEBUG", keys_namespace=keys_namespace
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+        keys_namespace=keys_namespace,
     ) as service:
         assert SEALING_KEYS_SECRET in await names_in(kube, "secrets", keys_namespace)
         first_key = await public_key(kube, keys_namespace)
@@ -739,7 +787,13 @@ async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_op
     """An operator that kept its keys in the channel namespace is given a keys namespace:
     its keys move there (channels sealed to them still reconcile), none stay behind."""
     name = str(uuid.uuid4())
-    with run_operator(cluster, namespace, WEBHOOK_BASE, log_level="DEBUG") as single:
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+    ) as single:
         old_key = await public_key(kube, namespace)
         await kube.create(
             channels_path(namespace), manifest(old_key, namespace, name, credentials())
@@ -748,7 +802,12 @@ async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_op
     assert "share namespace" in single.log_path.read_text()  # it warned
 
     with run_operator(
-        cluster, namespace, WEBHOOK_BASE, log_level="DEBUG", keys_namespace=keys_namespace
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        log_level="DEBUG",
+        keys_namespace=keys_namespace,
     ):
         assert await public_key(kube, keys_namespace) == old_key
         assert SEALING_KEYS_SECRET not in await names_in(kube, "secrets", namespace)
@@ -765,7 +824,9 @@ async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_op
 
 
 def test_the_operator_exits_cleanly_on_sigterm(cluster: Cluster, crd: Any, namespace: str) -> None:
-    service = start_operator(cluster, namespace, WEBHOOK_BASE)
+    service = start_operator(
+        cluster.kubeconfig, log_dir(cluster), namespace=namespace, webhook_base_url=WEBHOOK_BASE
+    )
     os.kill(service.pid, 15)
     assert service.process.wait(timeout=30) == 0
 
@@ -777,7 +838,13 @@ async def test_a_ready_channel_moves_the_counters(
     cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
     metrics_port = free_port()
-    with run_operator(cluster, namespace, WEBHOOK_BASE, metrics_port=metrics_port):
+    with run_operator(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        webhook_base_url=WEBHOOK_BASE,
+        metrics_port=metrics_port,
+    ):
         name, values = str(uuid.uuid4()), credentials()
         key = await public_key(kube, namespace)
         body = manifest(key, namespace, name, values)

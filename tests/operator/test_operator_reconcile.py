@@ -1,5 +1,5 @@
 """Reconciling, releasing, repairing and the sealing keys, against a small in-memory apiserver
-(tests/fake_kube.py).
+(tests/support/fake_kube.py).
 
 These pin the logic and the write counts; the claims about Kubernetes itself (schema, status
 subresource, finalizers, garbage collection) are made against the real apiserver in
@@ -41,7 +41,7 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
-from tests.fake_kube import MemoryKube
+from tests.support.fake_kube import MemoryKube
 
 NS = "wa-unit"
 BASE_URL = "http://127.0.0.1:8082"

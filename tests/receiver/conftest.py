@@ -14,7 +14,7 @@ from channel_api.receiver.channels import ChannelCache
 from channel_api.receiver.forward import Forwarder
 from channel_api.receiver.status import StatusWriter
 
-from .sink import Sink
+from tests.support.sink import Sink
 
 FORWARD_SECRET = b"forward-secret-for-tests-0123456789"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from channel_api.receiver.channels import ChannelCache, channel_from_secret
 from whatsapp_channel.model import ENABLED_ANNOTATION, INSTANCE_LABEL, PHONE_NUMBER_ID_LABEL
 
-from .payloads import channel_secret, new_instance_id
+from tests.support.payloads import channel_secret, new_instance_id
 
 
 def test_a_generated_secret_describes_its_channel():

@@ -21,8 +21,8 @@ from channel_api.receiver.forward import (
 from localkube.cluster import free_port
 from localkube.pki import make_pki
 
-from .conftest import FORWARD_SECRET
-from .sink import Sink
+from tests.receiver.conftest import FORWARD_SECRET
+from tests.support.sink import Sink
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ntaken"
 INSTANCE = "0b7e4f1c-5d0a-4c7e-9d3e-2f1a6b8c9d01"

@@ -16,7 +16,7 @@ from channel_api.receiver.meta import (
 )
 from channel_api.receiver.settings import ReceiverSettings
 
-from .payloads import account_change, meta_bytes, notification, text_change
+from tests.support.payloads import account_change, meta_bytes, notification, text_change
 
 
 def test_signature_is_hmac_sha256_of_the_raw_bytes_in_lower_hex():

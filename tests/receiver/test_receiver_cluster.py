@@ -16,7 +16,8 @@ import httpx
 from localkube import Cluster
 from whatsapp_channel.model import API_VERSION, ENABLED_ANNOTATION, KIND
 
-from .payloads import (
+from tests.support.identities import identity, service_account
+from tests.support.payloads import (
     channel_secret,
     meta_bytes,
     new_instance_id,
@@ -24,8 +25,8 @@ from .payloads import (
     signed,
     text_change,
 )
-from .receiver_process import SERVICE_ACCOUNT, RunningReceiver, receiver_identity, run_receiver
-from .sink import Sink
+from tests.support.processes import RunningReceiver, log_dir, run_receiver
+from tests.support.sink import Sink
 
 PHONE_1, PHONE_2 = "106540352240001", "106540352240002"
 
@@ -61,8 +62,7 @@ async def challenge(http: httpx.AsyncClient, url: str, token: str) -> int:
 async def test_replicas_follow_channel_secrets_through_the_watch(
     cluster: Cluster, crd: Path, namespace: str, sink: Sink, tmp_path: Path
 ) -> None:
-    logs = Path(cluster.state_dir) / "logs"
-    kubeconfig = receiver_identity(cluster, namespace, tmp_path)
+    kubeconfig = identity(cluster, "receiver", namespace, tmp_path)
 
     # Channel 1 exists before the receivers start (they find it in their first list), and
     # has a WhatsAppChannel to write status to; its Secret is owned by it.
@@ -103,8 +103,18 @@ async def test_replicas_follow_channel_secrets_through_the_watch(
     )
 
     with (
-        run_receiver(kubeconfig, namespace, sink.url_template, logs) as a,
-        run_receiver(kubeconfig, namespace, sink.url_template, logs) as b,
+        run_receiver(
+            kubeconfig,
+            log_dir(cluster),
+            namespace=namespace,
+            forward_url_template=sink.url_template,
+        ) as a,
+        run_receiver(
+            kubeconfig,
+            log_dir(cluster),
+            namespace=namespace,
+            forward_url_template=sink.url_template,
+        ) as b,
     ):
         replicas: list[RunningReceiver] = [a, b]
         async with httpx.AsyncClient(timeout=10) as http:
@@ -179,7 +189,7 @@ async def test_replicas_follow_channel_secrets_through_the_watch(
                 assert secret not in log
 
     # The receiver's account can do what it needs and nothing more.
-    subject = f"--as=system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+    subject = f"--as=system:serviceaccount:{namespace}:{service_account('receiver')}"
     channels = "whatsappchannels.whatsapp.hydracore.io"
     for verb, resource, allowed in (
         ("watch", ["secrets"], "yes"),

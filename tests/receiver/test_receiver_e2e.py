@@ -18,11 +18,10 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from whatsapp_channel.model import KIND
 
-from ..facade.facade_process import facade_identity, run_facade
-from ..operator_process import run_operator
-from .payloads import meta_bytes, notification, signed, status_change, text_change
-from .receiver_process import receiver_identity, run_receiver
-from .sink import Sink
+from tests.support.identities import identity
+from tests.support.payloads import meta_bytes, notification, signed, status_change, text_change
+from tests.support.processes import log_dir, run_facade, run_operator, run_receiver
+from tests.support.sink import Sink
 
 PHONE = "106540352249999"
 
@@ -30,7 +29,7 @@ PHONE = "106540352249999"
 async def test_facade_channel_to_meta_challenge_to_instance(
     cluster: Cluster, crd: Path, namespace: str, keys_namespace: str, sink: Sink, tmp_path: Path
 ) -> None:
-    logs = Path(cluster.state_dir) / "logs"
+    logs = log_dir(cluster)
     api_key = secrets.token_urlsafe(32)
     keys_file = tmp_path / "api-keys"
     keys_file.write_text(f"admin {api_key}\n")
@@ -39,20 +38,24 @@ async def test_facade_channel_to_meta_challenge_to_instance(
 
     with (
         run_operator(
-            cluster, namespace, webhook_base_url=webhook_base, keys_namespace=keys_namespace
+            cluster.kubeconfig,
+            logs,
+            namespace=namespace,
+            webhook_base_url=webhook_base,
+            keys_namespace=keys_namespace,
         ),
         run_receiver(
-            receiver_identity(cluster, namespace, tmp_path),
-            namespace,
-            sink.url_template,
+            identity(cluster, "receiver", namespace, tmp_path),
             logs,
             port=receiver_port,
+            namespace=namespace,
+            forward_url_template=sink.url_template,
         ) as receiver,
         run_facade(
-            facade_identity(cluster, namespace, tmp_path, keys_namespace=keys_namespace),
-            namespace,
-            keys_file,
+            identity(cluster, "facade", namespace, tmp_path, keys_namespace=keys_namespace),
             logs,
+            namespace=namespace,
+            api_keys_file=keys_file,
             ready_wait_seconds=20,
             keys_namespace=keys_namespace,
         ) as facade,

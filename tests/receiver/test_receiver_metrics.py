@@ -11,8 +11,8 @@ import httpx
 from localkube import Cluster
 from localkube.cluster import free_port
 
-from ..scrape import assert_no_label_holds, scrape, value
-from .payloads import (
+from tests.support.identities import identity
+from tests.support.payloads import (
     channel_secret,
     meta_bytes,
     new_instance_id,
@@ -20,8 +20,9 @@ from .payloads import (
     signed,
     text_change,
 )
-from .receiver_process import receiver_identity, run_receiver
-from .sink import Sink
+from tests.support.processes import log_dir, run_receiver
+from tests.support.scrape import assert_no_label_holds, scrape, value
+from tests.support.sink import Sink
 
 PHONE = "106540352249001"
 APP_SECRET = "metrics-app-secret-0123456789"
@@ -37,11 +38,14 @@ async def test_events_are_counted_by_outcome_on_the_metrics_port_only(
     secret["metadata"]["namespace"] = namespace
     del secret["metadata"]["ownerReferences"]  # no channel object: GC would delete it
     cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
-    kubeconfig = receiver_identity(cluster, namespace, tmp_path)
+    kubeconfig = identity(cluster, "receiver", namespace, tmp_path)
     metrics_port = free_port()
-    logs = Path(cluster.state_dir) / "logs"
     with run_receiver(
-        kubeconfig, namespace, sink.url_template, logs, metrics_port=metrics_port
+        kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        forward_url_template=sink.url_template,
+        metrics_port=metrics_port,
     ) as receiver:
         before = await scrape(metrics_port)
         body = meta_bytes(notification([text_change(PHONE, "hi")]))

@@ -19,8 +19,8 @@ from channel_api.receiver.forward import (
 )
 from channel_api.receiver.status import StatusWriter
 
-from .conftest import FORWARD_SECRET, Harness
-from .payloads import (
+from tests.receiver.conftest import FORWARD_SECRET, Harness
+from tests.support.payloads import (
     account_change,
     channel_secret,
     meta_bytes,
@@ -31,7 +31,7 @@ from .payloads import (
     status_change,
     text_change,
 )
-from .sink import Sink
+from tests.support.sink import Sink
 
 APP_SECRET = "0123456789abcdef0123456789abcdef"
 VERIFY_TOKEN = "verify-me-please"
