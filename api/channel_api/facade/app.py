@@ -28,8 +28,10 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
     one belongs to the caller. A broken API keys file or no cluster credentials fail here."""
     api_keys = ApiKeyFile(settings.api_keys_file)
     owned = kube is None
-    client = kube or Kube.connect(
-        user_agent="whatsapp-facade", timeout=settings.kube_timeout_seconds
+    client = (
+        kube
+        if kube is not None
+        else Kube.connect(user_agent="whatsapp-facade", timeout=settings.kube_timeout_seconds)
     )
 
     @asynccontextmanager

@@ -354,7 +354,7 @@ def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver
         max_connections=settings.forward_max_connections,
     )
     owned = kube is None
-    client = kube or Kube.connect(user_agent="whatsapp-receiver")
+    client = kube if kube is not None else Kube.connect(user_agent="whatsapp-receiver")
     status = StatusWriter(
         client.merge_patch, settings.namespace, interval=settings.status_write_interval_seconds
     )
