@@ -13,7 +13,9 @@ from channel_api.receiver import main as receiver_main
 from channel_api.receiver.settings import ReceiverSettings
 from channel_operator import main as operator_main
 from channel_operator.settings import KeysSettings, OperatorSettings
+from localkube.cluster import write_kubeconfig
 from pydantic import TypeAdapter, ValidationError
+from whatsapp_channel.kube import Kube, KubeConfigError
 from whatsapp_channel.settings import (
     BAD_SETTINGS,
     LogLevel,
@@ -164,3 +166,19 @@ def test_rotate_key_takes_the_old_namespace_flag_with_a_warning(
     assert rotated == ["wa-system", "ops", "old"]
     assert "--namespace is deprecated; use --keys-namespace" in caplog.text
     assert capsys.readouterr().out.split() == ["key-id"] * 3
+
+
+def test_kube_connect_is_the_one_way_to_a_client(tmp_path: Path) -> None:
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        server="https://127.0.0.1:6443",
+        ca=None,
+        user="someone",
+        credentials={"token": "a-token-for-tests"},
+    )
+    kube = Kube.connect(str(kubeconfig), user_agent="tests", timeout=3)
+    assert kube.config.server == "https://127.0.0.1:6443"
+    assert kube.config.token == "a-token-for-tests"
+    with pytest.raises(KubeConfigError) as refused:
+        Kube.connect(str(tmp_path / "missing"), user_agent="tests")
+    assert str(refused.value).startswith("no cluster credentials: ")
