@@ -65,6 +65,6 @@ def identity(
     for obj in objects:
         obj["metadata"]["namespace"] = where[obj["metadata"]["namespace"]]
         for subject in obj.get("subjects") or []:
-            subject["namespace"] = namespace
+            subject.update(name=name, namespace=namespace)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
     return service_account_kubeconfig(cluster, namespace, name, folder)
