@@ -329,6 +329,7 @@ class GraphStandin:
             "entity_type": "PHONE_NUMBER",
             "id": number.id,
             "can_send_message": number.health,
+            "can_receive_call_sip": "AVAILABLE",
         }
         if number.health == "BLOCKED":
             phone["errors"] = [dict(BLOCKED_ERROR)]
@@ -338,7 +339,12 @@ class GraphStandin:
             phone,
             {"entity_type": "WABA", "id": number.waba_id, "can_send_message": "AVAILABLE"},
             {"entity_type": "BUSINESS", "id": "506914307656634", "can_send_message": "AVAILABLE"},
-            {"entity_type": "APP", "id": number.app_id, "can_send_message": "AVAILABLE"},
+            {
+                "entity_type": "APP",
+                "id": number.app_id,
+                "can_send_message": "AVAILABLE",
+                "can_receive_call_sip": "AVAILABLE",
+            },
         ]
         overall = max((e["can_send_message"] for e in entities), key=HEALTH_ORDER.__getitem__)
         return {"can_send_message": overall, "entities": entities}
