@@ -387,7 +387,12 @@ class GraphClient:
         budget: CallBudget | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        observe: Callable[[Call, str], None] | None = None,
+        trust_env: bool = False,
     ) -> None:
+        """`observe(call, outcome)` is told every attempt's outcome ("ok" or an error kind),
+        e.g. for `whatsapp_operator_graph_calls_total{call,outcome}`; `trust_env` lets
+        HTTPS_PROXY/NO_PROXY apply where Meta is reached through a proxy."""
         url = URL(base_url)
         if not url.is_absolute() or url.scheme not in ("https", "http"):
             raise ValueError("the Graph base URL must be an absolute http(s) URL")
@@ -407,6 +412,8 @@ class GraphClient:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._observe = observe
+        self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -426,9 +433,7 @@ class GraphClient:
     def _client_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                # Graph's answers are small; the process's own env proxies apply (Meta only).
-                trust_env=True,
+                timeout=aiohttp.ClientTimeout(total=self.timeout), trust_env=self._trust_env
             )
         return self._session
 
@@ -480,13 +485,15 @@ class GraphClient:
         body = await self._request(
             "subscriptions", "GET", f"{waba_id}/subscribed_apps", credentials, account=waba_id
         )
+        data = body.get("data")
         apps = []
-        for item in body.get("data", []) if isinstance(body.get("data"), list) else []:
-            if isinstance(item, dict):
-                app = dict(item.get("whatsapp_business_api_data") or {})
-                if "override_callback_uri" in item:
-                    app["override_callback_uri"] = item["override_callback_uri"]
-                apps.append(self._parse("subscriptions", SubscribedApp, app, credentials))
+        for item in data if isinstance(data, list) else []:
+            if not isinstance(item, dict):
+                continue
+            app = dict(item.get("whatsapp_business_api_data") or {})
+            if "override_callback_uri" in item:  # an account-level override, when set
+                app["override_callback_uri"] = item["override_callback_uri"]
+            apps.append(self._parse("subscriptions", SubscribedApp, app, credentials))
         return apps
 
     async def set_webhook_override(
@@ -574,6 +581,8 @@ class GraphClient:
                 and not self.budget.try_acquire(account)
             ):
                 log.debug("graph %s %s: the account's call budget is used up", call, object_id)
+                if self._observe is not None:
+                    self._observe(call, GraphErrorKind.BUDGET_EXHAUSTED.value)
                 raise GraphError(
                     GraphErrorKind.BUDGET_EXHAUSTED,
                     call,
@@ -583,6 +592,8 @@ class GraphClient:
             error = await self._attempt(
                 call, method, url, object_id, query, headers, json_body, secrets, attempt
             )
+            if self._observe is not None:
+                self._observe(call, "ok" if isinstance(error, dict) else error.kind.value)
             if isinstance(error, dict):
                 return error
             if not error.transient or attempt >= self.retry.attempts:

@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -105,7 +106,12 @@ class GraphStandin:
         *,
         challenge_timeout: float = 5.0,
         delivery_timeout: float = 10.0,
+        account_call_limit: int | None = None,
+        account_call_window: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`account_call_limit`: Meta's budget of calls per app and business account in
+        `account_call_window` seconds (about 200 an hour); past it, 80007. None: no limit."""
         if not is_loopback_host(host):
             raise ValueError(f"the Graph stand-in listens on loopback only, not {host!r}")
         self.host = host
@@ -113,6 +119,10 @@ class GraphStandin:
         self.challenge_timeout = challenge_timeout
         self.delivery_timeout = delivery_timeout
         self.world = World()
+        self.account_call_limit = account_call_limit
+        self.account_call_window = account_call_window
+        self._clock = clock
+        self._account_calls: dict[tuple[str, str], deque[float]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self.app_callback_events: list[dict[str, Any]] = []
@@ -246,6 +256,18 @@ class GraphStandin:
             raise errors.proof_invalid()
         return token
 
+    def _charge(self, token: Token, waba_id: str) -> None:
+        """Counts a call against the app's budget on the account; 80007 past it."""
+        if self.account_call_limit is None:
+            return
+        calls = self._account_calls.setdefault((token.app_id, waba_id), deque())
+        now = self._clock()
+        while calls and calls[0] <= now - self.account_call_window:
+            calls.popleft()
+        if len(calls) >= self.account_call_limit:
+            raise errors.account_rate_limited()
+        calls.append(now)
+
     async def _fault(self, numbers: list[PhoneNumber], call: CallName, object_id: str) -> None:
         """Counts the call, then plays the first fault of `numbers` that applies to it."""
         self.world.calls[(object_id, call)] += 1
@@ -291,6 +313,7 @@ class GraphStandin:
         token = self._authorize(request, params)
         if number is None or object_id not in token.numbers:
             raise errors.object_not_found(object_id, "GET")
+        self._charge(token, number.waba_id)
         fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
         for name in fields:
             if name not in PHONE_FIELDS:
@@ -357,6 +380,7 @@ class GraphStandin:
         token = self._authorize(request, params)
         if number is None or object_id not in token.numbers:
             raise errors.object_not_found(object_id, "POST")
+        self._charge(token, number.waba_id)
         config = params.get("webhook_configuration")
         if isinstance(config, str):  # form-encoded: a JSON string
             try:
@@ -440,6 +464,7 @@ class GraphStandin:
         token = self._authorize(request, params)
         if waba_id not in self.world.wabas or waba_id not in token.wabas:
             raise errors.object_not_found(waba_id, request.method)
+        self._charge(token, waba_id)
         if "override_callback_uri" in params:
             # An account-level override: Meta supports it; this stand-in does not.
             raise errors.invalid_parameter("override_callback_uri on an account: not supported")
@@ -540,6 +565,7 @@ class GraphStandin:
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
         self.world = World()
+        self._account_calls.clear()
         self.app_callback_events.clear()
         self.max_in_flight = self.in_flight
         return web.Response(status=204)

@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--seed", type=Path, help="JSON file of phone numbers to start with")
     serve.add_argument("--challenge-timeout", type=float, default=5.0)
+    serve.add_argument(
+        "--account-call-limit",
+        type=int,
+        help="calls per app and business account an hour before 80007 (default: no limit)",
+    )
     serve.add_argument("--log-level", default="INFO")
 
     seed = commands.add_parser("seed", help="add phone numbers to a running stand-in")
@@ -71,7 +76,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    standin = GraphStandin(args.host, args.port, challenge_timeout=args.challenge_timeout)
+    standin = GraphStandin(
+        args.host,
+        args.port,
+        challenge_timeout=args.challenge_timeout,
+        account_call_limit=args.account_call_limit,
+    )
     for number in load_seeds(args.seed) if args.seed else []:
         standin.seed(number)
     await standin.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import traceback
 
 import pytest
@@ -22,7 +23,7 @@ from channel_operator.graph import (
     classify,
     scrub,
 )
-from graph_standin import Fault, FaultKind, GraphStandin
+from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
 
 from .conftest import (
@@ -188,19 +189,27 @@ async def test_a_timeout_is_transient_and_retried(
     standin: GraphStandin, number: PhoneNumber
 ) -> None:
     number.faults.append(Fault(kind=FaultKind.TIMEOUT, times=1))  # held until the stand-in stops
-    async with GraphClient(standin.url, timeout=1.0, retry=FAST) as graph:
+    async with GraphClient(standin.url, timeout=2.0, retry=FAST) as graph:
         assert (await graph.check_phone_number(PHONE, CREDENTIALS)).id == PHONE
         assert standin.calls(PHONE, "check") == 2
+    # Held every time: each attempt times out, however loaded the machine.
     number.faults.append(Fault(kind=FaultKind.TIMEOUT))
     twice = RetryPolicy(attempts=2, base_delay=0.001)
-    async with GraphClient(standin.url, timeout=1.0, retry=twice) as graph:
+    async with GraphClient(standin.url, timeout=0.3, retry=twice) as graph:
         error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
     assert (error.kind, error.attempts) == (GraphErrorKind.UNAVAILABLE, 2)
     assert "timed out" in str(error)
 
 
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on: a port just bound and released."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
 async def test_a_closed_port_is_unavailable(number: PhoneNumber) -> None:
-    async with GraphClient("http://127.0.0.1:9", timeout=2.0, retry=FAST) as graph:
+    async with GraphClient(closed_port_url(), timeout=5.0, retry=FAST) as graph:
         error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
     assert error.kind is GraphErrorKind.UNAVAILABLE
     assert error.attempts == FAST.attempts
@@ -390,7 +399,10 @@ async def test_no_secret_in_logs_or_exceptions(
     }
     errors: list[GraphError] = []
     once = RetryPolicy(attempts=1)
-    async with GraphClient(standin.url, timeout=1.0, retry=once) as graph:
+    async with (
+        GraphClient(standin.url, timeout=10.0, retry=once) as graph,
+        GraphClient(standin.url, timeout=0.3, retry=once) as impatient,
+    ):
         # Meta echoes a malformed token in its message: it must come out scrubbed.
         errors.append(await _fails(graph.check_phone_number(PHONE, unknown)))
         assert "[redacted]" in errors[-1].message
@@ -403,14 +415,16 @@ async def test_no_secret_in_logs_or_exceptions(
         errors.append(
             await _fails(graph.set_webhook_override(PHONE, CREDENTIALS, callback.url, VERIFY_TOKEN))
         )
-        for kind in (FaultKind.TIMEOUT, FaultKind.SERVER_ERROR, FaultKind.TOKEN_EXPIRED):
+        number.faults.append(Fault(kind=FaultKind.TIMEOUT, times=1))
+        errors.append(await _fails(impatient.check_phone_number(PHONE, CREDENTIALS)))
+        for kind in (FaultKind.SERVER_ERROR, FaultKind.TOKEN_EXPIRED):
             number.faults.append(Fault(kind=kind, times=1))
             errors.append(await _fails(graph.check_phone_number(PHONE, CREDENTIALS)))
         await admin(standin, "PATCH", f"/numbers/{PHONE}", {"token_expired": True})
         errors.append(await _fails(graph.check_phone_number(PHONE, CREDENTIALS)))
         assert repr(graph)
         assert repr(CREDENTIALS) == "GraphCredentials()"
-    async with GraphClient("http://127.0.0.1:9", retry=FAST) as closed:
+    async with GraphClient(closed_port_url(), retry=FAST) as closed:
         errors.append(await _fails(closed.check_phone_number(PHONE, CREDENTIALS)))
     assert len({e.kind for e in errors}) >= 6
     texts = [caplog.text] + [
@@ -450,3 +464,31 @@ def test_the_check_asks_for_what_the_status_needs() -> None:
         "status",
         "messaging_limit_tier",
     } <= set(CHECK_FIELDS)
+
+
+async def test_the_standins_account_budget_answers_80007() -> None:
+    now = [0.0]
+    limited = GraphStandin(account_call_limit=2, account_call_window=60, clock=lambda: now[0])
+    limited.seed(
+        NumberSeed(phone_number_id=PHONE, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET)
+    )
+    await limited.start()
+    outcomes: list[tuple[str, str]] = []
+    try:
+        async with GraphClient(
+            limited.url, retry=FAST, observe=lambda call, outcome: outcomes.append((call, outcome))
+        ) as graph:
+            await graph.check_phone_number(PHONE, CREDENTIALS)
+            await graph.subscribe_app(WABA, CREDENTIALS)
+            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
+            assert (error.kind, error.code) == (GraphErrorKind.RATE_LIMITED, 80007)
+            now[0] += 61
+            await graph.check_phone_number(PHONE, CREDENTIALS)
+    finally:
+        await limited.stop()
+    assert outcomes == [
+        ("check", "ok"),
+        ("subscribe", "ok"),
+        *[("check", "rate_limited")] * FAST.attempts,
+        ("check", "ok"),
+    ]
