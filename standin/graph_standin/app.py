@@ -454,13 +454,10 @@ class GraphStandin:
 
     # -- Graph: the business account's subscribed apps ------------------------------------
 
-    def _waba_numbers(self, waba_id: str) -> list[PhoneNumber]:
-        return [n for n in self.world.numbers.values() if n.waba_id == waba_id]
-
     async def _waba_call(self, request: web.Request, call: CallName) -> tuple[Token, str]:
         waba_id = request.match_info["id"]
         params = await self._params(request)
-        await self._fault(self._waba_numbers(waba_id), call, waba_id)
+        await self._fault(self.world.waba_numbers(waba_id), call, waba_id)
         token = self._authorize(request, params)
         if waba_id not in self.world.wabas or waba_id not in token.wabas:
             raise errors.object_not_found(waba_id, request.method)
@@ -538,7 +535,7 @@ class GraphStandin:
         return web.json_response(self._summary(number))
 
     async def _admin_delete(self, request: web.Request) -> web.Response:
-        del self.world.numbers[self._number(request).id]
+        self.world.remove(self._number(request))
         return web.Response(status=204)
 
     async def _admin_add_fault(self, request: web.Request) -> web.Response:

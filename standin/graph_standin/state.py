@@ -102,6 +102,7 @@ class Token:
 class Waba:
     waba_id: str
     subscribed_apps: set[str] = field(default_factory=set)
+    numbers: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -153,7 +154,10 @@ class World:
             token = self.tokens[seed.access_token] = Token(app_id)
         token.numbers.add(seed.phone_number_id)
         token.wabas.add(seed.waba_id)
-        self.wabas.setdefault(seed.waba_id, Waba(seed.waba_id))
+        previous = self.numbers.get(seed.phone_number_id)
+        if previous is not None:
+            self.wabas[previous.waba_id].numbers.discard(previous.id)
+        self.wabas.setdefault(seed.waba_id, Waba(seed.waba_id)).numbers.add(seed.phone_number_id)
         number = PhoneNumber(
             id=seed.phone_number_id,
             waba_id=seed.waba_id,
@@ -170,6 +174,14 @@ class World:
         )
         self.numbers[number.id] = number
         return number
+
+    def remove(self, number: PhoneNumber) -> None:
+        self.wabas[number.waba_id].numbers.discard(number.id)
+        del self.numbers[number.id]
+
+    def waba_numbers(self, waba_id: str) -> list[PhoneNumber]:
+        waba = self.wabas.get(waba_id)
+        return [self.numbers[n] for n in sorted(waba.numbers)] if waba else []
 
     def patch(self, number: PhoneNumber, patch: NumberPatch) -> None:
         if patch.health is not None:

@@ -119,6 +119,10 @@ async def test_each_refusal_is_classified_and_never_retried(
         assert not error.transient, what
         assert (error.attempts, standin.calls() - before) == (1, 1), what
 
+    error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, fields=("not_a_field",)))
+    assert (error.kind, error.code) == (GraphErrorKind.INVALID_REQUEST, 100)
+    assert not error.kind.credentials_refused
+
     await admin(standin, "PATCH", f"/numbers/{PHONE}", {"token_expired": True})
     error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
     assert (error.kind, error.code, error.subcode, error.http_status) == (

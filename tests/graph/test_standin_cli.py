@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from channel_api.receiver.meta import signature_valid
 from channel_operator.graph import GraphClient, GraphError, GraphErrorKind
-from graph_standin import GraphStandin
+from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.main import main
 from graph_standin.state import PhoneNumber
 
@@ -141,3 +141,25 @@ async def test_the_console_script_serves_a_seeded_number(tmp_path: Path) -> None
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 60) == 0
+
+
+async def test_a_deleted_or_moved_number_is_gone_from_its_account(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    async with GraphClient(standin.url, retry=FAST) as graph:
+        # A fault on the number applies to its account's calls.
+        number.faults.append(Fault(kind=FaultKind.PERMISSION_DENIED, call="subscribe"))
+        with pytest.raises(GraphError, match="permission_denied"):
+            await graph.subscribe_app(WABA, CREDENTIALS)
+        # Moved to another account: the old account's calls no longer see its faults.
+        moved = NumberSeed(
+            phone_number_id=PHONE,
+            waba_id="102290129341111",
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+        )
+        assert (await admin(standin, "POST", "/numbers", moved.model_dump()))[0] == 201
+        await graph.subscribe_app(WABA, CREDENTIALS)
+        assert (await admin(standin, "DELETE", f"/numbers/{PHONE}"))[0] == 204
+        with pytest.raises(GraphError, match="phone_number_not_found"):
+            await graph.check_phone_number(PHONE, CREDENTIALS)
