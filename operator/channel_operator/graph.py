@@ -61,7 +61,7 @@ REDACTED = "[redacted]"
 _TOKEN_LIKE = re.compile(r"\bEA[A-Za-z0-9]{20,}")
 _SECRET_PARAM = re.compile(r"(access_token|appsecret_proof|verify_token)=[^&\s\"']+")
 
-Call = Literal["check", "subscribe", "unsubscribe", "subscriptions", "override"]
+Call = Literal["check", "subscribe", "unsubscribe", "subscriptions", "override", "debug_token"]
 
 
 # -- results ------------------------------------------------------------------------------
@@ -141,6 +141,33 @@ class SubscribedApp(_GraphModel):
     name: str | None = None
     link: str | None = None
     override_callback_uri: str | None = None
+
+
+class GranularScope(_GraphModel):
+    scope: str
+    target_ids: tuple[str, ...] = ()
+
+
+class TokenInfo(_GraphModel):
+    """`GET /debug_token?input_token=...`: what the token may do, and where."""
+
+    is_valid: bool
+    app_id: str | None = None
+    application: str | None = None
+    type: str | None = None
+    expires_at: int | None = None  # 0: never
+    data_access_expires_at: int | None = None
+    scopes: tuple[str, ...] = ()
+    granular_scopes: tuple[GranularScope, ...] = ()
+
+    @property
+    def waba_ids(self) -> tuple[str, ...]:
+        """The business accounts that granted whatsapp_business_management, newest first
+        (Meta: "capture the first ID in the target_ids array")."""
+        for granted in self.granular_scopes:
+            if granted.scope == "whatsapp_business_management":
+                return granted.target_ids
+        return ()
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -536,6 +563,21 @@ class GraphClient:
             account=account,
         )
 
+    async def debug_token(self, credentials: GraphCredentials) -> TokenInfo:
+        """The token's own debug_token: `waba_ids` finds the business account of a channel
+        created without `waba_id`."""
+        body = await self._request(
+            "debug_token",
+            "GET",
+            "debug_token",
+            credentials,
+            params={"input_token": credentials.access_token},
+        )
+        data = body.get("data")
+        return self._parse(
+            "debug_token", TokenInfo, data if isinstance(data, dict) else {}, credentials
+        )
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _parse(
@@ -566,7 +608,7 @@ class GraphClient:
         extra_secrets: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         object_id = path.split("/", 1)[0]
-        if not _ID_PATTERN.match(object_id):
+        if object_id != "debug_token" and not _ID_PATTERN.match(object_id):
             raise ValueError(f"a Graph object id is numeric, not {object_id!r}")
         secrets = (*credentials.secrets(), *extra_secrets)
         url = self.base_url / self.version / path

@@ -173,6 +173,7 @@ class GraphStandin:
             web.get(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscriptions),
             web.post(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscribe),
             web.delete(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._unsubscribe),
+            web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
             web.get(f"/{{version:{VERSION}}}/{{id}}", self._get_node),
             web.post(f"/{{version:{VERSION}}}/{{id}}", self._post_node),
         ]
@@ -486,6 +487,34 @@ class GraphStandin:
             data.append(
                 {"whatsapp_business_api_data": {"id": app_id, "link": link, "name": app.name}}
             )
+        return web.json_response({"data": data})
+
+    # -- Graph: debug_token (which accounts granted the app this token's permissions) ------
+
+    async def _debug_token(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        self.world.calls[("debug_token", "debug_token")] += 1
+        self._authorize(request, params)
+        input_token = str(params.get("input_token", ""))
+        if not input_token:
+            raise errors.invalid_parameter("The parameter input_token is required")
+        token = self.world.tokens.get(input_token)
+        if token is None:
+            invalid = {"code": 190, "message": "Invalid OAuth access token."}
+            return web.json_response({"data": {"error": invalid, "is_valid": False, "scopes": []}})
+        newest_first = list(reversed(token.wabas))
+        scopes = ["whatsapp_business_management", "whatsapp_business_messaging"]
+        data = {
+            "app_id": token.app_id,
+            "application": self.world.apps[token.app_id].name,
+            "data_access_expires_at": 0,
+            "expires_at": 0,  # a system user token that never expires
+            "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
+            "is_valid": not token.expired,
+            "scopes": [*scopes, "public_profile"],
+            "type": "SYSTEM_USER",
+            "user_id": "10222270944537964",
+        }
         return web.json_response({"data": data})
 
     # -- admin API -------------------------------------------------------------------------

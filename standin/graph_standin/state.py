@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 CanSendMessage = Literal["AVAILABLE", "LIMITED", "BLOCKED"]
 
 # Which Graph call a request is, for fault filters and call counts.
-CallName = Literal["check", "override", "subscribe", "unsubscribe", "subscriptions"]
+CallName = Literal["check", "override", "subscribe", "unsubscribe", "subscriptions", "debug_token"]
 
 
 class FaultKind(StrEnum):
@@ -95,7 +95,9 @@ class Token:
     expired: bool = False
     # What the token may see: Meta answers anything else as not existing (100/33).
     numbers: set[str] = field(default_factory=set)
-    wabas: set[str] = field(default_factory=set)
+    # Business accounts that granted the app this token's permissions, oldest first (a dict
+    # as an ordered set: debug_token lists the newest first, as Meta does).
+    wabas: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,7 +155,7 @@ class World:
         if token is None or token.app_id != app_id:
             token = self.tokens[seed.access_token] = Token(app_id)
         token.numbers.add(seed.phone_number_id)
-        token.wabas.add(seed.waba_id)
+        token.wabas[seed.waba_id] = None
         previous = self.numbers.get(seed.phone_number_id)
         if previous is not None:
             self.wabas[previous.waba_id].numbers.discard(previous.id)
@@ -197,7 +199,7 @@ class World:
         if patch.access_token is not None:
             token = self.tokens.setdefault(patch.access_token, Token(number.app_id))
             token.numbers.add(number.id)
-            token.wabas.add(number.waba_id)
+            token.wabas[number.waba_id] = None
             number.access_token = patch.access_token
         if patch.token_expired is not None:
             self.tokens[number.access_token].expired = patch.token_expired

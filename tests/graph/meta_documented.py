@@ -212,6 +212,34 @@ WEBHOOK_CONFIGURATION_OPTIONAL_KEYS = frozenset({"phone_number", "whatsapp_busin
 OVERRIDE_CLEAR_REQUEST: dict[str, Any] = {"webhook_configuration": {"override_callback_uri": ""}}
 MAX_CALLBACK_URI = 200
 
+# -- debug_token: the accounts that granted the app a token's permissions -----------------
+
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/solution-providers/manage-accounts
+# (Meta's comment on the first target id: "ID of newest WABA to grant app
+# whatsapp_business_management"; "IDs for the most recently onboarded WABAs appear first").
+DEBUG_TOKEN: dict[str, Any] = {
+    "data": {
+        "app_id": "670843887433847",
+        "application": "JaspersMarket",
+        "data_access_expires_at": 1672092840,
+        "expires_at": 1665090000,
+        "granular_scopes": [
+            {
+                "scope": "whatsapp_business_management",
+                "target_ids": ["102289599326934", "101569239400667"],
+            },
+            {
+                "scope": "whatsapp_business_messaging",
+                "target_ids": ["102289599326934", "101569239400667"],
+            },
+        ],
+        "is_valid": True,
+        "scopes": ["whatsapp_business_management", "whatsapp_business_messaging", "public_profile"],
+        "type": "USER",
+        "user_id": "10222270944537964",
+    }
+}
+
 # -- what Meta delivers ---------------------------------------------------------------------
 
 # The envelope of a `messages` webhook

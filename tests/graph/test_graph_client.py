@@ -496,3 +496,14 @@ async def test_the_standins_account_budget_answers_80007() -> None:
         *[("check", "rate_limited")] * FAST.attempts,
         ("check", "ok"),
     ]
+
+
+async def test_debug_token_finds_the_business_account(
+    graph: GraphClient, standin: GraphStandin, number: PhoneNumber
+) -> None:
+    info = await graph.debug_token(CREDENTIALS)
+    assert info.is_valid
+    assert info.waba_ids == (WABA,)
+    assert info.app_id == number.app_id
+    error = await _fails(graph.debug_token(GraphCredentials(TOKEN, "wrong-secret")))
+    assert error.kind is GraphErrorKind.APP_SECRET_MISMATCH

@@ -310,3 +310,25 @@ async def _send(standin: GraphStandin, method: str, path: str, body: object) -> 
         ) as response,
     ):
         return response.status, await response.json()
+
+
+async def test_debug_token_lists_the_accounts_newest_first(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    from graph_standin import NumberSeed
+
+    standin.seed(
+        NumberSeed(
+            phone_number_id="106540352243333",
+            waba_id="102290129343333",
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+        )
+    )
+    status, body = await graph_get(standin, "debug_token", {"input_token": TOKEN})
+    assert status == 200
+    doc.assert_same_shape(body, doc.DEBUG_TOKEN)
+    management = body["data"]["granular_scopes"][0]
+    assert management["scope"] == "whatsapp_business_management"
+    assert management["target_ids"] == ["102290129343333", WABA]
+    assert body["data"]["is_valid"] is True
