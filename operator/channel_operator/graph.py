@@ -246,7 +246,7 @@ def classify(
         return GraphErrorKind.PERMISSION_DENIED
     if code == 2200:
         return GraphErrorKind.CALLBACK_VERIFICATION_FAILED
-    if code in _RATE_LIMIT_CODES:
+    if code in _RATE_LIMIT_CODES or http_status == 429:
         return GraphErrorKind.RATE_LIMITED
     if code in (1, 2) or http_status >= 500:
         return GraphErrorKind.UNAVAILABLE
@@ -336,6 +336,10 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
     jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("a retry policy needs at least one attempt and delays >= 0")
 
     def delay(self, retry: int, rng: random.Random) -> float:
         ceiling = min(self.max_delay, self.base_delay * (2**retry))
@@ -497,14 +501,16 @@ class GraphClient:
 
     async def subscribe_app(self, waba_id: str, credentials: GraphCredentials) -> None:
         """`POST /{waba_id}/subscribed_apps`: the app receives the account's webhooks."""
-        await self._request(
+        body = await self._request(
             "subscribe", "POST", f"{waba_id}/subscribed_apps", credentials, account=waba_id
         )
+        self._succeeded("subscribe", body)
 
     async def unsubscribe_app(self, waba_id: str, credentials: GraphCredentials) -> None:
-        await self._request(
+        body = await self._request(
             "unsubscribe", "DELETE", f"{waba_id}/subscribed_apps", credentials, account=waba_id
         )
+        self._succeeded("unsubscribe", body)
 
     async def subscribed_apps(
         self, waba_id: str, credentials: GraphCredentials
@@ -536,7 +542,7 @@ class GraphClient:
         this call and fails it with 2200 unless the challenge is echoed."""
         if not callback_uri or not verify_token:
             raise ValueError("an override needs a callback URI and a verify token")
-        await self._request(
+        body = await self._request(
             "override",
             "POST",
             phone_number_id,
@@ -550,11 +556,12 @@ class GraphClient:
             account=account,
             extra_secrets=(verify_token,),
         )
+        self._succeeded("override", body)
 
     async def clear_webhook_override(
         self, phone_number_id: str, credentials: GraphCredentials, *, account: str | None = None
     ) -> None:
-        await self._request(
+        body = await self._request(
             "override",
             "POST",
             phone_number_id,
@@ -562,6 +569,7 @@ class GraphClient:
             json_body={"webhook_configuration": {"override_callback_uri": ""}},
             account=account,
         )
+        self._succeeded("override", body)
 
     async def debug_token(self, credentials: GraphCredentials) -> TokenInfo:
         """The token's own debug_token: `waba_ids` finds the business account of a channel
@@ -579,6 +587,14 @@ class GraphClient:
         )
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _succeeded(call: Call, body: dict[str, Any]) -> None:
+        """A write answers `{"success": true}`; anything else did not happen."""
+        if body.get("success") is not True:
+            raise GraphError(
+                GraphErrorKind.UNEXPECTED, call, message='the answer is not {"success": true}'
+            )
 
     def _parse(
         self, call: Call, model: type[_M], body: dict[str, Any], credentials: GraphCredentials
@@ -697,7 +713,7 @@ class GraphClient:
             return body
         graph_error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(graph_error, dict):
-            kind = GraphErrorKind.UNAVAILABLE if status >= 500 else GraphErrorKind.UNEXPECTED
+            kind = classify(call, status, None, None, "")
             log.debug("graph %s %s: HTTP %d without a Graph error", call, object_id, status)
             return GraphError(
                 kind,

@@ -382,6 +382,10 @@ def test_the_classification_follows_the_issue() -> None:
     assert classify("check", 502, None, None, "") is GraphErrorKind.UNAVAILABLE
     assert classify("override", 400, 2200, None, "") is GraphErrorKind.CALLBACK_VERIFICATION_FAILED
     assert classify("check", 400, 368, None, "") is GraphErrorKind.UNEXPECTED
+    assert classify("check", 429, None, None, "") is GraphErrorKind.RATE_LIMITED
+    assert classify("check", 404, None, None, "") is GraphErrorKind.UNEXPECTED
+    with pytest.raises(ValueError, match="attempt"):
+        RetryPolicy(attempts=0)
 
 
 # -- secrets --------------------------------------------------------------------------------
