@@ -647,18 +647,18 @@ class GraphClient:
                     message="the account's Graph call budget is used up for now",
                     attempts=attempt,
                 )
-            error = await self._attempt(
+            outcome = await self._attempt(
                 call, method, url, object_id, query, headers, json_body, secrets, attempt
             )
             if self._observe is not None:
-                self._observe(call, "ok" if isinstance(error, dict) else error.kind.value)
-            if isinstance(error, dict):
-                return error
-            if not error.transient or attempt >= self.retry.attempts:
-                raise error
+                self._observe(call, "ok" if isinstance(outcome, dict) else outcome.kind.value)
+            if isinstance(outcome, dict):
+                return outcome
+            if not outcome.transient or attempt >= self.retry.attempts:
+                raise outcome
             delay = self.retry.delay(attempt - 1, self._rng)
             log.debug(
-                "graph %s %s: %s, retry %d in %.2fs", call, object_id, error.kind, attempt, delay
+                "graph %s %s: %s, retry %d in %.2fs", call, object_id, outcome.kind, attempt, delay
             )
             await self._sleep(delay)
 
