@@ -1,0 +1,672 @@
+"""The stand-in's HTTP server: Graph routes under `/{version}/...`, the admin API under
+`/_standin/...`. Loopback only, both for listening and for the callbacks it calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+from pydantic import ValidationError
+from yarl import URL
+
+from . import errors
+from .errors import GraphFailure
+from .state import (
+    CallName,
+    Fault,
+    FaultKind,
+    NumberPatch,
+    NumberSeed,
+    PhoneNumber,
+    Token,
+    World,
+)
+
+log = logging.getLogger("graph_standin")
+
+VERSION = r"v[0-9]+\.[0-9]+"
+# What `GET /{phone_number_id}` answers without `fields` (Meta's default field set).
+DEFAULT_FIELDS = (
+    "verified_name",
+    "code_verification_status",
+    "display_phone_number",
+    "quality_rating",
+    "platform_type",
+    "throughput",
+    "id",
+)
+PHONE_FIELDS = frozenset(
+    {
+        *DEFAULT_FIELDS,
+        "name_status",
+        "status",
+        "messaging_limit_tier",
+        "account_mode",
+        "is_official_business_account",
+        "webhook_configuration",
+        "health_status",
+    }
+)
+MAX_CALLBACK_URI = 200  # Meta: "Maximum 200 characters."
+HEALTH_ORDER = {"AVAILABLE": 0, "LIMITED": 1, "BLOCKED": 2}
+BLOCKED_ERROR = {
+    "error_code": 141006,
+    "error_description": "There is an error with the payment method.",
+    "possible_solution": "There was an error with your payment method. Please add a new "
+    "payment method to the account.",
+}
+LIMITED_INFO = (
+    "Your display name has not been approved yet. Your message limit will be lifted after "
+    "the display name is approved."
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", NumberSeed, NumberPatch, Fault)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def appsecret_proof(app_secret: str, access_token: str) -> str:
+    return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
+
+
+def meta_signature(app_secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class GraphStandin:
+    """The stand-in server. `start()` binds (port 0: a free one), `stop()` ends everything,
+    including requests held by a `timeout` fault."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        challenge_timeout: float = 5.0,
+        delivery_timeout: float = 10.0,
+        account_call_limit: int | None = None,
+        account_call_window: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`account_call_limit`: Meta's budget of calls per app and business account in
+        `account_call_window` seconds (about 200 an hour); past it, 80007. None: no limit."""
+        if not is_loopback_host(host):
+            raise ValueError(f"the Graph stand-in listens on loopback only, not {host!r}")
+        self.host = host
+        self.port = port
+        self.challenge_timeout = challenge_timeout
+        self.delivery_timeout = delivery_timeout
+        self.world = World()
+        self.account_call_limit = account_call_limit
+        self.account_call_window = account_call_window
+        self._clock = clock
+        self._account_calls: dict[tuple[str, str], deque[float]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.app_callback_events: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._closing = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def app_callback_url(self) -> str:
+        """The app's own callback URL (Meta's `application` level): the stand-in records
+        what it would deliver there."""
+        return f"{self.url}/_standin/app-callback"
+
+    def seed(self, seed: NumberSeed) -> PhoneNumber:
+        return self.world.seed(seed)
+
+    def calls(self, object_id: str | None = None, call: str | None = None) -> int:
+        """Graph calls answered so far, optionally for one object and/or one call name."""
+        return sum(
+            n
+            for (obj, name), n in self.world.calls.items()
+            if (object_id is None or obj == object_id) and (call is None or name == call)
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._graph_errors], client_max_size=1024 * 1024)
+        admin = [
+            web.post("/_standin/numbers", self._admin_seed),
+            web.get("/_standin/numbers/{id}", self._admin_number),
+            web.patch("/_standin/numbers/{id}", self._admin_patch),
+            web.delete("/_standin/numbers/{id}", self._admin_delete),
+            web.post("/_standin/numbers/{id}/faults", self._admin_add_fault),
+            web.delete("/_standin/numbers/{id}/faults", self._admin_clear_faults),
+            web.post("/_standin/numbers/{id}/messages", self._admin_send_text),
+            web.get("/_standin/stats", self._admin_stats),
+            web.post("/_standin/reset", self._admin_reset),
+            web.get("/_standin/app-callback", self._app_callback_challenge),
+            web.post("/_standin/app-callback", self._app_callback_event),
+        ]
+        graph = [
+            web.get(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscriptions),
+            web.post(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscribe),
+            web.delete(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._unsubscribe),
+            web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
+            web.get(f"/{{version:{VERSION}}}/{{id}}", self._get_node),
+            web.post(f"/{{version:{VERSION}}}/{{id}}", self._post_node),
+        ]
+        app.add_routes(admin + graph)
+        return app
+
+    async def start(self) -> None:
+        self._closing.clear()
+        self._session = aiohttp.ClientSession()
+        self._runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("Graph API stand-in listening on %s", self.url)
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- Graph plumbing -------------------------------------------------------------------
+
+    @web.middleware
+    async def _graph_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        graph = not request.path.startswith("/_standin/")
+        if graph:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await handler(request)
+        except GraphFailure as failure:
+            return failure.response()
+        except web.HTTPNotFound:
+            if not graph:
+                raise
+            # Meta answers an unknown path with a Graph error, not a bare 404.
+            return GraphFailure(400, f"Unknown path components: {request.path}", 2500).response()
+        finally:
+            if graph:
+                self.in_flight -= 1
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        """Query parameters merged with a JSON or form body (Meta accepts either)."""
+        params: dict[str, Any] = dict(request.query)
+        if request.method in ("POST", "DELETE") and request.can_read_body:
+            raw = await request.read()
+            if raw:
+                if request.content_type == "application/json":
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        raise errors.invalid_parameter("Invalid JSON body") from None
+                    if not isinstance(body, dict):
+                        raise errors.invalid_parameter("The body must be a JSON object")
+                    params.update(body)
+                else:
+                    params.update((await request.post()).items())
+        return params
+
+    def _authorize(self, request: web.Request, params: dict[str, Any]) -> Token:
+        header = request.headers.get("Authorization", "")
+        token_text = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        token_text = token_text or str(params.get("access_token", ""))
+        if not token_text:
+            raise errors.token_missing()
+        token = self.world.tokens.get(token_text)
+        if token is None:
+            raise errors.token_malformed(token_text)
+        if token.expired:
+            raise errors.token_expired()
+        proof = str(params.get("appsecret_proof", ""))
+        if not proof:
+            raise errors.proof_missing()
+        expected = appsecret_proof(self.world.apps[token.app_id].secret, token_text)
+        if not hmac.compare_digest(proof.encode(), expected.encode()):
+            raise errors.proof_invalid()
+        return token
+
+    def _charge(self, token: Token, waba_id: str) -> None:
+        """Counts a call against the app's budget on the account; 80007 past it."""
+        if self.account_call_limit is None:
+            return
+        calls = self._account_calls.setdefault((token.app_id, waba_id), deque())
+        now = self._clock()
+        while calls and calls[0] <= now - self.account_call_window:
+            calls.popleft()
+        if len(calls) >= self.account_call_limit:
+            raise errors.account_rate_limited()
+        calls.append(now)
+
+    async def _fault(self, numbers: list[PhoneNumber], call: CallName, object_id: str) -> None:
+        """Counts the call, then plays the first fault of `numbers` that applies to it."""
+        self.world.calls[(object_id, call)] += 1
+        for number in numbers:
+            fault = number.take_fault(call)
+            if fault is not None:
+                await self._play(fault)
+                return
+
+    async def _play(self, fault: Fault) -> None:
+        match fault.kind:
+            case FaultKind.TOKEN_INVALID:
+                raise errors.token_invalid()
+            case FaultKind.TOKEN_EXPIRED:
+                raise errors.token_expired()
+            case FaultKind.PERMISSION_DENIED:
+                raise errors.permission_denied()
+            case FaultKind.APP_RATE_LIMITED:
+                raise errors.app_rate_limited()
+            case FaultKind.ACCOUNT_RATE_LIMITED:
+                raise errors.account_rate_limited()
+            case FaultKind.UNKNOWN_ERROR:
+                raise errors.unknown_error()
+            case FaultKind.SERVICE_UNAVAILABLE:
+                raise errors.service_unavailable()
+            case FaultKind.SERVER_ERROR:
+                raise web.HTTPBadGateway(text="<html><body>502 Bad Gateway</body></html>")
+            case FaultKind.TIMEOUT:
+                # Held until the stand-in stops (or `seconds` pass), then a 503.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), fault.seconds)
+                raise errors.service_unavailable()
+            case FaultKind.SLOW:
+                await asyncio.sleep(0.1 if fault.seconds is None else fault.seconds)
+
+    # -- Graph: the phone number node -----------------------------------------------------
+
+    async def _get_node(self, request: web.Request) -> web.Response:
+        object_id = request.match_info["id"]
+        params = await self._params(request)
+        number = self.world.numbers.get(object_id)
+        await self._fault([number] if number else [], "check", object_id)
+        token = self._authorize(request, params)
+        if number is None or object_id not in token.numbers:
+            raise errors.object_not_found(object_id, "GET")
+        self._charge(token, number.waba_id)
+        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
+        for name in fields:
+            if name not in PHONE_FIELDS:
+                raise errors.nonexisting_field(name)
+        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS)))
+
+    def _phone_node(self, number: PhoneNumber, fields: list[str]) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "verified_name": number.verified_name,
+            "code_verification_status": number.code_verification_status,
+            "display_phone_number": number.display_phone_number,
+            "quality_rating": number.quality_rating,
+            "platform_type": "CLOUD_API",
+            "throughput": {"level": "STANDARD"},
+            "name_status": number.name_status,
+            "status": number.status,
+            "messaging_limit_tier": number.messaging_limit_tier,
+            "account_mode": "LIVE",
+            "is_official_business_account": False,
+            "webhook_configuration": self._webhook_configuration(number),
+            "health_status": self._health_status(number),
+        }
+        node = {name: values[name] for name in fields if name != "id"}
+        node["id"] = number.id  # Meta always adds the node's id, last
+        return node
+
+    def _webhook_configuration(self, number: PhoneNumber) -> dict[str, str]:
+        config: dict[str, str] = {}
+        if number.override_callback_uri:
+            config["phone_number"] = number.override_callback_uri
+        config["application"] = self.app_callback_url
+        return config
+
+    def _health_status(self, number: PhoneNumber) -> dict[str, Any]:
+        phone: dict[str, Any] = {
+            "entity_type": "PHONE_NUMBER",
+            "id": number.id,
+            "can_send_message": number.health,
+            "can_receive_call_sip": "AVAILABLE",
+        }
+        if number.health == "BLOCKED":
+            phone["errors"] = [dict(BLOCKED_ERROR)]
+        elif number.health == "LIMITED":
+            phone["additional_info"] = [LIMITED_INFO]
+        entities = [
+            phone,
+            {"entity_type": "WABA", "id": number.waba_id, "can_send_message": "AVAILABLE"},
+            {"entity_type": "BUSINESS", "id": "506914307656634", "can_send_message": "AVAILABLE"},
+            {
+                "entity_type": "APP",
+                "id": number.app_id,
+                "can_send_message": "AVAILABLE",
+                "can_receive_call_sip": "AVAILABLE",
+            },
+        ]
+        overall = max((e["can_send_message"] for e in entities), key=HEALTH_ORDER.__getitem__)
+        return {"can_send_message": overall, "entities": entities}
+
+    async def _post_node(self, request: web.Request) -> web.Response:
+        object_id = request.match_info["id"]
+        params = await self._params(request)
+        number = self.world.numbers.get(object_id)
+        await self._fault([number] if number else [], "override", object_id)
+        token = self._authorize(request, params)
+        if number is None or object_id not in token.numbers:
+            raise errors.object_not_found(object_id, "POST")
+        self._charge(token, number.waba_id)
+        config = params.get("webhook_configuration")
+        if isinstance(config, str):  # form-encoded: a JSON string
+            try:
+                config = json.loads(config)
+            except ValueError:
+                config = None
+        if not isinstance(config, dict) or "override_callback_uri" not in config:
+            raise errors.invalid_parameter(
+                "The parameter webhook_configuration[override_callback_uri] is required"
+            )
+        uri = config["override_callback_uri"]
+        if not isinstance(uri, str):
+            raise errors.invalid_parameter("Param override_callback_uri must be a string")
+        if uri == "":
+            number.override_callback_uri = number.override_verify_token = None
+            return web.json_response({"success": True})
+        verify_token = config.get("verify_token")
+        if not isinstance(verify_token, str) or not verify_token:
+            raise errors.invalid_parameter(
+                "The parameter webhook_configuration[verify_token] is required"
+            )
+        if len(uri) > MAX_CALLBACK_URI:
+            raise errors.invalid_parameter(
+                f"Param override_callback_uri must be at most {MAX_CALLBACK_URI} chars long"
+            )
+        if token.app_id not in self.world.wabas[number.waba_id].subscribed_apps:
+            raise errors.not_subscribed()
+        await self._verify_callback(uri, verify_token)
+        number.override_callback_uri = uri
+        number.override_verify_token = verify_token
+        return web.json_response({"success": True})
+
+    async def _verify_callback(self, uri: str, verify_token: str) -> None:
+        """Meta's live challenge: GET the callback with hub.* and expect the challenge back."""
+        try:
+            url = URL(uri)
+        except ValueError:
+            raise errors.callback_verification_failed("Invalid callback URL") from None
+        if url.scheme not in ("http", "https") or not url.is_absolute():
+            raise errors.callback_verification_failed("Invalid callback URL")
+        if not is_loopback_host(url.host):
+            raise errors.callback_verification_failed(
+                "Couldn't connect to server (the stand-in calls loopback callbacks only)"
+            )
+        challenge = str(secrets.randbelow(9 * 10**9) + 10**9)
+        target = url.update_query(
+            {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": verify_token}
+        )
+        assert self._session is not None
+        try:
+            async with self._session.get(
+                target,
+                timeout=aiohttp.ClientTimeout(total=self.challenge_timeout),
+                allow_redirects=False,
+            ) as response:
+                body = (await response.read())[:1024].decode("utf-8", "replace")
+                status, reason = response.status, response.reason or ""
+        except TimeoutError:
+            raise errors.callback_verification_failed("Operation timed out") from None
+        except aiohttp.ClientError:
+            raise errors.callback_verification_failed("Couldn't connect to server") from None
+        if status != 200:
+            raise errors.callback_verification_failed(
+                f"HTTP Status Code = {status}; HTTP Message = {reason}"
+            )
+        if body.strip() != challenge:
+            raise errors.callback_verification_failed(
+                f'Response does not match challenge, expected value="{challenge}", '
+                f'received="{body[:64]}"'
+            )
+
+    # -- Graph: the business account's subscribed apps ------------------------------------
+
+    async def _waba_call(self, request: web.Request, call: CallName) -> tuple[Token, str]:
+        waba_id = request.match_info["id"]
+        params = await self._params(request)
+        await self._fault(self.world.waba_numbers(waba_id), call, waba_id)
+        token = self._authorize(request, params)
+        if waba_id not in self.world.wabas or waba_id not in token.wabas:
+            raise errors.object_not_found(waba_id, request.method)
+        self._charge(token, waba_id)
+        if "override_callback_uri" in params:
+            # An account-level override: Meta supports it; this stand-in does not.
+            raise errors.invalid_parameter("override_callback_uri on an account: not supported")
+        return token, waba_id
+
+    async def _subscribe(self, request: web.Request) -> web.Response:
+        token, waba_id = await self._waba_call(request, "subscribe")
+        self.world.wabas[waba_id].subscribed_apps.add(token.app_id)
+        return web.json_response({"success": True})
+
+    async def _unsubscribe(self, request: web.Request) -> web.Response:
+        token, waba_id = await self._waba_call(request, "unsubscribe")
+        self.world.wabas[waba_id].subscribed_apps.discard(token.app_id)
+        return web.json_response({"success": True})
+
+    async def _subscriptions(self, request: web.Request) -> web.Response:
+        _, waba_id = await self._waba_call(request, "subscriptions")
+        data = []
+        for app_id in sorted(self.world.wabas[waba_id].subscribed_apps):
+            app = self.world.apps[app_id]
+            link = f"https://www.facebook.com/games/?app_id={app_id}"
+            data.append(
+                {"whatsapp_business_api_data": {"id": app_id, "link": link, "name": app.name}}
+            )
+        return web.json_response({"data": data})
+
+    # -- Graph: debug_token (which accounts granted the app this token's permissions) ------
+
+    async def _debug_token(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        self.world.calls[("debug_token", "debug_token")] += 1
+        self._authorize(request, params)
+        input_token = str(params.get("input_token", ""))
+        if not input_token:
+            raise errors.invalid_parameter("The parameter input_token is required")
+        token = self.world.tokens.get(input_token)
+        if token is None:
+            invalid = {"code": 190, "message": "Invalid OAuth access token."}
+            return web.json_response({"data": {"error": invalid, "is_valid": False, "scopes": []}})
+        newest_first = list(reversed(token.wabas))
+        scopes = ["whatsapp_business_management", "whatsapp_business_messaging"]
+        data = {
+            "app_id": token.app_id,
+            "application": self.world.apps[token.app_id].name,
+            "data_access_expires_at": 0,
+            "expires_at": 0,  # a system user token that never expires
+            "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
+            "is_valid": not token.expired,
+            "scopes": [*scopes, "public_profile"],
+            "type": "SYSTEM_USER",
+            "user_id": "10222270944537964",
+        }
+        return web.json_response({"data": data})
+
+    # -- admin API -------------------------------------------------------------------------
+
+    def _number(self, request: web.Request) -> PhoneNumber:
+        number = self.world.numbers.get(request.match_info["id"])
+        if number is None:
+            raise web.HTTPNotFound(text="no such phone number at the stand-in")
+        return number
+
+    @staticmethod
+    async def _model(request: web.Request, model: type[M]) -> M:
+        try:
+            return model.model_validate_json(await request.read())
+        except ValidationError as exc:
+            raise web.HTTPUnprocessableEntity(
+                text=exc.json(include_url=False, include_input=False),
+                content_type="application/json",
+            ) from None
+
+    def _summary(self, number: PhoneNumber) -> dict[str, Any]:
+        """A number's state, without its credentials."""
+        return {
+            "phone_number_id": number.id,
+            "waba_id": number.waba_id,
+            "app_id": number.app_id,
+            "health": number.health,
+            "quality_rating": number.quality_rating,
+            "status": number.status,
+            "override_callback_uri": number.override_callback_uri,
+            "app_subscribed": number.app_id in self.world.wabas[number.waba_id].subscribed_apps,
+            "token_expired": self.world.tokens[number.access_token].expired,
+            "faults": [fault.model_dump(mode="json") for fault in number.faults],
+            "calls": {call: n for (obj, call), n in self.world.calls.items() if obj == number.id},
+        }
+
+    async def _admin_seed(self, request: web.Request) -> web.Response:
+        number = self.seed(await self._model(request, NumberSeed))
+        return web.json_response(self._summary(number), status=201)
+
+    async def _admin_number(self, request: web.Request) -> web.Response:
+        return web.json_response(self._summary(self._number(request)))
+
+    async def _admin_patch(self, request: web.Request) -> web.Response:
+        number = self._number(request)
+        self.world.patch(number, await self._model(request, NumberPatch))
+        return web.json_response(self._summary(number))
+
+    async def _admin_delete(self, request: web.Request) -> web.Response:
+        self.world.remove(self._number(request))
+        return web.Response(status=204)
+
+    async def _admin_add_fault(self, request: web.Request) -> web.Response:
+        number = self._number(request)
+        number.faults.append(await self._model(request, Fault))
+        return web.json_response(self._summary(number), status=201)
+
+    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
+        number = self._number(request)
+        number.faults.clear()
+        return web.json_response(self._summary(number))
+
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        total: dict[str, int] = {}
+        for (_, call), n in self.world.calls.items():
+            total[call] = total.get(call, 0) + n
+        return web.json_response(
+            {
+                "calls": total,
+                "max_in_flight": self.max_in_flight,
+                "numbers": len(self.world.numbers),
+            }
+        )
+
+    async def _admin_reset(self, request: web.Request) -> web.Response:
+        self.world = World()
+        self._account_calls.clear()
+        self.app_callback_events.clear()
+        self.max_in_flight = self.in_flight
+        return web.Response(status=204)
+
+    async def _admin_send_text(self, request: web.Request) -> web.Response:
+        number = self._number(request)
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body must be JSON") from None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text:
+            raise web.HTTPBadRequest(text='{"text": "..."} is required')
+        sender = str(body.get("from", "16315551181"))
+        name = str(body.get("name", "Stand-in Customer"))
+        status, url = await self.deliver_text(number, text, sender=sender, name=name)
+        return web.json_response({"callback_url": url, "status": status})
+
+    async def deliver_text(
+        self, number: PhoneNumber, text: str, *, sender: str, name: str
+    ) -> tuple[int, str]:
+        """Sends a signed `messages` notification for an inbound text to where Meta would:
+        the number's override, else the app's callback. Returns (HTTP status, URL)."""
+        if number.app_id not in self.world.wabas[number.waba_id].subscribed_apps:
+            raise web.HTTPConflict(
+                text="the app is not subscribed to the number's business account: "
+                "Meta would deliver nothing"
+            )
+        url = number.override_callback_uri or self.app_callback_url
+        if not is_loopback_host(URL(url).host):
+            raise web.HTTPConflict(text="the stand-in delivers to loopback callbacks only")
+        event = text_notification(number, text, sender=sender, name=name)
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": meta_signature(self.world.apps[number.app_id].secret, body),
+        }
+        assert self._session is not None
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.delivery_timeout),
+            ) as response:
+                await response.read()
+                return response.status, url
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise web.HTTPBadGateway(text=f"delivery failed: {type(exc).__name__}") from None
+
+    async def _app_callback_challenge(self, request: web.Request) -> web.Response:
+        return web.Response(text=request.query.get("hub.challenge", ""))
+
+    async def _app_callback_event(self, request: web.Request) -> web.Response:
+        self.app_callback_events.append(await request.json())
+        return web.Response(text="EVENT_RECEIVED")
+
+
+def text_notification(number: PhoneNumber, text: str, *, sender: str, name: str) -> dict[str, Any]:
+    """A `messages` webhook for an inbound text, in Meta's shape."""
+    digits = "".join(ch for ch in number.display_phone_number if ch.isdigit())
+    message = {
+        "from": sender,
+        "id": "wamid." + secrets.token_urlsafe(24),
+        "timestamp": str(int(time.time())),
+        "text": {"body": text},
+        "type": "text",
+    }
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": digits, "phone_number_id": number.id},
+        "contacts": [{"profile": {"name": name}, "wa_id": sender}],
+        "messages": [message],
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": number.waba_id, "changes": [{"value": value, "field": "messages"}]}],
+    }

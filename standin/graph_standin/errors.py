@@ -1,0 +1,147 @@
+"""Graph API error bodies, as Meta sends them:
+`{"error": {"message", "type", "code", "error_subcode"?, "fbtrace_id"}}`.
+
+The texts are Meta's own where known (quoted in tests/graph/meta_documented.py with sources).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+
+def fbtrace_id() -> str:
+    return secrets.token_urlsafe(8)
+
+
+def error_body(
+    message: str, code: int, *, type_: str = "OAuthException", subcode: int | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": type_, "code": code}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    error["fbtrace_id"] = fbtrace_id()
+    return {"error": error}
+
+
+class GraphFailure(Exception):
+    """Raised inside a handler; becomes Meta's error body with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: int,
+        *,
+        type_: str = "OAuthException",
+        subcode: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = error_body(message, code, type_=type_, subcode=subcode)
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body, status=self.status)
+
+
+def token_missing() -> GraphFailure:
+    return GraphFailure(400, "An access token is required to request this resource.", 104)
+
+
+def token_malformed(token: str) -> GraphFailure:
+    # Meta echoes the token it could not parse: clients must scrub Graph's messages.
+    return GraphFailure(401, f"Malformed access token {token}", 190)
+
+
+def token_invalid() -> GraphFailure:
+    return GraphFailure(401, "Invalid OAuth access token - Cannot parse access token", 190)
+
+
+def token_expired() -> GraphFailure:
+    return GraphFailure(
+        401,
+        "Error validating access token: Session has expired on Sunday, 01-Nov-26 04:00:00 PST. "
+        "The current time is Monday, 30-Nov-26 04:00:00 PST.",
+        190,
+        subcode=463,
+    )
+
+
+def proof_missing() -> GraphFailure:
+    return GraphFailure(
+        400,
+        "API calls from the server require an appsecret_proof argument",
+        100,
+        type_="GraphMethodException",
+    )
+
+
+def proof_invalid() -> GraphFailure:
+    return GraphFailure(
+        400,
+        "Invalid appsecret_proof provided in the API argument",
+        100,
+        type_="GraphMethodException",
+    )
+
+
+def object_not_found(object_id: str, method: str) -> GraphFailure:
+    return GraphFailure(
+        400,
+        f"Unsupported {method.lower()} request. Object with ID '{object_id}' does not exist, "
+        "cannot be loaded due to missing permissions, or does not support this operation. "
+        "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api",
+        100,
+        type_="GraphMethodException",
+        subcode=33,
+    )
+
+
+def nonexisting_field(field: str) -> GraphFailure:
+    return GraphFailure(
+        400,
+        f"(#100) Tried accessing nonexisting field ({field}) on node type "
+        "(WhatsAppBusinessPhoneNumber)",
+        100,
+    )
+
+
+def invalid_parameter(message: str) -> GraphFailure:
+    return GraphFailure(400, f"(#100) {message}", 100)
+
+
+def not_subscribed() -> GraphFailure:
+    return GraphFailure(
+        400,
+        "(#100) Before override the current callback uri, your app must be subscribed to "
+        "receive messages for WhatsApp Business Account.",
+        100,
+    )
+
+
+def callback_verification_failed(detail: str) -> GraphFailure:
+    return GraphFailure(
+        400, f"(#2200) Callback verification failed with the following errors: {detail}", 2200
+    )
+
+
+def permission_denied() -> GraphFailure:
+    return GraphFailure(403, "(#10) Application does not have permission for this action", 10)
+
+
+def app_rate_limited() -> GraphFailure:
+    return GraphFailure(400, "(#4) Application request limit reached", 4)
+
+
+def account_rate_limited() -> GraphFailure:
+    return GraphFailure(400, "(#80007) Rate limit hit for WhatsApp Business Account", 80007)
+
+
+def unknown_error() -> GraphFailure:
+    return GraphFailure(500, "An unknown error has occurred.", 1)
+
+
+def service_unavailable() -> GraphFailure:
+    return GraphFailure(503, "Service temporarily unavailable", 2)

@@ -1,0 +1,205 @@
+"""What the stand-in remembers: apps, tokens, business accounts (WABAs) and phone numbers,
+with per-number faults. Seeded over the admin API (`/_standin/...`) or a seed file."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CanSendMessage = Literal["AVAILABLE", "LIMITED", "BLOCKED"]
+
+# Which Graph call a request is, for fault filters and call counts.
+CallName = Literal["check", "override", "subscribe", "unsubscribe", "subscriptions", "debug_token"]
+
+
+class FaultKind(StrEnum):
+    TOKEN_INVALID = "token_invalid"  # 190
+    TOKEN_EXPIRED = "token_expired"  # 190 / 463
+    PERMISSION_DENIED = "permission_denied"  # 10
+    APP_RATE_LIMITED = "app_rate_limited"  # 4
+    ACCOUNT_RATE_LIMITED = "account_rate_limited"  # 80007
+    UNKNOWN_ERROR = "unknown_error"  # 1, HTTP 500
+    SERVICE_UNAVAILABLE = "service_unavailable"  # 2, HTTP 503
+    SERVER_ERROR = "server_error"  # HTTP 502 with a non-Graph body
+    TIMEOUT = "timeout"  # no answer for `seconds` (default: until the stand-in stops)
+    SLOW = "slow"  # a normal answer after `seconds`
+
+
+class Fault(BaseModel):
+    """One injected fault of a phone number: applies to the next `times` matching calls (all
+    of them while `times` is None), to calls named `call` (any call when None)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FaultKind
+    times: int | None = Field(default=None, ge=1)
+    call: CallName | None = None
+    seconds: float | None = Field(default=None, ge=0)
+
+
+class NumberSeed(BaseModel):
+    """A phone number as the admin API creates it (replacing one with the same id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone_number_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    waba_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    access_token: str = Field(min_length=1)
+    app_secret: str = Field(min_length=1)
+    app_id: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
+    display_phone_number: str = "+1 555-010-0000"
+    verified_name: str = "Stand-in Business"
+    quality_rating: str = "GREEN"
+    status: str = "CONNECTED"
+    name_status: str = "APPROVED"
+    code_verification_status: str = "VERIFIED"
+    messaging_limit_tier: str = "TIER_1K"
+    health: CanSendMessage = "AVAILABLE"
+
+
+class NumberPatch(BaseModel):
+    """Changes to a seeded number: health, rating, credentials (a new token, an expired one,
+    another app secret)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    health: CanSendMessage | None = None
+    quality_rating: str | None = None
+    status: str | None = None
+    messaging_limit_tier: str | None = None
+    access_token: str | None = Field(default=None, min_length=1)
+    token_expired: bool | None = None
+    app_secret: str | None = Field(default=None, min_length=1)
+
+
+def derived_app_id(app_secret: str) -> str:
+    """A stable numeric app id for an app seeded without one."""
+    return str(int(hashlib.sha256(app_secret.encode()).hexdigest()[:12], 16)).rjust(15, "1")
+
+
+@dataclass
+class App:
+    app_id: str
+    secret: str
+    name: str = "Stand-in App"
+
+
+@dataclass
+class Token:
+    app_id: str
+    expired: bool = False
+    # What the token may see: Meta answers anything else as not existing (100/33).
+    numbers: set[str] = field(default_factory=set)
+    # Business accounts that granted the app this token's permissions, oldest first (a dict
+    # as an ordered set: debug_token lists the newest first, as Meta does).
+    wabas: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass
+class Waba:
+    waba_id: str
+    subscribed_apps: set[str] = field(default_factory=set)
+    numbers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class PhoneNumber:
+    id: str
+    waba_id: str
+    app_id: str
+    access_token: str
+    display_phone_number: str
+    verified_name: str
+    quality_rating: str
+    status: str
+    name_status: str
+    code_verification_status: str
+    messaging_limit_tier: str
+    health: CanSendMessage
+    override_callback_uri: str | None = None
+    override_verify_token: str | None = None
+    faults: list[Fault] = field(default_factory=list)
+
+    def take_fault(self, call: CallName) -> Fault | None:
+        """The first fault that applies to `call`, counted down."""
+        for index, fault in enumerate(self.faults):
+            if fault.call is not None and fault.call != call:
+                continue
+            if fault.times is not None:
+                if fault.times <= 1:
+                    del self.faults[index]
+                else:
+                    self.faults[index] = fault.model_copy(update={"times": fault.times - 1})
+            return fault
+        return None
+
+
+@dataclass
+class World:
+    apps: dict[str, App] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
+    wabas: dict[str, Waba] = field(default_factory=dict)
+    numbers: dict[str, PhoneNumber] = field(default_factory=dict)
+    # Graph calls answered (faults included), by (object id, call name).
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def seed(self, seed: NumberSeed) -> PhoneNumber:
+        app_id = seed.app_id or derived_app_id(seed.app_secret)
+        self.apps[app_id] = App(app_id, seed.app_secret)
+        token = self.tokens.get(seed.access_token)
+        if token is None or token.app_id != app_id:
+            token = self.tokens[seed.access_token] = Token(app_id)
+        token.numbers.add(seed.phone_number_id)
+        token.wabas[seed.waba_id] = None
+        previous = self.numbers.get(seed.phone_number_id)
+        if previous is not None:
+            self.wabas[previous.waba_id].numbers.discard(previous.id)
+        self.wabas.setdefault(seed.waba_id, Waba(seed.waba_id)).numbers.add(seed.phone_number_id)
+        number = PhoneNumber(
+            id=seed.phone_number_id,
+            waba_id=seed.waba_id,
+            app_id=app_id,
+            access_token=seed.access_token,
+            display_phone_number=seed.display_phone_number,
+            verified_name=seed.verified_name,
+            quality_rating=seed.quality_rating,
+            status=seed.status,
+            name_status=seed.name_status,
+            code_verification_status=seed.code_verification_status,
+            messaging_limit_tier=seed.messaging_limit_tier,
+            health=seed.health,
+        )
+        self.numbers[number.id] = number
+        return number
+
+    def remove(self, number: PhoneNumber) -> None:
+        self.wabas[number.waba_id].numbers.discard(number.id)
+        del self.numbers[number.id]
+
+    def waba_numbers(self, waba_id: str) -> list[PhoneNumber]:
+        waba = self.wabas.get(waba_id)
+        return [self.numbers[n] for n in sorted(waba.numbers)] if waba else []
+
+    def patch(self, number: PhoneNumber, patch: NumberPatch) -> None:
+        if patch.health is not None:
+            number.health = patch.health
+        if patch.quality_rating is not None:
+            number.quality_rating = patch.quality_rating
+        if patch.status is not None:
+            number.status = patch.status
+        if patch.messaging_limit_tier is not None:
+            number.messaging_limit_tier = patch.messaging_limit_tier
+        if patch.app_secret is not None:
+            self.apps[number.app_id].secret = patch.app_secret
+        if patch.access_token is not None:
+            token = self.tokens.setdefault(patch.access_token, Token(number.app_id))
+            token.numbers.add(number.id)
+            token.wabas[number.waba_id] = None
+            number.access_token = patch.access_token
+        if patch.token_expired is not None:
+            self.tokens[number.access_token].expired = patch.token_expired
