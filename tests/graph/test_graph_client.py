@@ -26,7 +26,7 @@ from channel_operator.graph import (
 from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
 
-from .conftest import (
+from tests.graph.conftest import (
     APP_SECRET,
     CREDENTIALS,
     FAST,

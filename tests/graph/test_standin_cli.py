@@ -17,7 +17,7 @@ from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.main import main
 from graph_standin.state import PhoneNumber
 
-from .conftest import (
+from tests.graph.conftest import (
     APP_SECRET,
     CREDENTIALS,
     FAST,

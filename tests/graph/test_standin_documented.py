@@ -8,8 +8,17 @@ import aiohttp
 from graph_standin import Fault, FaultKind, GraphStandin
 from graph_standin.state import PhoneNumber
 
-from . import meta_documented as doc
-from .conftest import APP_SECRET, PHONE, TOKEN, VERIFY_TOKEN, WABA, Callback, admin, graph_get
+from tests.graph import meta_documented as doc
+from tests.graph.conftest import (
+    APP_SECRET,
+    PHONE,
+    TOKEN,
+    VERIFY_TOKEN,
+    WABA,
+    Callback,
+    admin,
+    graph_get,
+)
 
 PROOF_ERROR_KEYS = doc.ERROR_OPTIONAL_KEYS
 
