@@ -77,7 +77,8 @@ def serve_receiver(
         return None
 
     cache = ChannelCache()
-    cache.replace_all(secrets)
+    cache.apply("SYNC", {"items": secrets})
+    cache.mark_synced()
     forwarder = (Forwarder if forward else NoHop)(
         f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
         FORWARD_SECRET,

@@ -375,7 +375,7 @@ def in_namespace(kube: MemoryKube, namespace: str) -> list[str]:
 
 async def test_with_a_keys_namespace_nothing_of_the_keys_sits_beside_the_channels() -> None:
     kube = MemoryKube()
-    keyring = await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS)
+    keyring = await sealing_keys.ensure(kube, KEYS_NS)
     assert in_namespace(kube, NS) == []
     assert sorted(in_namespace(kube, KEYS_NS)) == sorted(
         [
@@ -384,29 +384,6 @@ async def test_with_a_keys_namespace_nothing_of_the_keys_sits_beside_the_channel
         ]
     )
     assert await sealing_keys.load(kube, KEYS_NS) == keyring
-
-
-async def test_keys_an_older_layout_left_beside_the_channels_move_to_the_keys_namespace() -> None:
-    kube = MemoryKube()
-    old = await sealing_keys.ensure(kube, NS)  # the single-namespace layout
-    moved = await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS)
-    assert moved == old  # the same keys, so every existing seal still opens
-    assert await sealing_keys.load(kube, KEYS_NS) == old
-    data = kube.objects[core_path("configmaps", KEYS_NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
-    assert json.loads(data[PUBLIC_KEYS_FIELD]) == old.public_keys()
-    assert in_namespace(kube, NS) == []  # the private keys are gone from the receiver's reach
-    # The next start has nothing to move and writes nothing.
-    kube.writes.clear()
-    assert await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS) == old
-    assert kube.writes == []
-
-
-async def test_keys_beside_the_channels_the_operator_lacks_are_never_deleted() -> None:
-    kube = MemoryKube()
-    stray = await sealing_keys.ensure(kube, NS)
-    own = await sealing_keys.ensure(kube, KEYS_NS)
-    assert await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS) == own
-    assert await sealing_keys.load(kube, NS) == stray  # left for a person to move
 
 
 async def test_rotation_refuses_a_namespace_without_keys() -> None:

@@ -36,7 +36,8 @@ class Harness:
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def load(self, *secrets: dict[str, Any]) -> None:
-        self.cache.replace_all(secrets)
+        self.cache.apply("SYNC", {"items": list(secrets)})  # as the watch's first list does
+        self.cache.mark_synced()
 
 
 @pytest.fixture

@@ -633,9 +633,9 @@ async def test_not_ready_until_the_cache_synced(sink: Sink):
             await client.post(hook(iid), content=body, headers=signed(APP_SECRET, body))
         ).status_code == 503
         assert (await client.get(hook(iid), params=challenge(VERIFY_TOKEN))).status_code == 503
-        cache.replace_all(
-            [channel_secret(iid, PHONE, app_secret=APP_SECRET, verify_token=VERIFY_TOKEN)]
-        )
+        secret = channel_secret(iid, PHONE, app_secret=APP_SECRET, verify_token=VERIFY_TOKEN)
+        cache.apply("SYNC", {"items": [secret]})
+        cache.mark_synced()
         assert (await client.get("/readyz")).status_code == 200
         assert (
             await client.post(hook(iid), content=body, headers=signed(APP_SECRET, body))

@@ -16,7 +16,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -172,11 +172,6 @@ class ChannelCache:
             self._put(obj)
         elif kind == "DELETED":
             self._drop(str((obj.get("metadata") or {}).get("name") or ""))
-
-    def replace_all(self, secrets: Iterable[Mapping[str, Any]]) -> None:
-        """Load a fixed set of Secrets (tests, benchmarks) and call the cache synced."""
-        self.apply("SYNC", {"items": list(secrets)})
-        self.mark_synced()
 
     def _put(self, secret: Mapping[str, Any]) -> None:
         name = str((secret.get("metadata") or {}).get("name") or "")

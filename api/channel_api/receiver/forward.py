@@ -109,8 +109,8 @@ class Forwarder:
     """One keep-alive HTTP/1.1 client for every instance; a delivery is one POST with a
     timeout.
 
-    Deliberately small (aiohttp's client cost ~160 µs of CPU per event here, several times
-    this one): POST with a Content-Length body, an answer framed by Content-Length, chunked
+    Deliberately small (aiohttp's client cost several times as much CPU per event; see README,
+    Benchmarks): POST with a Content-Length body, an answer framed by Content-Length, chunked
     or the end of the connection, of which at most `_ANSWER_READ_LIMIT` bytes are read.
     Connections are kept per (scheme, host, port); at most `max_connections` are in use at
     once and at most as many idle. A connection that fails, times out, was told
