@@ -64,7 +64,7 @@ ACTIVE_KEY_ID_FIELD = "activeKeyId"
 PUBLIC_KEYS_FIELD = "publicKeys"
 DEFAULT_NAMESPACE = "whatsapp-channels"
 
-# Condition types and the stable reasons they carry.
+# Condition types; the reasons they carry are in `whatsapp_channel.reasons`.
 READY = "Ready"
 SECRET_SYNCED = "SecretSynced"
 WEBHOOK_CONFIGURED = "WebhookConfigured"
@@ -218,7 +218,7 @@ def rest_status(obj: Mapping[str, Any]) -> RestStatus:
         return "pending"
     if ready.get("status") == "True":
         return "active" if spec.get("enabled", True) else "disabled"
-    if ready.get("status") == "Unknown" or ready.get("reason") == "Reconciling":
+    if ready.get("status") == "Unknown":
         return "pending"
     return "error"
 

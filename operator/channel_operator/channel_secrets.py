@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 from whatsapp_channel.kube import Conflict, Invalid, Kube, KubeError, NotFound, core_path, reflect
 from whatsapp_channel.model import GENERATED_SECRET_SELECTOR, INSTANCE_LABEL
+from whatsapp_channel.reasons import APISERVER_ERROR, SECRET_NAME_TAKEN
 
 from channel_operator.desired import (
-    APISERVER_ERROR,
-    SECRET_NAME_TAKEN,
     ChannelFailure,
     ChannelRef,
     is_managed,

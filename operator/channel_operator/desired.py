@@ -1,7 +1,8 @@
 """What a channel should have, as plain data: the generated Secret and the status.
 
-Pure functions, no I/O: everything here is tested without a cluster. Messages and reasons
-never carry a credential; `Credentials` refuses to print its values.
+Pure functions, no I/O: everything here is tested without a cluster. Reasons come from
+`whatsapp_channel.reasons`; messages never carry a credential; `Credentials` refuses to
+print its values.
 """
 
 from __future__ import annotations
@@ -33,35 +34,25 @@ from whatsapp_channel.model import (
     set_condition,
     webhook_url,
 )
+from whatsapp_channel.reasons import (
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
+    SECRET_NOT_SYNCED,
+    SECRET_REF_INCOMPLETE,
+    SYNCED,
+    WEBHOOK_DISABLED,
+    WEBHOOK_ENABLED,
+    ReasonedFailure,
+)
 from whatsapp_channel.sealing import SealError, unseal
 
 JSON = dict[str, Any]
 
-# Stable reasons of the conditions (the seal reasons come from `sealing.SealError`:
-# MalformedSeal, UnknownSealingKey, SealDoesNotOpen, SealScopeMismatch).
-SYNCED = "Synced"
-WEBHOOK_ENABLED = "WebhookEnabled"
-WEBHOOK_DISABLED = "WebhookDisabled"
-SECRET_NOT_SYNCED = "SecretNotSynced"
-CHANNEL_READY = "ChannelReady"
-CHANNEL_DISABLED = "ChannelDisabled"
-INVALID_SPEC = "InvalidSpec"
-SECRET_REF_NOT_FOUND = "SecretRefNotFound"
-SECRET_REF_INCOMPLETE = "SecretRefIncomplete"
-SECRET_NAME_TAKEN = "SecretNameTaken"
-APISERVER_ERROR = "ApiserverError"
-
 SECRET_KEYS = tuple(CREDENTIAL_FIELDS.values())
 
 
-class ChannelFailure(Exception):
-    """Why a channel cannot be made real now. `reason` is a stable CamelCase word; `message`
-    is for people and never contains a credential."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class ChannelFailure(ReasonedFailure):
+    """Why a channel cannot be made real now (`whatsapp_channel.reasons` lists the reasons)."""
 
 
 @dataclass(frozen=True)

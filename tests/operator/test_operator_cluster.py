@@ -44,6 +44,12 @@ from whatsapp_channel.model import (
     find_condition,
     rest_status,
 )
+from whatsapp_channel.reasons import (
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_REF_NOT_FOUND,
+)
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 from tests.operator_process import run_operator, start_operator
@@ -269,7 +275,7 @@ async def test_update_new_phone_and_rotated_app_secret_then_disable(
     assert secret["metadata"]["labels"][PHONE_NUMBER_ID_LABEL] == "999000111222"
 
     await kube.merge_patch(channels_path(namespace, name), {"spec": {"enabled": False}})
-    channel = await wait_ready(kube, namespace, name, reason="ChannelDisabled")
+    channel = await wait_ready(kube, namespace, name, reason=CHANNEL_DISABLED)
     assert channel["status"]["observedGeneration"] == 3
     assert rest_status(channel) == "disabled"
     secret = await get_secret(kube, namespace, name)
@@ -355,7 +361,7 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
         "spec": {**original["spec"], "instanceId": thief},
     }
     await kube.create(channels_path(namespace), stolen)
-    channel = await wait_ready(kube, namespace, thief, status="False", reason="SealScopeMismatch")
+    channel = await wait_ready(kube, namespace, thief, status="False", reason=SEAL_SCOPE_MISMATCH)
     ready = ready_of(channel)
     assert "sealed for another channel" in ready["message"]
     assert rest_status(channel) == "error"
@@ -370,7 +376,7 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
     async def warned() -> JSON | None:
         events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
         about = [e for e in events["items"] if e["involvedObject"].get("name") == thief]
-        return next((e for e in about if e["reason"] == "SealScopeMismatch"), None)
+        return next((e for e in about if e["reason"] == SEAL_SCOPE_MISMATCH), None)
 
     event = await eventually(warned, "a Warning event about the seal")
     assert event["type"] == "Warning"
@@ -402,7 +408,7 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
     body: JSON = {"apiVersion": "whatsapp.hydracore.io/v1alpha1", "kind": KIND}
     body |= {"metadata": {"name": name}, "spec": spec}
     await kube.create(channels_path(namespace), body)
-    channel = await wait_ready(kube, namespace, name, status="False", reason="SecretRefNotFound")
+    channel = await wait_ready(kube, namespace, name, status="False", reason=SECRET_REF_NOT_FOUND)
     assert "my-creds" in ready_of(channel)["message"]
 
     values = credentials()
@@ -410,7 +416,7 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
     await kube.create(
         core_path("secrets", namespace), {"metadata": {"name": "my-creds"}, "data": data}
     )
-    await wait_ready(kube, namespace, name, reason="ChannelReady")
+    await wait_ready(kube, namespace, name, reason=CHANNEL_READY)
     secret = await get_secret(kube, namespace, name)
     assert secret is not None
     assert decoded(secret) == values
@@ -784,7 +790,7 @@ async def test_a_ready_channel_moves_the_counters(
         await wait_ready(kube, namespace, name)
         samples = await scrape(metrics_port)
     reconciles = "whatsapp_operator_reconciles_total"
-    assert sample(samples, reconciles, outcome="ready", reason="ChannelReady") >= 1
+    assert sample(samples, reconciles, outcome="ready", reason=CHANNEL_READY) >= 1
     assert sample(samples, "whatsapp_operator_secret_writes_total", action="created") == 1
     assert sample(samples, "whatsapp_operator_channels", ready="true") == 1
     assert sample(samples, "whatsapp_operator_channels", ready="false") == 0

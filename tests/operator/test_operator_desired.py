@@ -8,10 +8,6 @@ from typing import Any
 
 import pytest
 from channel_operator.desired import (
-    CHANNEL_DISABLED,
-    CHANNEL_READY,
-    SECRET_NOT_SYNCED,
-    SECRET_REF_INCOMPLETE,
     ChannelFailure,
     ChannelRef,
     Credentials,
@@ -41,6 +37,15 @@ from whatsapp_channel.model import (
     SealedCredentials,
     find_condition,
     rest_status,
+)
+from whatsapp_channel.reasons import (
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_NOT_SYNCED,
+    SECRET_REF_INCOMPLETE,
+    SECRET_REF_NOT_FOUND,
+    UNKNOWN_SEALING_KEY,
 )
 from whatsapp_channel.sealing import SealError, new_private_key, public_key_of, seal
 
@@ -231,7 +236,7 @@ def test_failure_is_ready_false_and_leaves_observed_generation_behind() -> None:
     before = build_status(
         {}, make_ref(generation=1), webhook_base_url=BASE_URL, enabled=True, failure=None
     )
-    failure = ChannelFailure("SealScopeMismatch", "accessToken was sealed for another channel")
+    failure = ChannelFailure(SEAL_SCOPE_MISMATCH, "accessToken was sealed for another channel")
     status = build_status(before, ref, webhook_base_url=BASE_URL, enabled=True, failure=failure)
     assert "observedGeneration" not in status  # the merge patch leaves it at 1
     ready = find_condition(status["conditions"], READY)
@@ -240,9 +245,9 @@ def test_failure_is_ready_false_and_leaves_observed_generation_behind() -> None:
     assert ready is not None
     assert synced is not None
     assert webhook is not None
-    assert (ready["status"], ready["reason"]) == ("False", "SealScopeMismatch")
+    assert (ready["status"], ready["reason"]) == ("False", SEAL_SCOPE_MISMATCH)
     assert ready["observedGeneration"] == 2
-    assert (synced["status"], synced["reason"]) == ("False", "SealScopeMismatch")
+    assert (synced["status"], synced["reason"]) == ("False", SEAL_SCOPE_MISMATCH)
     assert (webhook["status"], webhook["reason"]) == ("False", SECRET_NOT_SYNCED)
     assert rest_status(channel(ref, {**before, **status})) == "error"
 
@@ -270,7 +275,7 @@ def test_transition_time_moves_only_when_a_condition_flips() -> None:
     ok = build_status(
         {}, ref, webhook_base_url=BASE_URL, enabled=True, failure=None, now="2024-01-01T00:00:00Z"
     )
-    failure = ChannelFailure("SecretRefNotFound", "Secret mine does not exist")
+    failure = ChannelFailure(SECRET_REF_NOT_FOUND, "Secret mine does not exist")
     failed = build_status(
         ok,
         ref,
@@ -365,7 +370,7 @@ def test_seals_open_for_their_channel_only() -> None:
     other = make_ref()
     with pytest.raises(SealError) as caught:
         open_seals(keys, other, sealed)
-    assert caught.value.reason == "SealScopeMismatch"
+    assert caught.value.reason == SEAL_SCOPE_MISMATCH
     assert "EAAG" not in caught.value.message
 
     swapped = SealedCredentials(
@@ -375,9 +380,9 @@ def test_seals_open_for_their_channel_only() -> None:
     )
     with pytest.raises(SealError) as caught:
         open_seals(keys, ref, swapped)
-    assert caught.value.reason == "SealScopeMismatch"
+    assert caught.value.reason == SEAL_SCOPE_MISMATCH
 
     other_id, other_private = new_private_key()
     with pytest.raises(SealError) as caught:
         open_seals({other_id: other_private}, ref, sealed)
-    assert caught.value.reason == "UnknownSealingKey"
+    assert caught.value.reason == UNKNOWN_SEALING_KEY

@@ -21,7 +21,7 @@ import pytest
 from channel_operator import channels, sealing_keys
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.channels import Runtime
-from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND, ChannelFailure
+from channel_operator.desired import ChannelFailure
 from channel_operator.startup import ObservedGeneration, ProgressAnnotations
 from whatsapp_channel.kube import (
     JSON,
@@ -38,6 +38,12 @@ from whatsapp_channel.model import (
     SEALING_KEYS_SECRET,
     SEALING_PUBLIC_CONFIGMAP,
     find_condition,
+)
+from whatsapp_channel.reasons import (
+    APISERVER_ERROR,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_NAME_TAKEN,
+    SECRET_REF_NOT_FOUND,
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
@@ -158,10 +164,10 @@ async def test_a_seal_moved_from_another_channel_does_not_open() -> None:
     patch: JSON = {}
     failure = await channels.reconcile(rt, channel_body(thief, spec), patch)
     assert failure is not None
-    assert failure.reason == "SealScopeMismatch"
+    assert failure.reason == SEAL_SCOPE_MISMATCH
     assert kube.secret_writes() == []
     ready = ready_of(patch)
-    assert (ready["status"], ready["reason"]) == ("False", "SealScopeMismatch")
+    assert (ready["status"], ready["reason"]) == ("False", SEAL_SCOPE_MISMATCH)
     assert "observedGeneration" not in patch
     assert all(v not in json.dumps(patch) for v in VALUES.values())
 
@@ -222,11 +228,11 @@ async def test_an_apiserver_error_is_ready_false_and_retried_not_raised(error: K
     patch: JSON = {}
     failure = await channels.reconcile(rt, body, patch)
     assert failure is not None
-    assert failure.reason == "ApiserverError"
+    assert failure.reason == APISERVER_ERROR
     assert str(error.status) in failure.message
     assert error.message not in failure.message  # the apiserver's words may quote the request
     ready = ready_of(patch)
-    assert (ready["status"], ready["reason"]) == ("False", "ApiserverError")
+    assert (ready["status"], ready["reason"]) == ("False", APISERVER_ERROR)
 
     del kube.failing["POST"]  # it recovers: the retry succeeds
     later: JSON = {}
@@ -236,7 +242,7 @@ async def test_an_apiserver_error_is_ready_false_and_retried_not_raised(error: K
     kube.failing["DELETE"] = error
     with pytest.raises(ChannelFailure) as caught:
         await channels.release(rt, body)
-    assert caught.value.reason == "ApiserverError"
+    assert caught.value.reason == APISERVER_ERROR
 
 
 async def test_release_deletes_the_secret() -> None:
