@@ -23,7 +23,8 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service
 from schemathesis import Case
-from whatsapp_channel.model import FINALIZER, generated_secret_name
+from whatsapp_channel.channel_secret import secret_name
+from whatsapp_channel.model import FINALIZER
 
 from ..operator_process import run_operator
 from ..scrape import assert_no_label_holds, scrape, value
@@ -58,9 +59,7 @@ def kubectl_json(cluster: Cluster, *args: str) -> Any:
 
 
 def secret_data(cluster: Cluster, namespace: str, instance: str) -> dict[str, str]:
-    secret = kubectl_json(
-        cluster, "get", "secret", generated_secret_name(instance), "-n", namespace
-    )
+    secret = kubectl_json(cluster, "get", "secret", secret_name(instance), "-n", namespace)
     return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
 

@@ -33,14 +33,9 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.product import PROCESSES, service_account_kubeconfig, start
 from localkube.services import Service, running
+from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE, secret_name
 from whatsapp_channel.kube import Forbidden, Kube, core_path, load_config
-from whatsapp_channel.model import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    SEALING_KEYS_SECRET,
-    SEALING_PUBLIC_CONFIGMAP,
-    generated_secret_name,
-)
+from whatsapp_channel.model import SEALING_KEYS_SECRET, SEALING_PUBLIC_CONFIGMAP
 
 from ..receiver.payloads import meta_bytes, notification, signed, text_change
 from ..receiver.sink import Sink
@@ -265,7 +260,7 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
         read = await http.get(api, headers=auth)
         assert read.status_code == 200
         assert read.json()["status"] == "active"
-        secret = secret_files(cluster, ns, generated_secret_name(instance))
+        secret = secret_files(cluster, ns, secret_name(instance))
         assert secret["app_secret"] == APP_SECRET.encode()
         await receiver_reaches_no_key(cluster, product, tmp_path)
         refused = await http.get(api, headers={"Authorization": "Bearer " + "x" * 40})
@@ -325,7 +320,7 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
         )
         assert (
             cluster.kubectl(
-                "get", "secret", generated_secret_name(instance), "-n", ns, check=False
+                "get", "secret", secret_name(instance), "-n", ns, check=False
             ).returncode
             != 0
         )

@@ -23,17 +23,19 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.product import OPERATOR
 from localkube.services import Service, running, script
-from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
-from whatsapp_channel.model import (
+from whatsapp_channel.channel_secret import (
     DATA_HASH_ANNOTATION,
     ENABLED_ANNOTATION,
-    FINALIZER,
-    GENERATED_SECRET_SELECTOR,
     INSTANCE_LABEL,
-    KIND,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PHONE_NUMBER_ID_LABEL,
+)
+from whatsapp_channel.channel_secret import SELECTOR as CHANNEL_SECRET_SELECTOR
+from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
+from whatsapp_channel.model import (
+    FINALIZER,
+    KIND,
     PUBLIC_KEYS_FIELD,
     READY,
     SEALING_KEYS_SECRET,
@@ -482,7 +484,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
 
         async def some_secret() -> list[JSON] | None:
             listing = await kube.get(
-                core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                core_path("secrets", namespace), {"labelSelector": CHANNEL_SECRET_SELECTOR}
             )
             return listing["items"] or None
 
@@ -498,7 +500,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
             await wait_ready(kube, namespace, name)
         secrets = (
             await kube.get(
-                core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                core_path("secrets", namespace), {"labelSelector": CHANNEL_SECRET_SELECTOR}
             )
         )["items"]
         assert sorted(s["metadata"]["name"] for s in secrets) == sorted(
@@ -523,7 +525,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
             left = (await kube.get(channels_path(namespace)))["items"]
             generated = (
                 await kube.get(
-                    core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                    core_path("secrets", namespace), {"labelSelector": CHANNEL_SECRET_SELECTOR}
                 )
             )["items"]
             return not left and not generated

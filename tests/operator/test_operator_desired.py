@@ -14,7 +14,6 @@ from channel_operator.desired import (
     build_secret,
     build_status,
     credentials_from_secret,
-    data_hash,
     may_write,
     merged_secret,
     open_seals,
@@ -22,14 +21,17 @@ from channel_operator.desired import (
     secret_is_current,
     status_changes,
 )
-from whatsapp_channel.model import (
+from whatsapp_channel.channel_secret import (
     DATA_HASH_ANNOTATION,
     ENABLED_ANNOTATION,
     INSTANCE_LABEL,
-    KIND,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PHONE_NUMBER_ID_LABEL,
+    data_hash,
+)
+from whatsapp_channel.model import (
+    KIND,
     READY,
     SECRET_SYNCED,
     WEBHOOK_CONFIGURED,

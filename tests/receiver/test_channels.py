@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from channel_api.receiver.channels import ChannelCache, channel_from_secret
-from whatsapp_channel.model import ENABLED_ANNOTATION, INSTANCE_LABEL, PHONE_NUMBER_ID_LABEL
+from whatsapp_channel.channel_secret import (
+    ENABLED_ANNOTATION,
+    INSTANCE_LABEL,
+    PHONE_NUMBER_ID_LABEL,
+)
 
 from .payloads import channel_secret, new_instance_id
 

@@ -19,10 +19,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Kube, KubeConfig, core_path, reflect
 from whatsapp_channel.model import webhook_path
 
-from .channels import CHANNEL_SECRET_SELECTOR, Channel, ChannelCache
+from .channels import Channel, ChannelCache
 from .forward import Delivery, Forwarder, deliver_all
 from .meta import (
     SIGNATURE_HEADER,
@@ -369,7 +370,7 @@ def create_app(settings: ReceiverSettings, kube_config: KubeConfig) -> Receiver:
             kube,
             core_path("secrets", settings.namespace),
             cache.apply,
-            label_selector=CHANNEL_SECRET_SELECTOR,
+            label_selector=channel_secret.SELECTOR,
             on_synced=cache.mark_synced,
         )
         tasks = [
