@@ -28,12 +28,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from channel_api.receiver.forward import SIGNATURE_HEADER, TIMESTAMP_HEADER, forward_proof_valid
 from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.product import PROCESSES, service_account_kubeconfig, start
 from localkube.services import Service, running
 from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE, secret_name
+from whatsapp_channel.forward_proof import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    forward_proof_valid,
+)
 from whatsapp_channel.kube import Forbidden, Kube, core_path, load_config
 from whatsapp_channel.model import SEALING_KEYS_SECRET, SEALING_PUBLIC_CONFIGMAP
 

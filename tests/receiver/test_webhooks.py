@@ -10,14 +10,14 @@ import httpx
 import pytest
 from channel_api.receiver.app import Receiver
 from channel_api.receiver.channels import ChannelCache
-from channel_api.receiver.forward import (
+from channel_api.receiver.forward import Forwarder
+from channel_api.receiver.status import StatusWriter
+from whatsapp_channel.forward_proof import (
     INSTANCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    Forwarder,
     forward_proof_valid,
 )
-from channel_api.receiver.status import StatusWriter
 
 from .conftest import FORWARD_SECRET, Harness
 from .payloads import (
