@@ -65,7 +65,7 @@ def serve_receiver(
     (what the receiver's own checks cost, apart from the hop to the instance)."""
     import uvicorn
     from channel_api.receiver.app import Receiver
-    from channel_api.receiver.channels import ChannelCache
+    from channel_api.receiver.channel_cache import ChannelCache
     from channel_api.receiver.forward import Delivery, Forwarder
     from channel_api.receiver.status import StatusWriter
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from channel_api.receiver.app import Receiver
-from channel_api.receiver.channels import ChannelCache
+from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
 from channel_api.receiver.status import StatusWriter
 

@@ -107,8 +107,10 @@ def meta_bytes(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def meta_signature(app_secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+def meta_signature(app_secret: str | bytes, body: bytes) -> str:
+    """The `X-Hub-Signature-256` value Meta sends for `body`."""
+    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def signed(app_secret: str, body: bytes) -> dict[str, str]:

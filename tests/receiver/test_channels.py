@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channel_api.receiver.channels import ChannelCache, channel_from_secret
+from channel_api.receiver.channel_cache import ChannelCache, channel_from_secret
 from whatsapp_channel.channel_secret import (
     ENABLED_ANNOTATION,
     INSTANCE_LABEL,

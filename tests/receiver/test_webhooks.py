@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from channel_api.receiver.app import Receiver
-from channel_api.receiver.channels import ChannelCache
+from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
 from channel_api.receiver.status import StatusWriter
 from whatsapp_channel.forward_proof import (
