@@ -63,11 +63,11 @@ def run(settings: OperatorSettings) -> None:
 async def _rotate(namespace: str) -> str:
     from whatsapp_channel.kube import Kube, load_config
 
-    from channel_operator import sealing_keys
+    from channel_operator import keystore
 
     kube = Kube(await asyncio.to_thread(load_config), user_agent="whatsapp-operator")
     try:
-        keyring = await sealing_keys.rotate(kube, namespace)
+        keyring = await keystore.rotate(kube, namespace)
     finally:
         await kube.close()
     return keyring.active_key_id
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "rotate-key":
         from whatsapp_channel.kube import KubeError
 
-        from channel_operator.sealing_keys import KeyringError
+        from channel_operator.keystore import KeyringError
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:

@@ -4,6 +4,7 @@ when an event goes nowhere. No ASGI, no sockets."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.meta import parse_event
@@ -22,19 +23,19 @@ from .payloads import (
 SECRET = "shared-app-secret"
 
 
-def cache_of(*secrets: dict) -> ChannelCache:
+def cache_of(*secrets: dict[str, Any]) -> ChannelCache:
     cache = ChannelCache()
     cache.apply("SYNC", {"items": list(secrets)})
     return cache
 
 
-def one(phone: str, *, app_secret: str | None, enabled: bool = True) -> dict:
+def one(phone: str, *, app_secret: str | None, enabled: bool = True) -> dict[str, Any]:
     return channel_secret(
         new_instance_id(), phone, app_secret=app_secret, verify_token="t", enabled=enabled
     )
 
 
-def route(cache: ChannelCache, event: dict, app_secret: str = SECRET):
+def route(cache: ChannelCache, event: dict[str, Any], app_secret: str = SECRET):
     body = meta_bytes(event)
     signature = meta_signature(app_secret, body).encode()
     return route_shared_event(parse_event(body), body, signature, cache.for_phone)

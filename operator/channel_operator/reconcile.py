@@ -37,7 +37,7 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
-from channel_operator.sealing_keys import Keys
+from channel_operator.keystore import Keys
 
 log = logging.getLogger(__name__)
 
