@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from whatsapp_channel.model import (
@@ -52,7 +52,7 @@ def secret_name(channel_name: str) -> str:
     return f"whatsapp-{channel_name}"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class ChannelSecret:
     """What a channel Secret says. A credential is None when the Secret lacks it (or holds
     nothing, or something that is not base64 of UTF-8 text): whoever needs it fails closed."""
@@ -63,15 +63,9 @@ class ChannelSecret:
     instance_id: str
     phone_number_id: str | None
     enabled: bool
-    access_token: str | None
-    app_secret: str | None
-    verify_token: str | None
-
-    def __repr__(self) -> str:  # never print the credentials
-        return (
-            f"ChannelSecret(channel={self.channel!r}, phone_number_id="
-            f"{self.phone_number_id!r}, enabled={self.enabled})"
-        )
+    access_token: str | None = field(repr=False)  # never printed
+    app_secret: str | None = field(repr=False)
+    verify_token: str | None = field(repr=False)
 
     def data(self) -> dict[str, str]:
         """The credentials present, in clear text."""

@@ -64,7 +64,8 @@ def test_the_secret_is_named_labelled_and_owned_as_the_receiver_selects() -> Non
     (owner,) = metadata["ownerReferences"]
     assert (owner["uid"], owner["controller"]) == (FULL.channel_uid, True)
     assert set(built["data"]) == {"access_token", "app_secret", "verify_token"}
-    assert "EAAG" not in repr(FULL)
+    for credential in ("EAAG-access-token", "app-secret-ünïcode", "verify-token"):
+        assert credential not in repr(FULL)
 
 
 def test_the_data_hash_follows_the_credentials_only() -> None:

@@ -14,7 +14,7 @@ import hmac
 import logging
 import os
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from whatsapp_channel import channel_secret
@@ -32,14 +32,8 @@ class Channel:
     instance_id: str
     phone_number_id: str | None
     enabled: bool
-    app_secret: bytes | None
-    verify_token: bytes | None
-
-    def __repr__(self) -> str:  # never print the secrets
-        return (
-            f"Channel(instance_id={self.instance_id!r}, phone_number_id="
-            f"{self.phone_number_id!r}, enabled={self.enabled})"
-        )
+    app_secret: bytes | None = field(repr=False)  # never printed
+    verify_token: bytes | None = field(repr=False)
 
 
 def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
