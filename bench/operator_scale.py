@@ -45,6 +45,7 @@ from whatsapp_channel.model import (
     find_condition,
     set_condition,
 )
+from whatsapp_channel.reasons import CHANNEL_READY
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 from whatsapp_channel.settings import LogLevel
 
@@ -119,7 +120,7 @@ async def baseline(kube: Kube, namespace: str, n: int, concurrency: int) -> floa
         )
         generation = int(created["metadata"]["generation"])
         conditions = set_condition(
-            [], READY, ok=True, reason="ChannelReady", message="ok", generation=generation
+            [], READY, ok=True, reason=CHANNEL_READY, message="ok", generation=generation
         )
         await kube.merge_patch(
             channels_path(namespace, name, "status"),

@@ -65,7 +65,7 @@ def serve_receiver(
     (what the receiver's own checks cost, apart from the hop to the instance)."""
     import uvicorn
     from channel_api.receiver.app import Receiver
-    from channel_api.receiver.channels import ChannelCache
+    from channel_api.receiver.channel_cache import ChannelCache
     from channel_api.receiver.forward import Delivery, Forwarder
     from channel_api.receiver.status import StatusWriter
 
@@ -77,7 +77,8 @@ def serve_receiver(
         return None
 
     cache = ChannelCache()
-    cache.replace_all(secrets)
+    cache.apply("SYNC", {"items": secrets})
+    cache.mark_synced()
     forwarder = (Forwarder if forward else NoHop)(
         f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
         FORWARD_SECRET,
@@ -100,36 +101,26 @@ class Channel:
 
 
 def make_channels(count: int) -> tuple[list[Channel], list[dict[str, Any]]]:
-    import base64
-
-    from whatsapp_channel.model import (
-        ENABLED_ANNOTATION,
-        INSTANCE_LABEL,
-        MANAGED_BY_LABEL,
-        MANAGED_BY_VALUE,
-        PHONE_NUMBER_ID_LABEL,
-    )
+    from whatsapp_channel import channel_secret
 
     channels, secrets = [], []
     for n in range(count):
         channel = Channel(str(uuid.uuid4()), str(100000000000000 + n), uuid.uuid4().hex * 2)
         channels.append(channel)
         secrets.append(
-            {
-                "metadata": {
-                    "name": f"whatsapp-{channel.instance_id}",
-                    "labels": {
-                        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
-                        INSTANCE_LABEL: channel.instance_id,
-                        PHONE_NUMBER_ID_LABEL: channel.phone_number_id,
-                    },
-                    "annotations": {ENABLED_ANNOTATION: "true"},
-                },
-                "data": {
-                    "app_secret": base64.b64encode(channel.app_secret.encode()).decode(),
-                    "verify_token": base64.b64encode(f"token-{n}".encode()).decode(),
-                },
-            }
+            channel_secret.build(
+                channel_secret.ChannelSecret(
+                    namespace="bench",
+                    channel=channel.instance_id,
+                    channel_uid=None,
+                    instance_id=channel.instance_id,
+                    phone_number_id=channel.phone_number_id,
+                    enabled=True,
+                    access_token=None,
+                    app_secret=channel.app_secret,
+                    verify_token=f"token-{n}",
+                )
+            )
         )
     return channels, secrets
 

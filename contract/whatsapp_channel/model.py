@@ -45,15 +45,8 @@ CREDENTIAL_FIELDS: Mapping[str, str] = {
 # saves the operator a patch per channel; channels applied by hand get it from the operator.
 FINALIZER = f"{GROUP}/finalizer"
 
-# Labels and annotations the operator puts on what it generates; the receiver selects on them.
+# The prefix of our labels and annotations (the channel Secret's: `channel_secret`).
 LABEL_PREFIX = GROUP
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "whatsapp-channel-operator"
-INSTANCE_LABEL = f"{LABEL_PREFIX}/instance-id"
-PHONE_NUMBER_ID_LABEL = f"{LABEL_PREFIX}/phone-number-id"
-ENABLED_ANNOTATION = f"{LABEL_PREFIX}/enabled"
-DATA_HASH_ANNOTATION = f"{LABEL_PREFIX}/data-hash"
-GENERATED_SECRET_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 # Where the operator keeps its sealing keys, in its own namespace.
 SEALING_KEYS_SECRET = "whatsapp-channels-sealing-keys"
@@ -64,18 +57,13 @@ ACTIVE_KEY_ID_FIELD = "activeKeyId"
 PUBLIC_KEYS_FIELD = "publicKeys"
 DEFAULT_NAMESPACE = "whatsapp-channels"
 
-# Condition types and the stable reasons they carry.
+# Condition types; the reasons they carry are in `whatsapp_channel.reasons`.
 READY = "Ready"
 SECRET_SYNCED = "SecretSynced"
 WEBHOOK_CONFIGURED = "WebhookConfigured"
 CONDITION_TYPES = (SECRET_SYNCED, WEBHOOK_CONFIGURED, READY)
 
 RestStatus = Literal["pending", "active", "disabled", "error", "deleting"]
-
-
-def generated_secret_name(channel_name: str) -> str:
-    """The name of the Secret the operator writes for a channel."""
-    return f"whatsapp-{channel_name}"
 
 
 def webhook_path(instance_id: str) -> str:
@@ -218,7 +206,7 @@ def rest_status(obj: Mapping[str, Any]) -> RestStatus:
         return "pending"
     if ready.get("status") == "True":
         return "active" if spec.get("enabled", True) else "disabled"
-    if ready.get("status") == "Unknown" or ready.get("reason") == "Reconciling":
+    if ready.get("status") == "Unknown":
         return "pending"
     return "error"
 

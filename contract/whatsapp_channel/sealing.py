@@ -22,18 +22,20 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from whatsapp_channel.model import ACTIVE_KEY_ID_FIELD, PUBLIC_KEYS_FIELD
+from whatsapp_channel.reasons import (
+    MALFORMED_SEAL,
+    SEAL_DOES_NOT_OPEN,
+    SEAL_SCOPE_MISMATCH,
+    UNKNOWN_SEALING_KEY,
+    ReasonedFailure,
+)
 
 PREFIX = "wa1"
 
 
-class SealError(Exception):
-    """A seal that cannot be opened here. `reason` is a stable CamelCase word; the message
-    never contains the plaintext or the ciphertext."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class SealError(ReasonedFailure):
+    """A seal that cannot be opened here; the message never contains the plaintext or the
+    ciphertext."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def seal(key: PublicSealingKey, *, namespace: str, name: str, field: str, value:
 def seal_key_id(sealed: str) -> str:
     parts = sealed.split(":", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
-        raise SealError("MalformedSeal", "the value is not a seal made by whatsapp-seal")
+        raise SealError(MALFORMED_SEAL, "the value is not a seal made by whatsapp-seal")
     return parts[1]
 
 
@@ -128,19 +130,19 @@ def unseal(
     private = private_keys.get(key_id)
     if private is None:
         raise SealError(
-            "UnknownSealingKey", f"{field} was sealed with key {key_id}, which this operator lacks"
+            UNKNOWN_SEALING_KEY, f"{field} was sealed with key {key_id}, which this operator lacks"
         )
     try:
         box = base64.b64decode(sealed.split(":", 2)[2], validate=True)
         opened = _opening_box(private).decrypt(box)
         content = json.loads(opened)
     except (binascii.Error, CryptoError, ValueError):
-        raise SealError("SealDoesNotOpen", f"{field} does not open with key {key_id}") from None
+        raise SealError(SEAL_DOES_NOT_OPEN, f"{field} does not open with key {key_id}") from None
     if not isinstance(content, dict) or not isinstance(content.get("value"), str):
-        raise SealError("SealDoesNotOpen", f"{field} does not open with key {key_id}")
+        raise SealError(SEAL_DOES_NOT_OPEN, f"{field} does not open with key {key_id}")
     if content.get("scope") != _scope(namespace, name, field, key_id):
         raise SealError(
-            "SealScopeMismatch",
+            SEAL_SCOPE_MISMATCH,
             f"{field} was sealed for another channel or field; seal it for {namespace}/{name}",
         )
     value: str = content["value"]

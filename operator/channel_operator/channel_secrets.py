@@ -15,12 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
+from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Conflict, Invalid, Kube, KubeError, NotFound, core_path, reflect
-from whatsapp_channel.model import GENERATED_SECRET_SELECTOR, INSTANCE_LABEL
+from whatsapp_channel.reasons import APISERVER_ERROR, SECRET_NAME_TAKEN
 
 from channel_operator.desired import (
-    APISERVER_ERROR,
-    SECRET_NAME_TAKEN,
     ChannelFailure,
     ChannelRef,
     is_managed,
@@ -31,8 +30,6 @@ from channel_operator.desired import (
 
 log = logging.getLogger(__name__)
 
-# Channel Secrets only: the selector the receiver uses too.
-CHANNEL_SECRET_SELECTOR = f"{GENERATED_SECRET_SELECTOR},{INSTANCE_LABEL}"
 WRITE_ATTEMPTS = 4
 DRIFT_DEBOUNCE = 0.2
 REPAIR_ATTEMPTS = 6
@@ -51,12 +48,6 @@ def _version(obj: JSON | None) -> int:
 
 def _name(obj: JSON) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
-
-
-def _channel_of(obj: JSON) -> str | None:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    value = labels.get(INSTANCE_LABEL)
-    return str(value) if value else None
 
 
 class ChannelSecrets:
@@ -88,7 +79,7 @@ class ChannelSecrets:
                 self._kube,
                 core_path("secrets", self._namespace),
                 self._on_event,
-                label_selector=CHANNEL_SECRET_SELECTOR,
+                label_selector=channel_secret.SELECTOR,
                 on_synced=self.synced.set,
             )
         finally:
@@ -123,7 +114,7 @@ class ChannelSecrets:
         self._drifted(obj)
 
     def _drifted(self, obj: JSON) -> None:
-        channel = _channel_of(obj)
+        channel = channel_secret.instance_of(obj)
         if channel is None or self._on_drift is None or channel in self._pending:
             return
         self._pending.add(channel)
@@ -237,7 +228,7 @@ class ChannelSecrets:
         orphans = [
             obj
             for obj in list(self._cache.values())
-            if is_managed(obj) and _channel_of(obj) not in alive
+            if is_managed(obj) and channel_secret.instance_of(obj) not in alive
         ]
         for obj in orphans:
             name = _name(obj)
@@ -248,7 +239,9 @@ class ChannelSecrets:
 
     async def delete_orphan(self, channel: str) -> None:
         """Delete the cached Secrets of a channel that no longer exists."""
-        for obj in [o for o in list(self._cache.values()) if _channel_of(o) == channel]:
+        for obj in [
+            o for o in list(self._cache.values()) if channel_secret.instance_of(o) == channel
+        ]:
             if is_managed(obj):
                 async with self._lock(_name(obj)):
                     await self._delete(obj)

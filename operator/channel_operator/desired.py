@@ -1,67 +1,48 @@
 """What a channel should have, as plain data: the generated Secret and the status.
 
-Pure functions, no I/O: everything here is tested without a cluster. Messages and reasons
-never carry a credential; `Credentials` refuses to print its values.
+Pure functions, no I/O: everything here is tested without a cluster. Reasons come from
+`whatsapp_channel.reasons`; messages never carry a credential; `Credentials` refuses to
+print its values.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from whatsapp_channel import channel_secret
+from whatsapp_channel.channel_secret import DATA_KEYS, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from whatsapp_channel.model import (
-    API_VERSION,
     CREDENTIAL_FIELDS,
-    DATA_HASH_ANNOTATION,
-    ENABLED_ANNOTATION,
-    INSTANCE_LABEL,
     KIND,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    PHONE_NUMBER_ID_LABEL,
     READY,
     SECRET_SYNCED,
     WEBHOOK_CONFIGURED,
     ChannelSpec,
     SealedCredentials,
-    generated_secret_name,
     set_condition,
     webhook_url,
+)
+from whatsapp_channel.reasons import (
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
+    SECRET_NOT_SYNCED,
+    SECRET_REF_INCOMPLETE,
+    SYNCED,
+    WEBHOOK_DISABLED,
+    WEBHOOK_ENABLED,
+    ReasonedFailure,
 )
 from whatsapp_channel.sealing import SealError, unseal
 
 JSON = dict[str, Any]
 
-# Stable reasons of the conditions (the seal reasons come from `sealing.SealError`:
-# MalformedSeal, UnknownSealingKey, SealDoesNotOpen, SealScopeMismatch).
-SYNCED = "Synced"
-WEBHOOK_ENABLED = "WebhookEnabled"
-WEBHOOK_DISABLED = "WebhookDisabled"
-SECRET_NOT_SYNCED = "SecretNotSynced"
-CHANNEL_READY = "ChannelReady"
-CHANNEL_DISABLED = "ChannelDisabled"
-INVALID_SPEC = "InvalidSpec"
-SECRET_REF_NOT_FOUND = "SecretRefNotFound"
-SECRET_REF_INCOMPLETE = "SecretRefIncomplete"
-SECRET_NAME_TAKEN = "SecretNameTaken"
-APISERVER_ERROR = "ApiserverError"
 
-SECRET_KEYS = tuple(CREDENTIAL_FIELDS.values())
-
-
-class ChannelFailure(Exception):
-    """Why a channel cannot be made real now. `reason` is a stable CamelCase word; `message`
-    is for people and never contains a credential."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class ChannelFailure(ReasonedFailure):
+    """Why a channel cannot be made real now (`whatsapp_channel.reasons` lists the reasons)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +66,7 @@ class ChannelRef:
 
     @property
     def secret_name(self) -> str:
-        return generated_secret_name(self.name)
+        return channel_secret.secret_name(self.name)
 
 
 @dataclass(frozen=True, repr=False)
@@ -98,7 +79,7 @@ class Credentials:
         return "Credentials(<redacted>)"
 
     def as_data(self) -> dict[str, str]:
-        """The generated Secret's data, in clear text (base64 happens in `build_secret`)."""
+        """The channel Secret's data, in clear text."""
         return {
             "access_token": self.access_token,
             "app_secret": self.app_secret,
@@ -138,14 +119,14 @@ def credentials_from_secret(secret: Mapping[str, Any]) -> Credentials:
     """The credentials of a user's Secret named by `spec.secretRef`."""
     name = (secret.get("metadata") or {}).get("name", "")
     data = secret.get("data") or {}
-    missing = [key for key in SECRET_KEYS if not data.get(key)]
+    missing = [key for key in DATA_KEYS if not data.get(key)]
     if missing:
         raise ChannelFailure(
             SECRET_REF_INCOMPLETE,
             f"Secret {name} named by spec.secretRef lacks the key(s) {', '.join(missing)}",
         )
     try:
-        values = {key: base64.b64decode(data[key], validate=True).decode() for key in SECRET_KEYS}
+        values = {key: base64.b64decode(data[key], validate=True).decode() for key in DATA_KEYS}
     except (binascii.Error, UnicodeDecodeError):
         raise ChannelFailure(
             SECRET_REF_INCOMPLETE,
@@ -157,47 +138,22 @@ def credentials_from_secret(secret: Mapping[str, Any]) -> Credentials:
 # --- the generated Secret ---------------------------------------------------------------
 
 
-def data_hash(data: Mapping[str, str]) -> str:
-    """A fingerprint of what a generated Secret should hold; an edit by hand changes it."""
-    canonical = json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def owner_reference(ref: ChannelRef) -> JSON:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": ref.name,
-        "uid": ref.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def build_secret(ref: ChannelRef, spec: ChannelSpec, credentials: Credentials) -> JSON:
     """The channel's Secret: its credentials and, in labels and annotations, the webhook
     configuration the receiver routes by."""
-    data = credentials.as_data()
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": ref.secret_name,
-            "namespace": ref.namespace,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
-                INSTANCE_LABEL: spec.instance_id,
-                PHONE_NUMBER_ID_LABEL: spec.phone_number_id,
-            },
-            "annotations": {
-                ENABLED_ANNOTATION: "true" if spec.enabled else "false",
-                DATA_HASH_ANNOTATION: data_hash(data),
-            },
-            "ownerReferences": [owner_reference(ref)],
-        },
-        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
-    }
+    return channel_secret.build(
+        channel_secret.ChannelSecret(
+            namespace=ref.namespace,
+            channel=ref.name,
+            channel_uid=ref.uid,
+            instance_id=spec.instance_id,
+            phone_number_id=spec.phone_number_id,
+            enabled=spec.enabled,
+            access_token=credentials.access_token,
+            app_secret=credentials.app_secret,
+            verify_token=credentials.verify_token,
+        )
+    )
 
 
 def is_managed(secret: Mapping[str, Any]) -> bool:

@@ -14,9 +14,10 @@ import kopf
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.model import GROUP, PLURAL, VERSION
 
-from channel_operator import channels, startup
-from channel_operator.channels import Runtime
+from channel_operator import reconcile as channel
+from channel_operator import startup
 from channel_operator.desired import ChannelFailure, retry_delay
+from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 
 CHANNELS: dict[str, Any] = {
@@ -71,7 +72,7 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
 async def reconcile(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
 ) -> None:
-    failure = await channels.reconcile(runtime_of(memo), body, patch.status)
+    failure = await channel.reconcile(runtime_of(memo), body, patch.status)
     if failure is not None:
         if "conditions" in patch.status:  # a new failure, not a retry of the same one
             kopf.warn(body, reason=failure.reason, message=failure.message)
@@ -81,7 +82,7 @@ async def reconcile(
 @kopf.on.delete(**CHANNELS)
 async def release(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     try:
-        await channels.release(runtime_of(memo), body)
+        await channel.release(runtime_of(memo), body)
     except ChannelFailure as failure:
         kopf.warn(body, reason=failure.reason, message=failure.message)
         raise kopf.TemporaryError(

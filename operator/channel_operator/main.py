@@ -63,10 +63,10 @@ def run(settings: OperatorSettings) -> None:
 
 
 async def _rotate(kube: Kube, namespace: str) -> str:
-    from channel_operator import sealing_keys
+    from channel_operator import keystore
 
     try:
-        keyring = await sealing_keys.rotate(kube, namespace)
+        keyring = await keystore.rotate(kube, namespace)
     finally:
         await kube.close()
     return keyring.active_key_id
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.command == "rotate-key":
-        from channel_operator.sealing_keys import KeyringError
+        from channel_operator.keystore import KeyringError
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.deprecated_namespace is not None:

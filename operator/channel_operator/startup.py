@@ -20,9 +20,9 @@ import kopf
 from whatsapp_channel.kube import Kube, channels_path
 from whatsapp_channel.model import FINALIZER, GROUP
 
-from channel_operator import channels, sealing_keys
+from channel_operator import keystore, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
-from channel_operator.channels import Runtime
+from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.reconnect_backoff = 1.0
     # A burst of thousands of new channels is worked on by a bounded number of workers. A
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
-    # 5 s, capped throughput at worker_limit / 5 s: 1,000 channels took 47 s); apiserver
+    # 5 s, capped throughput at worker_limit / 5 s; see README, Benchmarks); apiserver
     # calls are bounded separately by the client's own concurrency.
     settings.batching.worker_limit = 1000
     settings.batching.idle_timeout = 0.5
@@ -136,7 +136,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
                 "to the operator's own namespace",
                 namespace,
             )
-        keyring = await sealing_keys.ensure(kube, keys_namespace, legacy_namespace=namespace)
+        keyring = await keystore.ensure(kube, keys_namespace)
         log.info(
             "sealing keys ready in namespace %s; new seals use key %s",
             keys_namespace,
@@ -147,12 +147,12 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             kube=kube,
             namespace=namespace,
             webhook_base_url=settings.webhook_base_url,
-            keys=sealing_keys.Keys(kube=kube, namespace=keys_namespace, keyring=keyring),
+            keys=keystore.Keys(kube=kube, namespace=keys_namespace, keyring=keyring),
             secrets=secrets,
         )
 
         async def on_drift(channel: str) -> None:
-            await channels.repair(rt, channel)
+            await reconcile.repair(rt, channel)
 
         task = rt.watcher = asyncio.create_task(secrets.run(on_drift), name="channel secrets")
         await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)

@@ -18,6 +18,7 @@ from whatsapp_channel.model import (
     PUBLIC_KEYS_FIELD,
     SEALING_PUBLIC_CONFIGMAP,
 )
+from whatsapp_channel.reasons import SEAL_SCOPE_MISMATCH
 from whatsapp_channel.sealing import (
     PublicSealingKey,
     SealError,
@@ -88,7 +89,7 @@ def test_prints_a_channel_that_opens_for_itself_only(keys: tuple[str, bytes]) ->
     assert opened({key_id: private}, "tenants", name, spec["sealed"]) == VALUES
     with pytest.raises(SealError) as caught:
         opened({key_id: private}, "tenants", str(uuid.uuid4()), spec["sealed"])
-    assert caught.value.reason == "SealScopeMismatch"
+    assert caught.value.reason == SEAL_SCOPE_MISMATCH
 
 
 def test_credentials_from_stdin_files_and_environment(

@@ -23,7 +23,8 @@ from localkube import Cluster
 from localkube.cluster import free_port, write_kubeconfig
 from localkube.services import Service
 from schemathesis import Case
-from whatsapp_channel.model import FINALIZER, generated_secret_name
+from whatsapp_channel.channel_secret import secret_name
+from whatsapp_channel.model import FINALIZER
 
 from tests.facade.conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
 from tests.support.identities import identity, service_account
@@ -64,9 +65,7 @@ def kubectl_json(cluster: Cluster, *args: str) -> Any:
 
 
 def secret_data(cluster: Cluster, namespace: str, instance: str) -> dict[str, str]:
-    secret = kubectl_json(
-        cluster, "get", "secret", generated_secret_name(instance), "-n", namespace
-    )
+    secret = kubectl_json(cluster, "get", "secret", secret_name(instance), "-n", namespace)
     return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
 

@@ -28,19 +28,18 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from channel_api.receiver.forward import SIGNATURE_HEADER, TIMESTAMP_HEADER, forward_proof_valid
 from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.product import PROCESSES, service_account_kubeconfig, start
 from localkube.services import Service, running
-from whatsapp_channel.kube import Forbidden, Kube, core_path
-from whatsapp_channel.model import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    SEALING_KEYS_SECRET,
-    SEALING_PUBLIC_CONFIGMAP,
-    generated_secret_name,
+from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE, secret_name
+from whatsapp_channel.forward_proof import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    forward_proof_valid,
 )
+from whatsapp_channel.kube import Forbidden, Kube, core_path
+from whatsapp_channel.model import SEALING_KEYS_SECRET, SEALING_PUBLIC_CONFIGMAP
 
 from tests.support.chart import component_name, install, kubectl_json
 from tests.support.payloads import meta_bytes, notification, signed, text_change
@@ -265,7 +264,7 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
         read = await http.get(api, headers=auth)
         assert read.status_code == 200
         assert read.json()["status"] == "active"
-        secret = secret_files(cluster, ns, generated_secret_name(instance))
+        secret = secret_files(cluster, ns, secret_name(instance))
         assert secret["app_secret"] == APP_SECRET.encode()
         await receiver_reaches_no_key(cluster, product, tmp_path)
         refused = await http.get(api, headers={"Authorization": "Bearer " + "x" * 40})
@@ -325,7 +324,7 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
         )
         assert (
             cluster.kubectl(
-                "get", "secret", generated_secret_name(instance), "-n", ns, check=False
+                "get", "secret", secret_name(instance), "-n", ns, check=False
             ).returncode
             != 0
         )

@@ -23,17 +23,19 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.product import OPERATOR
 from localkube.services import Service, running, script
-from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
-from whatsapp_channel.model import (
+from whatsapp_channel.channel_secret import (
     DATA_HASH_ANNOTATION,
     ENABLED_ANNOTATION,
-    FINALIZER,
-    GENERATED_SECRET_SELECTOR,
     INSTANCE_LABEL,
-    KIND,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PHONE_NUMBER_ID_LABEL,
+)
+from whatsapp_channel.channel_secret import SELECTOR as CHANNEL_SECRET_SELECTOR
+from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
+from whatsapp_channel.model import (
+    FINALIZER,
+    KIND,
     PUBLIC_KEYS_FIELD,
     READY,
     SEALING_KEYS_SECRET,
@@ -43,6 +45,12 @@ from whatsapp_channel.model import (
     channel_body,
     find_condition,
     rest_status,
+)
+from whatsapp_channel.reasons import (
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_REF_NOT_FOUND,
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
@@ -274,7 +282,7 @@ async def test_update_new_phone_and_rotated_app_secret_then_disable(
     assert secret["metadata"]["labels"][PHONE_NUMBER_ID_LABEL] == "999000111222"
 
     await kube.merge_patch(channels_path(namespace, name), {"spec": {"enabled": False}})
-    channel = await wait_ready(kube, namespace, name, reason="ChannelDisabled")
+    channel = await wait_ready(kube, namespace, name, reason=CHANNEL_DISABLED)
     assert channel["status"]["observedGeneration"] == 3
     assert rest_status(channel) == "disabled"
     secret = await get_secret(kube, namespace, name)
@@ -360,7 +368,7 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
         "spec": {**original["spec"], "instanceId": thief},
     }
     await kube.create(channels_path(namespace), stolen)
-    channel = await wait_ready(kube, namespace, thief, status="False", reason="SealScopeMismatch")
+    channel = await wait_ready(kube, namespace, thief, status="False", reason=SEAL_SCOPE_MISMATCH)
     ready = ready_of(channel)
     assert "sealed for another channel" in ready["message"]
     assert rest_status(channel) == "error"
@@ -375,7 +383,7 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
     async def warned() -> JSON | None:
         events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
         about = [e for e in events["items"] if e["involvedObject"].get("name") == thief]
-        return next((e for e in about if e["reason"] == "SealScopeMismatch"), None)
+        return next((e for e in about if e["reason"] == SEAL_SCOPE_MISMATCH), None)
 
     event = await eventually(warned, "a Warning event about the seal")
     assert event["type"] == "Warning"
@@ -407,7 +415,7 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
     body: JSON = {"apiVersion": "whatsapp.hydracore.io/v1alpha1", "kind": KIND}
     body |= {"metadata": {"name": name}, "spec": spec}
     await kube.create(channels_path(namespace), body)
-    channel = await wait_ready(kube, namespace, name, status="False", reason="SecretRefNotFound")
+    channel = await wait_ready(kube, namespace, name, status="False", reason=SECRET_REF_NOT_FOUND)
     assert "my-creds" in ready_of(channel)["message"]
 
     values = credentials()
@@ -415,7 +423,7 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
     await kube.create(
         core_path("secrets", namespace), {"metadata": {"name": "my-creds"}, "data": data}
     )
-    await wait_ready(kube, namespace, name, reason="ChannelReady")
+    await wait_ready(kube, namespace, name, reason=CHANNEL_READY)
     secret = await get_secret(kube, namespace, name)
     assert secret is not None
     assert decoded(secret) == values
@@ -487,7 +495,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
 
         async def some_secret() -> list[JSON] | None:
             listing = await kube.get(
-                core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                core_path("secrets", namespace), {"labelSelector": CHANNEL_SECRET_SELECTOR}
             )
             return listing["items"] or None
 
@@ -511,7 +519,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
             await wait_ready(kube, namespace, name)
         secrets = (
             await kube.get(
-                core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                core_path("secrets", namespace), {"labelSelector": CHANNEL_SECRET_SELECTOR}
             )
         )["items"]
         assert sorted(s["metadata"]["name"] for s in secrets) == sorted(
@@ -536,7 +544,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
             left = (await kube.get(channels_path(namespace)))["items"]
             generated = (
                 await kube.get(
-                    core_path("secrets", namespace), {"labelSelector": GENERATED_SECRET_SELECTOR}
+                    core_path("secrets", namespace), {"labelSelector": CHANNEL_SECRET_SELECTOR}
                 )
             )["items"]
             return not left and not generated
@@ -781,11 +789,11 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
         assert_no_secret_leaked(service, cluster, namespace, values)
 
 
-async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_open(
-    cluster: Cluster, crd: Any, namespace: str, keys_namespace: str, kube: Kube
+async def test_keys_beside_the_channels_work_and_are_warned_about(
+    cluster: Cluster, crd: Any, namespace: str, kube: Kube
 ) -> None:
-    """An operator that kept its keys in the channel namespace is given a keys namespace:
-    its keys move there (channels sealed to them still reconcile), none stay behind."""
+    """Without a keys namespace the keys sit beside the channels, where the receiver can read
+    them: the operator works, and says so at start."""
     name = str(uuid.uuid4())
     with run_operator(
         cluster.kubeconfig,
@@ -794,33 +802,11 @@ async def test_keys_left_beside_the_channels_by_the_old_layout_move_and_still_op
         webhook_base_url=WEBHOOK_BASE,
         log_level="DEBUG",
     ) as single:
-        old_key = await public_key(kube, namespace)
-        await kube.create(
-            channels_path(namespace), manifest(old_key, namespace, name, credentials())
-        )
+        key = await public_key(kube, namespace)
+        await kube.create(channels_path(namespace), manifest(key, namespace, name, credentials()))
         await wait_ready(kube, namespace, name)
-    assert "share namespace" in single.log_path.read_text()  # it warned
-
-    with run_operator(
-        cluster.kubeconfig,
-        log_dir(cluster),
-        namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
-        log_level="DEBUG",
-        keys_namespace=keys_namespace,
-    ):
-        assert await public_key(kube, keys_namespace) == old_key
-        assert SEALING_KEYS_SECRET not in await names_in(kube, "secrets", namespace)
-        assert SEALING_PUBLIC_CONFIGMAP not in await names_in(kube, "configmaps", namespace)
-        # A new seal under the old key (say, made before the move) still opens.
-        again = credentials()
-        update = manifest(old_key, namespace, name, again)
-        await kube.merge_patch(channels_path(namespace, name), {"spec": update["spec"]})
-        channel = await wait_ready(kube, namespace, name)
-        assert channel["status"]["observedGeneration"] == 2
-        secret = await get_secret(kube, namespace, name)
-        assert secret is not None
-        assert decoded(secret) == again
+    assert SEALING_KEYS_SECRET in await names_in(kube, "secrets", namespace)
+    assert "share namespace" in single.log_path.read_text()
 
 
 def test_the_operator_exits_cleanly_on_sigterm(cluster: Cluster, crd: Any, namespace: str) -> None:
@@ -852,7 +838,7 @@ async def test_a_ready_channel_moves_the_counters(
         await wait_ready(kube, namespace, name)
         samples = await scrape(metrics_port)
     reconciles = "whatsapp_operator_reconciles_total"
-    assert sample(samples, reconciles, outcome="ready", reason="ChannelReady") >= 1
+    assert sample(samples, reconciles, outcome="ready", reason=CHANNEL_READY) >= 1
     assert sample(samples, "whatsapp_operator_secret_writes_total", action="created") == 1
     assert sample(samples, "whatsapp_operator_channels", ready="true") == 1
     assert sample(samples, "whatsapp_operator_channels", ready="false") == 0

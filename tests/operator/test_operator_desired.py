@@ -8,17 +8,12 @@ from typing import Any
 
 import pytest
 from channel_operator.desired import (
-    CHANNEL_DISABLED,
-    CHANNEL_READY,
-    SECRET_NOT_SYNCED,
-    SECRET_REF_INCOMPLETE,
     ChannelFailure,
     ChannelRef,
     Credentials,
     build_secret,
     build_status,
     credentials_from_secret,
-    data_hash,
     may_write,
     merged_secret,
     open_seals,
@@ -26,14 +21,17 @@ from channel_operator.desired import (
     secret_is_current,
     status_changes,
 )
-from whatsapp_channel.model import (
+from whatsapp_channel.channel_secret import (
     DATA_HASH_ANNOTATION,
     ENABLED_ANNOTATION,
     INSTANCE_LABEL,
-    KIND,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PHONE_NUMBER_ID_LABEL,
+    data_hash,
+)
+from whatsapp_channel.model import (
+    KIND,
     READY,
     SECRET_SYNCED,
     WEBHOOK_CONFIGURED,
@@ -41,6 +39,15 @@ from whatsapp_channel.model import (
     SealedCredentials,
     find_condition,
     rest_status,
+)
+from whatsapp_channel.reasons import (
+    CHANNEL_DISABLED,
+    CHANNEL_READY,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_NOT_SYNCED,
+    SECRET_REF_INCOMPLETE,
+    SECRET_REF_NOT_FOUND,
+    UNKNOWN_SEALING_KEY,
 )
 from whatsapp_channel.sealing import SealError, new_private_key, public_key_of, seal
 
@@ -231,7 +238,7 @@ def test_failure_is_ready_false_and_leaves_observed_generation_behind() -> None:
     before = build_status(
         {}, make_ref(generation=1), webhook_base_url=BASE_URL, enabled=True, failure=None
     )
-    failure = ChannelFailure("SealScopeMismatch", "accessToken was sealed for another channel")
+    failure = ChannelFailure(SEAL_SCOPE_MISMATCH, "accessToken was sealed for another channel")
     status = build_status(before, ref, webhook_base_url=BASE_URL, enabled=True, failure=failure)
     assert "observedGeneration" not in status  # the merge patch leaves it at 1
     ready = find_condition(status["conditions"], READY)
@@ -240,9 +247,9 @@ def test_failure_is_ready_false_and_leaves_observed_generation_behind() -> None:
     assert ready is not None
     assert synced is not None
     assert webhook is not None
-    assert (ready["status"], ready["reason"]) == ("False", "SealScopeMismatch")
+    assert (ready["status"], ready["reason"]) == ("False", SEAL_SCOPE_MISMATCH)
     assert ready["observedGeneration"] == 2
-    assert (synced["status"], synced["reason"]) == ("False", "SealScopeMismatch")
+    assert (synced["status"], synced["reason"]) == ("False", SEAL_SCOPE_MISMATCH)
     assert (webhook["status"], webhook["reason"]) == ("False", SECRET_NOT_SYNCED)
     assert rest_status(channel(ref, {**before, **status})) == "error"
 
@@ -270,7 +277,7 @@ def test_transition_time_moves_only_when_a_condition_flips() -> None:
     ok = build_status(
         {}, ref, webhook_base_url=BASE_URL, enabled=True, failure=None, now="2024-01-01T00:00:00Z"
     )
-    failure = ChannelFailure("SecretRefNotFound", "Secret mine does not exist")
+    failure = ChannelFailure(SECRET_REF_NOT_FOUND, "Secret mine does not exist")
     failed = build_status(
         ok,
         ref,
@@ -365,7 +372,7 @@ def test_seals_open_for_their_channel_only() -> None:
     other = make_ref()
     with pytest.raises(SealError) as caught:
         open_seals(keys, other, sealed)
-    assert caught.value.reason == "SealScopeMismatch"
+    assert caught.value.reason == SEAL_SCOPE_MISMATCH
     assert "EAAG" not in caught.value.message
 
     swapped = SealedCredentials(
@@ -375,9 +382,9 @@ def test_seals_open_for_their_channel_only() -> None:
     )
     with pytest.raises(SealError) as caught:
         open_seals(keys, ref, swapped)
-    assert caught.value.reason == "SealScopeMismatch"
+    assert caught.value.reason == SEAL_SCOPE_MISMATCH
 
     other_id, other_private = new_private_key()
     with pytest.raises(SealError) as caught:
         open_seals({other_id: other_private}, ref, sealed)
-    assert caught.value.reason == "UnknownSealingKey"
+    assert caught.value.reason == UNKNOWN_SEALING_KEY

@@ -18,10 +18,10 @@ from typing import Any, cast
 
 import kopf
 import pytest
-from channel_operator import channels, sealing_keys
+from channel_operator import keystore, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
-from channel_operator.channels import Runtime
-from channel_operator.desired import SECRET_NAME_TAKEN, SECRET_REF_NOT_FOUND, ChannelFailure
+from channel_operator.desired import ChannelFailure
+from channel_operator.reconcile import Runtime
 from channel_operator.startup import ObservedGeneration, ProgressAnnotations
 from whatsapp_channel.kube import (
     JSON,
@@ -39,6 +39,12 @@ from whatsapp_channel.model import (
     SEALING_PUBLIC_CONFIGMAP,
     find_condition,
 )
+from whatsapp_channel.reasons import (
+    APISERVER_ERROR,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_NAME_TAKEN,
+    SECRET_REF_NOT_FOUND,
+)
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 from tests.support.fake_kube import MemoryKube
@@ -49,7 +55,7 @@ VALUES = {"access_token": "EAAG-token-1", "app_secret": "secret-1", "verify_toke
 
 
 async def make_runtime(kube: MemoryKube) -> Runtime:
-    keyring = await sealing_keys.ensure(kube, NS)
+    keyring = await keystore.ensure(kube, NS)
     secrets = ChannelSecrets(kube, NS)
     secrets._on_event("SYNC", await kube.get(core_path("secrets", NS)))  # as the watch would
     secrets.synced.set()
@@ -58,7 +64,7 @@ async def make_runtime(kube: MemoryKube) -> Runtime:
         kube=kube,
         namespace=NS,
         webhook_base_url=BASE_URL,
-        keys=sealing_keys.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
+        keys=keystore.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
         secrets=secrets,
     )
 
@@ -111,7 +117,7 @@ async def test_a_new_channel_costs_one_secret_write_and_a_status_patch() -> None
     body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
 
     patch: JSON = {}
-    assert await channels.reconcile(rt, body, patch) is None
+    assert await reconcile.reconcile(rt, body, patch) is None
     assert kube.writes == [("POST", core_path("secrets", NS))]
     assert secret_values(kube, name) == VALUES
     assert patch["observedGeneration"] == 1
@@ -121,7 +127,7 @@ async def test_a_new_channel_costs_one_secret_write_and_a_status_patch() -> None
     # The same channel again (a restart, a resume): nothing to write at all.
     kube.writes.clear()
     again: JSON = {}
-    assert await channels.reconcile(rt, {**body, "status": patch}, again) is None
+    assert await reconcile.reconcile(rt, {**body, "status": patch}, again) is None
     assert kube.writes == []
     assert again == {}
 
@@ -131,7 +137,7 @@ async def test_an_update_rewrites_the_secret_and_advances_the_generation() -> No
     rt = await make_runtime(kube)
     name = str(uuid.uuid4())
     first: JSON = {}
-    await channels.reconcile(
+    await reconcile.reconcile(
         rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), first
     )
 
@@ -139,7 +145,7 @@ async def test_an_update_rewrites_the_secret_and_advances_the_generation() -> No
     spec = sealed_spec(public_key(kube), name, rotated, phoneNumberId="999999999")
     kube.writes.clear()
     second: JSON = {}
-    assert await channels.reconcile(rt, channel_body(name, spec, 2, first), second) is None
+    assert await reconcile.reconcile(rt, channel_body(name, spec, 2, first), second) is None
     assert kube.secret_writes() == [("PUT", core_path("secrets", NS, f"whatsapp-{name}"))]
     assert secret_values(kube, name) == rotated
     labels = kube.objects[core_path("secrets", NS, f"whatsapp-{name}")]["metadata"]["labels"]
@@ -156,18 +162,18 @@ async def test_a_seal_moved_from_another_channel_does_not_open() -> None:
     spec = {**stolen, "instanceId": thief}
 
     patch: JSON = {}
-    failure = await channels.reconcile(rt, channel_body(thief, spec), patch)
+    failure = await reconcile.reconcile(rt, channel_body(thief, spec), patch)
     assert failure is not None
-    assert failure.reason == "SealScopeMismatch"
+    assert failure.reason == SEAL_SCOPE_MISMATCH
     assert kube.secret_writes() == []
     ready = ready_of(patch)
-    assert (ready["status"], ready["reason"]) == ("False", "SealScopeMismatch")
+    assert (ready["status"], ready["reason"]) == ("False", SEAL_SCOPE_MISMATCH)
     assert "observedGeneration" not in patch
     assert all(v not in json.dumps(patch) for v in VALUES.values())
 
     # Retrying the same failure writes nothing more.
     again: JSON = {}
-    await channels.reconcile(rt, channel_body(thief, spec, status=patch), again)
+    await reconcile.reconcile(rt, channel_body(thief, spec, status=patch), again)
     assert again == {}
 
 
@@ -177,14 +183,14 @@ async def test_secret_ref_missing_then_provided() -> None:
     name = str(uuid.uuid4())
     spec = {"instanceId": name, "phoneNumberId": "12345", "secretRef": {"name": "mine"}}
     patch: JSON = {}
-    failure = await channels.reconcile(rt, channel_body(name, spec), patch)
+    failure = await reconcile.reconcile(rt, channel_body(name, spec), patch)
     assert failure is not None
     assert failure.reason == SECRET_REF_NOT_FOUND
 
     data = {k: base64.b64encode(v.encode()).decode() for k, v in VALUES.items()}
     await kube.create(core_path("secrets", NS), {"metadata": {"name": "mine"}, "data": data})
     later: JSON = {}
-    assert await channels.reconcile(rt, channel_body(name, spec, status=patch), later) is None
+    assert await reconcile.reconcile(rt, channel_body(name, spec, status=patch), later) is None
     assert secret_values(kube, name) == VALUES
     assert ready_of(later)["status"] == "True"
 
@@ -197,10 +203,10 @@ async def test_a_foreign_secret_of_the_same_name_is_not_overwritten_or_deleted()
     kube.writes.clear()
     patch: JSON = {}
     body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
-    failure = await channels.reconcile(rt, body, patch)
+    failure = await reconcile.reconcile(rt, body, patch)
     assert failure is not None
     assert failure.reason == SECRET_NAME_TAKEN
-    await channels.release(rt, body)
+    await reconcile.release(rt, body)
     # One refused create (the cache holds only labelled Secrets), then hands off.
     assert [m for m, _ in kube.writes] == ["POST"]
     assert core_path("secrets", NS, f"whatsapp-{name}") in kube.objects
@@ -220,23 +226,23 @@ async def test_an_apiserver_error_is_ready_false_and_retried_not_raised(error: K
     body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
     kube.failing["POST"] = error
     patch: JSON = {}
-    failure = await channels.reconcile(rt, body, patch)
+    failure = await reconcile.reconcile(rt, body, patch)
     assert failure is not None
-    assert failure.reason == "ApiserverError"
+    assert failure.reason == APISERVER_ERROR
     assert str(error.status) in failure.message
     assert error.message not in failure.message  # the apiserver's words may quote the request
     ready = ready_of(patch)
-    assert (ready["status"], ready["reason"]) == ("False", "ApiserverError")
+    assert (ready["status"], ready["reason"]) == ("False", APISERVER_ERROR)
 
     del kube.failing["POST"]  # it recovers: the retry succeeds
     later: JSON = {}
-    assert await channels.reconcile(rt, {**body, "status": patch}, later) is None
+    assert await reconcile.reconcile(rt, {**body, "status": patch}, later) is None
     assert ready_of(later)["status"] == "True"
 
     kube.failing["DELETE"] = error
     with pytest.raises(ChannelFailure) as caught:
-        await channels.release(rt, body)
-    assert caught.value.reason == "ApiserverError"
+        await reconcile.release(rt, body)
+    assert caught.value.reason == APISERVER_ERROR
 
 
 async def test_release_deletes_the_secret() -> None:
@@ -244,10 +250,10 @@ async def test_release_deletes_the_secret() -> None:
     rt = await make_runtime(kube)
     name = str(uuid.uuid4())
     body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
-    await channels.reconcile(rt, body, {})
-    await channels.release(rt, body)
+    await reconcile.reconcile(rt, body, {})
+    await reconcile.release(rt, body)
     assert core_path("secrets", NS, f"whatsapp-{name}") not in kube.objects
-    await channels.release(rt, body)  # again: nothing left, no error
+    await reconcile.release(rt, body)  # again: nothing left, no error
 
 
 async def test_drift_repair_restores_an_edited_or_deleted_secret() -> None:
@@ -256,7 +262,7 @@ async def test_drift_repair_restores_an_edited_or_deleted_secret() -> None:
     name = str(uuid.uuid4())
     body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
     patch: JSON = {}
-    await channels.reconcile(rt, body, patch)
+    await reconcile.reconcile(rt, body, patch)
     kube.objects[channels_path(NS, name)] = {**body, "status": patch}
     path = core_path("secrets", NS, f"whatsapp-{name}")
 
@@ -266,18 +272,18 @@ async def test_drift_repair_restores_an_edited_or_deleted_secret() -> None:
     edited["metadata"]["resourceVersion"] = "99999"
     kube.objects[path] = edited
     rt.secrets._on_event("MODIFIED", edited)
-    await channels.repair(rt, name)
+    await reconcile.repair(rt, name)
     assert secret_values(kube, name) == VALUES
 
     # Deleted by hand.
     gone = kube.objects.pop(path)
     rt.secrets._on_event("DELETED", gone)
-    await channels.repair(rt, name)
+    await reconcile.repair(rt, name)
     assert secret_values(kube, name) == VALUES
 
     # The channel itself is gone: its Secret goes too.
     del kube.objects[channels_path(NS, name)]
-    await channels.repair(rt, name)
+    await reconcile.repair(rt, name)
     assert path not in kube.objects
 
 
@@ -291,7 +297,7 @@ async def test_the_watch_reports_others_changes_and_ignores_ours() -> None:
 
     rt.secrets._on_drift = on_drift
     name = str(uuid.uuid4())
-    await channels.reconcile(
+    await reconcile.reconcile(
         rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), {}
     )
     ours = kube.objects[core_path("secrets", NS, f"whatsapp-{name}")]
@@ -311,7 +317,7 @@ async def test_startup_sweeps_secrets_of_channels_that_are_gone() -> None:
     rt = await make_runtime(kube)
     alive, dead = str(uuid.uuid4()), str(uuid.uuid4())
     for name in (alive, dead):
-        await channels.reconcile(
+        await reconcile.reconcile(
             rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), {}
         )
     assert await rt.secrets.sweep([alive]) == 1
@@ -324,7 +330,7 @@ async def test_startup_sweeps_secrets_of_channels_that_are_gone() -> None:
 
 async def test_two_operators_starting_at_once_share_one_keyring() -> None:
     kube = MemoryKube()
-    one, two = await asyncio.gather(sealing_keys.ensure(kube, NS), sealing_keys.ensure(kube, NS))
+    one, two = await asyncio.gather(keystore.ensure(kube, NS), keystore.ensure(kube, NS))
     assert one.private_keys == two.private_keys
     assert one.active_key_id == two.active_key_id
     data = kube.objects[core_path("configmaps", NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
@@ -334,7 +340,7 @@ async def test_two_operators_starting_at_once_share_one_keyring() -> None:
     PublicSealingKey.from_b64(one.active_key_id, published[one.active_key_id])  # id matches key
     # A restart with everything in place writes nothing.
     kube.writes.clear()
-    assert (await sealing_keys.ensure(kube, NS)).private_keys == one.private_keys
+    assert (await keystore.ensure(kube, NS)).private_keys == one.private_keys
     assert kube.writes == []
 
 
@@ -343,11 +349,11 @@ async def test_rotation_seals_with_the_new_key_and_still_opens_old_seals() -> No
     rt = await make_runtime(kube)
     old_key = public_key(kube)
     old_channel = str(uuid.uuid4())
-    await channels.reconcile(
+    await reconcile.reconcile(
         rt, channel_body(old_channel, sealed_spec(old_key, old_channel, VALUES)), {}
     )
 
-    rotated = await sealing_keys.rotate(kube, NS)  # as `whatsapp-operator rotate-key` does
+    rotated = await keystore.rotate(kube, NS)  # as `whatsapp-operator rotate-key` does
     assert rotated.active_key_id != old_key.key_id
     assert old_key.key_id in rotated.private_keys
     new_key = public_key(kube)
@@ -360,10 +366,10 @@ async def test_rotation_seals_with_the_new_key_and_still_opens_old_seals() -> No
     new_channel = str(uuid.uuid4())
     patch: JSON = {}
     body = channel_body(new_channel, sealed_spec(new_key, new_channel, VALUES))
-    assert await channels.reconcile(rt, body, patch) is None
+    assert await reconcile.reconcile(rt, body, patch) is None
     assert secret_values(kube, new_channel) == VALUES
     changed = sealed_spec(old_key, old_channel, {**VALUES, "verify_token": "verify-2"})
-    assert await channels.reconcile(rt, channel_body(old_channel, changed, 2), {}) is None
+    assert await reconcile.reconcile(rt, channel_body(old_channel, changed, 2), {}) is None
 
 
 KEYS_NS = "wa-unit-system"
@@ -375,7 +381,7 @@ def in_namespace(kube: MemoryKube, namespace: str) -> list[str]:
 
 async def test_with_a_keys_namespace_nothing_of_the_keys_sits_beside_the_channels() -> None:
     kube = MemoryKube()
-    keyring = await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS)
+    keyring = await keystore.ensure(kube, KEYS_NS)
     assert in_namespace(kube, NS) == []
     assert sorted(in_namespace(kube, KEYS_NS)) == sorted(
         [
@@ -383,50 +389,27 @@ async def test_with_a_keys_namespace_nothing_of_the_keys_sits_beside_the_channel
             core_path("configmaps", KEYS_NS, SEALING_PUBLIC_CONFIGMAP),
         ]
     )
-    assert await sealing_keys.load(kube, KEYS_NS) == keyring
-
-
-async def test_keys_an_older_layout_left_beside_the_channels_move_to_the_keys_namespace() -> None:
-    kube = MemoryKube()
-    old = await sealing_keys.ensure(kube, NS)  # the single-namespace layout
-    moved = await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS)
-    assert moved == old  # the same keys, so every existing seal still opens
-    assert await sealing_keys.load(kube, KEYS_NS) == old
-    data = kube.objects[core_path("configmaps", KEYS_NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
-    assert json.loads(data[PUBLIC_KEYS_FIELD]) == old.public_keys()
-    assert in_namespace(kube, NS) == []  # the private keys are gone from the receiver's reach
-    # The next start has nothing to move and writes nothing.
-    kube.writes.clear()
-    assert await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS) == old
-    assert kube.writes == []
-
-
-async def test_keys_beside_the_channels_the_operator_lacks_are_never_deleted() -> None:
-    kube = MemoryKube()
-    stray = await sealing_keys.ensure(kube, NS)
-    own = await sealing_keys.ensure(kube, KEYS_NS)
-    assert await sealing_keys.ensure(kube, KEYS_NS, legacy_namespace=NS) == own
-    assert await sealing_keys.load(kube, NS) == stray  # left for a person to move
+    assert await keystore.load(kube, KEYS_NS) == keyring
 
 
 async def test_rotation_refuses_a_namespace_without_keys() -> None:
     kube = MemoryKube()
-    with pytest.raises(sealing_keys.KeyringError, match="no sealing keys in namespace"):
-        await sealing_keys.rotate(kube, NS)
+    with pytest.raises(keystore.KeyringError, match="no sealing keys in namespace"):
+        await keystore.rotate(kube, NS)
     assert kube.writes == []
 
 
 def test_keyring_round_trips_through_its_secret() -> None:
-    keyring = sealing_keys.rotated(sealing_keys.new_keyring())
-    secret = sealing_keys.build_keys_secret(NS, keyring)
-    assert sealing_keys.keyring_from_secret(secret) == keyring
+    keyring = keystore.rotated(keystore.new_keyring())
+    secret = keystore.build_keys_secret(NS, keyring)
+    assert keystore.keyring_from_secret(secret) == keyring
     assert "Keyring(" in repr(keyring)
     assert all(
         base64.b64encode(raw).decode() not in repr(keyring) for raw in keyring.private_keys.values()
     )
     broken = {**secret, "data": {"0123456789abcdef": base64.b64encode(b"x" * 32).decode()}}
-    with pytest.raises(sealing_keys.KeyringError):
-        sealing_keys.keyring_from_secret(broken)
+    with pytest.raises(keystore.KeyringError):
+        keystore.keyring_from_secret(broken)
 
 
 # --- Kopf's view of what was handled -------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from channel_api.receiver.app import Receiver
-from channel_api.receiver.channels import ChannelCache
+from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
 from channel_api.receiver.status import StatusWriter
 
@@ -36,7 +36,8 @@ class Harness:
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def load(self, *secrets: dict[str, Any]) -> None:
-        self.cache.replace_all(secrets)
+        self.cache.apply("SYNC", {"items": list(secrets)})  # as the watch's first list does
+        self.cache.mark_synced()
 
 
 @pytest.fixture

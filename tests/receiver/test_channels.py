@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from channel_api.receiver.channels import ChannelCache, channel_from_secret
-from whatsapp_channel.model import ENABLED_ANNOTATION, INSTANCE_LABEL, PHONE_NUMBER_ID_LABEL
+from typing import Any
+
+from channel_api.receiver.channel_cache import ChannelCache, channel_from_secret
+from whatsapp_channel.channel_secret import (
+    ENABLED_ANNOTATION,
+    INSTANCE_LABEL,
+    PHONE_NUMBER_ID_LABEL,
+)
 
 from tests.support.payloads import channel_secret, new_instance_id
+
+
+def loaded(*secrets: dict[str, Any]) -> ChannelCache:
+    """A cache after the watch's first list held `secrets`."""
+    cache = ChannelCache()
+    cache.apply("SYNC", {"items": list(secrets)})
+    cache.mark_synced()
+    return cache
 
 
 def test_a_generated_secret_describes_its_channel():
@@ -106,10 +120,9 @@ def test_watch_events_add_change_and_remove_channels():
 
 
 def test_a_secret_that_stops_describing_a_channel_is_dropped():
-    cache = ChannelCache()
     iid = new_instance_id()
     secret = channel_secret(iid, "1111111", app_secret="s", verify_token="tok-tok")
-    cache.replace_all([secret])
+    cache = loaded(secret)
     secret["metadata"]["labels"][INSTANCE_LABEL] = "garbage"
     cache.apply("MODIFIED", secret)
     assert cache.for_instance(iid) is None
@@ -117,12 +130,11 @@ def test_a_secret_that_stops_describing_a_channel_is_dropped():
 
 
 def test_ambiguous_claims_route_nowhere_by_instance():
-    cache = ChannelCache()
     iid = new_instance_id()
     original = channel_secret(iid, "1111111", app_secret="a", verify_token="tok-a")
     copy = channel_secret(iid, "1111111", app_secret="b", verify_token="tok-b")
     copy["metadata"]["name"] = "hand-made-copy"
-    cache.replace_all([original, copy])
+    cache = loaded(original, copy)
     assert cache.for_instance(iid) is None  # which app secret? neither
     assert len(cache.for_phone("1111111")) == 2  # the shared URL lets the signature choose
     cache.apply("DELETED", copy)
@@ -132,8 +144,7 @@ def test_ambiguous_claims_route_nowhere_by_instance():
 
 
 def test_verify_tokens_are_bytes_exactly():
-    cache = ChannelCache()
     iid = new_instance_id()
-    cache.replace_all([channel_secret(iid, "1111111", app_secret="a", verify_token="tökén")])
+    cache = loaded(channel_secret(iid, "1111111", app_secret="a", verify_token="tökén"))
     assert [c.instance_id for c in cache.for_verify_token("tökén".encode())] == [iid]
     assert cache.for_verify_token("tokén".encode()) == ()

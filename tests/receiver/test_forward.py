@@ -9,17 +9,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from channel_api.receiver.forward import (
+from channel_api.receiver.forward import Delivery, Forwarder, deliver_all
+from localkube.cluster import free_port
+from localkube.pki import make_pki
+from whatsapp_channel.forward_proof import (
     INSTANCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    Delivery,
-    Forwarder,
-    deliver_all,
     forward_proof_valid,
 )
-from localkube.cluster import free_port
-from localkube.pki import make_pki
 
 from tests.receiver.conftest import FORWARD_SECRET
 from tests.support.sink import Sink

@@ -10,13 +10,18 @@ from channel_api.receiver.meta import (
     Subscription,
     changes_by_phone,
     event_subset,
-    meta_signature,
     parse_event,
     signature_valid,
 )
 from channel_api.receiver.settings import ReceiverSettings
 
-from tests.support.payloads import account_change, meta_bytes, notification, text_change
+from tests.support.payloads import (
+    account_change,
+    meta_bytes,
+    meta_signature,
+    notification,
+    text_change,
+)
 
 
 def test_signature_is_hmac_sha256_of_the_raw_bytes_in_lower_hex():

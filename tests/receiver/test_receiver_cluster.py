@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 from localkube import Cluster
-from whatsapp_channel.model import API_VERSION, ENABLED_ANNOTATION, KIND
+from whatsapp_channel.channel_secret import ENABLED_ANNOTATION
+from whatsapp_channel.model import API_VERSION, KIND
 
 from tests.support.identities import identity, service_account
 from tests.support.payloads import (

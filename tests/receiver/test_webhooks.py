@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from channel_api.receiver.app import Receiver
-from channel_api.receiver.channels import ChannelCache
-from channel_api.receiver.forward import (
+from channel_api.receiver.channel_cache import ChannelCache
+from channel_api.receiver.forward import Forwarder
+from channel_api.receiver.status import StatusWriter
+from whatsapp_channel.forward_proof import (
     INSTANCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    Forwarder,
     forward_proof_valid,
 )
-from channel_api.receiver.status import StatusWriter
 
 from tests.receiver.conftest import FORWARD_SECRET, Harness
 from tests.support.payloads import (
@@ -633,9 +633,9 @@ async def test_not_ready_until_the_cache_synced(sink: Sink):
             await client.post(hook(iid), content=body, headers=signed(APP_SECRET, body))
         ).status_code == 503
         assert (await client.get(hook(iid), params=challenge(VERIFY_TOKEN))).status_code == 503
-        cache.replace_all(
-            [channel_secret(iid, PHONE, app_secret=APP_SECRET, verify_token=VERIFY_TOKEN)]
-        )
+        secret = channel_secret(iid, PHONE, app_secret=APP_SECRET, verify_token=VERIFY_TOKEN)
+        cache.apply("SYNC", {"items": [secret]})
+        cache.mark_synced()
         assert (await client.get("/readyz")).status_code == 200
         assert (
             await client.post(hook(iid), content=body, headers=signed(APP_SECRET, body))

@@ -40,6 +40,7 @@ from whatsapp_channel.model import (
     set_condition,
     webhook_url,
 )
+from whatsapp_channel.reasons import CHANNEL_DISABLED, CHANNEL_READY
 from whatsapp_channel.sealing import PublicSealingKey
 
 # A namespaced collection (core or of a group), then an object's name.
@@ -275,11 +276,12 @@ class OperatedKube(MemoryKube):
         obj = copy.deepcopy(current)
         generation = obj["metadata"]["generation"]
         status = obj.setdefault("status", {})
-        status["conditions"] = set_condition(
+        enabled = (obj.get("spec") or {}).get("enabled", True)
+        status["conditions"] = set_condition(  # Ready as the real operator reports it
             status.get("conditions") or [],
             READY,
             ok=True,
-            reason="Ready",
+            reason=CHANNEL_READY if enabled else CHANNEL_DISABLED,
             message="the channel is ready",
             generation=generation,
         )

@@ -3,22 +3,14 @@ writes for a channel."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import uuid
 from typing import Any
 
-from whatsapp_channel.model import (
-    ENABLED_ANNOTATION,
-    INSTANCE_LABEL,
-    KIND,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    PHONE_NUMBER_ID_LABEL,
-    generated_secret_name,
-)
+from whatsapp_channel import channel_secret as contract
+from whatsapp_channel.model import DEFAULT_NAMESPACE
 
 WABA_ID = "102290129340398"
 
@@ -35,39 +27,21 @@ def channel_secret(
     verify_token: str | None,
     enabled: bool = True,
 ) -> dict[str, Any]:
-    """A Secret as the operator generates it for a channel."""
-
-    def b64(value: str) -> str:
-        return base64.b64encode(value.encode()).decode()
-
-    data = {"access_token": b64("EAAG-access-token")}
-    if app_secret is not None:
-        data["app_secret"] = b64(app_secret)
-    if verify_token is not None:
-        data["verify_token"] = b64(verify_token)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": generated_secret_name(instance_id),
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
-                INSTANCE_LABEL: instance_id,
-                PHONE_NUMBER_ID_LABEL: phone_number_id,
-            },
-            "annotations": {ENABLED_ANNOTATION: "true" if enabled else "false"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "whatsapp.hydracore.io/v1alpha1",
-                    "kind": KIND,
-                    "name": instance_id,
-                    "uid": str(uuid.uuid4()),
-                }
-            ],
-        },
-        "data": data,
-    }
+    """A Secret as the operator generates it for a channel (owned by a channel that need not
+    exist: tests against a cluster drop the owner, or the garbage collector would)."""
+    return contract.build(
+        contract.ChannelSecret(
+            namespace=DEFAULT_NAMESPACE,
+            channel=instance_id,
+            channel_uid=str(uuid.uuid4()),
+            instance_id=instance_id,
+            phone_number_id=phone_number_id,
+            enabled=enabled,
+            access_token="EAAG-access-token",
+            app_secret=app_secret,
+            verify_token=verify_token,
+        )
+    )
 
 
 def _value(phone_number_id: str) -> dict[str, Any]:
@@ -133,8 +107,10 @@ def meta_bytes(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def meta_signature(app_secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+def meta_signature(app_secret: str | bytes, body: bytes) -> str:
+    """The `X-Hub-Signature-256` value Meta sends for `body`."""
+    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def signed(app_secret: str, body: bytes) -> dict[str, str]:

@@ -14,10 +14,10 @@ from channel_api.facade import routes
 from channel_api.facade.api_keys import ApiKeyFile
 from channel_api.facade.body_limit import BodyLimit
 from channel_api.facade.channel_watch import ChannelWatch
-from channel_api.facade.channels import Channels
 from channel_api.facade.errors import install_error_handlers
 from channel_api.facade.metrics import RequestMetrics
-from channel_api.facade.sealing_key import SealingKeyCache, SealingKeyUnavailable
+from channel_api.facade.operations import Channels
+from channel_api.facade.public_keys import SealingKeyCache, SealingKeyUnavailable
 from channel_api.facade.settings import FacadeSettings
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-import uuid
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,10 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
 
-from channel_api.facade.channels import ChannelBusy, ChannelStoreMissing, NoChannel
-from channel_api.facade.deps import authenticate, authorize, bearer
+from channel_api.facade import auth
 from channel_api.facade.metrics import APISERVER_ERRORS
-from channel_api.facade.sealing_key import SealingKeyUnavailable
+from channel_api.facade.operations import ChannelBusy, ChannelStoreMissing, NoChannel
+from channel_api.facade.public_keys import SealingKeyUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +42,9 @@ def _route(request: Request) -> str:
     return f"{request.method} {getattr(route, 'path', request.url.path)}"
 
 
-async def _refusal(request: Request) -> Response | None:
-    """401 or 403 when the caller may not use this route, else None. FastAPI reads the body
-    before it resolves dependencies, so the answers about a body that cannot be read ask
-    this first: a stranger gets 401 and a key limited to other instances 403, whatever
-    the body."""
-    try:
-        credentials = await bearer(request)
-        key = authenticate(
-            request,
-            credentials.credentials if credentials else None,
-            request.headers.get("x-api-key"),
-        )
-        raw_instance = request.path_params.get("instance_id")
-        if raw_instance is not None:
-            try:
-                instance_id = uuid.UUID(str(raw_instance))
-            except ValueError:
-                return None  # the 422 says so
-            authorize(key, instance_id)
-    except HTTPException as refused:
-        return await http_exception_handler(request, refused)
-    return None
-
-
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    refusal = await _refusal(request)
+    refusal = await auth.refusal(request)
     if refusal is not None:
         return refusal
     # Exactly loc/msg/type: `input` would echo the tokens of a malformed body.
@@ -83,7 +58,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and "instance_id" in request.path_params:  # an unreadable body
-        refusal = await _refusal(request)
+        refusal = await auth.refusal(request)
         if refusal is not None:
             return refusal
     return await http_exception_handler(request, exc)

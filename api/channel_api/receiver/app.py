@@ -19,24 +19,24 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Kube, core_path, reflect
 from whatsapp_channel.model import webhook_path
 
-from .channels import CHANNEL_SECRET_SELECTOR, Channel, ChannelCache
+from .channel_cache import Channel, ChannelCache
 from .forward import Delivery, Forwarder, deliver_all
 from .meta import (
     SIGNATURE_HEADER,
-    ChangeRef,
     MalformedEvent,
     Subscription,
     changes_by_phone,
-    event_subset,
     parse_event,
     refuse_in_constant_time,
     signature_valid,
     verify_token_matches,
 )
 from .metrics import FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
+from .routing import Refused, route_shared_event
 from .settings import ReceiverSettings
 from .status import StatusWriter
 
@@ -250,56 +250,20 @@ class Receiver:
         except MalformedEvent:
             SHARED.malformed.inc()
             return MALFORMED
-        routes = changes_by_phone(event)
-        targets: list[tuple[Channel, list[ChangeRef]]] = []
-        for phone, refs in routes.items():
-            if phone is None:
-                continue  # account-level changes name no phone number: no route
-            candidates = self.cache.for_phone(phone)
-            if len(candidates) > 1:  # a misconfiguration: let the signature pick
-                candidates = tuple(
-                    c for c in candidates if signature_valid(c.app_secret, body, signature)
-                )
-                if not candidates:
-                    SHARED.bad_signature.inc()
-                    return FORBIDDEN
-                if len(candidates) > 1:
-                    log.error("phone number %s has several channels; changes dropped", phone)
-                    continue
-            if candidates:
-                targets.append((candidates[0], refs))
-        if not targets:
-            refuse_in_constant_time(body)
+        route = route_shared_event(event, body, signature, self.cache.for_phone)
+        if route is Refused.UNKNOWN_CHANNEL:
             SHARED.unknown_channel.inc()
             return FORBIDDEN
-        # Every destination must vouch for the body: a tenant's own app secret must not
-        # carry changes into another tenant's channel.
-        verdicts: dict[bytes, bool] = {}
-        for channel, _ in targets:
-            if channel.app_secret is None:
-                SHARED.unknown_channel.inc()
-                return FORBIDDEN
-            verdict = verdicts.get(channel.app_secret)
-            if verdict is None:
-                verdict = signature_valid(channel.app_secret, body, signature)
-                verdicts[channel.app_secret] = verdict
-            if not verdict:
-                log.info(
-                    "refused a shared event for phone %s: bad signature", channel.phone_number_id
-                )
-                SHARED.bad_signature.inc()
-                return FORBIDDEN
-        routed = sum(len(refs) for _, refs in targets)
-        if routed < sum(len(refs) for refs in routes.values()):
-            log.info("dropped changes for unknown, disabled or no phone numbers")
-        if len(targets) == 1 and routed == sum(len(refs) for refs in routes.values()):
-            parts = [(targets[0][0].instance_id, body)]
-        else:
-            parts = [(channel.instance_id, event_subset(event, refs)) for channel, refs in targets]
-        for channel, _ in targets:
+        if route is Refused.BAD_SIGNATURE:
+            SHARED.bad_signature.inc()
+            return FORBIDDEN
+        assert not isinstance(route, Refused)
+        for channel, _ in route:
             self.status.event_arrived(channel.name)
         started = time.perf_counter()
-        deliveries = await deliver_all(self.forwarder, parts)
+        deliveries = await deliver_all(
+            self.forwarder, [(channel.instance_id, part) for channel, part in route]
+        )
         SHARED.forward_seconds.observe(time.perf_counter() - started)
         return _delivered(deliveries, SHARED)
 
@@ -372,7 +336,7 @@ def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver
             client,
             core_path("secrets", settings.namespace),
             cache.apply,
-            label_selector=CHANNEL_SECRET_SELECTOR,
+            label_selector=channel_secret.SELECTOR,
             on_synced=cache.mark_synced,
         )
         tasks = [

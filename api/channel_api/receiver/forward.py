@@ -1,58 +1,34 @@
-"""Handing a verified event to its instance, with proof that the receiver sent it.
+"""Handing a verified event to its instance: the delivery rules.
 
-The proof: `X-Receiver-Timestamp: <unix seconds>` and
-`X-Receiver-Signature: v1=<hex HMAC-SHA256(forward secret, "<timestamp>.<instance id>." + body)>`.
-The instance id inside the MAC means an event for one instance cannot be replayed to
-another that shares the key; the timestamp lets the instance refuse old replays.
-`forward_proof_valid` is the check an instance runs.
+One POST per instance with the forward proof (`whatsapp_channel.forward_proof`), under a
+timeout, over the lean HTTP/1.1 client (`http1_client`). The instance's answer decides what
+Meta is told: 2xx accepted, anything else refused, no answer unreachable or timed out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
-import hashlib
-import hmac
 import logging
 import ssl
 import time
-from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
+
+from whatsapp_channel.forward_proof import (
+    INSTANCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ForwardSigner,
+)
+
+from .http1_client import FAILURES, Http1Client, Target
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_HEADER = "X-Receiver-Timestamp"
-SIGNATURE_HEADER = "X-Receiver-Signature"
-INSTANCE_HEADER = "X-WhatsApp-Instance-Id"
-_VERSION = "v1="
-# How much of an instance's answer is read: it is ignored, and an instance is tenant code.
-_ANSWER_READ_LIMIT = 64 * 1024
-
-
-def forward_proof(secret: bytes, timestamp: int, instance_id: str, body: bytes) -> str:
-    mac = hmac.new(secret, f"{timestamp}.{instance_id}.".encode(), hashlib.sha256)
-    mac.update(body)
-    return _VERSION + mac.hexdigest()
-
-
-def forward_proof_valid(
-    secret: bytes,
-    *,
-    instance_id: str,
-    body: bytes,
-    timestamp: str | None,
-    signature: str | None,
-    now: float | None = None,
-    tolerance_seconds: float = 300.0,
-) -> bool:
-    """What an instance checks: a fresh timestamp and a matching MAC, in constant time."""
-    if not timestamp or not signature or not timestamp.isdigit():
-        return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_seconds:
-        return False
-    expected = forward_proof(secret, int(timestamp), instance_id, body)
-    return hmac.compare_digest(expected.encode(), signature.encode(errors="replace"))
+# The proof's headers: `%` formatting of bytes is the cheapest way to build them per event.
+_PROOF = TIMESTAMP_HEADER.encode() + b": %d\r\n" + SIGNATURE_HEADER.encode() + b": %s\r\n"
+# Per-instance targets kept; past this the cache starts over (channels come and go).
+_TARGETS_CACHED = 65536
 
 
 class Delivery(enum.Enum):
@@ -62,61 +38,9 @@ class Delivery(enum.Enum):
     TIMED_OUT = "timed out"
 
 
-class AnswerError(Exception):
-    """The instance's answer is not HTTP/1.x as this client reads it."""
-
-
-class _Stale(Exception):
-    """A kept-alive connection the instance had closed before it answered anything."""
-
-
-# The request line and the headers that are the same for every event to one instance.
-_HEAD = (
-    "POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: whatsapp-receiver\r\n"
-    "Content-Type: application/json\r\n" + INSTANCE_HEADER + ": {instance_id}\r\n"
-)
-# The rest: `%` formatting of bytes is the cheapest way to build them per event.
-_TAIL = (
-    TIMESTAMP_HEADER.encode() + b": %d\r\n" + SIGNATURE_HEADER.encode() + b": %s\r\n"
-    b"Content-Length: %d\r\n\r\n"
-)
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-# A kept-alive connection idle longer than this is closed rather than reused.
-_KEEP_ALIVE_SECONDS = 15.0
-# Per-instance request heads kept; past this the cache starts over (channels come and go).
-_TARGETS_CACHED = 65536
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    tls: bool
-    host: str
-    port: int
-    head: bytes
-
-
-@dataclass(slots=True)
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    idle_since: float = 0.0
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 class Forwarder:
-    """One keep-alive HTTP/1.1 client for every instance; a delivery is one POST with a
-    timeout.
-
-    Deliberately small (aiohttp's client cost ~160 µs of CPU per event here, several times
-    this one): POST with a Content-Length body, an answer framed by Content-Length, chunked
-    or the end of the connection, of which at most `_ANSWER_READ_LIMIT` bytes are read.
-    Connections are kept per (scheme, host, port); at most `max_connections` are in use at
-    once and at most as many idle. A connection that fails, times out, was told
-    `Connection: close` or whose answer was not read to its end is closed, never reused. A
-    kept-alive connection the instance closed before answering is retried once on a new one.
-    """
+    """Delivers events to `url_template` (`{instance_id}` its one placeholder), signed with
+    `secret`; a delivery is one POST with a timeout."""
 
     def __init__(
         self,
@@ -131,67 +55,36 @@ class Forwarder:
         if parts.scheme not in ("http", "https") or "@" in parts.netloc:
             raise ValueError("the forward URL must be http(s)://host[:port]/... without userinfo")
         self._url_template = url_template
-        self._key = hmac.new(secret, digestmod=hashlib.sha256)  # keyed once, copied per event
+        self._signer = ForwardSigner(secret)
         self._timeout = timeout
-        self._max_connections = max_connections
-        self._ssl = ssl_context
-        self._in_use = asyncio.Semaphore(max_connections)
-        self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
-        self._idle_count = 0
-        self._targets: dict[str, _Target] = {}
-        self._open = False
+        self._client = Http1Client(max_connections=max_connections, ssl_context=ssl_context)
+        self._targets: dict[str, Target] = {}
 
     async def start(self) -> None:
-        if self._ssl is None and self._url_template.startswith("https:"):
-            self._ssl = ssl.create_default_context()
-        self._open = True
+        await self._client.start(tls=self._url_template.startswith("https:"))
 
     async def close(self) -> None:
-        self._open = False
-        idle = [c for conns in self._idle.values() for c in conns]
-        self._idle.clear()
-        self._idle_count = 0
-        for connection in idle:
-            connection.close()
-        for connection in idle:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.writer.wait_closed(), 1.0)
+        await self._client.close()
 
     def url(self, instance_id: str) -> str:
         return self._url_template.format(instance_id=instance_id)
 
-    def proof(self, timestamp: int, instance_id: str, body: bytes) -> str:
-        mac = self._key.copy()
-        mac.update(f"{timestamp}.{instance_id}.".encode())
-        mac.update(body)
-        return _VERSION + mac.hexdigest()
-
-    def _target(self, instance_id: str) -> _Target:
+    def _target(self, instance_id: str) -> Target:
         target = self._targets.get(instance_id)
         if target is None:
-            if any(c in instance_id for c in "\r\n\0"):
-                raise ValueError("an instance id with control characters")
-            parts = urlsplit(self.url(instance_id))
-            tls = parts.scheme == "https"
-            host = parts.hostname
-            if not host:
-                raise ValueError("a forward URL without a host")
-            port = parts.port or (443 if tls else 80)
-            path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
-            if parts.query:
-                path += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=~")
-            host_header = f"[{host}]" if ":" in host else host
-            if parts.port is not None and port != (443 if tls else 80):
-                host_header += f":{port}"
-            head = _HEAD.format(target=path, host=host_header, instance_id=instance_id)
-            target = _Target(tls, host, port, head.encode())
+            headers = {
+                "User-Agent": "whatsapp-receiver",
+                "Content-Type": "application/json",
+                INSTANCE_HEADER: instance_id,
+            }
+            target = Target.post_to(self.url(instance_id), headers)
             if len(self._targets) >= _TARGETS_CACHED:
                 self._targets.clear()
             self._targets[instance_id] = target
         return target
 
     async def deliver(self, instance_id: str, body: bytes) -> Delivery:
-        if not self._open:
+        if not self._client.open:
             await self.start()
         try:
             target = self._target(instance_id)
@@ -199,16 +92,12 @@ class Forwarder:
             log.warning("instance %s has no usable URL: %s", instance_id, exc)
             return Delivery.UNREACHABLE
         timestamp = int(time.time())
-        head = target.head + _TAIL % (
-            timestamp,
-            self.proof(timestamp, instance_id, body).encode(),
-            len(body),
-        )
+        proof = _PROOF % (timestamp, self._signer.sign(timestamp, instance_id, body).encode())
         deadline = asyncio.timeout(self._timeout)
         try:
             async with deadline:
-                status = await self._exchange(target, head, body)
-        except (OSError, EOFError, AnswerError, asyncio.LimitOverrunError) as exc:
+                status = await self._client.post(target, proof, body)
+        except FAILURES as exc:
             if deadline.expired():
                 log.warning("instance %s did not answer in time", instance_id)
                 return Delivery.TIMED_OUT
@@ -218,151 +107,6 @@ class Forwarder:
             return Delivery.ACCEPTED
         log.warning("instance %s refused an event: HTTP %d", instance_id, status)
         return Delivery.REFUSED
-
-    async def _exchange(self, target: _Target, head: bytes, body: bytes) -> int:
-        async with self._in_use:
-            connection = self._reuse(target)
-            if connection is not None:
-                try:
-                    return await self._roundtrip(target, connection, head, body, reused=True)
-                except _Stale:
-                    pass
-            connection = await self._connect(target)
-            return await self._roundtrip(target, connection, head, body, reused=False)
-
-    def _reuse(self, target: _Target) -> _Connection | None:
-        idle = self._idle.get((target.tls, target.host, target.port))
-        now = time.monotonic()
-        while idle:
-            connection = idle.pop()
-            self._idle_count -= 1
-            if (
-                connection.reader.at_eof()
-                or connection.writer.is_closing()
-                or now - connection.idle_since > _KEEP_ALIVE_SECONDS
-            ):
-                connection.close()
-                continue
-            return connection
-        return None
-
-    async def _connect(self, target: _Target) -> _Connection:
-        if target.tls and self._ssl is None:
-            self._ssl = ssl.create_default_context()
-        reader, writer = await asyncio.open_connection(
-            target.host,
-            target.port,
-            ssl=self._ssl if target.tls else None,
-            server_hostname=target.host if target.tls else None,
-        )
-        return _Connection(reader, writer)
-
-    async def _roundtrip(
-        self, target: _Target, connection: _Connection, head: bytes, body: bytes, *, reused: bool
-    ) -> int:
-        try:
-            connection.writer.writelines((head, body))
-            await connection.writer.drain()
-            status, reusable = await _read_answer(connection.reader)
-        except BaseException as exc:
-            connection.close()
-            if reused and _nothing_answered(exc):
-                raise _Stale from exc
-            raise
-        if reusable and self._open and self._idle_count < self._max_connections:
-            connection.idle_since = time.monotonic()
-            self._idle.setdefault((target.tls, target.host, target.port), []).append(connection)
-            self._idle_count += 1
-        else:
-            connection.close()
-        return status
-
-
-def _nothing_answered(exc: BaseException) -> bool:
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return not exc.partial
-    return isinstance(exc, ConnectionResetError | BrokenPipeError)
-
-
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """The answer's status, and whether its connection can carry another request."""
-    while True:
-        status, keep_alive, length, chunked = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-        if not 100 <= status < 200 or status == 101:
-            break  # 1xx answers are interim: the final one follows
-    if status == 101:
-        raise AnswerError("the instance switched protocols")
-    if status in (204, 304):
-        return status, keep_alive
-    if chunked:
-        return status, keep_alive and await _skip_chunked(reader)
-    if length is not None:
-        if length > _ANSWER_READ_LIMIT:
-            return status, False
-        await reader.readexactly(length)
-        return status, keep_alive
-    await reader.read(_ANSWER_READ_LIMIT)  # delimited by the end of the connection
-    return status, False
-
-
-def _parse_head(head: bytes) -> tuple[int, bool, int | None, bool]:
-    lines = head.split(b"\r\n")
-    status_line = lines[0]
-    code = status_line[9:12]
-    if (
-        status_line[:7] != b"HTTP/1."
-        or status_line[8:9] != b" "
-        or len(code) != 3
-        or not code.isdigit()
-        or status_line[12:13] not in (b"", b" ")
-    ):
-        raise AnswerError("not an HTTP/1.x status line")
-    keep_alive = status_line[7:8] == b"1"
-    length: int | None = None
-    chunked = False
-    encoded = False
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            continue
-        name = name.strip().lower()
-        value = value.strip()
-        if name == b"content-length":
-            if not value.isdigit() or (length is not None and length != int(value)):
-                raise AnswerError("a bad Content-Length")
-            length = int(value)
-        elif name == b"transfer-encoding":
-            encoded = True
-            chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-        elif name == b"connection":
-            tokens = {t.strip() for t in value.lower().split(b",")}
-            if b"close" in tokens:
-                keep_alive = False
-            elif b"keep-alive" in tokens:
-                keep_alive = True
-    if encoded:
-        length = None  # Transfer-Encoding wins; not chunked means "until the connection ends"
-    return int(code), keep_alive, length, chunked
-
-
-async def _skip_chunked(reader: asyncio.StreamReader) -> bool:
-    """Reads a chunked body to its end; False when it is longer than is read (the connection
-    is then not reusable)."""
-    total = 0
-    while True:
-        size_line = (await reader.readuntil(b"\r\n"))[:-2].split(b";", 1)[0].strip()
-        if not size_line or not _HEX.issuperset(size_line):
-            raise AnswerError("a bad chunk size")
-        size = int(size_line, 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass  # trailers
-            return True
-        total += size
-        if total > _ANSWER_READ_LIMIT:
-            return False
-        if (await reader.readexactly(size + 2))[-2:] != b"\r\n":
-            raise AnswerError("a chunk without its CRLF")
 
 
 async def deliver_all(forwarder: Forwarder, parts: list[tuple[str, bytes]]) -> list[Delivery]:

@@ -25,11 +25,6 @@ class MalformedEvent(ValueError):
     """The body is not JSON, or not shaped like a WhatsApp Business Account notification."""
 
 
-def meta_signature(app_secret: bytes, body: bytes) -> str:
-    """The `X-Hub-Signature-256` value Meta sends for `body`."""
-    return "sha256=" + hmac.digest(app_secret, body, "sha256").hex()
-
-
 def signature_valid(app_secret: bytes | None, body: bytes, header: bytes) -> bool:
     """Constant-time check of an `X-Hub-Signature-256` header; no secret never matches."""
     expected = _SIGNATURE_PREFIX + hmac.digest(app_secret or _NO_KEY, body, "sha256").hex().encode()

@@ -28,7 +28,7 @@ from whatsapp_channel.model import (
 from whatsapp_channel.sealing import SealError, seal, seal_key_id
 
 from channel_api.facade.channel_watch import ChannelWaiter, ChannelWatch
-from channel_api.facade.sealing_key import SealingKeyCache
+from channel_api.facade.public_keys import SealingKeyCache
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,7 @@ starting at once end up with the same keys; rotation adds a key and keeps the ol
 seals still open.
 
 Both live in the keys namespace, the operator's own, never where the channels are: the webhook
-receiver may list every Secret of the channel namespace. Keys an older layout left in the
-channel namespace are moved to the keys namespace on start (`ensure(..., legacy_namespace=)`),
-so the channels sealed to them keep opening, and then deleted where they were.
+receiver may list every Secret of the channel namespace.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import time
@@ -26,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from whatsapp_channel.kube import Conflict, Forbidden, Kube, NotFound, core_path
+from whatsapp_channel.kube import Conflict, Kube, NotFound, core_path
 from whatsapp_channel.model import (
     ACTIVE_KEY_ID_FIELD,
     LABEL_PREFIX,
@@ -148,74 +145,21 @@ async def load(kube: Kube, namespace: str) -> Keyring:
     return keyring_from_secret(secret)
 
 
-async def ensure(kube: Kube, namespace: str, *, legacy_namespace: str | None = None) -> Keyring:
-    """The keyring, created on first start; then the public ConfigMap made to match it.
-
-    `legacy_namespace` (the channel namespace, when it is not `namespace`) is where an older
-    layout kept the keys: a keyring found there is moved here rather than replaced by a
-    fresh one, which would leave every existing seal unopenable.
-    """
+async def ensure(kube: Kube, namespace: str) -> Keyring:
+    """The keyring, created on first start; then the public ConfigMap made to match it."""
     path = core_path("secrets", namespace, SEALING_KEYS_SECRET)
-    legacy = None
-    if legacy_namespace is not None and legacy_namespace != namespace:
-        legacy = await _legacy_keyring(kube, legacy_namespace)
     try:
         keyring = keyring_from_secret(await kube.get(path))
     except NotFound:
-        fresh = legacy or new_keyring()
+        fresh = new_keyring()
         try:
             await kube.create(core_path("secrets", namespace), build_keys_secret(namespace, fresh))
-            if legacy is None:
-                log.info("created sealing key %s", fresh.active_key_id)
-            else:
-                log.info(
-                    "moved the sealing keys from namespace %s to %s", legacy_namespace, namespace
-                )
+            log.info("created sealing key %s", fresh.active_key_id)
             keyring = fresh
         except Conflict:  # another operator made them first: use those
             keyring = keyring_from_secret(await kube.get(path))
     await publish(kube, namespace, keyring)
-    if legacy is not None and legacy_namespace is not None:
-        await _remove_legacy(kube, legacy_namespace, legacy, keyring)
     return keyring
-
-
-async def _legacy_keyring(kube: Kube, namespace: str) -> Keyring | None:
-    try:
-        return keyring_from_secret(
-            await kube.get(core_path("secrets", namespace, SEALING_KEYS_SECRET))
-        )
-    except NotFound:
-        return None
-
-
-async def _remove_legacy(kube: Kube, namespace: str, legacy: Keyring, keyring: Keyring) -> None:
-    """Delete the keys left in the channel namespace once `keyring` holds every one of them."""
-    kept = set(keyring.private_keys)
-    if not set(legacy.private_keys) <= kept:
-        log.warning(
-            "sealing keys %s are still in the channel namespace %s, where the receiver can "
-            "read them, and not among the operator's: add them to the operator's keys Secret "
-            "by hand, then delete Secret %s/%s",
-            sorted(set(legacy.private_keys) - kept),
-            namespace,
-            namespace,
-            SEALING_KEYS_SECRET,
-        )
-        return
-    with contextlib.suppress(NotFound):
-        await kube.delete(core_path("secrets", namespace, SEALING_KEYS_SECRET))
-    log.info("deleted the old sealing keys Secret in namespace %s", namespace)
-    try:  # public, so harmless, but stale: nobody should seal to it any more
-        await kube.delete(core_path("configmaps", namespace, SEALING_PUBLIC_CONFIGMAP))
-    except NotFound:
-        pass
-    except Forbidden:
-        log.warning(
-            "the operator may not delete the stale ConfigMap %s/%s: delete it by hand",
-            namespace,
-            SEALING_PUBLIC_CONFIGMAP,
-        )
 
 
 async def publish(kube: Kube, namespace: str, keyring: Keyring) -> None:

@@ -1,41 +1,25 @@
 """The receiver's view of every channel, kept in memory from a watch on the Secrets the
 operator generates: no apiserver call per webhook request.
 
-A generated Secret is a channel's whole webhook configuration: labels name its instance and
-phone number id, an annotation says whether it is enabled, its data holds the verify token
-and the app secret. Updates arrive from `whatsapp_channel.kube.reflect` on the event loop,
+A channel Secret (`whatsapp_channel.channel_secret`) is a channel's whole webhook
+configuration: its instance and phone number id, whether it is enabled, its verify token and
+app secret. Updates arrive from `whatsapp_channel.kube.reflect` on the event loop,
 so a lookup never sees half of an update.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
 import os
-import re
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from whatsapp_channel.model import (
-    ENABLED_ANNOTATION,
-    GENERATED_SECRET_SELECTOR,
-    INSTANCE_LABEL,
-    KIND,
-    PHONE_NUMBER_ID_LABEL,
-    PHONE_NUMBER_ID_PATTERN,
-    is_channel_name,
-)
+from whatsapp_channel import channel_secret
 
 log = logging.getLogger(__name__)
-
-# Only channel Secrets: the operator may label other Secrets (its keys) as managed too.
-CHANNEL_SECRET_SELECTOR = f"{GENERATED_SECRET_SELECTOR},{INSTANCE_LABEL}"
-
-_PHONE_RE = re.compile(PHONE_NUMBER_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -48,54 +32,27 @@ class Channel:
     instance_id: str
     phone_number_id: str | None
     enabled: bool
-    app_secret: bytes | None
-    verify_token: bytes | None
-
-    def __repr__(self) -> str:  # never print the secrets
-        return (
-            f"Channel(instance_id={self.instance_id!r}, phone_number_id="
-            f"{self.phone_number_id!r}, enabled={self.enabled})"
-        )
-
-
-def _decoded(value: object) -> bytes | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True) or None
-    except (binascii.Error, ValueError):
-        return None
+    app_secret: bytes | None = field(repr=False)  # never printed
+    verify_token: bytes | None = field(repr=False)
 
 
 def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
-    """The channel a generated Secret describes, or None when it is not a channel's."""
-    metadata = secret.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    annotations = metadata.get("annotations") or {}
-    secret_name = str(metadata.get("name") or "")
-    instance_id = labels.get(INSTANCE_LABEL)
-    # The instance id ends up in a host name (the forward URL): only a canonical UUID will do.
-    if not isinstance(instance_id, str) or not is_channel_name(instance_id):
-        log.warning("secret %s has no valid %s label; ignored", secret_name, INSTANCE_LABEL)
+    """The channel a channel Secret describes, or None when it is not a channel's."""
+    parsed = channel_secret.parse(secret)
+    secret_name = str((secret.get("metadata") or {}).get("name") or "")
+    if parsed is None:
+        log.warning(
+            "secret %s has no valid %s label; ignored", secret_name, channel_secret.INSTANCE_LABEL
+        )
         return None
-    phone = labels.get(PHONE_NUMBER_ID_LABEL)
-    owner = next(
-        (
-            ref.get("name")
-            for ref in metadata.get("ownerReferences") or []
-            if ref.get("kind") == KIND and ref.get("name")
-        ),
-        instance_id,
-    )
-    data = secret.get("data") or {}
     return Channel(
         secret_name=secret_name,
-        name=str(owner),
-        instance_id=instance_id,
-        phone_number_id=phone if isinstance(phone, str) and _PHONE_RE.fullmatch(phone) else None,
-        enabled=annotations.get(ENABLED_ANNOTATION) == "true",
-        app_secret=_decoded(data.get("app_secret")),
-        verify_token=_decoded(data.get("verify_token")),
+        name=parsed.channel,
+        instance_id=parsed.instance_id,
+        phone_number_id=parsed.phone_number_id,
+        enabled=parsed.enabled,
+        app_secret=parsed.app_secret.encode() if parsed.app_secret else None,
+        verify_token=parsed.verify_token.encode() if parsed.verify_token else None,
     )
 
 
@@ -172,11 +129,6 @@ class ChannelCache:
             self._put(obj)
         elif kind == "DELETED":
             self._drop(str((obj.get("metadata") or {}).get("name") or ""))
-
-    def replace_all(self, secrets: Iterable[Mapping[str, Any]]) -> None:
-        """Load a fixed set of Secrets (tests, benchmarks) and call the cache synced."""
-        self.apply("SYNC", {"items": list(secrets)})
-        self.mark_synced()
 
     def _put(self, secret: Mapping[str, Any]) -> None:
         name = str((secret.get("metadata") or {}).get("name") or "")

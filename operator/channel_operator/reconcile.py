@@ -14,16 +14,19 @@ from typing import Any
 from pydantic import ValidationError
 from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
 from whatsapp_channel.model import ChannelSpec
-from whatsapp_channel.sealing import SealError, seal_key_id
-
-from channel_operator import metrics
-from channel_operator.channel_secrets import ChannelSecrets, Written
-from channel_operator.desired import (
+from whatsapp_channel.reasons import (
     APISERVER_ERROR,
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
     SECRET_REF_NOT_FOUND,
+    UNKNOWN_SEALING_KEY,
+)
+from whatsapp_channel.sealing import SealError, seal_key_id
+
+from channel_operator import metrics
+from channel_operator.channel_secrets import ChannelSecrets, Written
+from channel_operator.desired import (
     ChannelFailure,
     ChannelRef,
     Credentials,
@@ -34,7 +37,7 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
-from channel_operator.sealing_keys import Keys
+from channel_operator.keystore import Keys
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
         try:
             return open_seals(rt.keys.private_keys, ref, sealed)
         except SealError as exc:
-            if exc.reason != "UnknownSealingKey":
+            if exc.reason != UNKNOWN_SEALING_KEY:
                 raise seal_failure(exc) from None
             # Perhaps rotated by another process since we loaded the keys: read them again.
             ids = {seal_key_id(v) for v in (sealed.access_token, sealed.app_secret)}

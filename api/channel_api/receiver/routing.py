@@ -1,0 +1,79 @@
+"""Where an event posted to the shared URL goes: a pure function of the event, its signature
+and the channels' lookup, so the rule is tested without ASGI.
+
+Each change is routed by `value.metadata.phone_number_id` to the one enabled channel that
+claims that phone number (several claims: the signature picks; still several: dropped).
+Every destination must vouch for the body with its own app secret, so a tenant's app secret
+cannot carry changes into another tenant's channel. A channel gets only its own changes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .channel_cache import Channel
+from .meta import (
+    ChangeRef,
+    changes_by_phone,
+    event_subset,
+    refuse_in_constant_time,
+    signature_valid,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Refused(enum.Enum):
+    UNKNOWN_CHANNEL = "unknown_channel"  # no enabled channel (with an app secret) to go to
+    BAD_SIGNATURE = "bad_signature"  # a destination's app secret did not sign the body
+
+
+def route_shared_event(
+    event: Mapping[str, Any],
+    body: bytes,
+    signature: bytes,
+    channels_for_phone: Callable[[str], tuple[Channel, ...]],
+) -> list[tuple[Channel, bytes]] | Refused:
+    """Each destination channel with the body it gets, or why the event goes nowhere.
+    `event` is `body` parsed (`meta.parse_event`)."""
+    routes = changes_by_phone(event)
+    targets: list[tuple[Channel, list[ChangeRef]]] = []
+    for phone, refs in routes.items():
+        if phone is None:
+            continue  # account-level changes name no phone number: no route
+        candidates = channels_for_phone(phone)
+        if len(candidates) > 1:  # a misconfiguration: let the signature pick
+            candidates = tuple(
+                c for c in candidates if signature_valid(c.app_secret, body, signature)
+            )
+            if not candidates:
+                return Refused.BAD_SIGNATURE
+            if len(candidates) > 1:
+                log.error("phone number %s has several channels; changes dropped", phone)
+                continue
+        if candidates:
+            targets.append((candidates[0], refs))
+    if not targets:
+        refuse_in_constant_time(body)
+        return Refused.UNKNOWN_CHANNEL
+    verdicts: dict[bytes, bool] = {}
+    for channel, _ in targets:
+        if channel.app_secret is None:
+            return Refused.UNKNOWN_CHANNEL
+        verdict = verdicts.get(channel.app_secret)
+        if verdict is None:
+            verdict = signature_valid(channel.app_secret, body, signature)
+            verdicts[channel.app_secret] = verdict
+        if not verdict:
+            log.info("refused a shared event for phone %s: bad signature", channel.phone_number_id)
+            return Refused.BAD_SIGNATURE
+    routed = sum(len(refs) for _, refs in targets)
+    total = sum(len(refs) for refs in routes.values())
+    if routed < total:
+        log.info("dropped changes for unknown, disabled or no phone numbers")
+    if len(targets) == 1 and routed == total:
+        return [(targets[0][0], body)]  # the whole event, as Meta signed it
+    return [(channel, event_subset(event, refs)) for channel, refs in targets]
