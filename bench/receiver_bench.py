@@ -70,7 +70,7 @@ def serve_receiver(
     from channel_api.receiver.status import StatusWriter
 
     class NoHop(Forwarder):
-        async def deliver(self, instance_id: str, body: bytes) -> Delivery:
+        async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
             return Delivery.ACCEPTED
 
     async def no_status_writes(path: str, body: dict[str, Any]) -> None:

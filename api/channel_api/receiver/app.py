@@ -223,7 +223,7 @@ class Receiver:
             refuse_in_constant_time(body)
             PER_CHANNEL.unknown_channel.inc()
             return FORBIDDEN
-        if not signature_valid(channel.app_secret, body, signature):
+        if not signature_valid(channel.app_secret, body, signature) or channel.app_secret is None:
             log.info("refused an event for instance %s: bad signature", instance_id)
             PER_CHANNEL.bad_signature.inc()
             return FORBIDDEN
@@ -240,7 +240,7 @@ class Receiver:
             return FORBIDDEN
         self.status.event_arrived(channel.name)
         started = time.perf_counter()
-        delivery = await self.forwarder.deliver(channel.instance_id, body)
+        delivery = await self.forwarder.deliver(channel.instance_id, body, channel.app_secret)
         PER_CHANNEL.forward_seconds.observe(time.perf_counter() - started)
         return _delivered([delivery], PER_CHANNEL)
 
@@ -275,10 +275,12 @@ class Receiver:
         # Every destination must vouch for the body: a tenant's own app secret must not
         # carry changes into another tenant's channel.
         verdicts: dict[bytes, bool] = {}
+        secrets: list[bytes] = []  # each target's, to sign its part with
         for channel, _ in targets:
             if channel.app_secret is None:
                 SHARED.unknown_channel.inc()
                 return FORBIDDEN
+            secrets.append(channel.app_secret)
             verdict = verdicts.get(channel.app_secret)
             if verdict is None:
                 verdict = signature_valid(channel.app_secret, body, signature)
@@ -293,9 +295,12 @@ class Receiver:
         if routed < sum(len(refs) for refs in routes.values()):
             log.info("dropped changes for unknown, disabled or no phone numbers")
         if len(targets) == 1 and routed == sum(len(refs) for refs in routes.values()):
-            parts = [(targets[0][0].instance_id, body)]
+            parts = [(targets[0][0].instance_id, body, secrets[0])]
         else:
-            parts = [(channel.instance_id, event_subset(event, refs)) for channel, refs in targets]
+            parts = [
+                (channel.instance_id, event_subset(event, refs), secret)
+                for (channel, refs), secret in zip(targets, secrets, strict=True)
+            ]
         for channel, _ in targets:
             self.status.event_arrived(channel.name)
         started = time.perf_counter()

@@ -1,6 +1,10 @@
-"""Handing a verified event to its instance, with proof that the receiver sent it.
+"""Handing a verified event to its instance, signed as Meta signs it, with proof that the
+receiver sent it.
 
-The proof: `X-Receiver-Timestamp: <unix seconds>` and
+Meta's signature: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(channel app secret, the
+exact bytes forwarded)>`, computed here for every request (never copied from Meta's), so an
+instance written with a WhatsApp Cloud API library (pywa, whatsapp-api-js) checks it as it
+checks Meta. The receiver's own proof: `X-Receiver-Timestamp: <unix seconds>` and
 `X-Receiver-Signature: v1=<hex HMAC-SHA256(forward secret, "<timestamp>.<instance id>." + body)>`.
 The instance id inside the MAC means an event for one instance cannot be replayed to
 another that shares the key; the timestamp lets the instance refuse old replays.
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 TIMESTAMP_HEADER = "X-Receiver-Timestamp"
 SIGNATURE_HEADER = "X-Receiver-Signature"
 INSTANCE_HEADER = "X-WhatsApp-Instance-Id"
+META_SIGNATURE_HEADER = "X-Hub-Signature-256"
 _VERSION = "v1="
 # How much of an instance's answer is read: it is ignored, and an instance is tenant code.
 _ANSWER_READ_LIMIT = 64 * 1024
@@ -77,7 +82,12 @@ _HEAD = (
 )
 # The rest: `%` formatting of bytes is the cheapest way to build them per event.
 _TAIL = (
-    TIMESTAMP_HEADER.encode() + b": %d\r\n" + SIGNATURE_HEADER.encode() + b": %s\r\n"
+    TIMESTAMP_HEADER.encode()
+    + b": %d\r\n"
+    + SIGNATURE_HEADER.encode()
+    + b": %s\r\n"
+    + META_SIGNATURE_HEADER.encode()
+    + b": sha256=%s\r\n"
     b"Content-Length: %d\r\n\r\n"
 )
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -190,7 +200,8 @@ class Forwarder:
             self._targets[instance_id] = target
         return target
 
-    async def deliver(self, instance_id: str, body: bytes) -> Delivery:
+    async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
+        """POSTs `body` to the instance, signed with its channel's `app_secret` as Meta would."""
         if not self._open:
             await self.start()
         try:
@@ -202,6 +213,7 @@ class Forwarder:
         head = target.head + _TAIL % (
             timestamp,
             self.proof(timestamp, instance_id, body).encode(),
+            hmac.digest(app_secret, body, "sha256").hex().encode(),
             len(body),
         )
         deadline = asyncio.timeout(self._timeout)
@@ -365,8 +377,10 @@ async def _skip_chunked(reader: asyncio.StreamReader) -> bool:
             raise AnswerError("a chunk without its CRLF")
 
 
-async def deliver_all(forwarder: Forwarder, parts: list[tuple[str, bytes]]) -> list[Delivery]:
-    """Several instances at once (a batch spanning channels)."""
+async def deliver_all(
+    forwarder: Forwarder, parts: list[tuple[str, bytes, bytes]]
+) -> list[Delivery]:
+    """Several instances at once (a batch spanning channels): (instance id, body, app secret)."""
     if len(parts) == 1:
         return [await forwarder.deliver(*parts[0])]
-    return list(await asyncio.gather(*(forwarder.deliver(i, b) for i, b in parts)))
+    return list(await asyncio.gather(*(forwarder.deliver(i, b, s) for i, b, s in parts)))
