@@ -82,14 +82,9 @@ _HEAD = (
 )
 # The rest: `%` formatting of bytes is the cheapest way to build them per event.
 _TAIL = (
-    TIMESTAMP_HEADER.encode()
-    + b": %d\r\n"
-    + SIGNATURE_HEADER.encode()
-    + b": %s\r\n"
-    + META_SIGNATURE_HEADER.encode()
-    + b": sha256=%s\r\n"
-    b"Content-Length: %d\r\n\r\n"
-)
+    f"{TIMESTAMP_HEADER}: %d\r\n{SIGNATURE_HEADER}: %s\r\n"
+    f"{META_SIGNATURE_HEADER}: sha256=%s\r\nContent-Length: %d\r\n\r\n"
+).encode()
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # A kept-alive connection idle longer than this is closed rather than reused.
 _KEEP_ALIVE_SECONDS = 15.0
