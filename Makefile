@@ -36,4 +36,4 @@ test: build lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .localkube .whatsapp-dev.env
+	rm -rf $(VENV) .localkube .whatsapp-dev.env tests/peers/node/node_modules

@@ -11,7 +11,9 @@ its own checks from the hop to the instance. The load generator is a lean keep-a
 HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a bounded
 number of requests and stops at a time limit. Targets alternate round by round (machines
 here are noisy); the median round of each is reported, and the receiver's numbers as ratios
-of the bare one's.
+of the bare one's. Beside throughput, the CPU time the serving process spent per request
+(from /proc/<pid>/task/*/schedstat, in ns): far steadier than throughput on a shared machine,
+so a small change in the receiver's work shows there first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -70,7 +73,7 @@ def serve_receiver(
     from channel_api.receiver.status import StatusWriter
 
     class NoHop(Forwarder):
-        async def deliver(self, instance_id: str, body: bytes) -> Delivery:
+        async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
             return Delivery.ACCEPTED
 
     async def no_status_writes(path: str, body: dict[str, Any]) -> None:
@@ -179,6 +182,12 @@ class Round:
     seconds: float
     latencies: list[float]
     failures: int
+    server_cpu_seconds: float = 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """The serving process's CPU time per answered request."""
+        return self.server_cpu_seconds / len(self.latencies) * 1e6
 
     @property
     def rate(self) -> float:
@@ -204,8 +213,26 @@ async def _answer(reader: asyncio.StreamReader) -> int:
     return status
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of process `pid` so far (Linux)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 async def load(
-    target: str, port: int, requests: list[bytes], total: int, connections: int, limit: float
+    target: str,
+    port: int,
+    requests: list[bytes],
+    total: int,
+    connections: int,
+    limit: float,
+    server_pid: int | None = None,
 ) -> Round:
     latencies: list[float] = []
     failures = 0
@@ -227,9 +254,12 @@ async def load(
         finally:
             writer.close()
 
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
-    return Round(target, time.perf_counter() - started, latencies, failures)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    return Round(target, elapsed, latencies, failures, cpu)
 
 
 async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> None:
@@ -286,6 +316,8 @@ async def run(args: argparse.Namespace) -> None:
         ports = dict(
             zip(targets, (bare_port, receiver_port, receiver_port, checks_port), strict=True)
         )
+        serving = (processes[0], processes[2], processes[2], processes[3])
+        pids = {name: p.pid for name, p in zip(targets, serving, strict=True)}
         print(
             f"receiver benchmark: {args.channels} channels in the cache, {args.connections} "
             f"connections, {args.requests} signed POSTs x {args.rounds} rounds per target, "
@@ -304,6 +336,7 @@ async def run(args: argparse.Namespace) -> None:
                         args.requests,
                         args.connections,
                         args.max_seconds,
+                        pids[name],
                     )
                 )
     finally:
@@ -313,10 +346,17 @@ async def run(args: argparse.Namespace) -> None:
             process.join(5)
 
     median = {name: sorted(rs, key=lambda r: r.rate)[len(rs) // 2] for name, rs in rounds.items()}
-    print(f"{'target':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8}")
+    cpu = {name: statistics.median(r.cpu_us for r in rs) for name, rs in rounds.items()}
+    print(
+        f"{'target':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} "
+        f"{'server CPU us/req':>18}"
+    )
     for name, r in median.items():
         failures = sum(x.failures for x in rounds[name])
-        print(f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d}")
+        print(
+            f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d} "
+            f"{cpu[name]:18.1f}"
+        )
     bare = median["bare ASGI endpoint (no-op)"]
     for name, r in median.items():
         if not name.startswith("bare"):

@@ -24,6 +24,7 @@ from tests.support.sink import Sink
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ntaken"
 INSTANCE = "0b7e4f1c-5d0a-4c7e-9d3e-2f1a6b8c9d01"
+APP_SECRET = b"forward-test-app-secret"
 CLOSE = None  # instead of an answer: close the connection without answering
 
 
@@ -133,7 +134,7 @@ async def test_request_carries_body_and_proof_and_connection_is_reused(forwarder
     async with Scripted() as server:
         f = forwarders(server.url_template)
         bodies = [b'{"n":1}', b'{"n":"\xc3\xbc\\u00fc"}', b"x" * 100_000]
-        assert [await f.deliver(INSTANCE, b) for b in bodies] == [Delivery.ACCEPTED] * 3
+        assert [await f.deliver(INSTANCE, b, APP_SECRET) for b in bodies] == [Delivery.ACCEPTED] * 3
         assert server.connections == 1
         for (number, head, body), sent in zip(server.requests, bodies, strict=True):
             assert number == 1
@@ -161,7 +162,9 @@ async def test_chunked_answer_is_read_to_its_end_and_the_connection_reused(
     )
     async with Scripted(chunked, chunked) as server:
         f = forwarders(server.url_template)
-        assert [await f.deliver(INSTANCE, b"{}") for _ in range(3)] == [Delivery.ACCEPTED] * 3
+        assert [await f.deliver(INSTANCE, b"{}", APP_SECRET) for _ in range(3)] == [
+            Delivery.ACCEPTED
+        ] * 3
         assert server.connections == 1
         assert len(server.requests) == 3
 
@@ -169,8 +172,8 @@ async def test_chunked_answer_is_read_to_its_end_and_the_connection_reused(
 async def test_interim_answers_are_skipped(forwarders: _Factory):
     async with Scripted(b"HTTP/1.1 100 Continue\r\n\r\n" + OK) as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert server.connections == 1
 
 
@@ -195,9 +198,9 @@ async def test_answers_that_end_the_connection_are_accepted_and_not_reused(
     async with Scripted(answer) as server:
         server.close_after_answer = answer.endswith(b"until the end")
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         server.close_after_answer = False
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert server.connections == 2
 
 
@@ -219,10 +222,10 @@ async def test_status_and_malformed_answers(
     async with Scripted(answer) as server:
         server.close_after_answer = answer.endswith(b"short")
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is delivery
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is delivery
         server.close_after_answer = False
         # Whatever that was, the next event goes through (a broken connection is not reused).
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         expected = 1 if delivery in (Delivery.REFUSED, Delivery.ACCEPTED) else 2
         assert server.connections == expected
         assert len(server.requests) == 2
@@ -236,8 +239,8 @@ async def test_a_kept_alive_connection_closed_before_answering_is_retried_once(
 ):
     async with Scripted(OK, CLOSE) as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
-        assert await f.deliver(INSTANCE, b'{"second":1}') is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b'{"second":1}', APP_SECRET) is Delivery.ACCEPTED
         assert [(n, body) for n, _, body in server.requests] == [
             (1, b"{}"),
             (1, b'{"second":1}'),
@@ -250,7 +253,7 @@ async def test_a_new_connection_closed_before_answering_is_unreachable_not_retri
 ):
     async with Scripted(CLOSE, CLOSE) as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.UNREACHABLE
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.UNREACHABLE
         assert len(server.requests) == 1
 
 
@@ -258,26 +261,26 @@ async def test_an_idle_connection_the_instance_closed_is_not_reused(forwarders: 
     async with Scripted() as server:
         server.close_after_answer = True  # without saying so in the answer
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         await asyncio.sleep(0.1)  # the FIN arrives
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert [n for n, _, _ in server.requests] == [1, 2]  # the event was not lost on it
 
 
 async def test_nothing_listening_is_unreachable(forwarders: _Factory):
     f = forwarders(f"http://127.0.0.1:{free_port()}/agents/{{instance_id}}")
-    assert await f.deliver(INSTANCE, b"{}") is Delivery.UNREACHABLE
+    assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.UNREACHABLE
 
 
 async def test_close_closes_idle_connections(forwarders: _Factory):
     async with Scripted() as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert server.open == 1
         await f.close()
         await asyncio.sleep(0.1)
         assert server.open == 0
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED  # usable again
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED  # usable again
 
 
 # --- timeouts and the pool's bound -------------------------------------------------------
@@ -289,9 +292,9 @@ async def test_a_slow_instance_times_out_and_its_late_answer_is_not_taken_for_th
     async with Scripted(b"HTTP/1.1 503 Late\r\nContent-Length: 0\r\n\r\n") as server:
         server.delay = 0.5
         f = forwarders(server.url_template, timeout=0.2)
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.TIMED_OUT
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.TIMED_OUT
         server.delay = 0.0
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert server.connections == 2
 
 
@@ -299,7 +302,9 @@ async def test_a_timeout_covers_waiting_for_a_connection(forwarders: _Factory):
     async with Scripted() as server:
         server.delay = 0.3
         f = forwarders(server.url_template, timeout=0.45, max_connections=1)
-        deliveries = await deliver_all(f, [(INSTANCE, b"{}"), (INSTANCE, b"{}")])
+        deliveries = await deliver_all(
+            f, [(INSTANCE, b"{}", APP_SECRET), (INSTANCE, b"{}", APP_SECRET)]
+        )
         assert sorted(d.value for d in deliveries) == ["accepted", "timed out"]
 
 
@@ -307,12 +312,12 @@ async def test_the_pool_is_bounded_and_its_connections_reused(forwarders: _Facto
     async with Scripted() as server:
         server.delay = 0.05
         f = forwarders(server.url_template, max_connections=3)
-        parts = [(INSTANCE, b'{"n":%d}' % n) for n in range(20)]
+        parts = [(INSTANCE, b'{"n":%d}' % n, APP_SECRET) for n in range(20)]
         assert await deliver_all(f, parts) == [Delivery.ACCEPTED] * 20
         assert server.most_open == 3
         assert await deliver_all(f, parts[:3]) == [Delivery.ACCEPTED] * 3
         assert server.connections == 3
-        assert sorted(body for _, _, body in server.requests[:20]) == sorted(b for _, b in parts)
+        assert sorted(body for _, _, body in server.requests[:20]) == sorted(b for _, b, _ in parts)
 
 
 # --- URLs and https ----------------------------------------------------------------------
@@ -322,7 +327,7 @@ async def test_url_template_path_and_query_are_sent_encoded(forwarders: _Factory
     async with Scripted() as server:
         base = server.url_template.split("/agents/")[0]
         f = forwarders(base + "/a b/{instance_id}/ü?tenant=x y&k=1")
-        assert await f.deliver(INSTANCE, b"{}") is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         [(_, head, _)] = server.requests
         assert head.startswith(
             f"POST /a%20b/{INSTANCE}/%C3%BC?tenant=x%20y&k=1 HTTP/1.1\r\n".encode()
@@ -338,7 +343,7 @@ def test_userinfo_or_another_scheme_in_the_url_is_refused():
 async def test_an_instance_id_with_control_characters_is_not_sent(forwarders: _Factory):
     async with Scripted() as server:
         f = forwarders(server.url_template)
-        assert await f.deliver("x\r\nX-Evil: 1", b"{}") is Delivery.UNREACHABLE
+        assert await f.deliver("x\r\nX-Evil: 1", b"{}", APP_SECRET) is Delivery.UNREACHABLE
         assert server.requests == []
 
 
@@ -353,8 +358,8 @@ async def test_https_instance(forwarders: _Factory, tmp_path: Path):
         trusting = ssl.create_default_context(cafile=str(pki.ca_cert))
         f = forwarders(sink.url_template, ssl_context=trusting)
         body = b'{"object":"whatsapp_business_account"}'
-        assert await f.deliver(INSTANCE, body) is Delivery.ACCEPTED
-        assert await f.deliver(INSTANCE, body) is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, body, APP_SECRET) is Delivery.ACCEPTED
+        assert await f.deliver(INSTANCE, body, APP_SECRET) is Delivery.ACCEPTED
         [first, second] = sink.received
         assert (first.instance_id, first.body, second.body) == (INSTANCE, body, body)
         assert forward_proof_valid(
@@ -366,7 +371,7 @@ async def test_https_instance(forwarders: _Factory, tmp_path: Path):
         )
         # Without the instance's CA (the system's trust store), its certificate is refused.
         untrusting = forwarders(sink.url_template)
-        assert await untrusting.deliver(INSTANCE, body) is Delivery.UNREACHABLE
+        assert await untrusting.deliver(INSTANCE, body, APP_SECRET) is Delivery.UNREACHABLE
         assert len(sink.received) == 2
     finally:
         await sink.stop()

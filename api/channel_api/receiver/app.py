@@ -223,7 +223,8 @@ class Receiver:
             refuse_in_constant_time(body)
             PER_CHANNEL.unknown_channel.inc()
             return FORBIDDEN
-        if not signature_valid(channel.app_secret, body, signature):
+        app_secret = channel.app_secret
+        if not signature_valid(app_secret, body, signature) or app_secret is None:
             log.info("refused an event for instance %s: bad signature", instance_id)
             PER_CHANNEL.bad_signature.inc()
             return FORBIDDEN
@@ -240,7 +241,7 @@ class Receiver:
             return FORBIDDEN
         self.status.event_arrived(channel.name)
         started = time.perf_counter()
-        delivery = await self.forwarder.deliver(channel.instance_id, body)
+        delivery = await self.forwarder.deliver(channel.instance_id, body, app_secret)
         PER_CHANNEL.forward_seconds.observe(time.perf_counter() - started)
         return _delivered([delivery], PER_CHANNEL)
 
@@ -261,9 +262,10 @@ class Receiver:
         for channel, _ in route:
             self.status.event_arrived(channel.name)
         started = time.perf_counter()
-        deliveries = await deliver_all(
-            self.forwarder, [(channel.instance_id, part) for channel, part in route]
-        )
+        # Each part is signed with its own channel's app secret (routing only picks channels
+        # that have one).
+        parts = [(c.instance_id, part, c.app_secret) for c, part in route if c.app_secret]
+        deliveries = await deliver_all(self.forwarder, parts)
         SHARED.forward_seconds.observe(time.perf_counter() - started)
         return _delivered(deliveries, SHARED)
 

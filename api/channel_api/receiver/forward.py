@@ -1,14 +1,19 @@
 """Handing a verified event to its instance: the delivery rules.
 
-One POST per instance with the forward proof (`whatsapp_channel.forward_proof`), under a
-timeout, over the lean HTTP/1.1 client (`http1_client`). The instance's answer decides what
-Meta is told: 2xx accepted, anything else refused, no answer unreachable or timed out.
+One POST per instance, under a timeout, over the lean HTTP/1.1 client (`http1_client`),
+signed twice: as Meta signs (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256(channel app
+secret, the exact bytes forwarded)>`, computed here for every request, never copied from
+Meta's), so an instance written with a WhatsApp Cloud API library (pywa, whatsapp-api-js)
+checks it as it checks Meta; and with the receiver's own forward proof
+(`whatsapp_channel.forward_proof`). The instance's answer decides what Meta is told: 2xx
+accepted, anything else refused, no answer unreachable or timed out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import hmac
 import logging
 import ssl
 import time
@@ -25,8 +30,11 @@ from .http1_client import FAILURES, Http1Client, Target
 
 log = logging.getLogger(__name__)
 
-# The proof's headers: `%` formatting of bytes is the cheapest way to build them per event.
-_PROOF = TIMESTAMP_HEADER.encode() + b": %d\r\n" + SIGNATURE_HEADER.encode() + b": %s\r\n"
+META_SIGNATURE_HEADER = "X-Hub-Signature-256"
+# The per-event headers: `%` formatting of bytes is the cheapest way to build them.
+_SIGNED = (
+    f"{TIMESTAMP_HEADER}: %d\r\n{SIGNATURE_HEADER}: %s\r\n{META_SIGNATURE_HEADER}: sha256=%s\r\n"
+).encode()
 # Per-instance targets kept; past this the cache starts over (channels come and go).
 _TARGETS_CACHED = 65536
 
@@ -83,7 +91,8 @@ class Forwarder:
             self._targets[instance_id] = target
         return target
 
-    async def deliver(self, instance_id: str, body: bytes) -> Delivery:
+    async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
+        """POSTs `body` to the instance, signed with its channel's `app_secret` as Meta would."""
         if not self._client.open:
             await self.start()
         try:
@@ -92,7 +101,11 @@ class Forwarder:
             log.warning("instance %s has no usable URL: %s", instance_id, exc)
             return Delivery.UNREACHABLE
         timestamp = int(time.time())
-        proof = _PROOF % (timestamp, self._signer.sign(timestamp, instance_id, body).encode())
+        proof = _SIGNED % (
+            timestamp,
+            self._signer.sign(timestamp, instance_id, body).encode(),
+            hmac.digest(app_secret, body, "sha256").hex().encode(),
+        )
         deadline = asyncio.timeout(self._timeout)
         try:
             async with deadline:
@@ -109,8 +122,10 @@ class Forwarder:
         return Delivery.REFUSED
 
 
-async def deliver_all(forwarder: Forwarder, parts: list[tuple[str, bytes]]) -> list[Delivery]:
-    """Several instances at once (a batch spanning channels)."""
+async def deliver_all(
+    forwarder: Forwarder, parts: list[tuple[str, bytes, bytes]]
+) -> list[Delivery]:
+    """Several instances at once (a batch spanning channels): (instance id, body, app secret)."""
     if len(parts) == 1:
         return [await forwarder.deliver(*parts[0])]
-    return list(await asyncio.gather(*(forwarder.deliver(i, b) for i, b in parts)))
+    return list(await asyncio.gather(*(forwarder.deliver(i, b, s) for i, b, s in parts)))
