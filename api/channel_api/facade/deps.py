@@ -6,12 +6,18 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from channel_api.facade.api_keys import ApiKey, ApiKeyFile
 from channel_api.facade.channels import Channels
 
 bearer = HTTPBearer(auto_error=False, description="An API key as a Bearer token.")
+# Declared beside the bearer so that OpenAPI lists two alternative security requirements:
+# either credential alone is enough. The X-Api-Key header parameter stays as the contract has it.
+api_key_header = APIKeyHeader(
+    name="X-Api-Key", auto_error=False, description="An API key in the X-Api-Key header."
+)
 
 UNAUTHENTICATED = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED,
@@ -23,11 +29,21 @@ NOT_YOURS = HTTPException(
 )
 
 
-def authenticate(request: Request, bearer_key: str | None, header_key: str | None) -> ApiKey:
-    """The caller's key from `Authorization: Bearer` (preferred) or `X-Api-Key`, or 401."""
-    presented = bearer_key or header_key
+def authenticate(request: Request) -> ApiKey:
+    """The caller's key, or 401. A key may come as `Authorization: Bearer` or `X-Api-Key`;
+    every credential presented must be valid and name the same key: a bad bearer is not
+    rescued by a good X-Api-Key (nor the other way round), and an `Authorization` header
+    that is not a bearer is a bad credential, not an absent one."""
     keys: ApiKeyFile = request.app.state.api_keys
-    key = keys.identify(presented) if presented else None
+    presented: list[str] = []
+    for authorization in request.headers.getlist("authorization"):
+        scheme, token = get_authorization_scheme_param(authorization)
+        presented.append(token if scheme.lower() == "bearer" else "")
+    presented.extend(request.headers.getlist("x-api-key"))
+    found = {keys.identify(value) if value else None for value in presented}
+    if len(found) != 1:
+        raise UNAUTHENTICATED  # none presented, or two that disagree
+    (key,) = found
     if key is None:
         raise UNAUTHENTICATED
     return key
@@ -44,10 +60,12 @@ def authorize(key: ApiKey, instance_id: uuid.UUID) -> str:
 
 async def api_key(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    # Both only declare the schemes and the header for OpenAPI; `authenticate` reads the request.
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _header: Annotated[str | None, Depends(api_key_header)],
     x_api_key: Annotated[str | None, Header(alias="X-Api-Key", title="X-Api-Key")] = None,
 ) -> ApiKey:
-    return authenticate(request, credentials.credentials if credentials else None, x_api_key)
+    return authenticate(request)
 
 
 Caller = Annotated[ApiKey, Depends(api_key)]

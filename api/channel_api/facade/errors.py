@@ -7,6 +7,7 @@ import logging
 import re
 import traceback
 import uuid
+from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -14,11 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
 
 from channel_api.facade.channels import ChannelBusy, ChannelStoreMissing, NoChannel
-from channel_api.facade.deps import authenticate, authorize, bearer
+from channel_api.facade.deps import authenticate, authorize
 from channel_api.facade.metrics import APISERVER_ERRORS
 from channel_api.facade.sealing_key import SealingKeyUnavailable
 
@@ -49,12 +51,7 @@ async def _refusal(request: Request) -> Response | None:
     this first: a stranger gets 401 and a key limited to other instances 403, whatever
     the body."""
     try:
-        credentials = await bearer(request)
-        key = authenticate(
-            request,
-            credentials.credentials if credentials else None,
-            request.headers.get("x-api-key"),
-        )
+        key = authenticate(request)
         raw_instance = request.path_params.get("instance_id")
         if raw_instance is not None:
             try:
@@ -80,8 +77,28 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router wrapper
+        yield from _routes(included.routes) if included is not None else (route,)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (Starlette's 405 names only the first
+    route's, and each method of the channel path is a route of its own)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     if exc.status_code == 400 and "instance_id" in request.path_params:  # an unreadable body
         refusal = await _refusal(request)
         if refusal is not None:
