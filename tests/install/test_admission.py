@@ -34,7 +34,7 @@ from whatsapp_channel.model import (
     generated_secret_name,
 )
 
-from .chart import component_name, install, kubectl_json, render
+from .chart import CHART, TEST_VALUES, component_name, install, kubectl_json, render
 
 RELEASE = "adm"
 TIMEOUT = 60.0
@@ -393,3 +393,14 @@ def test_the_policies_are_rendered_only_when_asked(cluster: Cluster) -> None:
         assert binding["spec"]["policyName"] == binding["metadata"]["name"]
     off = render(cluster, "--set", "admissionPolicies.enabled=false")
     assert not [m for m in off if m["kind"] in kinds]
+
+
+def test_an_older_kubernetes_is_told_to_turn_them_off(cluster: Cluster) -> None:
+    args = ("template", "wa", str(CHART), "-n", "wa", "-f", str(TEST_VALUES))
+    older = cluster.helm(*args, "--kube-version", "1.29.0", check=False)
+    assert older.returncode != 0
+    assert "admissionPolicies need Kubernetes 1.30 or newer" in older.stderr
+    off = cluster.helm(
+        *args, "--kube-version", "1.29.0", "--set", "admissionPolicies.enabled=false"
+    )
+    assert "ValidatingAdmissionPolicy" not in off.stdout
