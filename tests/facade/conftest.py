@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from channel_api.facade import FacadeSettings, create_app
 from fastapi import FastAPI
+from schemathesis.checks import CheckFunction
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of
 
@@ -91,13 +92,14 @@ async def serving(app: FastAPI, key: str | None = None) -> AsyncIterator[httpx.A
 
 AppFactory = Callable[..., FastAPI]
 
-# What the property-based runs hold every answer to.
-CHECKS = [
-    schemathesis.checks.not_a_server_error,
-    schemathesis.checks.status_code_conformance,
-    schemathesis.checks.content_type_conformance,
-    schemathesis.checks.response_schema_conformance,
+# What the property-based runs hold every answer to: every check schemathesis has (server
+# errors, conformance of status, headers, content type and schema, negative data refused,
+# positive data accepted, missing headers, unsupported methods, auth really enforced, ...).
+schemathesis.checks.load_all_checks()
+CHECKS: list[CheckFunction] = [
+    check for check in schemathesis.checks.CHECKS.get_all() if not isinstance(check, type)
 ]
+assert len(CHECKS) == len(schemathesis.checks.CHECKS.get_all()) >= 14
 
 
 def openapi_document() -> dict[str, Any]:

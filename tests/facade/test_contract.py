@@ -511,7 +511,7 @@ async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None
         assert params["instance_id"]["schema"]["format"] == "uuid"
         assert params["instance_id"]["schema"]["title"] == "Instance Id"
         assert params["X-Api-Key"]["in"] == "header"
-        assert operation["security"] == [{"HTTPBearer": []}]
+        assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
         assert "422" in operation["responses"]
     assert set(operations["delete"]["responses"]["204"]) == {"description"}
     schemas = document["components"]["schemas"]

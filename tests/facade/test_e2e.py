@@ -20,30 +20,19 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from localkube import Cluster
-from localkube.cluster import free_port, write_kubeconfig
+from localkube.cluster import free_port
 from localkube.services import Service
 from schemathesis import Case
 from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.model import FINALIZER
 
 from tests.facade.conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
-from tests.support.identities import identity, service_account
+from tests.support.identities import identity, service_account, unreachable_kubeconfig
 from tests.support.processes import log_dir, run_facade, run_operator
 from tests.support.scrape import assert_no_label_holds, scrape, value
 
 WEBHOOK_BASE = "https://hooks.e2e.test"
 UNAVAILABLE = {"detail": "the Kubernetes API server is unavailable or too slow; retry shortly"}
-
-
-def unreachable_kubeconfig(folder: Path, port: int) -> Path:
-    """A kubeconfig whose apiserver is a loopback port that nobody serves (or nobody answers)."""
-    return write_kubeconfig(
-        folder / f"kubeconfig-unreachable-{port}",
-        server=f"https://127.0.0.1:{port}",
-        ca=None,
-        user="nobody",
-        credentials={"token": "not-a-real-token"},
-    )
 
 
 def setup_body(i: int = 0, **extra: Any) -> dict[str, Any]:

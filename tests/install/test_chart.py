@@ -451,9 +451,13 @@ def test_the_channel_namespace_is_created_and_kept_and_holds_no_chart_secret(
     # Uninstall must never delete the tenants' channels with their namespace.
     assert namespace["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     assert namespace["metadata"]["labels"]["app.kubernetes.io/component"] == "channels"
-    namespaced = [
-        m for m in manifests if m["kind"] not in {"Namespace", "CustomResourceDefinition"}
-    ]
+    cluster_scoped = {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    namespaced = [m for m in manifests if m["kind"] not in cluster_scoped]
     in_channels = {m["kind"] for m in namespaced if m["metadata"]["namespace"] == CHANNELS_NS}
     assert in_channels == {"Role", "RoleBinding"}  # no Secret, no pod, nothing else
     for secret in (m for m in manifests if m["kind"] == "Secret"):

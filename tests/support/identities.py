@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from localkube import Cluster
+from localkube.cluster import write_kubeconfig
 from localkube.product import service_account_kubeconfig
 
 from tests.support.chart import component_name, render
@@ -68,3 +69,14 @@ def identity(
             subject.update(name=name, namespace=namespace)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
     return service_account_kubeconfig(cluster, namespace, name, folder)
+
+
+def unreachable_kubeconfig(folder: Path, port: int) -> Path:
+    """A kubeconfig whose apiserver is a loopback port that nobody serves (or nobody answers)."""
+    return write_kubeconfig(
+        folder / f"kubeconfig-unreachable-{port}",
+        server=f"https://127.0.0.1:{port}",
+        ca=None,
+        user="nobody",
+        credentials={"token": "not-a-real-token"},
+    )

@@ -83,7 +83,20 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
         try:
             await request.app.state.sealing_keys.get()
         except (KubeError, SealingKeyUnavailable) as exc:
-            return JSONResponse({"status": "unready", "detail": str(exc)}, status_code=503)
+            return unready(exc)
         return JSONResponse({"status": "ok"})
 
     return app
+
+
+# Anyone may ask /readyz: the answer is fixed; why is in the log (the apiserver's words name
+# the service account, the namespaces and the objects it was refused).
+UNREADY = {
+    "status": "unready",
+    "detail": "not ready: the cluster or the operator's sealing key is unavailable",
+}
+
+
+def unready(exc: Exception) -> JSONResponse:
+    log.warning("not ready: %s: %s", type(exc).__name__, exc)
+    return JSONResponse(UNREADY, status_code=503)

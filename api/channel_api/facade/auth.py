@@ -8,11 +8,17 @@ import uuid
 
 from fastapi import HTTPException, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.security import HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from channel_api.facade.api_keys import ApiKey, ApiKeyFile
 
 bearer = HTTPBearer(auto_error=False, description="An API key as a Bearer token.")
+# Declared beside the bearer so that OpenAPI lists two alternative security requirements:
+# either credential alone is enough. The X-Api-Key header parameter stays as the contract has it.
+api_key_header = APIKeyHeader(
+    name="X-Api-Key", auto_error=False, description="An API key in the X-Api-Key header."
+)
 
 UNAUTHENTICATED = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED,
@@ -24,11 +30,21 @@ NOT_YOURS = HTTPException(
 )
 
 
-def authenticate(request: Request, bearer_key: str | None, header_key: str | None) -> ApiKey:
-    """The caller's key from `Authorization: Bearer` (preferred) or `X-Api-Key`, or 401."""
-    presented = bearer_key or header_key
+def authenticate(request: Request) -> ApiKey:
+    """The caller's key, or 401. A key may come as `Authorization: Bearer` or `X-Api-Key`;
+    every credential presented must be valid and name the same key: a bad bearer is not
+    rescued by a good X-Api-Key (nor the other way round), and an `Authorization` header
+    that is not a bearer is a bad credential, not an absent one."""
     keys: ApiKeyFile = request.app.state.api_keys
-    key = keys.identify(presented) if presented else None
+    presented: list[str] = []
+    for authorization in request.headers.getlist("authorization"):
+        scheme, token = get_authorization_scheme_param(authorization)
+        presented.append(token if scheme.lower() == "bearer" else "")
+    presented.extend(request.headers.getlist("x-api-key"))
+    found = {keys.identify(value) if value else None for value in presented}
+    if len(found) != 1:
+        raise UNAUTHENTICATED  # none presented, or two that disagree
+    (key,) = found
     if key is None:
         raise UNAUTHENTICATED
     return key
@@ -49,12 +65,7 @@ async def refusal(request: Request) -> Response | None:
     this first: a stranger gets 401 and a key limited to other instances 403, whatever
     the body."""
     try:
-        credentials = await bearer(request)
-        key = authenticate(
-            request,
-            credentials.credentials if credentials else None,
-            request.headers.get("x-api-key"),
-        )
+        key = authenticate(request)
         raw_instance = request.path_params.get("instance_id")
         if raw_instance is not None:
             try:

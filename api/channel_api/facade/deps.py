@@ -9,16 +9,18 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from channel_api.facade.api_keys import ApiKey
-from channel_api.facade.auth import authenticate, authorize, bearer
+from channel_api.facade.auth import api_key_header, authenticate, authorize, bearer
 from channel_api.facade.operations import Channels
 
 
 async def api_key(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    # Both only declare the schemes and the header for OpenAPI; `authenticate` reads the request.
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _header: Annotated[str | None, Depends(api_key_header)],
     x_api_key: Annotated[str | None, Header(alias="X-Api-Key", title="X-Api-Key")] = None,
 ) -> ApiKey:
-    return authenticate(request, credentials.credentials if credentials else None, x_api_key)
+    return authenticate(request)
 
 
 Caller = Annotated[ApiKey, Depends(api_key)]

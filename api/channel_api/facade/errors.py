@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
 
@@ -55,8 +57,28 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router wrapper
+        yield from _routes(included.routes) if included is not None else (route,)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (Starlette's 405 names only the first
+    route's, and each method of the channel path is a route of its own)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     if exc.status_code == 400 and "instance_id" in request.path_params:  # an unreadable body
         refusal = await auth.refusal(request)
         if refusal is not None:

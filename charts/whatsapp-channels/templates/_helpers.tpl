@@ -211,3 +211,17 @@ annotations:
 {{- include "whatsapp-channels.keptOrRandom" (dict "ctx" . "name" (include "whatsapp-channels.forwardSecretName" .) "key" "forward-secret" "fresh" (randAlphaNum 48)) }}
 {{- end }}
 {{- end }}
+
+{{/* Admission policies are cluster-wide objects: named after the release and its namespace. */}}
+{{- define "whatsapp-channels.admissionPolicyName" -}}
+{{- printf "%s-%s-%s" (include "whatsapp-channels.fullname" .ctx) .ctx.Release.Namespace .policy }}
+{{- end }}
+
+{{/* The port of receiver.forwardUrlTemplate: the explicit one, else the scheme's. */}}
+{{- define "whatsapp-channels.forwardPort" -}}
+{{- $template := required "receiver.forwardUrlTemplate is required" .Values.receiver.forwardUrlTemplate }}
+{{- $authority := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*).*$" $template "${1}" }}
+{{- $authority = regexReplaceAll "^.*@" $authority "" }}
+{{- $port := regexFind ":[0-9]+$" $authority | trimPrefix ":" }}
+{{- if $port }}{{ $port }}{{ else if hasPrefix "https:" (lower $template) }}443{{ else }}80{{ end }}
+{{- end }}
