@@ -17,7 +17,9 @@ import hmac
 import logging
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import SupportsIndex
 from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def forward_proof_valid(
     tolerance_seconds: float = 300.0,
 ) -> bool:
     """What an instance checks: a fresh timestamp and a matching MAC, in constant time."""
-    if not timestamp or not signature or not timestamp.isdigit():
+    # str.isdigit() is true of "²" and other non-ASCII digits that int() refuses.
+    if not timestamp or not signature or not _is_unix_seconds(timestamp):
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_seconds:
         return False
@@ -55,11 +58,16 @@ def forward_proof_valid(
     return hmac.compare_digest(expected.encode(), signature.encode(errors="replace"))
 
 
+def _is_unix_seconds(timestamp: str) -> bool:
+    return len(timestamp) <= 15 and timestamp.isascii() and timestamp.isdigit()
+
+
 class Delivery(enum.Enum):
     ACCEPTED = "accepted"  # the instance answered 2xx
     REFUSED = "refused"  # it answered something else
     UNREACHABLE = "unreachable"
     TIMED_OUT = "timed out"
+    BUSY = "busy"  # not tried: the instance (or the forwarder) already had its most in flight
 
 
 class AnswerError(Exception):
@@ -95,9 +103,26 @@ class _Target:
     head: bytes
 
 
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that knows whether anything is left unread, and closes its connection
+    when bytes arrive while it sits idle in the pool: those can only be a stale or forged
+    answer, which the next delivery on it would read as its own."""
+
+    idle = False
+    transport: asyncio.BaseTransport | None = None
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        if self.idle and self.transport is not None:
+            self.transport.close()
+        super().feed_data(data)
+
+    def unread(self) -> int:
+        return len(self._buffer)  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class _Connection:
-    reader: asyncio.StreamReader
+    reader: _Reader
     writer: asyncio.StreamWriter
     idle_since: float = 0.0
 
@@ -114,8 +139,15 @@ class Forwarder:
     or the end of the connection, of which at most `_ANSWER_READ_LIMIT` bytes are read.
     Connections are kept per (scheme, host, port); at most `max_connections` are in use at
     once and at most as many idle. A connection that fails, times out, was told
-    `Connection: close` or whose answer was not read to its end is closed, never reused. A
-    kept-alive connection the instance closed before answering is retried once on a new one.
+    `Connection: close` or whose answer was not read to its end is closed, never reused; so is
+    one with bytes left after its answer, or bytes arriving while it is idle (an instance that
+    answers twice, or sends a body after 1xx/204/304), which would otherwise be read as the
+    answer to the next delivery, maybe another instance's. A kept-alive connection the
+    instance closed before answering is retried once on a new one.
+
+    At most `max_per_instance` deliveries to one instance are in flight at once. A delivery
+    past that, or past `max_connections` in all, is not tried (`Delivery.BUSY`) rather than
+    queued, so a hung instance costs others neither connections nor deadline.
     """
 
     def __init__(
@@ -126,6 +158,7 @@ class Forwarder:
         timeout: float,
         max_connections: int,
         ssl_context: ssl.SSLContext | None = None,
+        max_per_instance: int = 16,
     ) -> None:
         parts = urlsplit(url_template)
         if parts.scheme not in ("http", "https") or "@" in parts.netloc:
@@ -135,7 +168,9 @@ class Forwarder:
         self._timeout = timeout
         self._max_connections = max_connections
         self._ssl = ssl_context
-        self._in_use = asyncio.Semaphore(max_connections)
+        self._max_per_instance = max_per_instance
+        self._in_flight = 0
+        self._in_flight_to: dict[str, int] = {}
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._idle_count = 0
         self._targets: dict[str, _Target] = {}
@@ -198,6 +233,23 @@ class Forwarder:
         except ValueError as exc:
             log.warning("instance %s has no usable URL: %s", instance_id, exc)
             return Delivery.UNREACHABLE
+        in_flight = self._in_flight_to.get(instance_id, 0)
+        if in_flight >= self._max_per_instance or self._in_flight >= self._max_connections:
+            log.warning("instance %s has too many events in flight", instance_id)
+            return Delivery.BUSY
+        self._in_flight_to[instance_id] = in_flight + 1
+        self._in_flight += 1
+        try:
+            return await self._deliver(target, instance_id, body)
+        finally:
+            self._in_flight -= 1
+            left = self._in_flight_to[instance_id] - 1
+            if left:
+                self._in_flight_to[instance_id] = left
+            else:
+                del self._in_flight_to[instance_id]
+
+    async def _deliver(self, target: _Target, instance_id: str, body: bytes) -> Delivery:
         timestamp = int(time.time())
         head = target.head + _TAIL % (
             timestamp,
@@ -220,15 +272,14 @@ class Forwarder:
         return Delivery.REFUSED
 
     async def _exchange(self, target: _Target, head: bytes, body: bytes) -> int:
-        async with self._in_use:
-            connection = self._reuse(target)
-            if connection is not None:
-                try:
-                    return await self._roundtrip(target, connection, head, body, reused=True)
-                except _Stale:
-                    pass
-            connection = await self._connect(target)
-            return await self._roundtrip(target, connection, head, body, reused=False)
+        connection = self._reuse(target)
+        if connection is not None:
+            try:
+                return await self._roundtrip(target, connection, head, body, reused=True)
+            except _Stale:
+                pass
+        connection = await self._connect(target)
+        return await self._roundtrip(target, connection, head, body, reused=False)
 
     def _reuse(self, target: _Target) -> _Connection | None:
         idle = self._idle.get((target.tls, target.host, target.port))
@@ -236,26 +287,35 @@ class Forwarder:
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
+            reader = connection.reader
             if (
-                connection.reader.at_eof()
+                reader.at_eof()
+                or reader.unread()
                 or connection.writer.is_closing()
                 or now - connection.idle_since > _KEEP_ALIVE_SECONDS
             ):
                 connection.close()
                 continue
+            reader.idle = False
             return connection
         return None
 
     async def _connect(self, target: _Target) -> _Connection:
         if target.tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
-        reader, writer = await asyncio.open_connection(
+        # asyncio.open_connection, with a reader of our own.
+        loop = asyncio.get_running_loop()
+        reader = _Reader(limit=2**16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(
+            lambda: protocol,
             target.host,
             target.port,
             ssl=self._ssl if target.tls else None,
             server_hostname=target.host if target.tls else None,
         )
-        return _Connection(reader, writer)
+        reader.transport = transport
+        return _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def _roundtrip(
         self, target: _Target, connection: _Connection, head: bytes, body: bytes, *, reused: bool
@@ -269,7 +329,13 @@ class Forwarder:
             if reused and _nothing_answered(exc):
                 raise _Stale from exc
             raise
-        if reusable and self._open and self._idle_count < self._max_connections:
+        if (
+            reusable
+            and self._open
+            and self._idle_count < self._max_connections
+            and not connection.reader.unread()  # a second answer, or a body after 204/304
+        ):
+            connection.reader.idle = True
             connection.idle_since = time.monotonic()
             self._idle.setdefault((target.tls, target.host, target.port), []).append(connection)
             self._idle_count += 1
@@ -286,21 +352,24 @@ def _nothing_answered(exc: BaseException) -> bool:
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """The answer's status, and whether its connection can carry another request."""
+    framed = False  # an answer without a body declared one: what follows cannot be trusted
     while True:
         status, keep_alive, length, chunked = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+        bodiless = 100 <= status < 200 or status in (204, 304)
+        framed = framed or (bodiless and (chunked or bool(length)))
         if not 100 <= status < 200 or status == 101:
             break  # 1xx answers are interim: the final one follows
     if status == 101:
         raise AnswerError("the instance switched protocols")
     if status in (204, 304):
-        return status, keep_alive
+        return status, keep_alive and not framed
     if chunked:
-        return status, keep_alive and await _skip_chunked(reader)
+        return status, keep_alive and not framed and await _skip_chunked(reader)
     if length is not None:
         if length > _ANSWER_READ_LIMIT:
             return status, False
         await reader.readexactly(length)
-        return status, keep_alive
+        return status, keep_alive and not framed
     await reader.read(_ANSWER_READ_LIMIT)  # delimited by the end of the connection
     return status, False
 
