@@ -130,9 +130,7 @@ async def test_slow_bodies_keep_memory_bounded_and_honest_events_flowing(
 
         state = _Attack()
         paths = [f"/hooks/whatsapp/{instance}", "/hooks/whatsapp"]
-        attack = [
-            asyncio.create_task(_attack(port, paths[n % 2], state)) for n in range(ATTACKERS)
-        ]
+        attack = [asyncio.create_task(_attack(port, paths[n % 2], state)) for n in range(ATTACKERS)]
         # Every attacker has sent its body, or was cut off, before honest traffic starts.
         await asyncio.wait_for(state.all_sent.wait(), timeout=120)
         for n in range(20):
