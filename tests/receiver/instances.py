@@ -97,7 +97,10 @@ class Instances:
                 answer = scripted.pop(0) if scripted else OK
                 self.in_flight[instance_id] -= 1
                 writer.write(answer)
-                await writer.drain()
+                try:
+                    await writer.drain()
+                except ConnectionError:
+                    return
                 await self._note()
         finally:
             writer.close()

@@ -235,7 +235,7 @@ class Forwarder:
             return Delivery.UNREACHABLE
         in_flight = self._in_flight_to.get(instance_id, 0)
         if in_flight >= self._max_per_instance or self._in_flight >= self._max_connections:
-            log.warning("instance %s has too many events in flight", instance_id)
+            log.info("instance %s has too many events in flight", instance_id)
             return Delivery.BUSY
         self._in_flight_to[instance_id] = in_flight + 1
         self._in_flight += 1
