@@ -6,12 +6,14 @@ channels in the cache, against a bare ASGI endpoint that does nothing, in the sa
 
 Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
 channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
-for the instances), and the receiver with its forward stubbed, which separates the cost of
-its own checks from the hop to the instance. The load generator is a lean keep-alive
-HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a bounded
-number of requests and stops at a time limit. Targets alternate round by round (machines
-here are noisy); the median round of each is reported, and the receiver's numbers as ratios
-of the bare one's.
+for the instances), the receiver with its forward stubbed, which separates the cost of
+its own checks from the hop to the instance, and a bare relay: an ASGI app that forwards the
+raw body to the same sink with the same forward client and checks nothing, the floor this
+design (Meta gets 200 only once the instance answered) can reach. The load generator is a
+lean keep-alive HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a
+bounded number of requests and stops at a time limit. Targets alternate round by round
+(machines here are noisy); the median round of each is reported, and the receiver's numbers
+as ratios of the bare endpoint's and of the bare relay's.
 """
 
 from __future__ import annotations
@@ -56,6 +58,45 @@ def serve_bare(port: int) -> None:
     import uvicorn
 
     uvicorn.run(bare_app, host=HOST, port=port, access_log=False, log_level="warning")
+
+
+def serve_relay(port: int, sink_port: int) -> None:
+    """Forwards each body to the sink with the receiver's forward client; checks nothing."""
+    import uvicorn
+    from channel_api.receiver.forward import Delivery, Forwarder
+
+    forwarder = Forwarder(
+        f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
+        FORWARD_SECRET,
+        timeout=10.0,
+        max_connections=256,
+    )
+
+    async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        instance_id = scope["path"].rsplit("/", 1)[-1]
+        delivery = await forwarder.deliver(instance_id, b"".join(chunks))
+        status = 200 if delivery is Delivery.ACCEPTED else 502
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", b"2")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"OK"})
+
+    uvicorn.run(relay, host=HOST, port=port, access_log=False, log_level="warning")
 
 
 def serve_receiver(
@@ -241,7 +282,9 @@ async def load(
     return Round(target, time.perf_counter() - started, latencies, failures)
 
 
-async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> None:
+async def wait_until_serving(
+    port: int, path: str, timeout: float = 60.0, expect: int = 200
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -249,7 +292,7 @@ async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> Non
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
             status = await _answer(reader)
             writer.close()
-            if status == 200:
+            if status == expect:
                 return
         except OSError:
             pass
@@ -273,9 +316,12 @@ async def run(args: argparse.Namespace) -> None:
         "  same, forward stubbed (checks only)": [
             signed_request(f"/hooks/whatsapp/{c.instance_id}", c, n) for n, c in enumerate(sample)
         ],
+        "bare relay (forward only, no checks)": [
+            signed_request(f"/relay/{c.instance_id}", c, n) for n, c in enumerate(sample)
+        ],
     }
     bare_port, receiver_port, sink_port = free_port(), free_port(), free_port()
-    checks_port = free_port()
+    checks_port, relay_port = free_port(), free_port()
     spawn = multiprocessing.get_context("spawn")
     processes = [
         spawn.Process(target=serve_bare, args=(bare_port,), daemon=True),
@@ -284,6 +330,7 @@ async def run(args: argparse.Namespace) -> None:
         spawn.Process(
             target=serve_receiver, args=(checks_port, sink_port, secrets, False), daemon=True
         ),
+        spawn.Process(target=serve_relay, args=(relay_port, sink_port), daemon=True),
     ]
     for process in processes:
         process.start()
@@ -292,8 +339,13 @@ async def run(args: argparse.Namespace) -> None:
         await wait_until_serving(sink_port, "/")
         await wait_until_serving(receiver_port, "/readyz")
         await wait_until_serving(checks_port, "/readyz")
+        await wait_until_serving(relay_port, "/relay/x", expect=502)
         ports = dict(
-            zip(targets, (bare_port, receiver_port, receiver_port, checks_port), strict=True)
+            zip(
+                targets,
+                (bare_port, receiver_port, receiver_port, checks_port, relay_port),
+                strict=True,
+            )
         )
         print(
             f"receiver benchmark: {args.channels} channels in the cache, {args.connections} "
@@ -327,11 +379,18 @@ async def run(args: argparse.Namespace) -> None:
         failures = sum(x.failures for x in rounds[name])
         print(f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d}")
     bare = median["bare ASGI endpoint (no-op)"]
+    relay = median["bare relay (forward only, no checks)"]
     for name, r in median.items():
-        if not name.startswith("bare"):
+        if not name.startswith("bare ASGI"):
             print(
                 f"{name.strip()}: throughput {r.rate / bare.rate:.2f}x bare, "
                 f"p99 {r.p99_ms / bare.p99_ms:.2f}x bare"
+            )
+    for name, r in median.items():
+        if name.startswith("receiver"):
+            print(
+                f"{name.strip()}: throughput {r.rate / relay.rate:.2f}x the bare relay, "
+                f"p99 {r.p99_ms / relay.p99_ms:.2f}x the bare relay"
             )
     if any(x.failures for rs in rounds.values() for x in rs):
         sys.exit("some requests were not answered 200")
