@@ -201,3 +201,17 @@ async def test_past_the_byte_budget_large_bodies_get_503_and_small_events_still_
     big.end(b"}")
     assert (await first).status == 400
     assert admission.in_flight == admission.buffered == 0
+
+
+async def test_a_request_cancelled_while_reading_gives_back_its_slot_and_bytes(sink: Sink):
+    setup = _setup(sink, Admission(max_requests=4, max_buffered_bytes=4096 * KIB, body_timeout=30))
+    slow = Body()
+    slow.feed(b"{" * (10 * KIB))
+    task = asyncio.create_task(
+        call(setup.receiver, "POST", f"/hooks/whatsapp/{setup.instance}", slow, _post_headers())
+    )
+    await _until(lambda: setup.admission.buffered == 10 * KIB, "the first piece held")
+    task.cancel()  # the server going down: not a timeout, and not turned into one
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert setup.admission.in_flight == setup.admission.buffered == 0
