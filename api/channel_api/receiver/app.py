@@ -205,14 +205,11 @@ class Receiver:
         if not self.cache.synced:
             counted.not_ready.inc()
             return await _send(send, NOT_READY_EARLY)
-        channel: Channel | None = None
-        if instance_id is not None:
-            # Known before a byte of the body is read: an unknown or disabled channel costs
-            # the receiver nothing.
-            channel = self.cache.for_instance(instance_id)
-            if channel is None:
-                counted.unknown_channel.inc()
-                return await _send(send, FORBIDDEN_EARLY)
+        # Known before a byte of the body is read: an unknown or disabled channel costs the
+        # receiver nothing.
+        if instance_id is not None and self.cache.for_instance(instance_id) is None:
+            counted.unknown_channel.inc()
+            return await _send(send, FORBIDDEN_EARLY)
         admission = self.admission
         if not admission.admit():
             counted.overloaded.inc()
@@ -231,18 +228,21 @@ class Receiver:
                 counted.body_timed_out.inc()
                 return await _send(send, BODY_TIMED_OUT)
             held = len(body)
-            if channel is None:
+            if instance_id is None:
                 answer = await self._shared_event(body, signature)
             else:
-                answer = await self._channel_event(channel, body, signature)
+                answer = await self._channel_event(instance_id, body, signature)
             await _send(send, answer)
         finally:
             admission.release(held)
 
     async def _channel_event(
-        self, channel: Channel, body: bytes, signature: bytes
+        self, instance_id: str, body: bytes, signature: bytes
     ) -> tuple[Message, Message]:
-        instance_id = channel.instance_id
+        channel = self.cache.for_instance(instance_id)  # again: the body took its time
+        if channel is None:
+            PER_CHANNEL.unknown_channel.inc()
+            return FORBIDDEN
         if not signature_valid(channel.app_secret, body, signature):
             log.info("refused an event for instance %s: bad signature", instance_id)
             PER_CHANNEL.bad_signature.inc()
