@@ -88,11 +88,6 @@ NOT_READY_EARLY = _answer(503, b"Not ready", _CLOSE)
 OVERLOADED = _answer(503, b"Too busy, try again later", _RETRY_AFTER, _CLOSE)
 INSTANCE_BUSY = _answer(503, b"Instance busy, try again later", _RETRY_AFTER)
 
-# Defaults of the settings of the same names (`ReceiverSettings`).
-DEFAULT_MAX_CONCURRENT_REQUESTS = 1024
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
-DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
-
 
 class Receiver:
     """The ASGI callable. Everything it uses is built once and handed in."""
@@ -112,11 +107,7 @@ class Receiver:
         self.status = status
         self._max_body = max_body_bytes
         self._lifespan = lifespan
-        self.admission = admission or Admission(
-            max_requests=DEFAULT_MAX_CONCURRENT_REQUESTS,
-            max_buffered_bytes=DEFAULT_MAX_BUFFERED_BYTES,
-            body_timeout=DEFAULT_BODY_TIMEOUT_SECONDS,
-        )
+        self.admission = admission or _default_admission()
         self.failure: str | None = None  # set when background work died: liveness fails
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -343,6 +334,16 @@ class Receiver:
             await send({"type": "lifespan.startup.complete"})
             message = await receive()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _default_admission() -> Admission:
+    """The admission the settings' defaults describe."""
+    fields = ReceiverSettings.model_fields
+    return Admission(
+        max_requests=fields["max_concurrent_requests"].default,
+        max_buffered_bytes=fields["max_buffered_bytes"].default,
+        body_timeout=fields["body_timeout_seconds"].default,
+    )
 
 
 def _delivered(deliveries: list[Delivery], counted: Endpoint) -> tuple[Message, Message]:
