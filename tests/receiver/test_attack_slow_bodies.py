@@ -28,6 +28,9 @@ MIB = 1024 * 1024
 ATTACKERS = 60
 ATTACK_BODY = 3 * MIB
 BUDGET = 16 * MIB
+# Honest events always fit beside the attack: large bodies may fill 3/4 of the budget, and
+# the attackers' first 64 KiB each (60 x 64 KiB) stay under the last quarter.
+assert ATTACKERS * 64 * 1024 < BUDGET // 4 - 64 * 1024
 # What the attack may add to the receiver's peak RSS: its byte budget, uvicorn's per-
 # connection buffers and allocator slack. Unbounded, 60 such bodies are ~180 MiB.
 RSS_BOUND = 64 * MIB
