@@ -6,14 +6,17 @@ channels in the cache, against a bare ASGI endpoint that does nothing, in the sa
 
 Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
 channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
-for the instances), and the receiver with its forward stubbed, which separates the cost of
-its own checks from the hop to the instance. The load generator is a lean keep-alive
-HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a bounded
-number of requests and stops at a time limit. Targets alternate round by round (machines
-here are noisy); the median round of each is reported, and the receiver's numbers as ratios
-of the bare one's. Beside throughput, the CPU time the serving process spent per request
-(from /proc/<pid>/task/*/schedstat, in ns): far steadier than throughput on a shared machine,
-so a small change in the receiver's work shows there first.
+for the instances), the receiver with its forward stubbed, which separates the cost of
+its own checks from the hop to the instance, and a bare relay: an ASGI app that forwards the
+raw body to the same sink with the same forward client and checks nothing, the floor this
+design (Meta gets 200 only once the instance answered) can reach. The load generator is a
+lean keep-alive HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a
+bounded number of requests and stops at a time limit. Targets alternate round by round
+(machines here are noisy); the median round of each is reported, and the receiver's numbers
+as ratios of the bare endpoint's and of the bare relay's. Beside throughput, the CPU time the
+serving process spent per request (from /proc/<pid>/task/*/schedstat, in ns): far steadier
+than throughput on a shared machine, so a small change in the receiver's work shows there
+first.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from localkube.cluster import free_port
 
 HOST = "127.0.0.1"  # the only address the load generator ever connects to
 FORWARD_SECRET = b"bench-forward-secret-0123456789abcdef"
+RELAY_APP_SECRET = b"bench-relay-app-secret"  # the relay checks nothing, but signs as all do
 
 
 # --- the servers (each runs in its own process) -----------------------------------------
@@ -59,6 +63,45 @@ def serve_bare(port: int) -> None:
     import uvicorn
 
     uvicorn.run(bare_app, host=HOST, port=port, access_log=False, log_level="warning")
+
+
+def serve_relay(port: int, sink_port: int) -> None:
+    """Forwards each body to the sink with the receiver's forward client; checks nothing."""
+    import uvicorn
+    from channel_api.receiver.forward import Delivery, Forwarder
+
+    forwarder = Forwarder(
+        f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
+        FORWARD_SECRET,
+        timeout=10.0,
+        max_connections=256,
+    )
+
+    async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        instance_id = scope["path"].rsplit("/", 1)[-1]
+        delivery = await forwarder.deliver(instance_id, b"".join(chunks), RELAY_APP_SECRET)
+        status = 200 if delivery is Delivery.ACCEPTED else 502
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", b"2")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"OK"})
+
+    uvicorn.run(relay, host=HOST, port=port, access_log=False, log_level="warning")
 
 
 def serve_receiver(
@@ -294,9 +337,12 @@ async def run(args: argparse.Namespace) -> None:
         "  same, forward stubbed (checks only)": [
             signed_request(f"/hooks/whatsapp/{c.instance_id}", c, n) for n, c in enumerate(sample)
         ],
+        "bare relay (forward only, no checks)": [
+            signed_request(f"/relay/{c.instance_id}", c, n) for n, c in enumerate(sample)
+        ],
     }
     bare_port, receiver_port, sink_port = free_port(), free_port(), free_port()
-    checks_port = free_port()
+    checks_port, relay_port = free_port(), free_port()
     spawn = multiprocessing.get_context("spawn")
     processes = [
         spawn.Process(target=serve_bare, args=(bare_port,), daemon=True),
@@ -305,6 +351,7 @@ async def run(args: argparse.Namespace) -> None:
         spawn.Process(
             target=serve_receiver, args=(checks_port, sink_port, secrets, False), daemon=True
         ),
+        spawn.Process(target=serve_relay, args=(relay_port, sink_port), daemon=True),
     ]
     for process in processes:
         process.start()
@@ -313,10 +360,15 @@ async def run(args: argparse.Namespace) -> None:
         await wait_until_serving(sink_port, "/")
         await wait_until_serving(receiver_port, "/readyz")
         await wait_until_serving(checks_port, "/readyz")
+        await wait_until_serving(relay_port, "/relay/x")
         ports = dict(
-            zip(targets, (bare_port, receiver_port, receiver_port, checks_port), strict=True)
+            zip(
+                targets,
+                (bare_port, receiver_port, receiver_port, checks_port, relay_port),
+                strict=True,
+            )
         )
-        serving = (processes[0], processes[2], processes[2], processes[3])
+        serving = (processes[0], processes[2], processes[2], processes[3], processes[4])
         pids = {name: p.pid for name, p in zip(targets, serving, strict=True)}
         print(
             f"receiver benchmark: {args.channels} channels in the cache, {args.connections} "
@@ -358,11 +410,18 @@ async def run(args: argparse.Namespace) -> None:
             f"{cpu[name]:18.1f}"
         )
     bare = median["bare ASGI endpoint (no-op)"]
+    relay = median["bare relay (forward only, no checks)"]
     for name, r in median.items():
-        if not name.startswith("bare"):
+        if not name.startswith("bare ASGI"):
             print(
                 f"{name.strip()}: throughput {r.rate / bare.rate:.2f}x bare, "
                 f"p99 {r.p99_ms / bare.p99_ms:.2f}x bare"
+            )
+    for name, r in median.items():
+        if name.startswith("receiver"):
+            print(
+                f"{name.strip()}: throughput {r.rate / relay.rate:.2f}x the bare relay, "
+                f"p99 {r.p99_ms / relay.p99_ms:.2f}x the bare relay"
             )
     if any(x.failures for rs in rounds.values() for x in rs):
         sys.exit("some requests were not answered 200")

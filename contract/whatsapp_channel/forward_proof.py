@@ -51,9 +51,14 @@ def forward_proof_valid(
     tolerance_seconds: float = TOLERANCE_SECONDS,
 ) -> bool:
     """What an instance checks: a fresh timestamp and a matching MAC, in constant time."""
-    if not timestamp or not signature or not timestamp.isdigit():
+    # str.isdigit() is true of "²" and other non-ASCII digits that int() refuses.
+    if not timestamp or not signature or not _is_unix_seconds(timestamp):
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_seconds:
         return False
     expected = forward_proof(secret, int(timestamp), instance_id, body)
     return hmac.compare_digest(expected.encode(), signature.encode(errors="replace"))
+
+
+def _is_unix_seconds(timestamp: str) -> bool:
+    return len(timestamp) <= 15 and timestamp.isascii() and timestamp.isdigit()

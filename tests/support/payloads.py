@@ -7,8 +7,10 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from channel_api.receiver.channel_cache import ChannelCache
 from whatsapp_channel import channel_secret as contract
 from whatsapp_channel.model import DEFAULT_NAMESPACE
 
@@ -118,3 +120,9 @@ def signed(app_secret: str, body: bytes) -> dict[str, str]:
         "Content-Type": "application/json",
         "X-Hub-Signature-256": meta_signature(app_secret, body),
     }
+
+
+def fill_cache(cache: ChannelCache, secrets: Iterable[Mapping[str, Any]]) -> None:
+    """Fill a receiver's channel cache as the watch's first list does, and mark it synced."""
+    cache.apply("SYNC", {"items": list(secrets)})
+    cache.mark_synced()

@@ -23,6 +23,7 @@ from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Kube, core_path, reflect
 from whatsapp_channel.model import webhook_path
 
+from .admission import Admission, BodyTimedOut, BodyTooLarge, Disconnected, OverBudget
 from .channel_cache import Channel, ChannelCache
 from .forward import Delivery, Forwarder, deliver_all
 from .meta import (
@@ -31,7 +32,6 @@ from .meta import (
     Subscription,
     changes_by_phone,
     parse_event,
-    refuse_in_constant_time,
     signature_valid,
     verify_token_matches,
 )
@@ -52,6 +52,9 @@ _CHANNEL_PREFIX = webhook_path("")  # "/hooks/whatsapp/"
 SHARED_PATH = _CHANNEL_PREFIX.rstrip("/")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")  # the challenge echoes caller input
+# On answers given before the body was read: its unread rest is never read.
+_CLOSE = (b"connection", b"close")
+_RETRY_AFTER = (b"retry-after", b"5")
 
 
 def _answer(status: int, text: bytes, *extra: tuple[bytes, bytes]) -> tuple[Message, Message]:
@@ -74,14 +77,15 @@ HEALTH_FAILED = _answer(500, b"Background work stopped")
 NOT_DELIVERED = _answer(502, b"Instance did not accept the event")
 NOT_READY = _answer(503, b"Not ready")
 DELIVERY_TIMED_OUT = _answer(504, b"Instance did not answer in time")
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    pass
+# Answers given before the whole body was read close the connection.
+MALFORMED_EARLY = _answer(400, b"Malformed event", _CLOSE)
+SIGNATURE_MISSING_EARLY = _answer(401, b"Signature required", _CLOSE)
+FORBIDDEN_EARLY = _answer(403, b"Forbidden", _CLOSE)
+BODY_TIMED_OUT = _answer(408, b"Request body not received in time", _CLOSE)
+TOO_LARGE_EARLY = _answer(413, b"Payload too large", _CLOSE)
+NOT_READY_EARLY = _answer(503, b"Not ready", _CLOSE)
+OVERLOADED = _answer(503, b"Too busy, try again later", _RETRY_AFTER, _CLOSE)
+INSTANCE_BUSY = _answer(503, b"Instance busy, try again later", _RETRY_AFTER)
 
 
 class Receiver:
@@ -95,17 +99,19 @@ class Receiver:
         *,
         max_body_bytes: int,
         lifespan: Lifespan | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.cache = cache
         self.forwarder = forwarder
         self.status = status
         self._max_body = max_body_bytes
         self._lifespan = lifespan
+        self.admission = admission or _default_admission()
         self.failure: str | None = None  # set when background work died: liveness fails
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            with contextlib.suppress(_Disconnected):
+            with contextlib.suppress(Disconnected):
                 await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._run_lifespan(receive, send)
@@ -179,48 +185,52 @@ class Receiver:
         if length is not None:
             if not length.isdigit():
                 counted.malformed.inc()
-                return await _send(send, MALFORMED)
+                return await _send(send, MALFORMED_EARLY)
             if int(length) > self._max_body:
                 counted.too_large.inc()
-                return await _send(send, TOO_LARGE)
+                return await _send(send, TOO_LARGE_EARLY)
         if not signature:
             counted.missing_signature.inc()
-            return await _send(send, SIGNATURE_MISSING)
-        try:
-            body = await self._read_body(receive)
-        except _TooLarge:
-            counted.too_large.inc()
-            return await _send(send, TOO_LARGE)
+            return await _send(send, SIGNATURE_MISSING_EARLY)
         if not self.cache.synced:
             counted.not_ready.inc()
-            return await _send(send, NOT_READY)
-        if instance_id is None:
-            answer = await self._shared_event(body, signature)
-        else:
-            answer = await self._channel_event(instance_id, body, signature)
-        await _send(send, answer)
-
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                raise _TooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return await _send(send, NOT_READY_EARLY)
+        # Known before a byte of the body is read: an unknown or disabled channel costs the
+        # receiver nothing.
+        if instance_id is not None and self.cache.for_instance(instance_id) is None:
+            counted.unknown_channel.inc()
+            return await _send(send, FORBIDDEN_EARLY)
+        admission = self.admission
+        if not admission.admit():
+            counted.overloaded.inc()
+            return await _send(send, OVERLOADED)
+        held = 0
+        try:
+            try:
+                body = await admission.read_body(receive, self._max_body)
+            except BodyTooLarge:
+                counted.too_large.inc()
+                return await _send(send, TOO_LARGE_EARLY)
+            except OverBudget:
+                counted.overloaded.inc()
+                return await _send(send, OVERLOADED)
+            except BodyTimedOut:
+                counted.body_timed_out.inc()
+                return await _send(send, BODY_TIMED_OUT)
+            held = len(body)
+            if instance_id is None:
+                answer = await self._shared_event(body, signature)
+            else:
+                answer = await self._channel_event(instance_id, body, signature)
+            await _send(send, answer)
+        finally:
+            admission.release(held)
 
     async def _channel_event(
         self, instance_id: str, body: bytes, signature: bytes
     ) -> tuple[Message, Message]:
-        channel = self.cache.for_instance(instance_id)
+        channel = self.cache.for_instance(instance_id)  # again: the body took its time
         if channel is None:
-            refuse_in_constant_time(body)
             PER_CHANNEL.unknown_channel.inc()
             return FORBIDDEN
         app_secret = channel.app_secret
@@ -258,6 +268,9 @@ class Receiver:
         if route is Refused.BAD_SIGNATURE:
             SHARED.bad_signature.inc()
             return FORBIDDEN
+        if route is Refused.MALFORMED:
+            SHARED.malformed.inc()
+            return MALFORMED
         assert not isinstance(route, Refused)
         for channel, _ in route:
             self.status.event_arrived(channel.name)
@@ -287,6 +300,16 @@ class Receiver:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+def _default_admission() -> Admission:
+    """The admission the settings' defaults describe."""
+    fields = ReceiverSettings.model_fields
+    return Admission(
+        max_requests=fields["max_concurrent_requests"].default,
+        max_buffered_bytes=fields["max_buffered_bytes"].default,
+        body_timeout=fields["body_timeout_seconds"].default,
+    )
+
+
 def _delivered(deliveries: list[Delivery], counted: Endpoint) -> tuple[Message, Message]:
     """200 only when every instance accepted; otherwise a 5xx, so Meta delivers again."""
     if all(d is Delivery.ACCEPTED for d in deliveries):
@@ -295,6 +318,9 @@ def _delivered(deliveries: list[Delivery], counted: Endpoint) -> tuple[Message, 
     for d in deliveries:
         if d is not Delivery.ACCEPTED:
             FAILED_DELIVERIES[d].inc()
+    if any(d is Delivery.BUSY for d in deliveries):
+        counted.forward_busy.inc()
+        return INSTANCE_BUSY
     if all(d in (Delivery.ACCEPTED, Delivery.TIMED_OUT) for d in deliveries):
         counted.forward_timed_out.inc()
         return DELIVERY_TIMED_OUT
@@ -318,6 +344,7 @@ def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver
         settings.forward_secret(),
         timeout=settings.forward_timeout_seconds,
         max_connections=settings.forward_max_connections,
+        max_per_instance=settings.forward_max_per_instance,
     )
     owned = kube is None
     client = kube if kube is not None else Kube.connect(user_agent="whatsapp-receiver")
@@ -360,6 +387,15 @@ def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver
                 await client.close()
 
     receiver = Receiver(
-        cache, forwarder, status, max_body_bytes=settings.max_body_bytes, lifespan=lifespan
+        cache,
+        forwarder,
+        status,
+        max_body_bytes=settings.max_body_bytes,
+        lifespan=lifespan,
+        admission=Admission(
+            max_requests=settings.max_concurrent_requests,
+            max_buffered_bytes=settings.max_buffered_bytes,
+            body_timeout=settings.body_timeout_seconds,
+        ),
     )
     return receiver

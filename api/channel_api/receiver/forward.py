@@ -44,11 +44,16 @@ class Delivery(enum.Enum):
     REFUSED = "refused"  # it answered something else
     UNREACHABLE = "unreachable"
     TIMED_OUT = "timed out"
+    BUSY = "busy"  # not tried: the instance (or the forwarder) already had its most in flight
 
 
 class Forwarder:
     """Delivers events to `url_template` (`{instance_id}` its one placeholder), signed with
-    `secret`; a delivery is one POST with a timeout."""
+    `secret`; a delivery is one POST with a timeout.
+
+    At most `max_per_instance` deliveries to one instance are in flight at once, and
+    `max_connections` in all. A delivery past either is not tried (`Delivery.BUSY`) rather
+    than queued, so a hung instance costs others neither connections nor deadline."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class Forwarder:
         timeout: float,
         max_connections: int,
         ssl_context: ssl.SSLContext | None = None,
+        max_per_instance: int = 16,
     ) -> None:
         parts = urlsplit(url_template)
         if parts.scheme not in ("http", "https") or "@" in parts.netloc:
@@ -66,6 +72,10 @@ class Forwarder:
         self._signer = ForwardSigner(secret)
         self._timeout = timeout
         self._client = Http1Client(max_connections=max_connections, ssl_context=ssl_context)
+        self._max_connections = max_connections
+        self._max_per_instance = max_per_instance
+        self._in_flight = 0
+        self._in_flight_to: dict[str, int] = {}
         self._targets: dict[str, Target] = {}
 
     async def start(self) -> None:
@@ -100,6 +110,25 @@ class Forwarder:
         except ValueError as exc:
             log.warning("instance %s has no usable URL: %s", instance_id, exc)
             return Delivery.UNREACHABLE
+        in_flight = self._in_flight_to.get(instance_id, 0)
+        if in_flight >= self._max_per_instance or self._in_flight >= self._max_connections:
+            log.info("instance %s has too many events in flight", instance_id)
+            return Delivery.BUSY
+        self._in_flight_to[instance_id] = in_flight + 1
+        self._in_flight += 1
+        try:
+            return await self._deliver(target, instance_id, body, app_secret)
+        finally:
+            self._in_flight -= 1
+            left = self._in_flight_to[instance_id] - 1
+            if left:
+                self._in_flight_to[instance_id] = left
+            else:
+                del self._in_flight_to[instance_id]
+
+    async def _deliver(
+        self, target: Target, instance_id: str, body: bytes, app_secret: bytes
+    ) -> Delivery:
         timestamp = int(time.time())
         proof = _SIGNED % (
             timestamp,

@@ -3,10 +3,13 @@
 Deliberately small (the receiver's forward hop is its hot path; see README, Benchmarks):
 POST with a Content-Length body, an answer framed by Content-Length, chunked or the end of
 the connection, of which at most `ANSWER_READ_LIMIT` bytes are read. Connections are kept
-per (scheme, host, port); at most `max_connections` are in use at once and at most as many
-idle. A connection that fails, times out, was told `Connection: close` or whose answer was
-not read to its end is closed, never reused. A kept-alive connection the server closed
-before answering is retried once on a new one.
+per (scheme, host, port), at most `max_connections` idle; how many are in use at once is
+the caller's to bound (the forwarder refuses rather than queues). A connection that fails,
+times out, was told `Connection: close` or whose answer was not read to its end is closed,
+never reused; so is one with bytes left after its answer, or bytes arriving while it is
+idle (a server that answers twice, or sends a body after 1xx/204/304), which would
+otherwise be read as the answer to the next request, maybe to another tenant's instance. A
+kept-alive connection the server closed before answering is retried once on a new one.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import SupportsIndex
 from urllib.parse import quote, urlsplit
 
 # How much of an answer is read: the caller wants the status only, and the server may be
@@ -70,9 +74,26 @@ class Target:
         return cls(tls, host, port, ("\r\n".join(lines) + "\r\n").encode())
 
 
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that knows whether anything is left unread, and closes its connection
+    when bytes arrive while it sits idle in the pool: those can only be a stale or forged
+    answer, which the next request on it would read as its own."""
+
+    idle = False
+    transport: asyncio.BaseTransport | None = None
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        if self.idle and self.transport is not None:
+            self.transport.close()
+        super().feed_data(data)
+
+    def unread(self) -> int:
+        return len(self._buffer)  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class _Connection:
-    reader: asyncio.StreamReader
+    reader: _Reader
     writer: asyncio.StreamWriter
     idle_since: float = 0.0
 
@@ -84,7 +105,6 @@ class Http1Client:
     def __init__(self, *, max_connections: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._max_connections = max_connections
         self._ssl = ssl_context
-        self._in_use = asyncio.Semaphore(max_connections)
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._idle_count = 0
         self.open = False
@@ -110,15 +130,14 @@ class Http1Client:
         """POST `body` with `target`'s head plus `headers` (whole lines, each ending CRLF);
         the answer's status. Raises one of FAILURES when there is none."""
         head = target.head + headers + b"Content-Length: %d\r\n\r\n" % len(body)
-        async with self._in_use:
-            connection = self._reuse(target)
-            if connection is not None:
-                try:
-                    return await self._roundtrip(target, connection, head, body, reused=True)
-                except _Stale:
-                    pass
-            connection = await self._connect(target)
-            return await self._roundtrip(target, connection, head, body, reused=False)
+        connection = self._reuse(target)
+        if connection is not None:
+            try:
+                return await self._roundtrip(target, connection, head, body, reused=True)
+            except _Stale:
+                pass
+        connection = await self._connect(target)
+        return await self._roundtrip(target, connection, head, body, reused=False)
 
     def _reuse(self, target: Target) -> _Connection | None:
         idle = self._idle.get((target.tls, target.host, target.port))
@@ -126,26 +145,35 @@ class Http1Client:
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
+            reader = connection.reader
             if (
-                connection.reader.at_eof()
+                reader.at_eof()
+                or reader.unread()
                 or connection.writer.is_closing()
                 or now - connection.idle_since > KEEP_ALIVE_SECONDS
             ):
                 connection.close()
                 continue
+            reader.idle = False
             return connection
         return None
 
     async def _connect(self, target: Target) -> _Connection:
         if target.tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
-        reader, writer = await asyncio.open_connection(
+        # asyncio.open_connection, with a reader of our own.
+        loop = asyncio.get_running_loop()
+        reader = _Reader(limit=2**16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(
+            lambda: protocol,
             target.host,
             target.port,
             ssl=self._ssl if target.tls else None,
             server_hostname=target.host if target.tls else None,
         )
-        return _Connection(reader, writer)
+        reader.transport = transport
+        return _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def _roundtrip(
         self, target: Target, connection: _Connection, head: bytes, body: bytes, *, reused: bool
@@ -159,7 +187,13 @@ class Http1Client:
             if reused and _nothing_answered(exc):
                 raise _Stale from exc
             raise
-        if reusable and self.open and self._idle_count < self._max_connections:
+        if (
+            reusable
+            and self.open
+            and self._idle_count < self._max_connections
+            and not connection.reader.unread()  # a second answer, or a body after 204/304
+        ):
+            connection.reader.idle = True
             connection.idle_since = time.monotonic()
             self._idle.setdefault((target.tls, target.host, target.port), []).append(connection)
             self._idle_count += 1
@@ -176,21 +210,24 @@ def _nothing_answered(exc: BaseException) -> bool:
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """The answer's status, and whether its connection can carry another request."""
+    framed = False  # an answer without a body declared one: what follows cannot be trusted
     while True:
         status, keep_alive, length, chunked = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+        bodiless = 100 <= status < 200 or status in (204, 304)
+        framed = framed or (bodiless and (chunked or bool(length)))
         if not 100 <= status < 200 or status == 101:
             break  # 1xx answers are interim: the final one follows
     if status == 101:
         raise AnswerError("the server switched protocols")
     if status in (204, 304):
-        return status, keep_alive
+        return status, keep_alive and not framed
     if chunked:
-        return status, keep_alive and await _skip_chunked(reader)
+        return status, keep_alive and not framed and await _skip_chunked(reader)
     if length is not None:
         if length > ANSWER_READ_LIMIT:
             return status, False
         await reader.readexactly(length)
-        return status, keep_alive
+        return status, keep_alive and not framed
     await reader.read(ANSWER_READ_LIMIT)  # delimited by the end of the connection
     return status, False
 

@@ -63,7 +63,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
     list of `changes` objects."""
     try:
         event = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting: RecursionError
         raise MalformedEvent("body is not JSON") from exc
     if not isinstance(event, dict) or not isinstance(event.get("entry"), list):
         raise MalformedEvent("no entry list")

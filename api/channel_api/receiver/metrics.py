@@ -16,8 +16,9 @@ from .forward import Delivery
 EVENTS = Counter(
     "whatsapp_receiver_webhook_events",
     "Webhook POSTs by endpoint kind and outcome: forwarded, forward_refused, "
-    "forward_timed_out, or why it was refused (bad_signature, missing_signature, "
-    "unknown_channel, foreign_phone, malformed, too_large, not_ready).",
+    "forward_timed_out, forward_busy, or why it was refused (bad_signature, "
+    "missing_signature, unknown_channel, foreign_phone, malformed, too_large, not_ready, "
+    "overloaded, body_timed_out).",
     ["endpoint", "outcome"],
 )
 CHALLENGES = Counter(
@@ -33,7 +34,8 @@ FORWARD_SECONDS = Histogram(
 )
 FORWARD_FAILURES = Counter(
     "whatsapp_receiver_forward_failures",
-    "Deliveries to an instance that failed: refused (a non-2xx answer), unreachable, timed_out.",
+    "Deliveries to an instance that failed: refused (a non-2xx answer), unreachable, "
+    "timed_out, busy (not tried: the instance, or the forwarder, had its most in flight).",
     ["reason"],
 )
 
@@ -55,6 +57,9 @@ class Endpoint:
         self.malformed = event("malformed")
         self.too_large = event("too_large")
         self.not_ready = event("not_ready")
+        self.overloaded = event("overloaded")  # past the process's request or byte budget
+        self.body_timed_out = event("body_timed_out")
+        self.forward_busy = event("forward_busy")  # the instance had its most in flight
         self.challenge_verified = CHALLENGES.labels(endpoint, "verified")
         self.challenge_refused = CHALLENGES.labels(endpoint, "refused")
         self.challenge_not_ready = CHALLENGES.labels(endpoint, "not_ready")
@@ -67,4 +72,5 @@ FAILED_DELIVERIES = {
     Delivery.REFUSED: FORWARD_FAILURES.labels("refused"),
     Delivery.UNREACHABLE: FORWARD_FAILURES.labels("unreachable"),
     Delivery.TIMED_OUT: FORWARD_FAILURES.labels("timed_out"),
+    Delivery.BUSY: FORWARD_FAILURES.labels("busy"),
 }

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class Refused(enum.Enum):
     UNKNOWN_CHANNEL = "unknown_channel"  # no enabled channel (with an app secret) to go to
     BAD_SIGNATURE = "bad_signature"  # a destination's app secret did not sign the body
+    MALFORMED = "malformed"  # nested deeper than a part of it can be written back
 
 
 def route_shared_event(
@@ -76,4 +77,7 @@ def route_shared_event(
         log.info("dropped changes for unknown, disabled or no phone numbers")
     if len(targets) == 1 and routed == total:
         return [(targets[0][0], body)]  # the whole event, as Meta signed it
-    return [(channel, event_subset(event, refs)) for channel, refs in targets]
+    try:
+        return [(channel, event_subset(event, refs)) for channel, refs in targets]
+    except RecursionError:
+        return Refused.MALFORMED

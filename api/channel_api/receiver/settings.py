@@ -29,7 +29,7 @@ class ReceiverSettings(BaseSettings):
     forward_secret_file: Path
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
     forward_max_connections: int = Field(default=256, ge=1)
-    # Meta's notifications are at most a few MB even when batched.
+    # Meta documents webhook payloads of up to 3 MB (its webhooks overview, "Payload size").
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     # lastChallengeAt/lastEventAt are written at most once per this interval per channel.
     status_write_interval_seconds: float = Field(default=30.0, gt=0)
@@ -38,6 +38,14 @@ class ReceiverSettings(BaseSettings):
     # Prometheus metrics (/metrics) on `host`, never on `port`, which faces the internet; 0: none.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: LogLevel = "INFO"
+    # What one process takes on at once (issue 13): webhook POSTs admitted, past which 503
+    # with Retry-After; the body bytes they hold together, ditto; and the time a whole body
+    # has to arrive, past which 408.
+    max_concurrent_requests: int = Field(default=1024, ge=1)
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Deliveries in flight to one instance; past it that instance's events get 503 at once.
+    forward_max_per_instance: int = Field(default=16, ge=1)
 
     @field_validator("forward_url_template")
     @classmethod

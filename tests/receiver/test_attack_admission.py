@@ -1,0 +1,219 @@
+"""Issue 13, attack 1 at the ASGI app: what the receiver takes on before it knows a request
+is Meta's. An unknown or disabled channel is refused before a byte of its body is read; a
+body must arrive whole within the deadline; past the request slots or the byte budget new
+requests get 503 with Retry-After, while an event of ordinary size still fits."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from channel_api.receiver.admission import Admission
+from channel_api.receiver.app import Receiver
+from channel_api.receiver.channel_cache import ChannelCache
+from channel_api.receiver.forward import Forwarder
+from channel_api.receiver.status import StatusWriter
+
+from tests.receiver.asgi_calls import Answer, Body, call
+from tests.receiver.conftest import FORWARD_SECRET
+from tests.support.payloads import (
+    channel_secret,
+    fill_cache,
+    meta_bytes,
+    meta_signature,
+    new_instance_id,
+    notification,
+    text_change,
+)
+from tests.support.sink import Sink
+
+APP_SECRET = "admission-app-secret-0123456789"
+PHONE = "106540352241111"
+DISABLED_PHONE = "106540352242222"
+KIB = 1024
+
+
+@dataclass
+class Setup:
+    receiver: Receiver
+    admission: Admission
+    instance: str
+    disabled: str
+
+
+async def _nothing(path: str, body: object) -> None:
+    return None
+
+
+def _setup(sink: Sink, admission: Admission) -> Setup:
+    instance, disabled = new_instance_id(), new_instance_id()
+    cache = ChannelCache()
+    fill_cache(
+        cache,
+        [
+            channel_secret(instance, PHONE, app_secret=APP_SECRET, verify_token="v" * 20),
+            channel_secret(
+                disabled,
+                DISABLED_PHONE,
+                app_secret=APP_SECRET,
+                verify_token="w" * 20,
+                enabled=False,
+            ),
+        ],
+    )
+    forwarder = Forwarder(sink.url_template, FORWARD_SECRET, timeout=5.0, max_connections=16)
+    receiver = Receiver(
+        cache,
+        forwarder,
+        StatusWriter(_nothing, "tests", interval=60.0),
+        max_body_bytes=3 * 1024 * KIB,
+        admission=admission,
+    )
+    return Setup(receiver, admission, instance, disabled)
+
+
+@pytest.fixture
+def small() -> Admission:
+    return Admission(max_requests=2, max_buffered_bytes=1024 * KIB, body_timeout=30.0)
+
+
+def _post_headers(signature: str = "sha256=anything", length: int | None = None):
+    headers = [(b"x-hub-signature-256", signature.encode()), (b"content-type", b"application/json")]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return headers
+
+
+async def _honest(setup: Setup, text: str = "hello") -> Answer:
+    body = meta_bytes(notification([text_change(PHONE, text)]))
+    feed = Body()
+    feed.end(body)
+    return await call(
+        setup.receiver,
+        "POST",
+        f"/hooks/whatsapp/{setup.instance}",
+        feed,
+        _post_headers(meta_signature(APP_SECRET, body), len(body)),
+    )
+
+
+async def _until(condition, what: str, timeout: float = 30.0) -> None:
+    async def wait() -> None:
+        # The admission counters have no event to wait on; they are polled.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(wait(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"never: {what}") from None
+
+
+@pytest.mark.parametrize("which", ["unknown", "disabled"])
+async def test_an_unknown_or_disabled_channel_is_refused_before_its_body_is_read(
+    sink: Sink, small: Admission, which: str
+):
+    setup = _setup(sink, small)
+    target = new_instance_id() if which == "unknown" else setup.disabled
+    never = Body()  # a body that never comes
+    answer = await asyncio.wait_for(
+        call(
+            setup.receiver,
+            "POST",
+            f"/hooks/whatsapp/{target}",
+            never,
+            _post_headers(length=3 * 1024 * KIB),
+        ),
+        timeout=30,
+    )
+    assert (answer.status, answer.headers.get(b"connection")) == (403, b"close")
+    assert never.reads == 0
+    assert small.in_flight == small.buffered == 0
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408_and_its_bytes_back(sink: Sink):
+    setup = _setup(
+        sink, Admission(max_requests=8, max_buffered_bytes=8 * 1024 * KIB, body_timeout=1.0)
+    )
+    slow = Body()
+    slow.feed(b"{" * (100 * KIB))  # and then nothing
+    answer = await asyncio.wait_for(
+        call(
+            setup.receiver,
+            "POST",
+            f"/hooks/whatsapp/{setup.instance}",
+            slow,
+            _post_headers(length=3 * 1024 * KIB),
+        ),
+        timeout=60,
+    )
+    assert (answer.status, answer.headers.get(b"connection")) == (408, b"close")
+    assert setup.admission.in_flight == setup.admission.buffered == 0
+    assert (await _honest(setup)).status == 200
+
+
+async def test_past_the_request_slots_new_events_get_503_with_retry_after(
+    sink: Sink, small: Admission
+):
+    setup = _setup(sink, small)
+    held = [Body(), Body()]
+    calls = [
+        asyncio.create_task(
+            call(setup.receiver, "POST", f"/hooks/whatsapp/{setup.instance}", body, _post_headers())
+        )
+        for body in held
+    ]
+    await _until(lambda: small.in_flight == 2, "both slow requests admitted")
+    answer = await _honest(setup)
+    assert answer.status == 503
+    assert answer.headers[b"retry-after"].isdigit()
+    assert answer.headers[b"connection"] == b"close"
+    for body in held:  # the slow ones end: their slots come back
+        body.end(b"{}")
+    assert [a.status for a in await asyncio.gather(*calls)] == [403, 403]
+    assert small.in_flight == small.buffered == 0
+    assert (await _honest(setup)).status == 200
+
+
+async def test_past_the_byte_budget_large_bodies_get_503_and_small_events_still_fit(
+    sink: Sink, small: Admission
+):
+    setup = _setup(
+        sink, Admission(max_requests=64, max_buffered_bytes=1024 * KIB, body_timeout=30.0)
+    )
+    admission = setup.admission
+    big = Body()
+    big.feed(b"{" * (700 * KIB))
+    first = asyncio.create_task(
+        call(setup.receiver, "POST", "/hooks/whatsapp", big, _post_headers(length=2048 * KIB))
+    )
+    await _until(lambda: admission.buffered == 700 * KIB, "the first large body held")
+    second = Body()
+    second.feed(b"{" * (200 * KIB))
+    answer = await asyncio.wait_for(
+        call(setup.receiver, "POST", "/hooks/whatsapp", second, _post_headers()), timeout=30
+    )
+    assert (answer.status, answer.headers[b"connection"]) == (503, b"close")
+    assert answer.headers[b"retry-after"].isdigit()
+    assert admission.buffered == 700 * KIB
+    # An event of ordinary size still fits beside the large body, and is delivered.
+    assert (await _honest(setup, "still served")).status == 200
+    assert sink.received[-1].body == meta_bytes(notification([text_change(PHONE, "still served")]))
+    big.end(b"}")
+    assert (await first).status == 400
+    assert admission.in_flight == admission.buffered == 0
+
+
+async def test_a_request_cancelled_while_reading_gives_back_its_slot_and_bytes(sink: Sink):
+    setup = _setup(sink, Admission(max_requests=4, max_buffered_bytes=4096 * KIB, body_timeout=30))
+    slow = Body()
+    slow.feed(b"{" * (10 * KIB))
+    task = asyncio.create_task(
+        call(setup.receiver, "POST", f"/hooks/whatsapp/{setup.instance}", slow, _post_headers())
+    )
+    await _until(lambda: setup.admission.buffered == 10 * KIB, "the first piece held")
+    task.cancel()  # the server going down: not a timeout, and not turned into one
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert setup.admission.in_flight == setup.admission.buffered == 0
