@@ -103,6 +103,10 @@ class ReceiverEnv(TypedDict, total=False):
     status_write_interval_seconds: float | None
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
+    max_concurrent_requests: int | None
+    max_buffered_bytes: int | None
+    body_timeout_seconds: float | None
+    forward_max_per_instance: int | None
 
 
 def start(
