@@ -59,8 +59,10 @@ class Target:
             return [f"{self.module}.*"]
         globs = []
         for function in self.functions:
-            mangled = "x" + "".join("ǁ" + p for p in function.split(".")) if "." in function else (
-                "x_" + function
+            mangled = (
+                "x" + "".join("ǁ" + p for p in function.split("."))
+                if "." in function
+                else ("x_" + function)
             )
             globs.append(f"{self.module}.{mangled}__mutmut_*")
         return globs
@@ -136,7 +138,8 @@ def report(targets: list[Target]) -> int:
     codes = results(targets)
     reasons = explained()
     unexplained: list[str] = []
-    print(f"{'module':<56} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'other':>5} {'kill rate':>9}")
+    heads = ("mutants", "killed", "equiv.", "other", "kill rate")
+    print(f"{'module':<56} {heads[0]:>7} {heads[1]:>6} {heads[2]:>6} {heads[3]:>5} {heads[4]:>9}")
     for target in targets:
         mine = {n: c for n, c in codes.items() if target.owns(n)}
         killed = sum(1 for c in mine.values() if c in KILLED)

@@ -14,9 +14,10 @@ SECRET = b"a-forward-secret-shared-with-the-instances"
 INSTANCE = "0b7e4f1c-5d0a-4c7e-9d3e-2f1a6b8c9d01"
 TIMESTAMP = 1700000000
 BODY = b'{"object":"whatsapp_business_account","entry":[]}'
-# Computed in a shell, not with this project's code:
-#   printf '%s' '1700000000.0b7e4f1c-5d0a-4c7e-9d3e-2f1a6b8c9d01.{"object":"whatsapp_business_account","entry":[]}' \
-#     | openssl dgst -sha256 -hmac 'a-forward-secret-shared-with-the-instances'
+# Computed in a shell with openssl, not with this project's code:
+#   M='1700000000.0b7e4f1c-5d0a-4c7e-9d3e-2f1a6b8c9d01.'
+#   B='{"object":"whatsapp_business_account","entry":[]}'
+#   printf '%s' "$M$B" | openssl dgst -sha256 -hmac 'a-forward-secret-shared-with-the-instances'
 VECTOR = "v1=977b31cac74d8e53fcdee6c0645da91df7084d43194bf5d89a0b19a5452271ba"
 # The same with an empty body (the message is "<timestamp>.<instance id>." alone).
 EMPTY_BODY_VECTOR = "v1=a4c4626ff545964d50fc2ec4f0b9c65b6dc3c720f1cdcf274497971bab0acf92"
@@ -53,8 +54,15 @@ def test_an_instance_accepts_the_vector():
 
 @pytest.mark.parametrize(
     ("age", "accepted"),
-    [(0, True), (299.5, True), (300, True), (300.5, False), (3600, False), (-299, True),
-     (-301, False)],
+    [
+        (0, True),
+        (299.5, True),
+        (300, True),
+        (300.5, False),
+        (3600, False),
+        (-299, True),
+        (-301, False),
+    ],
 )
 def test_timestamps_older_or_newer_than_five_minutes_are_refused(age: float, accepted: bool):
     assert _valid(now=TIMESTAMP + age) is accepted
