@@ -101,6 +101,7 @@ def stage(targets: list[Target], tests: list[str], config: dict[str, object]) ->
         f"only_mutate = {json.dumps(sorted({t.staged for t in targets}))}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "--timeout={timeout}"]',
+        f"do_not_mutate_patterns = {json.dumps(list(config.get('skip_lines', [])))}",  # type: ignore[call-overload]
         "timeout_multiplier = 5.0",
         "use_git_change_detection = false",
         "",
