@@ -45,8 +45,8 @@ def test_a_failure_is_its_reason_and_message():
     )
 
 
-def test_a_ref_from_the_apiserver_body():
-    body = {"metadata": {"namespace": "ns", "name": NAME, "uid": UID}}
+def test_a_ref_from_the_apiserver_body() -> None:
+    body: dict[str, dict[str, object]] = {"metadata": {"namespace": "ns", "name": NAME, "uid": UID}}
     assert ChannelRef.from_body(body) == ChannelRef("ns", NAME, UID, 1)
     body["metadata"]["generation"] = 7
     assert ChannelRef.from_body(body).generation == 7
