@@ -134,7 +134,20 @@ def test_a_box_that_opens_to_something_else_is_refused(
     keys, public = pair
     box = SealedBox(PublicKey(public.public_key)).encrypt(plaintext)
     sealed = f"wa1:{public.key_id}:{base64.b64encode(box).decode()}"
-    assert _reason(keys, sealed).reason == reason
+    refused = _reason(keys, sealed)
+    assert refused.reason == reason
+    if reason == "SealDoesNotOpen":
+        assert refused.message == f"accessToken does not open with key {public.key_id}"
+
+
+def test_a_seal_is_strict_about_its_box(pair: tuple[dict[str, bytes], PublicSealingKey]):
+    """Characters outside base64, or a fourth part, make a seal that does not open, even
+    when dropping them would leave a box that does."""
+    keys, public = pair
+    sealed = seal(public, **WHERE, field="accessToken", value=VALUE)
+    assert _reason(keys, sealed[:30] + "!" + sealed[30:]).reason == "SealDoesNotOpen"
+    assert _reason(keys, sealed + "!").reason == "SealDoesNotOpen"
+    assert _reason(keys, sealed + ":extra").reason == "SealDoesNotOpen"
 
 
 def test_a_seal_under_a_key_this_operator_lacks(pair: tuple[dict[str, bytes], PublicSealingKey]):
@@ -173,7 +186,7 @@ def test_a_public_key_must_match_its_id():
     assert PublicSealingKey.from_b64(key.key_id, key.b64) == key
     assert base64.b64decode(key.b64) == key.public_key
     other = public_key_of(new_private_key()[1])
-    with pytest.raises(ValueError, match="does not match its key id"):
+    with pytest.raises(ValueError, match=r"^public key does not match its key id$"):
         PublicSealingKey.from_b64(other.key_id, key.b64)
     with pytest.raises(ValueError, match=r"base64|padding"):
         PublicSealingKey.from_b64(key.key_id, key.b64[:-4] + "!!!!")

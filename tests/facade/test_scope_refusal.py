@@ -62,3 +62,30 @@ async def test_the_admin_key_reaches_validation(make_app: AppFactory, api_keys: 
             URL.format(OTHER_INSTANCE), content=b"{", headers={"Content-Type": "application/json"}
         )
     assert answer.status_code == 422
+
+
+@pytest.mark.parametrize("body", [b"{", b"\x80"])
+async def test_a_limited_bearer_key_gets_403_too(
+    make_app: AppFactory, api_keys: ApiKeys, body: bytes
+) -> None:
+    async with serving(make_app()) as client:
+        refused = await client.post(
+            URL.format(OTHER_INSTANCE),
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {api_keys.tenant}",
+            },
+        )
+    assert refused.status_code == 403
+    assert refused.json() == NOT_YOURS
+
+
+async def test_other_methods_are_405_before_any_key_is_asked_for(
+    make_app: AppFactory, api_keys: ApiKeys
+) -> None:
+    async with serving(make_app()) as stranger, serving(make_app(), api_keys.tenant) as tenant:
+        for client in (stranger, tenant):
+            for method in ("PUT", "PATCH"):
+                answer = await client.request(method, URL.format(OTHER_INSTANCE), content=b"{")
+                assert answer.status_code == 405, (method, answer.text)

@@ -11,16 +11,30 @@ from channel_operator.desired import (
     ChannelFailure,
     ChannelRef,
     Credentials,
+    build_secret,
     build_status,
     credentials_from_secret,
     data_hash,
     is_owned_by,
     may_write,
+    merged_secret,
     owner_reference,
+    retry_delay,
     seal_failure,
     secret_is_current,
 )
-from whatsapp_channel.model import API_VERSION, KIND
+from whatsapp_channel.model import (
+    API_VERSION,
+    DATA_HASH_ANNOTATION,
+    ENABLED_ANNOTATION,
+    INSTANCE_LABEL,
+    KIND,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    PHONE_NUMBER_ID_LABEL,
+    ChannelSpec,
+    SecretRef,
+)
 from whatsapp_channel.sealing import SealError
 
 UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -178,3 +192,68 @@ def test_the_status_reports_word_for_word():
         ),
         "Ready": ("False", "SealDoesNotOpen", "accessToken does not open"),
     }
+
+
+def test_the_secret_is_exactly_this_object():
+    ref = ChannelRef("ns", NAME, UID, 1)
+    spec = ChannelSpec(
+        instance_id=NAME,
+        phone_number_id="106540352242922",
+        enabled=True,
+        secret_ref=SecretRef(name="theirs"),
+    )
+    secret = build_secret(ref, spec, Credentials("a", "b", "c"))
+    data = {"access_token": "a", "app_secret": "b", "verify_token": "c"}
+    assert secret == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": f"whatsapp-{NAME}",
+            "namespace": "ns",
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+                INSTANCE_LABEL: NAME,
+                PHONE_NUMBER_ID_LABEL: "106540352242922",
+            },
+            "annotations": {ENABLED_ANNOTATION: "true", DATA_HASH_ANNOTATION: data_hash(data)},
+            "ownerReferences": [owner_reference(ref)],
+        },
+        "data": {"access_token": "YQ==", "app_secret": "Yg==", "verify_token": "Yw=="},
+    }
+
+
+def test_a_failed_status_still_names_the_webhook_url():
+    ref = ChannelRef("ns", NAME, UID, 1)
+    failed = build_status(
+        {},
+        ref,
+        webhook_base_url="https://hooks.example.test",
+        enabled=True,
+        failure=ChannelFailure("SecretNameTaken", "taken"),
+        now="t",
+    )
+    assert failed["webhookUrl"] == f"https://hooks.example.test/hooks/whatsapp/{NAME}"
+    assert set(failed) == {"conditions", "webhookUrl"}
+
+
+def test_a_replacement_keeps_only_others_plain_owners():
+    ref = ChannelRef("ns", NAME, UID, 1)
+    ours = owner_reference(ref)
+    controller_elsewhere = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "x",
+        "uid": "1",
+        "controller": True,
+    }
+    old_channel = {**ours, "uid": "an-older-channel", "controller": False}
+    plain = {"apiVersion": "v1", "kind": "ConfigMap", "name": "y", "uid": "2"}
+    existing = {"metadata": {"ownerReferences": [controller_elsewhere, old_channel, plain]}}
+    desired = {"metadata": {"labels": {}, "annotations": {}, "ownerReferences": [ours]}}
+    merged = merged_secret(existing, desired)
+    assert merged["metadata"]["ownerReferences"] == [ours, plain]
+
+
+def test_retries_double_from_five_seconds_to_five_minutes():
+    assert [retry_delay(n) for n in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]

@@ -112,3 +112,7 @@ def test_anything_else_is_refused(overrides: dict[str, object]):
 def test_another_secret_is_refused():
     other = hmac.new(b"another secret", f"{TIMESTAMP}.{INSTANCE}.".encode() + BODY, hashlib.sha256)
     assert not _valid(signature="v1=" + other.hexdigest())
+
+
+def test_a_signature_that_is_not_text_is_refused_not_an_error():
+    assert not _valid(signature="v1=\udcff" + VECTOR[4:])

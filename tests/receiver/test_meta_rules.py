@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from channel_api.receiver.channels import ChannelCache
+from channel_api.receiver.channels import ChannelCache, channel_from_secret
 from channel_api.receiver.meta import (
     MalformedEvent,
     Subscription,
@@ -16,6 +16,7 @@ from channel_api.receiver.meta import (
     signature_valid,
     verify_token_matches,
 )
+from whatsapp_channel.model import INSTANCE_LABEL
 
 from .payloads import channel_secret, new_instance_id
 
@@ -139,3 +140,51 @@ def test_removing_one_of_two_claims_leaves_the_other_routable():
     assert cache.for_phone(phone) == ()
     cache.apply("DELETED", second)  # twice: nothing left to remove, no error
     assert len(cache) == 0
+
+
+def _secret_with(**changes: object) -> dict[str, object]:
+    secret = channel_secret(new_instance_id(), "106540352242922", app_secret="s", verify_token="t")
+    secret["metadata"].update(changes.pop("metadata", {}))
+    secret["data"].update(changes.pop("data", {}))
+    return secret
+
+
+def test_the_channel_is_named_after_its_owning_channel_object():
+    secret = _secret_with(
+        metadata={
+            "ownerReferences": [
+                {"kind": "ConfigMap", "name": "not-this"},
+                {"kind": "WhatsAppChannel", "name": ""},
+                {"kind": "WhatsAppChannel", "name": "the-channel"},
+            ]
+        }
+    )
+    channel = channel_from_secret(secret)
+    assert channel is not None
+    assert channel.name == "the-channel"
+
+
+def test_without_an_owner_the_channel_is_named_after_its_instance():
+    secret = _secret_with(metadata={"ownerReferences": [{"kind": "ConfigMap", "name": "x"}]})
+    channel = channel_from_secret(secret)
+    assert channel is not None
+    assert channel.name == channel.instance_id
+    del secret["metadata"]["ownerReferences"]  # type: ignore[attr-defined]
+    channel = channel_from_secret(secret)
+    assert channel is not None
+    assert channel.name == channel.instance_id
+
+
+@pytest.mark.parametrize("value", ["c2VjcmV0!", "c2Vj cmV0", 12345, ["c2VjcmV0"], ""])
+def test_a_secret_value_that_is_not_strict_base64_text_fails_closed(value: object):
+    channel = channel_from_secret(_secret_with(data={"app_secret": value, "verify_token": value}))
+    assert channel is not None
+    assert (channel.app_secret, channel.verify_token) == (None, None)
+
+
+def test_an_added_secret_is_a_channel_at_once():
+    cache = ChannelCache()
+    secret = _secret_with()
+    cache.apply("ADDED", secret)
+    instance = secret["metadata"]["labels"][INSTANCE_LABEL]  # type: ignore[index]
+    assert cache.for_instance(instance) is not None
