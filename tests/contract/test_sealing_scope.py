@@ -148,6 +148,8 @@ def test_a_seal_is_strict_about_its_box(pair: tuple[dict[str, bytes], PublicSeal
     assert _reason(keys, sealed[:30] + "!" + sealed[30:]).reason == "SealDoesNotOpen"
     assert _reason(keys, sealed + "!").reason == "SealDoesNotOpen"
     assert _reason(keys, sealed + ":extra").reason == "SealDoesNotOpen"
+    prefix, key_id, box = sealed.split(":")
+    assert _reason(keys, f"{prefix}:{key_id}:junk:{box}").reason == "SealDoesNotOpen"
 
 
 def test_a_seal_under_a_key_this_operator_lacks(pair: tuple[dict[str, bytes], PublicSealingKey]):

@@ -135,3 +135,21 @@ async def test_a_whole_batch_for_one_channel_goes_byte_for_byte(harness: Harness
     answer = await harness.client.post(SHARED, content=body, headers=signed("sa", body))
     assert answer.status_code == 200
     assert [f.body for f in sink.received] == [body]
+
+
+async def test_a_channel_without_an_app_secret_counts_as_unknown_on_the_shared_url(
+    harness: Harness, sink: Sink
+):
+    a = new_instance_id()
+    harness.load(channel_secret(a, "1111111111", app_secret=None, verify_token="ta"))
+    body = meta_bytes(notification([text_change("1111111111", "nobody can sign this")]))
+
+    def events(outcome: str) -> float:
+        labels = {"endpoint": "shared", "outcome": outcome}
+        return REGISTRY.get_sample_value("whatsapp_receiver_webhook_events_total", labels) or 0.0
+
+    unknown, bad = events("unknown_channel"), events("bad_signature")
+    answer = await harness.client.post(SHARED, content=body, headers=signed("anything", body))
+    assert (answer.status_code, answer.text) == (403, "Forbidden")
+    assert (events("unknown_channel") - unknown, events("bad_signature") - bad) == (1, 0)
+    assert sink.received == []
