@@ -327,10 +327,10 @@ async def test_a_secret_deleted_or_edited_by_hand_is_put_back(
     assert set(secret["data"]) == {"access_token", "app_secret", "verify_token"}
 
     await kube.merge_patch(path, {"metadata": {"annotations": {ENABLED_ANNOTATION: "false"}}})
-    await eventually(restored, "the enabled annotation back", timeout=15)
+    await eventually(restored, "the enabled annotation back", timeout=60)
 
     await kube.merge_patch(path, {"metadata": {"labels": {MANAGED_BY_LABEL: None}}})
-    await eventually(restored, "the managed-by label back", timeout=15)
+    await eventually(restored, "the managed-by label back", timeout=60)
     assert_no_secret_leaked(operator, cluster, namespace, values)
 
 
