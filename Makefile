@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: setup build run test lint crds clean
+.PHONY: setup build run test lint crds clean mutate
 
 setup: $(VENV)/.installed
 
@@ -35,5 +35,10 @@ lint: setup
 test: build lint
 	$(BIN)/pytest
 
+# Mutation testing of the security modules against the unit tests (minutes; not part of
+# `make test`). Modules and tests: [tool.mutation-gate] in pyproject.toml.
+mutate: setup
+	$(BIN)/python tests/mutation/run.py
+
 clean:
-	rm -rf $(VENV) .localkube .whatsapp-dev.env tests/peers/node/node_modules
+	rm -rf $(VENV) .localkube .whatsapp-dev.env .mutation tests/peers/node/node_modules

@@ -3,8 +3,6 @@ apiserver, and an HTTP client that runs the app's lifespan."""
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,18 +18,13 @@ from schemathesis.checks import CheckFunction
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of
 
+from tests.support.facade_app import OWN_INSTANCE, ApiKeys, serving, write_keys_file
 from tests.support.fake_kube import OperatedKube
 
+__all__ = ["OWN_INSTANCE", "ApiKeys", "serving", "write_keys_file"]
+
 NAMESPACE = "facade-contract"
-OWN_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
 OTHER_INSTANCE = "5d0e4c6a-1b2c-4d3e-8f90-a1b2c3d4e5f6"
-
-
-@dataclass(frozen=True)
-class ApiKeys:
-    file: Path
-    admin: str  # may manage every instance
-    tenant: str  # may manage OWN_INSTANCE only
 
 
 @dataclass(frozen=True)
@@ -39,16 +32,6 @@ class SealingPair:
     key_id: str
     private: bytes
     public: PublicSealingKey
-
-
-def write_keys_file(path: Path) -> ApiKeys:
-    admin, tenant = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    path.write_text(
-        "# name key instances\n"
-        f"admin {admin}\n"
-        f"tenant {tenant} {OWN_INSTANCE.upper()}\n"  # ids are canonicalised
-    )
-    return ApiKeys(file=path, admin=admin, tenant=tenant)
 
 
 @pytest.fixture
@@ -76,18 +59,6 @@ def facade_settings(api_keys: ApiKeys, **overrides: Any) -> FacadeSettings:
     }
     values.update(overrides)
     return FacadeSettings(**values)
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI, key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on `app` in this event loop, with the app's lifespan around it."""
-    headers = {"X-Api-Key": key} if key else {}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://facade.test", headers=headers
-        ) as client:
-            yield client
 
 
 AppFactory = Callable[..., FastAPI]

@@ -179,7 +179,7 @@ async def test_post_answers_pending_when_the_operator_is_slow(
     assert response.status_code == 200
     assert response.json()["status"] == "pending"
     assert response.json()["webhook_url"] is None
-    assert 0.3 <= waited < 2.0
+    assert waited >= 0.3  # it did wait for the operator, then answered on its own
 
 
 async def test_post_without_a_working_watch_still_finds_the_verdict(
@@ -454,11 +454,12 @@ async def test_apiserver_down_is_503_with_a_clear_detail(
 
 
 async def test_apiserver_slow_is_503(client: httpx.AsyncClient, fake_kube: OperatedKube) -> None:
-    fake_kube.delay = 2.0  # beyond the adapter's timeout (0.5 s)
-    started = asyncio.get_running_loop().time()
+    fake_kube.delay = 3600.0  # only the adapter's own timeout (0.5 s) can end the call
     response = await client.get(url())
     assert response.status_code == 503
-    assert asyncio.get_running_loop().time() - started < 1.5
+    assert response.json() == {
+        "detail": "the Kubernetes API server is unavailable or too slow; retry shortly"
+    }
 
 
 async def test_missing_sealing_key_is_503_but_reads_work(

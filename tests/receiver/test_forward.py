@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -117,6 +117,21 @@ async def forwarders() -> AsyncIterator[_Factory]:
     yield factory
     for f in factory.made:
         await f.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for `condition`, looking after each turn of the event loop."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+def idle_at_eof(f: Forwarder) -> bool:
+    """Every idle connection of `f` has seen the instance close it."""
+    idle = [c for conns in f._client._idle.values() for c in conns]
+    return bool(idle) and all(c.reader.at_eof() for c in idle)
 
 
 def header(head: bytes, name: str) -> str:
@@ -262,7 +277,7 @@ async def test_an_idle_connection_the_instance_closed_is_not_reused(forwarders: 
         server.close_after_answer = True  # without saying so in the answer
         f = forwarders(server.url_template)
         assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
-        await asyncio.sleep(0.1)  # the FIN arrives
+        await until(lambda: server.open == 0 and idle_at_eof(f))  # the FIN arrived
         assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert [n for n, _, _ in server.requests] == [1, 2]  # the event was not lost on it
 
@@ -278,8 +293,7 @@ async def test_close_closes_idle_connections(forwarders: _Factory):
         assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
         assert server.open == 1
         await f.close()
-        await asyncio.sleep(0.1)
-        assert server.open == 0
+        await until(lambda: server.open == 0)
         assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED  # usable again
 
 
