@@ -25,6 +25,7 @@ from whatsapp_channel.model import (
     SHORT_NAMES,
     SINGULAR,
     UUID_PATTERN,
+    WEBHOOK_MODES,
     VERSION,
 )
 
@@ -72,6 +73,25 @@ def spec_schema() -> JSONSchema:
                 pattern=E164_PATTERN,
                 maxLength=16,
             ),
+            "wabaId": _string(
+                "The number's WhatsApp Business Account id (digits only); the managed "
+                "webhook subscribes the app to it. Unset: found from the token (debug_token).",
+                pattern=PHONE_NUMBER_ID_PATTERN,
+                maxLength=32,
+            ),
+            "webhook": {
+                "type": "object",
+                "description": "How the webhook gets to Meta.",
+                "properties": {
+                    "mode": {
+                        "type": "string",
+                        "enum": list(WEBHOOK_MODES),
+                        "description": "managed: the operator subscribes the app to the "
+                        "account and sets the number's webhook override; manual: a person "
+                        "enters the webhook in the Meta app. Unset: the operator's default.",
+                    }
+                },
+            },
             "enabled": {
                 "type": "boolean",
                 "default": True,
@@ -126,7 +146,10 @@ def status_schema() -> JSONSchema:
             "observedGeneration",
         ],
         "properties": {
-            "type": _string("Ready, SecretSynced or WebhookConfigured."),
+            "type": _string(
+                "Ready, SecretSynced, WebhookConfigured, CredentialsValid, WebhookRegistered "
+                "or CanSendMessage."
+            ),
             "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
             "reason": _string("A stable CamelCase word saying why."),
             "message": _string("What a person needs to know; never a secret."),
@@ -153,6 +176,11 @@ def status_schema() -> JSONSchema:
             "secretName": _string("The Secret the operator generated for this channel."),
             "lastChallengeAt": _string("When the receiver last answered Meta's challenge."),
             "lastEventAt": _string("When the receiver last handed on an event."),
+            "verifiedName": _string("The number's verified business name, as Meta says."),
+            "qualityRating": _string("Meta's quality rating of the number (GREEN, ...)."),
+            "phoneStatus": _string("Meta's status of the number (CONNECTED, ...)."),
+            "messagingLimit": _string("Meta's messaging limit tier of the number."),
+            "checkedAt": _string("When the operator last asked Meta about the number."),
         },
     }
 
@@ -165,6 +193,7 @@ def printer_columns() -> list[JSONSchema]:
         {"name": "Enabled", "type": "boolean", "jsonPath": ".spec.enabled", "priority": 1},
         {"name": "Ready", "type": "string", "jsonPath": f"{ready}.status"},
         {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason"},
+    {"name": "Quality", "type": "string", "jsonPath": ".status.qualityRating", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 
