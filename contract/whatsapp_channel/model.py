@@ -153,6 +153,8 @@ class ChannelStatus(_CamelModel):
     phone_status: str | None = Field(default=None, alias="phoneStatus")
     messaging_limit: str | None = Field(default=None, alias="messagingLimit")
     checked_at: str | None = Field(default=None, alias="checkedAt")
+    # The business account the managed webhook was registered under (spec.wabaId, or found).
+    waba_id: str | None = Field(default=None, alias="wabaId")
 
 
 def channel_body(

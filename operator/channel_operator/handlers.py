@@ -17,6 +17,7 @@ from whatsapp_channel.model import GROUP, PLURAL, VERSION
 from channel_operator import reconcile as channel
 from channel_operator import startup
 from channel_operator.desired import ChannelFailure, retry_delay
+from channel_operator.meta import MetaRetry
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 
@@ -72,11 +73,22 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
 async def reconcile(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
 ) -> None:
-    failure = await channel.reconcile(runtime_of(memo), body, patch.status)
+    def warn(reason: str, message: str) -> None:
+        kopf.warn(body, reason=reason, message=message)
+
+    failure = await channel.reconcile(runtime_of(memo), body, patch.status, warn)
     if failure is not None:
-        if "conditions" in patch.status:  # a new failure, not a retry of the same one
+        # A new failure, not a retry of the same one; Meta's refusals are warned as they turn.
+        if "conditions" in patch.status and not isinstance(failure, MetaRetry):
             kopf.warn(body, reason=failure.reason, message=failure.message)
         raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=retry_delay(retry))
+
+
+@kopf.on.event(**{k: v for k, v in CHANNELS.items() if k not in ("errors", "backoff")})
+async def challenged(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """A manual channel's WebhookRegistered follows the receiver's lastChallengeAt."""
+    if "runtime" in memo:
+        await channel.challenge_seen(runtime_of(memo), body, patch.status)
 
 
 @kopf.on.delete(**CHANNELS)
