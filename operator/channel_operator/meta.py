@@ -12,6 +12,7 @@ rate limits) is Unknown, never False.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,6 +118,12 @@ class Asked:
     refused: bool = False
 
 
+def subscription(credentials: Credentials, waba_id: str) -> str:
+    """The key of an (app, account) subscription: the app is known by its secret's hash."""
+    app = hashlib.sha256(credentials.app_secret.encode()).hexdigest()[:16]
+    return f"{app}/{waba_id}"
+
+
 def mode_of(spec: ChannelSpec, default: WebhookMode) -> WebhookMode:
     return spec.webhook.mode if spec.webhook is not None and spec.webhook.mode else default
 
@@ -169,7 +176,13 @@ def is_refused(status: Mapping[str, Any], generation: int) -> bool:
     )
 
 
-def remember(meta: Meta, ref: ChannelRef, spec: ChannelSpec, status: Mapping[str, Any]) -> None:
+def remember(
+    meta: Meta,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    status: Mapping[str, Any],
+) -> None:
     """A channel seen without asking Meta (a restart): what it tells about its account."""
     webhook = find_condition(status.get("conditions") or [], WEBHOOK_REGISTERED)
     waba_id = waba_of(spec, status)
@@ -179,7 +192,7 @@ def remember(meta: Meta, ref: ChannelRef, spec: ChannelSpec, status: Mapping[str
         and webhook.get("status") == "True"
         and webhook.get("reason") == reasons.OVERRIDE_REGISTERED
     ):
-        meta.accounts.bind(ref.name, waba_id)
+        meta.accounts.bind(ref.name, subscription(credentials, waba_id))
 
 
 def _text(error: GraphError | str, credentials: Credentials) -> str:
@@ -279,7 +292,7 @@ async def ask(
                 f"Meta delivers the number's events to {url}",
             )
             if waba_id:
-                meta.accounts.bind(ref.name, waba_id)
+                meta.accounts.bind(ref.name, subscription(credentials, waba_id))
         else:
             if readback:
                 warn(
@@ -291,7 +304,7 @@ async def ask(
                     ),
                 )
             webhook, waba_id = await register(meta, ref, spec, credentials, url, waba_id)
-            if webhook[0] is not True and webhook[1] != reasons.APP_NOT_SUBSCRIBED:
+            if webhook[0] is None or webhook[1] == reasons.CALLBACK_VERIFICATION_FAILED:
                 retry = MetaRetry(webhook[1], webhook[2])
             if webhook[0] is None and readback:
                 webhook = (None, reasons.WEBHOOK_DRIFT, webhook[2])
@@ -341,14 +354,15 @@ async def register(
         waba_id, problem = await find_account(meta, credentials)
         if problem is not None or waba_id is None:
             return problem or (None, reasons.NOT_CHECKED, ""), None
-    if waba_id not in meta.accounts.subscribed:
+    key = subscription(credentials, waba_id)
+    if key not in meta.accounts.subscribed:
         try:
             await meta.graph.subscribe_app(waba_id, graph_credentials)
         except GraphError as error:
             if error.kind.transient:
                 return _transient(error, credentials), waba_id
             return (False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)), waba_id
-        meta.accounts.subscribed.add(waba_id)
+        meta.accounts.subscribed.add(key)
     for delay in (*meta.callback_retries, None):
         try:
             await meta.graph.set_webhook_override(
@@ -371,13 +385,13 @@ async def register(
                     _text(error, credentials),
                 ), waba_id
             if kind is GraphErrorKind.APP_NOT_SUBSCRIBED:
-                meta.accounts.subscribed.discard(waba_id)  # subscribe again next time
-                return (False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)), waba_id
+                meta.accounts.subscribed.discard(key)  # subscribe again on the retry
+                return (None, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)), waba_id
             if kind.transient:
                 return _transient(error, credentials), waba_id
             return (False, reasons.OVERRIDE_REFUSED, _text(error, credentials)), waba_id
         break
-    meta.accounts.bind(ref.name, waba_id)
+    meta.accounts.bind(ref.name, key)
     message = f"Meta accepted {url} as the number's webhook (its challenge reached the receiver)"
     return (True, reasons.OVERRIDE_REGISTERED, message), waba_id
 
@@ -407,9 +421,10 @@ async def release(
         await meta.graph.clear_webhook_override(
             spec.phone_number_id, graph_credentials, account=waba_id
         )
-        if waba_id is not None and meta.accounts.unbind(ref.name, waba_id):
+        key = subscription(credentials, waba_id) if waba_id else None
+        if waba_id is not None and key is not None and meta.accounts.unbind(ref.name, key):
             await meta.graph.unsubscribe_app(waba_id, graph_credentials)
-            meta.accounts.subscribed.discard(waba_id)
+            meta.accounts.subscribed.discard(key)
     except GraphError as error:
         if error.kind.transient:
             _, reason, message = _transient(error, credentials)

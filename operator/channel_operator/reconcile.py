@@ -204,7 +204,7 @@ async def ask_meta(
         and ago < meta.health_period
         and meta_steps.is_settled(current, ref.generation, mode)
     ):
-        meta_steps.remember(meta, ref, spec, current)
+        meta_steps.remember(meta, ref, spec, credentials, current)
         if mode == "manual" and current.get("lastChallengeAt"):
             report = MetaReport(webhook=manual_webhook(rt, ref, current))
         else:

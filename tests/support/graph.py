@@ -1,0 +1,100 @@
+"""The Graph API stand-in for suites that run the operator (issue 11): one per test session,
+on a free loopback port, in a thread of its own so sync and async tests can seed it.
+
+    standin = shared_standin()
+    standin.seed("106540352242922", values)          # the channel's token and app secret
+    run_operator(..., **standin.operator_env(receiver.url))
+
+The operator's managed webhook makes the stand-in call the receiver's challenge during the
+override, so a test that expects `active` runs a receiver too (`tests.support.processes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+from graph_standin import Fault, GraphStandin, NumberSeed
+
+T = TypeVar("T")
+WABA_ID = "102290129340398"
+
+
+class StandinThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.standin = GraphStandin(challenge_timeout=5.0)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="standin")
+        self._thread.start()
+        self.call(self.standin.start())
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def _sync(self, fn: Any, *args: Any) -> Any:
+        async def run() -> Any:
+            return fn(*args)
+
+        return self.call(run())
+
+    @property
+    def url(self) -> str:
+        return self.standin.url
+
+    def operator_env(self, webhook_base_url: str) -> dict[str, Any]:
+        """The operator's settings that point it at the stand-in and a receiver."""
+        return {"webhook_base_url": webhook_base_url, "graph_base_url": self.url}
+
+    def seed(
+        self, phone_number_id: str, values: Mapping[str, str], *, waba_id: str = WABA_ID
+    ) -> None:
+        """The number as Meta knows it, with the channel's token and app secret."""
+        seed = NumberSeed(
+            phone_number_id=phone_number_id,
+            waba_id=waba_id,
+            access_token=values["access_token"],
+            app_secret=values["app_secret"],
+        )
+        self._sync(self.standin.seed, seed)
+
+    def fault(self, phone_number_id: str, fault: Fault) -> None:
+        def add() -> None:
+            self.standin.world.numbers[phone_number_id].faults.append(fault)
+
+        self._sync(add)
+
+    def clear_faults(self, phone_number_id: str) -> None:
+        self._sync(lambda: self.standin.world.numbers[phone_number_id].faults.clear())
+
+    def override(self, phone_number_id: str) -> str | None:
+        return self._sync(lambda: self.standin.world.numbers[phone_number_id].override_callback_uri)
+
+    def subscribed(self, phone_number_id: str) -> bool:
+        def read() -> bool:
+            number = self.standin.world.numbers[phone_number_id]
+            return number.app_id in self.standin.world.wabas[number.waba_id].subscribed_apps
+
+        return bool(self._sync(read))
+
+    def calls(self, object_id: str | None = None, call: str | None = None) -> int:
+        return int(self._sync(self.standin.calls, object_id, call))
+
+    def stop(self) -> None:
+        self.call(self.standin.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+
+_shared: StandinThread | None = None
+_lock = threading.Lock()
+
+
+def shared_standin() -> StandinThread:
+    """The session's stand-in, started on first use (stopped with the process)."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            _shared = StandinThread()
+        return _shared
