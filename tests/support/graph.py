@@ -50,7 +50,10 @@ class StandinThread:
     def seed(
         self, phone_number_id: str, values: Mapping[str, str], *, waba_id: str = WABA_ID
     ) -> None:
-        """The number as Meta knows it, with the channel's token and app secret."""
+        """The number as Meta knows it, with the channel's token and app secret (kept as it
+        is, override and all, when it is known so already)."""
+        if self._sync(self._known, phone_number_id, values, waba_id):
+            return
         seed = NumberSeed(
             phone_number_id=phone_number_id,
             waba_id=waba_id,
@@ -58,6 +61,19 @@ class StandinThread:
             app_secret=values["app_secret"],
         )
         self._sync(self.standin.seed, seed)
+
+    def _known(self, phone_number_id: str, values: Mapping[str, str], waba_id: str) -> bool:
+        world = self.standin.world
+        number = world.numbers.get(phone_number_id)
+        token = world.tokens.get(values["access_token"])
+        return bool(
+            number is not None
+            and token is not None
+            and number.waba_id == waba_id
+            and number.access_token == values["access_token"]
+            and world.apps[number.app_id].secret == values["app_secret"]
+            and token.app_id == number.app_id
+        )
 
     def fault(self, phone_number_id: str, fault: Fault) -> None:
         def add() -> None:
