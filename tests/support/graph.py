@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from graph_standin import Fault, GraphStandin, NumberSeed
+from graph_standin.state import NumberPatch
 
 T = TypeVar("T")
 WABA_ID = "102290129340398"
@@ -81,11 +82,26 @@ class StandinThread:
 
         self._sync(add)
 
+    def patch(self, phone_number_id: str, patch: NumberPatch) -> None:
+        """Meta changes the number: its health, its token (expired, a new one), ..."""
+        self._sync(
+            lambda: self.standin.world.patch(self.standin.world.numbers[phone_number_id], patch)
+        )
+
+    def set_override(self, phone_number_id: str, uri: str | None) -> None:
+        """Someone else points the number's webhook elsewhere (drift)."""
+
+        def put() -> None:
+            self.standin.world.numbers[phone_number_id].override_callback_uri = uri
+
+        self._sync(put)
+
     def clear_faults(self, phone_number_id: str) -> None:
         self._sync(lambda: self.standin.world.numbers[phone_number_id].faults.clear())
 
     def override(self, phone_number_id: str) -> str | None:
-        return self._sync(lambda: self.standin.world.numbers[phone_number_id].override_callback_uri)
+        uri = self._sync(lambda: self.standin.world.numbers[phone_number_id].override_callback_uri)
+        return str(uri) if uri else None
 
     def subscribed(self, phone_number_id: str) -> bool:
         def read() -> bool:
