@@ -114,7 +114,7 @@ class Operated:
         self.waba = new_phone()
 
     def seed(self, phone: str, values: dict[str, str], waba_id: str | None = None) -> None:
-        self.operated.seed(phone, values, waba_id=waba_id or self.waba)
+        self.standin.seed(phone, values, waba_id=waba_id or self.waba)
 
     @contextlib.contextmanager
     def operator(self, **settings: Any) -> Iterator[Service]:
@@ -411,6 +411,7 @@ async def test_webhook_failures_name_their_reason(operated: Operated) -> None:
         assert rest_status(channel) == "error"
     # Meta's challenge cannot reach the webhook URL: nothing listens there.
     phone2, values2 = new_phone(), credentials()
+    operated.waba = new_phone()  # an account of its own: the subscribe fault stays behind
     operated.seed(phone2, values2)
     with operated.operator(webhook_base_url="http://127.0.0.1:9"):
         unreachable = await operated.create(phone2, values2)
