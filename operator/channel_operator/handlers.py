@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 from whatsapp_channel.kube import Kube
-from whatsapp_channel.model import GROUP, PLURAL, VERSION
+from whatsapp_channel.model import GROUP, PLURAL, VERSION, WEBHOOK_REGISTERED
 
 from channel_operator import reconcile as channel
 from channel_operator import startup
@@ -84,7 +84,22 @@ async def reconcile(
         raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=retry_delay(retry))
 
 
-@kopf.on.event(**{k: v for k, v in CHANNELS.items() if k not in ("errors", "backoff")})
+def awaits_challenge(body: kopf.Body, **_: Any) -> bool:
+    """Only a channel whose receiver saw Meta's challenge and whose webhook is not yet
+    registered: every other event costs no handler call."""
+    status = body.get("status") or {}
+    if not status.get("lastChallengeAt"):
+        return False
+    conditions = status.get("conditions") or []
+    return not any(
+        c.get("type") == WEBHOOK_REGISTERED and c.get("status") == "True" for c in conditions
+    )
+
+
+@kopf.on.event(
+    **{k: v for k, v in CHANNELS.items() if k not in ("errors", "backoff")},
+    when=awaits_challenge,
+)
 async def challenged(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """A manual channel's WebhookRegistered follows the receiver's lastChallengeAt."""
     if "runtime" in memo:
