@@ -103,7 +103,7 @@ WABA_ID = "102290129340398"
 
 
 def phone_of(instance: str) -> str:
-    return str(10**14 + int(instance[:12], 16) % 10**14)
+    return str(10**14 + int(instance.replace("-", "")[:12], 16) % 10**14)
 
 
 def spec(instance: str, sealed: SealedCredentials) -> ChannelSpec:
