@@ -250,9 +250,11 @@ async def ask(
     graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
     mode = mode_of(spec, meta.webhook_mode)
     waba_id = waba_of(spec, status)
+    # Meta budgets management calls per app and business account: so does the operator.
+    budget = subscription(credentials, waba_id) if waba_id else None
     try:
         check = await meta.graph.check_phone_number(
-            spec.phone_number_id, graph_credentials, account=waba_id
+            spec.phone_number_id, graph_credentials, account=budget
         )
     except GraphError as error:
         if error.kind.credentials_refused:
@@ -357,7 +359,7 @@ async def register(
     key = subscription(credentials, waba_id)
     if key not in meta.accounts.subscribed:
         try:
-            await meta.graph.subscribe_app(waba_id, graph_credentials)
+            await meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
         except GraphError as error:
             if error.kind.transient:
                 return _transient(error, credentials), waba_id
@@ -370,7 +372,7 @@ async def register(
                 graph_credentials,
                 url,
                 credentials.verify_token,
-                account=waba_id,
+                account=key,
             )
         except GraphError as error:
             kind = error.kind
@@ -418,12 +420,12 @@ async def release(
     graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
     waba_id = waba_of(spec, status)
     try:
-        await meta.graph.clear_webhook_override(
-            spec.phone_number_id, graph_credentials, account=waba_id
-        )
         key = subscription(credentials, waba_id) if waba_id else None
+        await meta.graph.clear_webhook_override(
+            spec.phone_number_id, graph_credentials, account=key
+        )
         if waba_id is not None and key is not None and meta.accounts.unbind(ref.name, key):
-            await meta.graph.unsubscribe_app(waba_id, graph_credentials)
+            await meta.graph.unsubscribe_app(waba_id, graph_credentials, account=key)
             meta.accounts.subscribed.discard(key)
     except GraphError as error:
         if error.kind.transient:
