@@ -104,7 +104,7 @@ class Meta:
     accounts: Accounts = field(default_factory=Accounts)
     # Waits between override attempts when Meta's challenge fails (the receiver may not
     # have the channel's Secret in its cache yet); then Kopf's own backoff.
-    callback_retries: tuple[float, ...] = (0.5, 1.0, 2.0)
+    callback_retries: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
