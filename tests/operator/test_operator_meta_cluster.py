@@ -23,6 +23,7 @@ import pytest
 from graph_standin import Fault, FaultKind
 from graph_standin.state import NumberPatch
 from localkube import Cluster
+from localkube.cluster import free_port
 from localkube.services import Service
 from whatsapp_channel import reasons
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
@@ -44,6 +45,8 @@ from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
 from tests.support.graph import StandinThread
 from tests.support.processes import RunningReceiver, log_dir, run_operator, run_receiver
+from tests.support.scrape import assert_no_label_holds, scrape
+from tests.support.scrape import value as sample
 
 T = TypeVar("T")
 
@@ -433,7 +436,8 @@ async def test_drift_is_warned_and_repaired_and_health_is_reported(operated: Ope
     standin = operated.standin
     phone, values = new_phone(), credentials()
     operated.seed(phone, values)
-    with operated.operator(health_period_seconds=2):
+    metrics_port = free_port()
+    with operated.operator(health_period_seconds=2, metrics_port=metrics_port):
         # Without waba_id: the account is found from the token (debug_token).
         name = await operated.create(phone, values, waba_id=None)
         channel = await operated.condition(name, READY, "True")
@@ -455,6 +459,17 @@ async def test_drift_is_warned_and_repaired_and_health_is_reported(operated: Ope
         )
         assert "141006" in condition_of(channel, CAN_SEND_MESSAGE)["message"]
         assert reasons.MESSAGING_BLOCKED in await operated.warnings(name)
+        # The metrics: Graph calls by call and outcome, channels by CanSendMessage; no
+        # channel, number or credential in a label.
+        samples = await scrape(metrics_port)
+        calls = "whatsapp_operator_graph_calls_total"
+        assert sample(samples, calls, call="check", outcome="ok") >= 3
+        assert sample(samples, calls, call="debug_token", outcome="ok") == 1
+        assert sample(samples, calls, call="override", outcome="ok") >= 2  # the drift too
+        can_send = "whatsapp_operator_channels_can_send"
+        assert sample(samples, can_send, value="BLOCKED") == 1
+        assert sample(samples, can_send, value="AVAILABLE") == 0
+        assert_no_label_holds(samples, name, phone, *values.values())
         standin.patch(phone, NumberPatch(health="AVAILABLE"))
         await operated.condition(name, CAN_SEND_MESSAGE, "True", reasons.MESSAGING_AVAILABLE)
     operated.assert_no_credential_logged()
