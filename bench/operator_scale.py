@@ -13,6 +13,13 @@ For each N, in the same run on one fresh local control plane:
   Ready at its new generation: both queue behind the N listed ones) and the writes it made
   beyond those two channels' own.
 Ratios are printed against the baseline measured in the same run.
+
+The operator asks Meta about every channel (issue 11): here the Graph API stand-in
+(`whatsapp-graph-standin`, a process of its own, seeded with every channel's number) and a
+real receiver that answers the stand-in's challenge during the override. The bench prints
+the Graph calls per channel on create (target 3: check, subscribe or its skip, override) and
+the Graph calls a restart makes beyond the tracers' (target 0: nothing before the health
+period).
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from localkube import Cluster, product
-from localkube.services import Service
+from localkube.cluster import free_port
+from localkube.services import Service, script, start_service
 from whatsapp_channel.kube import Kube, channels_path, core_path
 from whatsapp_channel.model import (
     FINALIZER,
@@ -90,10 +99,63 @@ async def bounded(n: int, concurrency: int, work: Callable[[int], Awaitable[None
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
+WABA_ID = "102290129340398"
+
+
+def phone_of(instance: str) -> str:
+    return str(10**14 + int(instance.replace("-", "")[:12], 16) % 10**14)
+
+
 def spec(instance: str, sealed: SealedCredentials) -> ChannelSpec:
     return ChannelSpec(
-        instance_id=instance, phone_number_id=str(10**14 + int(instance[:6], 16)), sealed=sealed
+        instance_id=instance, phone_number_id=phone_of(instance), waba_id=WABA_ID, sealed=sealed
     )
+
+
+def values_of(name: str) -> dict[str, str]:
+    """A channel's credentials, derived from its name (the stand-in is seeded with them)."""
+    return {
+        "accessToken": f"EAAG{name.replace('-', '')}",
+        "appSecret": f"secret{name.replace('-', '')}",
+        "verifyToken": f"verify{name.replace('-', '')}",
+    }
+
+
+class Graph:
+    """The Graph stand-in as a process of its own, seeded with the bench's channels."""
+
+    def __init__(self, folder: Path, names: list[str]) -> None:
+        seed = folder / "graph-numbers.json"
+        seed.write_text(
+            json.dumps(
+                [
+                    {
+                        "phone_number_id": phone_of(name),
+                        "waba_id": WABA_ID,
+                        "access_token": values_of(name)["accessToken"],
+                        "app_secret": values_of(name)["appSecret"],
+                    }
+                    for name in names
+                ]
+            )
+        )
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.service = start_service(
+            "whatsapp-graph-standin",
+            [script("whatsapp-graph-standin"), "serve", f"--port={port}", f"--seed={seed}",
+             "--log-level=WARNING"],
+            env={},
+            log_path=folder / f"graph-standin-{port}.log",
+            url=self.url,
+            health_url=f"{self.url}/_standin/stats",
+            timeout=120,
+        )  # fmt: skip
+
+    def calls(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.url}/_standin/stats", timeout=30) as answer:  # noqa: S310 - loopback
+            stats: dict[str, int] = json.loads(answer.read())["calls"]
+        return stats
 
 
 async def baseline(kube: Kube, namespace: str, n: int, concurrency: int) -> float:
@@ -175,14 +237,33 @@ class ReadyWatch:
 
 
 def start_operator(
-    cluster: Cluster, namespace: str, log_dir: Path, log_level: LogLevel = "WARNING"
+    cluster: Cluster,
+    namespace: str,
+    log_dir: Path,
+    graph_url: str,
+    webhook_base_url: str,
+    log_level: LogLevel = "WARNING",
 ) -> Service:
     return product.start_operator(
         cluster.kubeconfig,
         log_dir,
         namespace=namespace,
-        webhook_base_url="https://hooks.example.com",
+        webhook_base_url=webhook_base_url,
+        graph_base_url=graph_url,
         log_level=log_level,
+    )
+
+
+def start_receiver(cluster: Cluster, namespace: str, log_dir: Path) -> Service:
+    secret = log_dir / f"forward-secret-{namespace}"
+    secret.write_text(uuid.uuid4().hex)
+    return product.start_receiver(
+        cluster.kubeconfig,
+        log_dir,
+        namespace=namespace,
+        forward_url_template="http://127.0.0.1:9/{instance_id}",
+        forward_secret_file=secret,
+        log_level="WARNING",
     )
 
 
@@ -199,11 +280,7 @@ async def public_key(kube: Kube, namespace: str) -> PublicSealingKey:
 
 
 def sealed_for(key: PublicSealingKey, namespace: str, name: str) -> SealedCredentials:
-    values = {
-        "accessToken": f"EAAG{name}",
-        "appSecret": uuid.uuid4().hex,
-        "verifyToken": uuid.uuid4().hex,
-    }
+    values = values_of(name)
     fields = {
         f: seal(key, namespace=namespace, name=name, field=f, value=v) for f, v in values.items()
     }
@@ -221,9 +298,12 @@ async def run_size(
     base_time = await baseline(kube, base_ns, n, concurrency)
     base_writes = delta(writes(cluster), before)
 
-    operator = start_operator(cluster, op_ns, log_dir)
-    key = await public_key(kube, op_ns)
     names = [str(uuid.uuid4()) for _ in range(n)]
+    sentinel = str(uuid.uuid4())
+    graph = Graph(log_dir, [*names, sentinel])
+    receiver = start_receiver(cluster, op_ns, log_dir)
+    operator = start_operator(cluster, op_ns, log_dir, graph.url, receiver.url)
+    key = await public_key(kube, op_ns)
     bodies = [
         # Created as the facade creates them: sealed, born with the operator's finalizer.
         channel_body(
@@ -238,6 +318,7 @@ async def run_size(
     await watch.start()
     sent: dict[str, float] = {}
     before = writes(cluster)
+    graph_before = graph.calls()
     started = time.monotonic()
 
     async def create(i: int) -> None:
@@ -250,6 +331,7 @@ async def run_size(
     latencies = [watch.ready_at[(m, 1)] - sent[m] for m in names]
     await asyncio.sleep(2)  # let stragglers (if any) show in the counters
     op_writes = delta(writes(cluster), before)
+    graph_create = delta(graph.calls(), graph_before)
     rss = peak_rss_mb(operator.pid)
 
     # Restart: stop, change one channel while down, start, add one. Caught up: Kopf has logged
@@ -257,10 +339,10 @@ async def run_size(
     operator.stop()
     changed = names[0]
     await kube.merge_patch(channels_path(op_ns, changed), {"spec": {"enabled": False}})
-    sentinel = str(uuid.uuid4())
     before = writes(cluster)
+    graph_before = graph.calls()
     restarted_at = time.monotonic()
-    operator = start_operator(cluster, op_ns, log_dir, log_level="INFO")
+    operator = start_operator(cluster, op_ns, log_dir, graph.url, receiver.url, log_level="INFO")
     await kube.create(
         channels_path(op_ns),
         channel_body(
@@ -278,7 +360,10 @@ async def run_size(
     caught_up = time.monotonic() - restarted_at
     await asyncio.sleep(5)  # late resume writes would show here
     restart_writes = delta(writes(cluster), before)
+    graph_restart = delta(graph.calls(), graph_before)
     operator.stop()
+    receiver.stop()
+    graph.service.stop()
     watch.stop()
     # The two tracer channels' own writes: the sentinel costs what any new channel costs;
     # the changed one a Secret update and a status patch.
@@ -298,6 +383,11 @@ async def run_size(
         "restart_caught_up_s": caught_up,
         "restart_writes": restart_writes,
         "restart_writes_beyond_tracers": max(0, sum(restart_writes.values()) - tracer),
+        "graph_calls": graph_create,
+        "graph_calls_per_channel": sum(graph_create.values()) / n,
+        "restart_graph_calls": graph_restart,
+        # The sentinel's own calls are a new channel's (3); the disabled channel asks nothing.
+        "restart_graph_calls_beyond_tracers": max(0, sum(graph_restart.values()) - 3),
     }
 
 
@@ -330,16 +420,18 @@ async def main_async(sizes: list[int], concurrency: int) -> None:
     print(f"machine: {os.cpu_count()} cores; concurrency {concurrency}")
     print(
         "| N | baseline | operator | ratio | p50 | p99 | writes/channel (baseline) "
-        "| peak RSS | restart caught up | restart writes |"
+        "| peak RSS | restart caught up | restart writes | Graph calls/channel "
+        "| restart Graph calls |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['n']} | {r['baseline_s']:.1f} s | {r['operator_s']:.1f} s "
             f"| **{r['ratio']:.2f}** | "
             f"{r['p50_s']:.2f} s | {r['p99_s']:.2f} s | {r['writes_per_channel']:.2f} "
             f"({r['baseline_writes_per_channel']:.2f}) | {r['peak_rss_mb']:.0f} MB | "
-            f"{r['restart_caught_up_s']:.1f} s | {r['restart_writes_beyond_tracers']} |"
+            f"{r['restart_caught_up_s']:.1f} s | {r['restart_writes_beyond_tracers']} | "
+            f"{r['graph_calls_per_channel']:.2f} | {r['restart_graph_calls_beyond_tracers']} |"
         )
 
 

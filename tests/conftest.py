@@ -16,6 +16,8 @@ import pytest
 from localkube import Cluster
 from localkube.product import apply_crd
 
+from tests.support.graph import StandinThread, shared_standin
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -56,3 +58,9 @@ def keys_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def graph_standin() -> StandinThread:
+    """The Graph API stand-in the operator is pointed at (never the real Meta)."""
+    return shared_standin()

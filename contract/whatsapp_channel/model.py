@@ -61,7 +61,21 @@ DEFAULT_NAMESPACE = "whatsapp-channels"
 READY = "Ready"
 SECRET_SYNCED = "SecretSynced"
 WEBHOOK_CONFIGURED = "WebhookConfigured"
-CONDITION_TYPES = (SECRET_SYNCED, WEBHOOK_CONFIGURED, READY)
+CREDENTIALS_VALID = "CredentialsValid"
+WEBHOOK_REGISTERED = "WebhookRegistered"
+CAN_SEND_MESSAGE = "CanSendMessage"
+CONDITION_TYPES = (
+    SECRET_SYNCED,
+    WEBHOOK_CONFIGURED,
+    CREDENTIALS_VALID,
+    WEBHOOK_REGISTERED,
+    CAN_SEND_MESSAGE,
+    READY,
+)
+# How the channel's webhook gets to Meta: the operator registers it (a phone-level override)
+# or a person enters it in the Meta app (the receiver reports Meta's challenge).
+WebhookMode = Literal["managed", "manual"]
+WEBHOOK_MODES: tuple[WebhookMode, ...] = ("managed", "manual")
 
 RestStatus = Literal["pending", "active", "disabled", "error", "deleting"]
 
@@ -97,10 +111,21 @@ class SecretRef(_CamelModel):
     name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)
 
 
+class WebhookSpec(_CamelModel):
+    """`mode`: managed (the operator registers the webhook at Meta) or manual; unset: the
+    operator's default (WA_OPERATOR_WEBHOOK_MODE)."""
+
+    mode: WebhookMode | None = None
+
+
 class ChannelSpec(_CamelModel):
     instance_id: str = Field(alias="instanceId", pattern=UUID_PATTERN)
     phone_number_id: str = Field(alias="phoneNumberId", pattern=PHONE_NUMBER_ID_PATTERN)
     display_phone: str | None = Field(default=None, alias="displayPhone", pattern=E164_PATTERN)
+    # The WhatsApp Business Account of the number (managed webhooks subscribe the app to it);
+    # unset: the operator asks Meta (debug_token's granular scopes).
+    waba_id: str | None = Field(default=None, alias="wabaId", pattern=PHONE_NUMBER_ID_PATTERN)
+    webhook: WebhookSpec | None = None
     enabled: bool = True
     sealed: SealedCredentials | None = None
     secret_ref: SecretRef | None = Field(default=None, alias="secretRef")
@@ -122,6 +147,14 @@ class ChannelStatus(_CamelModel):
     secret_name: str | None = Field(default=None, alias="secretName")
     last_challenge_at: str | None = Field(default=None, alias="lastChallengeAt")
     last_event_at: str | None = Field(default=None, alias="lastEventAt")
+    # What Meta's last check said about the number (issue 11), and when it was asked.
+    verified_name: str | None = Field(default=None, alias="verifiedName")
+    quality_rating: str | None = Field(default=None, alias="qualityRating")
+    phone_status: str | None = Field(default=None, alias="phoneStatus")
+    messaging_limit: str | None = Field(default=None, alias="messagingLimit")
+    checked_at: str | None = Field(default=None, alias="checkedAt")
+    # The business account the managed webhook was registered under (spec.wabaId, or found).
+    waba_id: str | None = Field(default=None, alias="wabaId")
 
 
 def channel_body(
@@ -157,7 +190,7 @@ def set_condition(
     conditions: Sequence[Mapping[str, Any]],
     type_: str,
     *,
-    ok: bool,
+    ok: bool | None,
     reason: str,
     message: str,
     generation: int,
@@ -167,8 +200,9 @@ def set_condition(
 
     lastTransitionTime moves only when the status flips; observedGeneration is always
     written. The whole list is returned because a merge patch replaces lists whole.
+    `ok=None` is status Unknown (nothing decided, e.g. Meta did not answer).
     """
-    status = "True" if ok else "False"
+    status = "Unknown" if ok is None else "True" if ok else "False"
     previous = next((c for c in conditions if c.get("type") == type_), None)
     if previous is not None and previous.get("status") == status:
         transition = str(previous.get("lastTransitionTime") or now or now_rfc3339())
@@ -211,6 +245,18 @@ def rest_status(obj: Mapping[str, Any]) -> RestStatus:
     return "error"
 
 
+def status_reason(obj: Mapping[str, Any]) -> str | None:
+    """The reason of the Ready condition for the current generation (REST `status_reason`)."""
+    metadata = obj.get("metadata") or {}
+    if metadata.get("deletionTimestamp"):
+        return None
+    ready = find_condition((obj.get("status") or {}).get("conditions") or [], READY)
+    if ready is None or ready.get("observedGeneration") != metadata.get("generation"):
+        return None
+    reason = ready.get("reason")
+    return str(reason) if reason else None
+
+
 # --- the REST shapes (the seed contract) -------------------------------------------------
 
 
@@ -251,6 +297,14 @@ class ChannelSetup(BaseModel):
         max_length=256,
         pattern=TOKEN_PATTERN,
     )
+    waba_id: str | None = Field(
+        default=None,
+        title="Waba Id",
+        description="The number's WhatsApp Business Account id, for the managed webhook "
+        "(the app is subscribed to it). Optional: without it the operator finds the account "
+        "from the token's granular scopes (debug_token).",
+        pattern=PHONE_NUMBER_ID_PATTERN,
+    )
 
 
 class ChannelView(BaseModel):
@@ -261,6 +315,12 @@ class ChannelView(BaseModel):
     phone_number_id: str = Field(title="Phone Number Id")
     status: str = Field(title="Status")
     webhook_url: str | None = Field(default=None, title="Webhook Url")
+    status_reason: str | None = Field(
+        default=None,
+        title="Status Reason",
+        description="Why the status is what it is: the Ready condition's reason "
+        "(e.g. ChannelReady, TokenExpired, CallbackVerificationFailed, MetaUnavailable).",
+    )
 
 
 class ChannelCreated(ChannelView):
@@ -283,6 +343,7 @@ def channel_view(obj: Mapping[str, Any]) -> ChannelView:
         phone_number_id=str(spec.get("phoneNumberId", "")),
         status=rest_status(obj),
         webhook_url=status.get("webhookUrl"),
+        status_reason=status_reason(obj),
     )
 
 

@@ -5,9 +5,12 @@ Warning events, the metrics and the tests read them from here and never retype t
 reason is one constant here, with its one-line comment. Reasons are stable CamelCase words:
 clients and alerts match on them, so a published one is never renamed.
 
-The conditions (types in `whatsapp_channel.model`): `SecretSynced`, `WebhookConfigured` and
-`Ready`. On a failure the same reason is on `SecretSynced` and `Ready`, and a Warning event
-repeats it; `WebhookConfigured` then says `SecretNotSynced`.
+The conditions (types in `whatsapp_channel.model`): `SecretSynced`, `WebhookConfigured`,
+`CredentialsValid`, `WebhookRegistered`, `CanSendMessage` and `Ready`. On a failure the same
+reason is on `SecretSynced` and `Ready`, and a Warning event repeats it; `WebhookConfigured`
+then says `SecretNotSynced`. What Meta says (issue 11) is on `CredentialsValid`,
+`WebhookRegistered` and `CanSendMessage`; `Ready` carries the reason of the first of the first
+two that is not True. A failure Meta did not blame on the credentials is Unknown, never False.
 """
 
 from __future__ import annotations
@@ -29,6 +32,60 @@ WEBHOOK_ENABLED = "WebhookEnabled"
 WEBHOOK_DISABLED = "WebhookDisabled"
 # WebhookConfigured=False: the webhook waits for the Secret (SecretSynced says why not).
 SECRET_NOT_SYNCED = "SecretNotSynced"
+
+# --- CredentialsValid (Meta's answer to the check of token, number and app secret) --------
+
+# CredentialsValid=True: Meta accepted the token, the app secret proof and the phone number.
+CREDENTIALS_ACCEPTED = "CredentialsAccepted"
+# CredentialsValid=False: Meta refused the access token (code 190, 102, 104).
+TOKEN_INVALID = "TokenInvalid"
+# CredentialsValid=False: the access token has expired (190/463); re-post a new one.
+TOKEN_EXPIRED = "TokenExpired"
+# CredentialsValid=False: the app secret does not match the token's app (100, appsecret_proof).
+APP_SECRET_MISMATCH = "AppSecretMismatch"
+# CredentialsValid=False: the phone number (or its business account) does not exist for
+# this token (100/33).
+PHONE_NUMBER_NOT_FOUND = "PhoneNumberNotFound"
+# CredentialsValid=False: the token lacks a permission the channel needs (10, 200-299).
+PERMISSION_DENIED = "PermissionDenied"
+# Unknown (any Meta condition; Ready too until a first answer): Meta could not be reached or
+# failed (codes 1, 2, HTTP 5xx, timeouts); checked again with backoff.
+META_UNAVAILABLE = "MetaUnavailable"
+# Unknown: Meta's rate limit (4, 80007) or the operator's own per-account call budget.
+RATE_LIMITED = "RateLimited"
+# Unknown: not asked yet (the Secret is not written, the channel is disabled, or the
+# credentials were refused first).
+NOT_CHECKED = "NotChecked"
+
+# --- WebhookRegistered (where Meta delivers the number's events) ----------------------------
+
+# WebhookRegistered=True (managed): Meta's read-back or answer shows our URL as the number's
+# override.
+OVERRIDE_REGISTERED = "OverrideRegistered"
+# WebhookRegistered=True (manual): Meta called the channel's challenge (status.lastChallengeAt).
+CHALLENGE_ANSWERED = "ChallengeAnswered"
+# WebhookRegistered=Unknown (manual): waiting for Meta's challenge, i.e. for the webhook to be
+# entered in the Meta app.
+AWAITING_CHALLENGE = "AwaitingChallenge"
+# WebhookRegistered=False: Meta's challenge against our URL failed (2200); retried with backoff.
+CALLBACK_VERIFICATION_FAILED = "CallbackVerificationFailed"
+# WebhookRegistered=False: the app is not subscribed to the business account and could not be
+# (no waba_id known, or the subscribe call was refused).
+APP_NOT_SUBSCRIBED = "AppNotSubscribed"
+# WebhookRegistered=False: Meta refused the phone-level override (100 on the override call).
+OVERRIDE_REFUSED = "OverrideRefused"
+# Warning event (and WebhookRegistered=Unknown until re-applied): the read-back showed another
+# URL than ours; the operator re-applies the override.
+WEBHOOK_DRIFT = "WebhookDrift"
+
+# --- CanSendMessage (Meta's health_status.can_send_message) --------------------------------
+
+# CanSendMessage=True: AVAILABLE.
+MESSAGING_AVAILABLE = "Available"
+# CanSendMessage=True: LIMITED (the message names Meta's additional info).
+MESSAGING_LIMITED = "Limited"
+# CanSendMessage=False: BLOCKED (the message carries Meta's error codes).
+MESSAGING_BLOCKED = "Blocked"
 
 # --- failures: SecretSynced=False and Ready=False ------------------------------------------
 

@@ -1,14 +1,16 @@
 """`whatsapp-dev`: the whole product on the local control plane, for a newcomer.
 
-Builds what is missing, starts the cluster, applies the CRD, starts the operator, the facade,
-the receiver and a stand-in "instance" that prints the events it gets; writes the settings
-a shell needs to `.whatsapp-dev.env`; runs until Ctrl-C, then ends everything it started.
+Builds what is missing, starts the cluster, applies the CRD, starts the Graph API stand-in
+(with one demo number), the operator (pointed at the stand-in), the facade, the receiver and
+a stand-in "instance" that prints the events it gets; writes the settings a shell needs to
+`.whatsapp-dev.env`; runs until Ctrl-C, then ends everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import secrets
 import signal
@@ -20,7 +22,7 @@ from aiohttp import web
 
 from localkube.cluster import Cluster, ClusterError, free_port
 from localkube.product import apply_crd, start_facade, start_operator, start_receiver
-from localkube.services import Service, ServiceError
+from localkube.services import Service, ServiceError, script, start_service
 
 REPO = Path(__file__).resolve().parents[2]
 # As the chart lays it out: the channels and their Secrets in a namespace of their own (the
@@ -28,6 +30,30 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "whatsapp-channels"
 KEYS_NAMESPACE = "whatsapp-system"
 EXAMPLE_INSTANCE = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
+# The number the Graph stand-in knows, for the demo (made-up credentials, printed on purpose).
+DEMO_NUMBER = {
+    "phone_number_id": "106540352242922",
+    "waba_id": "102290129340398",
+    "access_token": "EAAGdev",
+    "app_secret": "0123456789abcdef0123456789abcdef",
+}
+
+
+def start_graph_standin(dev: Path, logs: Path) -> Service:
+    """`whatsapp-graph-standin serve` on a free loopback port, seeded with the demo number."""
+    seed = dev / "graph-numbers.json"
+    seed.write_text(json.dumps([DEMO_NUMBER]))
+    seed.chmod(0o600)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return start_service(
+        "whatsapp-graph-standin",
+        [script("whatsapp-graph-standin"), "serve", f"--port={port}", f"--seed={seed}"],
+        env={},
+        log_path=logs / f"whatsapp-graph-standin-{port}.log",
+        url=url,
+        health_url=f"{url}/_standin/stats",
+    )
 
 
 def _sink(port: int) -> None:
@@ -58,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--webhook-port", type=int, default=8081)
     parser.add_argument("--env-file", type=Path, default=REPO / ".whatsapp-dev.env")
+    parser.add_argument(
+        "--graph-url",
+        help="ask this Graph API (e.g. https://graph.facebook.com) instead of starting the "
+        "stand-in; Meta must then reach the webhooks (a public tunnel to --webhook-port)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
@@ -92,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=_sink, args=(sink_port,), daemon=True).start()
 
         logs = state / "logs"
+        graph_url = args.graph_url
+        if graph_url is None:
+            standin = start_graph_standin(dev, logs)
+            services.append(standin)
+            graph_url = standin.url
         services.append(
             start_operator(
                 cluster.kubeconfig,
@@ -99,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 namespace=NAMESPACE,
                 keys_namespace=KEYS_NAMESPACE,
                 webhook_base_url=webhook_base,
+                graph_base_url=graph_url,
             )
         )
         services.append(
@@ -133,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             # (where `whatsapp-operator rotate-key` finds the keys too).
             f"export WA_CHANNELS_NAMESPACE={NAMESPACE}\n"
             f"export WA_KEYS_NAMESPACE={KEYS_NAMESPACE}\n"
+            # where `whatsapp-graph-standin send-text` finds the stand-in
+            + (f"export WA_GRAPH_STANDIN_URL={graph_url}\n" if args.graph_url is None else "")
         )
         args.env_file.chmod(0o600)
         print(
@@ -140,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 WhatsApp channels control plane is running.
   REST API      {api_url}   (docs: {api_url}/docs)
   webhooks      {webhook_base}/hooks/whatsapp/<instance id>
+  Graph API     {graph_url}{"   (the stand-in)" if args.graph_url is None else ""}
   kubeconfig    {cluster.kubeconfig}
   namespaces    {NAMESPACE} (channels, their Secrets), {KEYS_NAMESPACE} (sealing keys)
   logs          {logs}
@@ -147,9 +187,12 @@ Settings for your shell (API key included):  source {args.env_file}
 Try:
   curl -s -X POST "$WA_API_URL/v1/instances/{EXAMPLE_INSTANCE}/channels/whatsapp" \\
     -H "X-Api-Key: $WA_API_KEY" -H 'Content-Type: application/json' \\
-    -d '{{"access_token": "EAAG...", "app_secret": "0123456789abcdef",
-         "phone_number_id": "106540352242922"}}'
-  kubectl get whatsappchannels -n {NAMESPACE}
+    -d '{{"access_token": "{DEMO_NUMBER["access_token"]}", \
+         "app_secret": "{DEMO_NUMBER["app_secret"]}", \
+         "phone_number_id": "{DEMO_NUMBER["phone_number_id"]}", \
+         "waba_id": "{DEMO_NUMBER["waba_id"]}"}}'
+  kubectl get whatsappchannels -n {NAMESPACE} -o wide
+  whatsapp-graph-standin send-text --phone-number-id {DEMO_NUMBER["phone_number_id"]} "hello"
 Ctrl-C stops everything.""",
             flush=True,
         )

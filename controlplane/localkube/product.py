@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Required, TypedDict, Unpack
+from typing import Literal, Required, TypedDict, Unpack
 
 from whatsapp_channel.settings import KEYS_NAMESPACE_VARIABLE, LogLevel
 
@@ -75,6 +75,14 @@ class OperatorEnv(TypedDict, total=False):
     keys_namespace: str | None
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
+    graph_base_url: str | None  # Meta's Graph API, or a loopback stand-in
+    graph_version: str | None
+    graph_timeout_seconds: float | None
+    graph_max_concurrency: int | None
+    graph_proxy_from_env: bool | None
+    graph_account_call_budget: int | None
+    health_period_seconds: float | None
+    webhook_mode: Literal["managed", "manual"] | None
 
 
 class FacadeEnv(TypedDict, total=False):

@@ -16,19 +16,24 @@ from typing import Any
 from whatsapp_channel import channel_secret
 from whatsapp_channel.channel_secret import DATA_KEYS, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from whatsapp_channel.model import (
+    CAN_SEND_MESSAGE,
     CREDENTIAL_FIELDS,
+    CREDENTIALS_VALID,
     KIND,
     READY,
     SECRET_SYNCED,
     WEBHOOK_CONFIGURED,
+    WEBHOOK_REGISTERED,
     ChannelSpec,
     SealedCredentials,
+    find_condition,
     set_condition,
     webhook_url,
 )
 from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
+    NOT_CHECKED,
     SECRET_NOT_SYNCED,
     SECRET_REF_INCOMPLETE,
     SYNCED,
@@ -215,6 +220,45 @@ def merged_secret(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> JS
 
 # --- status -----------------------------------------------------------------------------
 
+# A condition as Meta's answers set it: status (None: Unknown), reason, message.
+ConditionState = tuple[bool | None, str, str]
+
+
+@dataclass(frozen=True)
+class MetaReport:
+    """What Meta said about a channel (`channel_operator.meta` asks): the conditions it sets
+    (None: leave that condition as it is) and the status fields it fills (verifiedName,
+    qualityRating, phoneStatus, messagingLimit, checkedAt)."""
+
+    credentials: ConditionState | None = None
+    webhook: ConditionState | None = None
+    can_send: ConditionState | None = None
+    facts: Mapping[str, str] | None = None
+
+
+def _ready_from_meta(
+    conditions: list[JSON], generation: int, url: str
+) -> tuple[bool | None, str, str]:
+    """Ready from CredentialsValid and WebhookRegistered: False names the first refusal;
+    True when both are True; Unknown otherwise, except that a channel Ready for this
+    generation stays Ready while Meta's answers are only inconclusive (a flapping Graph API
+    never turns a working channel into an error)."""
+    states = []
+    for type_ in (CREDENTIALS_VALID, WEBHOOK_REGISTERED):
+        c = find_condition(conditions, type_) or {}
+        states.append((str(c.get("status", "Unknown")), str(c.get("reason", NOT_CHECKED)), c))
+    for status, reason, c in states:
+        if status == "False":
+            return False, reason, str(c.get("message", ""))
+    if all(status == "True" for status, _, _ in states):
+        return True, CHANNEL_READY, f"Meta accepts the credentials and delivers events to {url}"
+    status, reason, c = next(state for state in states if state[0] != "True")
+    message = str(c.get("message", "not asked at Meta yet"))
+    ready = find_condition(conditions, READY) or {}
+    if ready.get("status") == "True" and ready.get("observedGeneration") == generation:
+        return True, CHANNEL_READY, f"the channel was ready; Meta's last answer: {message}"
+    return None, reason, message
+
 
 def build_status(
     current: Mapping[str, Any],
@@ -223,9 +267,18 @@ def build_status(
     webhook_base_url: str,
     enabled: bool,
     failure: ChannelFailure | None,
+    meta: MetaReport | None = None,
+    settled: bool = True,
+    ask_meta: bool = True,
     now: str | None = None,
 ) -> JSON:
     """The status fields the operator owns, with the full conditions list.
+
+    `meta` is what Meta said, if it was asked this time (else its conditions stay as they
+    are); Ready needs SecretSynced, CredentialsValid and WebhookRegistered. `settled`: False
+    while the channel is retried (Meta unavailable, a challenge to try again), which keeps
+    observedGeneration behind. `ask_meta=False` (a runtime without a Graph client: unit
+    tests of the Secret's life only) leaves Meta's conditions out of Ready.
 
     `observedGeneration` moves only when the generation is fully reconciled: it is also what
     tells Kopf which generation it has handled (see `startup.ObservedGeneration`). The
@@ -235,7 +288,7 @@ def build_status(
     generation = ref.generation
     url = webhook_url(webhook_base_url, ref.name)
 
-    def put(type_: str, ok: bool, reason: str, message: str) -> None:
+    def put(type_: str, ok: bool | None, reason: str, message: str) -> None:
         nonlocal conditions
         conditions = set_condition(
             conditions,
@@ -255,22 +308,43 @@ def build_status(
             SECRET_NOT_SYNCED,
             f"the webhook waits for Secret {ref.secret_name}",
         )
+        for type_ in (CREDENTIALS_VALID, WEBHOOK_REGISTERED):
+            put(type_, None, NOT_CHECKED, f"not asked at Meta: Secret {ref.secret_name} waits")
         put(READY, False, failure.reason, failure.message)
         return {"conditions": conditions, "webhookUrl": url}
 
     put(SECRET_SYNCED, True, SYNCED, f"Secret {ref.secret_name} holds the channel's credentials")
+    facts: Mapping[str, str] = {}
     if enabled:
         put(WEBHOOK_CONFIGURED, True, WEBHOOK_ENABLED, f"the receiver takes events at {url}")
-        put(READY, True, CHANNEL_READY, "the channel is ready")
+        if meta is not None:
+            for type_, state in (
+                (CREDENTIALS_VALID, meta.credentials),
+                (WEBHOOK_REGISTERED, meta.webhook),
+                (CAN_SEND_MESSAGE, meta.can_send),
+            ):
+                if state is not None:
+                    put(type_, *state)
+            facts = meta.facts or {}
+        if ask_meta:
+            for type_ in (CREDENTIALS_VALID, WEBHOOK_REGISTERED):
+                if find_condition(conditions, type_) is None:
+                    put(type_, None, NOT_CHECKED, "not asked at Meta yet")
+            put(READY, *_ready_from_meta(conditions, generation, url))
+        else:
+            put(READY, True, CHANNEL_READY, "the channel is ready")
     else:
         put(WEBHOOK_CONFIGURED, True, WEBHOOK_DISABLED, "the webhook refuses events")
         put(READY, True, CHANNEL_DISABLED, "the channel is disabled; set spec.enabled to use it")
-    return {
-        "observedGeneration": generation,
+    status: JSON = {
         "conditions": conditions,
         "webhookUrl": url,
         "secretName": ref.secret_name,
+        **facts,
     }
+    if settled:
+        status["observedGeneration"] = generation
+    return status
 
 
 def status_changes(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JSON:

@@ -499,16 +499,29 @@ class GraphClient:
         )
         return check.webhook_configuration or WebhookConfiguration()
 
-    async def subscribe_app(self, waba_id: str, credentials: GraphCredentials) -> None:
-        """`POST /{waba_id}/subscribed_apps`: the app receives the account's webhooks."""
+    async def subscribe_app(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
+        """`POST /{waba_id}/subscribed_apps`: the app receives the account's webhooks.
+        `account`: the budget's key (default: the business account)."""
         body = await self._request(
-            "subscribe", "POST", f"{waba_id}/subscribed_apps", credentials, account=waba_id
+            "subscribe",
+            "POST",
+            f"{waba_id}/subscribed_apps",
+            credentials,
+            account=account or waba_id,
         )
         self._succeeded("subscribe", body)
 
-    async def unsubscribe_app(self, waba_id: str, credentials: GraphCredentials) -> None:
+    async def unsubscribe_app(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
         body = await self._request(
-            "unsubscribe", "DELETE", f"{waba_id}/subscribed_apps", credentials, account=waba_id
+            "unsubscribe",
+            "DELETE",
+            f"{waba_id}/subscribed_apps",
+            credentials,
+            account=account or waba_id,
         )
         self._succeeded("unsubscribe", body)
 

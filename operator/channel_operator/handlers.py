@@ -12,11 +12,12 @@ from typing import Any
 
 import kopf
 from whatsapp_channel.kube import Kube
-from whatsapp_channel.model import GROUP, PLURAL, VERSION
+from whatsapp_channel.model import GROUP, PLURAL, VERSION, WEBHOOK_REGISTERED
 
 from channel_operator import reconcile as channel
 from channel_operator import startup
 from channel_operator.desired import ChannelFailure, retry_delay
+from channel_operator.meta import MetaRetry
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 
@@ -72,11 +73,37 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
 async def reconcile(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
 ) -> None:
-    failure = await channel.reconcile(runtime_of(memo), body, patch.status)
+    def warn(reason: str, message: str) -> None:
+        kopf.warn(body, reason=reason, message=message)
+
+    failure = await channel.reconcile(runtime_of(memo), body, patch.status, warn)
     if failure is not None:
-        if "conditions" in patch.status:  # a new failure, not a retry of the same one
+        # A new failure, not a retry of the same one; Meta's refusals are warned as they turn.
+        if "conditions" in patch.status and not isinstance(failure, MetaRetry):
             kopf.warn(body, reason=failure.reason, message=failure.message)
         raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=retry_delay(retry))
+
+
+def awaits_challenge(body: kopf.Body, **_: Any) -> bool:
+    """Only a channel whose receiver saw Meta's challenge and whose webhook is not yet
+    registered: every other event costs no handler call."""
+    status = body.get("status") or {}
+    if not status.get("lastChallengeAt"):
+        return False
+    conditions = status.get("conditions") or []
+    return not any(
+        c.get("type") == WEBHOOK_REGISTERED and c.get("status") == "True" for c in conditions
+    )
+
+
+@kopf.on.event(
+    **{k: v for k, v in CHANNELS.items() if k not in ("errors", "backoff")},
+    when=awaits_challenge,
+)
+async def challenged(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """A manual channel's WebhookRegistered follows the receiver's lastChallengeAt."""
+    if "runtime" in memo:
+        await channel.challenge_seen(runtime_of(memo), body, patch.status)
 
 
 @kopf.on.delete(**CHANNELS)

@@ -60,6 +60,44 @@ class ChannelsByReadiness(Collector):
 CHANNELS = ChannelsByReadiness()
 REGISTRY.register(CHANNELS)
 
+GRAPH_CALLS = Counter(
+    "whatsapp_operator_graph_calls",
+    "Graph API call attempts, by call (check, subscribe, override, ...) and outcome (ok or "
+    "the error kind: token_expired, unavailable, rate_limited, ...).",
+    ["call", "outcome"],
+)
+
+
+def graph_call(call: str, outcome: str) -> None:
+    GRAPH_CALLS.labels(call, outcome).inc()
+
+
+class ChannelsByCanSend(Collector):
+    """`whatsapp_operator_channels_can_send{value}`: channels by Meta's can_send_message
+    (AVAILABLE, LIMITED, BLOCKED; unknown before a first answer)."""
+
+    VALUES = ("AVAILABLE", "LIMITED", "BLOCKED", "unknown")
+
+    def __init__(self) -> None:
+        self.value_by_channel: dict[str, str] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        counts = dict.fromkeys(self.VALUES, 0)
+        for value in list(self.value_by_channel.values()):
+            counts[value if value in counts else "unknown"] += 1
+        family = GaugeMetricFamily(
+            "whatsapp_operator_channels_can_send",
+            "Channels by Meta's CanSendMessage value, as last checked.",
+            labels=["value"],
+        )
+        for value, count in counts.items():
+            family.add_metric([value], count)
+        yield family
+
+
+CAN_SEND = ChannelsByCanSend()
+REGISTRY.register(CAN_SEND)
+
 
 def reconciled(channel: str, reason: str, *, ready: bool) -> None:
     RECONCILES.labels("ready" if ready else "failed", reason).inc()
@@ -68,3 +106,4 @@ def reconciled(channel: str, reason: str, *, ready: bool) -> None:
 
 def released(channel: str) -> None:
     CHANNELS.ready_by_channel.pop(channel, None)
+    CAN_SEND.value_by_channel.pop(channel, None)

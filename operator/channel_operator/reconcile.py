@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
-from whatsapp_channel.model import ChannelSpec
+from whatsapp_channel.model import (
+    CAN_SEND_MESSAGE,
+    WEBHOOK_REGISTERED,
+    ChannelSpec,
+    find_condition,
+    webhook_url,
+)
 from whatsapp_channel.reasons import (
     APISERVER_ERROR,
+    CHALLENGE_ANSWERED,
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
@@ -24,6 +31,7 @@ from whatsapp_channel.reasons import (
 )
 from whatsapp_channel.sealing import SealError, seal_key_id
 
+from channel_operator import meta as meta_steps
 from channel_operator import metrics
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
@@ -37,9 +45,13 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
+from channel_operator.health import HealthSchedule
 from channel_operator.keystore import Keys
+from channel_operator.meta import Meta, MetaReport, Warn
 
 log = logging.getLogger(__name__)
+
+WarnFor = Callable[[Mapping[str, Any]], Warn]
 
 
 @dataclass
@@ -52,6 +64,9 @@ class Runtime:
     keys: Keys
     secrets: ChannelSecrets
     watcher: asyncio.Task[None] | None = None  # the Secret watch, started with the operator
+    meta: Meta | None = None  # the Graph API (issue 11); None: Meta is not asked
+    health: HealthSchedule | None = None
+    health_task: asyncio.Task[None] | None = None
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
@@ -101,9 +116,15 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
 
 async def sync_secret(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Written | None:
     """Make the channel's Secret what the spec says; how it was written, None if it was not."""
+    return (await sync_secret_with_credentials(rt, ref, spec))[0]
+
+
+async def sync_secret_with_credentials(
+    rt: Runtime, ref: ChannelRef, spec: ChannelSpec
+) -> tuple[Written | None, Credentials]:
     try:
         credentials = await read_credentials(rt, ref, spec)
-        return await rt.secrets.ensure(ref, build_secret(ref, spec, credentials))
+        return await rt.secrets.ensure(ref, build_secret(ref, spec, credentials)), credentials
     except KubeError as exc:
         # The apiserver's own message may quote what was sent: status and reason only.
         raise ChannelFailure(
@@ -112,38 +133,185 @@ async def sync_secret(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Writte
         ) from None
 
 
+def _ignore(reason: str, message: str) -> None:
+    return None
+
+
 async def reconcile(
-    rt: Runtime, body: Mapping[str, Any], status_patch: MutableMapping[str, Any]
+    rt: Runtime,
+    body: Mapping[str, Any],
+    status_patch: MutableMapping[str, Any],
+    warn: Warn = _ignore,
 ) -> ChannelFailure | None:
     """Bring one channel to its desired state; put the status changes (only those) into
-    `status_patch`. Returns the failure, if any, for the caller to retry."""
+    `status_patch`. Returns the failure, if any, for the caller to retry (a `MetaRetry` when
+    only Meta's answer is awaited). `warn(reason, message)` gets Meta's new refusals."""
     ref = ChannelRef.from_body(body)
     spec_body = body.get("spec") or {}
     enabled = bool(spec_body.get("enabled", True))
     failure: ChannelFailure | None = None
+    current = body.get("status") or {}
+    report: MetaReport | None = None
+    retry: ChannelFailure | None = None
     try:
         spec = parse_spec(spec_body)
-        written = await sync_secret(rt, ref, spec)
+        written, credentials = await sync_secret_with_credentials(rt, ref, spec)
         if written is not None:
             metrics.SECRET_WRITES.labels(written).inc()
             log.info("channel %s: Secret %s %s", ref.name, ref.secret_name, written)
+        if enabled and rt.meta is not None:
+            report, retry = await ask_meta(rt, ref, spec, credentials, current, warn)
     except ChannelFailure as exc:
         failure = exc
-    current = body.get("status") or {}
     desired = build_status(
-        current, ref, webhook_base_url=rt.webhook_base_url, enabled=enabled, failure=failure
+        current,
+        ref,
+        webhook_base_url=rt.webhook_base_url,
+        enabled=enabled,
+        failure=failure,
+        meta=report,
+        settled=retry is None,
+        ask_meta=rt.meta is not None,
     )
-    status_patch.update(status_changes(current, desired))
+    changes = status_changes(current, desired)
+    status_patch.update(changes)
+    _warn_transitions(current, desired, warn)
+    _count(ref, desired, failure, enabled)
+    if rt.health is not None and (failure is not None or not enabled):
+        rt.health.drop(ref.name)
+    return failure or retry
+
+
+async def ask_meta(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    current: Mapping[str, Any],
+    warn: Warn,
+    *,
+    force: bool = False,
+) -> tuple[MetaReport | None, ChannelFailure | None]:
+    """Ask Meta unless it answered for this generation within the health period (a restart
+    makes no Graph call for those); schedule the next health check."""
+    assert rt.meta is not None
+    meta = rt.meta
+    mode = meta_steps.mode_of(spec, meta.webhook_mode)
+    ago = meta_steps.checked_ago(current)
+    if (
+        not force
+        and ago is not None
+        and ago < meta.health_period
+        and meta_steps.is_settled(current, ref.generation, mode)
+    ):
+        meta_steps.remember(meta, ref, spec, credentials, current)
+        if mode == "manual" and current.get("lastChallengeAt"):
+            report = MetaReport(webhook=manual_webhook(rt, ref, current))
+        else:
+            report = None
+        if rt.health is not None and not meta_steps.is_refused(current, ref.generation):
+            rt.health.after(ref.name, meta.health_period - ago)
+        return report, None
+    url = webhook_url(rt.webhook_base_url, ref.name)
+    asked = await meta_steps.ask(meta, ref, spec, credentials, current, url, warn)
+    if rt.health is not None:
+        rt.health.after(ref.name, None if asked.refused else meta.health_period)
+    return asked.report, asked.retry
+
+
+def manual_webhook(
+    rt: Runtime, ref: ChannelRef, status: Mapping[str, Any]
+) -> tuple[bool | None, str, str]:
+    url = webhook_url(rt.webhook_base_url, ref.name)
+    return (
+        True,
+        CHALLENGE_ANSWERED,
+        f"Meta's challenge reached {url} at {status.get('lastChallengeAt')}",
+    )
+
+
+def _warn_transitions(current: Mapping[str, Any], desired: Mapping[str, Any], warn: Warn) -> None:
+    """A Warning when one of Meta's conditions turns False or changes its False reason."""
+    before = current.get("conditions") or []
+    for condition in desired.get("conditions") or []:
+        if condition.get("type") not in meta_steps.META_CONDITIONS:
+            continue
+        if condition.get("status") != "False":
+            continue
+        previous = find_condition(before, str(condition["type"])) or {}
+        if previous.get("status") != "False" or previous.get("reason") != condition["reason"]:
+            warn(str(condition["reason"]), str(condition["message"]))
+
+
+def _count(
+    ref: ChannelRef, desired: Mapping[str, Any], failure: ChannelFailure | None, enabled: bool
+) -> None:
+    conditions = desired.get("conditions") or []
+    ready = find_condition(conditions, "Ready") or {}
     if failure is not None:
         metrics.reconciled(ref.name, failure.reason, ready=False)
+    elif not enabled:
+        metrics.reconciled(ref.name, CHANNEL_DISABLED, ready=True)
     else:
-        metrics.reconciled(ref.name, CHANNEL_READY if enabled else CHANNEL_DISABLED, ready=True)
-    return failure
+        metrics.reconciled(
+            ref.name, str(ready.get("reason", CHANNEL_READY)), ready=ready.get("status") == "True"
+        )
+    can_send = find_condition(conditions, CAN_SEND_MESSAGE)
+    if can_send is not None:
+        metrics.CAN_SEND.value_by_channel[ref.name] = meta_steps.CAN_SEND_VALUES.get(
+            str(can_send.get("reason")), "unknown"
+        )
+
+
+async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
+    """The health check of one channel: Meta asked again, the status patched; the delay
+    until the next (None: not until the channel changes)."""
+    assert rt.meta is not None
+    try:
+        body = await rt.kube.get(channels_path(rt.namespace, name))
+    except NotFound:
+        return None
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    spec_body = body.get("spec") or {}
+    if not spec_body.get("enabled", True):
+        return None
+    ref = ChannelRef.from_body(body)
+    current = body.get("status") or {}
+    if meta_steps.is_refused(current, ref.generation):
+        return None  # never asked again until the spec changes
+    if (current.get("observedGeneration") or 0) != ref.generation:
+        return rt.meta.health_period  # Kopf is still at it
+    spec = parse_spec(spec_body)
+    credentials = await read_credentials(rt, ref, spec)
+    warn = warn_for(body)
+    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
+    desired = build_status(
+        current,
+        ref,
+        webhook_base_url=rt.webhook_base_url,
+        enabled=True,
+        failure=None,
+        meta=report,
+        settled=True,
+    )
+    changes = status_changes(current, desired)
+    if changes:
+        await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
+    _warn_transitions(current, desired, warn)
+    _count(ref, desired, None, True)
+    if retry is not None:
+        return min(rt.meta.health_period, 60.0)
+    return rt.health.due_in(name) if rt.health is not None else None
 
 
 async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
-    """The channel is being deleted: delete what it owns."""
+    """The channel is being deleted: release its webhook at Meta, delete what it owns."""
     ref = ChannelRef.from_body(body)
+    if rt.health is not None:
+        rt.health.drop(ref.name)
+    if rt.meta is not None:
+        await release_at_meta(rt, ref, body)
     try:
         await rt.secrets.delete(ref)
     except KubeError as exc:
@@ -151,6 +319,51 @@ async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
             APISERVER_ERROR, f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})"
         ) from None
     metrics.released(ref.name)
+
+
+async def challenge_seen(
+    rt: Runtime, body: Mapping[str, Any], status_patch: MutableMapping[str, Any]
+) -> None:
+    """A manual channel's receiver saw Meta's challenge (status.lastChallengeAt): its
+    webhook is registered. No Graph call; no write for any other event."""
+    if rt.meta is None:
+        return
+    current = body.get("status") or {}
+    spec_body = body.get("spec") or {}
+    if not current.get("lastChallengeAt") or not spec_body.get("enabled", True):
+        return
+    ref = ChannelRef.from_body(body)
+    if current.get("observedGeneration") != ref.generation:
+        return  # the reconcile of this generation reads lastChallengeAt itself
+    webhook = find_condition(current.get("conditions") or [], WEBHOOK_REGISTERED) or {}
+    if webhook.get("status") == "True":
+        return
+    try:
+        spec = parse_spec(spec_body)
+    except ChannelFailure:
+        return
+    if meta_steps.mode_of(spec, rt.meta.webhook_mode) != "manual":
+        return
+    desired = build_status(
+        current,
+        ref,
+        webhook_base_url=rt.webhook_base_url,
+        enabled=True,
+        failure=None,
+        meta=MetaReport(webhook=manual_webhook(rt, ref, current)),
+    )
+    status_patch.update(status_changes(current, desired))
+    _count(ref, desired, None, True)
+
+
+async def release_at_meta(rt: Runtime, ref: ChannelRef, body: Mapping[str, Any]) -> None:
+    assert rt.meta is not None
+    try:
+        spec = parse_spec(body.get("spec") or {})
+        credentials = await read_credentials(rt, ref, spec)
+    except (ChannelFailure, KubeError):
+        return  # no credentials to act with: nothing of ours can be released at Meta
+    await meta_steps.release(rt.meta, ref, spec, credentials, body.get("status") or {})
 
 
 async def repair(rt: Runtime, channel_name: str) -> None:

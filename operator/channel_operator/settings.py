@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
+from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN, WebhookMode
 from whatsapp_channel.settings import LogLevel, keys_namespace_field
 
 
@@ -62,6 +62,42 @@ class OperatorSettings(KeysSettings):
     )
     log_level: LogLevel = Field(
         default="INFO", description="No level logs a credential, DEBUG included."
+    )
+    graph_base_url: str = Field(
+        default="https://graph.facebook.com",
+        pattern=r"^https?://[^\s/?#]+/?$",
+        description="Meta's Graph API (https; plain http only for a loopback stand-in, "
+        "e.g. whatsapp-graph-standin).",
+    )
+    graph_version: str = Field(
+        default="v25.0", pattern=r"^v[0-9]+\.[0-9]+$", description="The Graph API version."
+    )
+    graph_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Per Graph call attempt; past it, retried."
+    )
+    graph_max_concurrency: int = Field(
+        default=16, ge=1, le=256, description="Graph calls in flight at most, all channels."
+    )
+    graph_proxy_from_env: bool = Field(
+        default=False,
+        description="Reach Meta through HTTPS_PROXY/NO_PROXY from the environment.",
+    )
+    graph_account_call_budget: int = Field(
+        default=200,
+        ge=1,
+        description="Graph calls per business account per hour the operator allows itself "
+        "(Meta's budget is about 200 per app and account; past ours, RateLimited).",
+    )
+    health_period_seconds: float = Field(
+        default=3600.0,
+        ge=1,
+        description="Each channel is checked at Meta again after this long (jittered by "
+        "+-10%); a restart makes no call for channels checked within it.",
+    )
+    webhook_mode: WebhookMode = Field(
+        default="managed",
+        description="For channels without spec.webhook.mode: managed (the operator "
+        "registers the webhook at Meta) or manual (entered in the Meta app by hand).",
     )
 
     @property

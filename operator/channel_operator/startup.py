@@ -20,8 +20,12 @@ import kopf
 from whatsapp_channel.kube import Kube, channels_path
 from whatsapp_channel.model import FINALIZER, GROUP
 
-from channel_operator import keystore, reconcile
+from channel_operator import keystore, metrics, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
+from channel_operator.events import warning_poster
+from channel_operator.graph import CallBudget, GraphClient
+from channel_operator.health import HealthSchedule
+from channel_operator.meta import Meta
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 
@@ -151,6 +155,26 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             secrets=secrets,
         )
 
+        rt.meta = Meta(
+            graph=GraphClient(
+                settings.graph_base_url,
+                settings.graph_version,
+                timeout=settings.graph_timeout_seconds,
+                max_concurrency=settings.graph_max_concurrency,
+                budget=CallBudget(settings.graph_account_call_budget, 3600.0),
+                observe=metrics.graph_call,
+                trust_env=settings.graph_proxy_from_env,
+            ),
+            webhook_mode=settings.webhook_mode,
+            health_period=settings.health_period_seconds,
+        )
+        warn_for = warning_poster(kube)
+
+        async def recheck(channel: str) -> float | None:
+            return await reconcile.recheck(rt, channel, warn_for)
+
+        rt.health = HealthSchedule(settings.health_period_seconds, recheck)
+
         async def on_drift(channel: str) -> None:
             await reconcile.repair(rt, channel)
 
@@ -160,6 +184,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
         names = [item["metadata"]["name"] for item in listing.get("items") or []]
         swept = await secrets.sweep(names)
         log.info("%d channel Secret(s) cached, %d left-over swept", len(secrets), swept)
+        rt.health_task = asyncio.create_task(rt.health.run(), name="health checks")
         return rt
     except BaseException:
         if task is not None:
@@ -171,10 +196,13 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
 
 
 async def stop(rt: Runtime) -> None:
-    task, rt.watcher = rt.watcher, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    for task in (rt.watcher, rt.health_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    rt.watcher = rt.health_task = None
+    if rt.meta is not None:
+        await rt.meta.graph.close()
     await rt.secrets.close()
     await rt.kube.close()

@@ -116,6 +116,18 @@ def test_whatsapp_dev_runs_the_product_and_stops_cleanly(tmp_path: Path):
         assert (
             f"[instance {instance}] event, {len(event)} bytes" in (tmp_path / "out.log").read_text()
         )
+        # The whole loop of issue 11: the operator checked the number at the Graph stand-in
+        # and registered the override (the stand-in called the receiver's challenge), so a
+        # customer's text sent by the stand-in arrives at the instance.
+        assert channel["status_reason"] == "ChannelReady"
+        sent = subprocess.run(
+            [script("whatsapp-graph-standin"), "send-text", "--phone-number-id",
+             "106540352242922", "hello from the stand-in"],
+            env={**os.environ, **settings}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert channel["webhook_url"] in sent.stdout
+        events = (tmp_path / "out.log").read_text().count(f"[instance {instance}] event")
+        assert events == 2
         # The sealing keys are in their own namespace, not where the receiver reads Secrets;
         # the env file points whatsapp-seal and rotate-key at them.
         keys = settings["WA_KEYS_NAMESPACE"]

@@ -27,22 +27,28 @@ from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.model import FINALIZER
 
 from tests.facade.conftest import CHECKS, ApiKeys, openapi_document, write_keys_file
+from tests.support.graph import shared_standin
 from tests.support.identities import identity, service_account, unreachable_kubeconfig
-from tests.support.processes import log_dir, run_facade, run_operator
+from tests.support.processes import log_dir, run_facade, run_operator, run_receiver
 from tests.support.scrape import assert_no_label_holds, scrape, value
 
 WEBHOOK_BASE = "https://hooks.e2e.test"
+# The receiver of each operated namespace: Meta's challenge (the stand-in's) reaches it when
+# the operator registers a channel's webhook.
+RECEIVER_URL: dict[str, str] = {}
 UNAVAILABLE = {"detail": "the Kubernetes API server is unavailable or too slow; retry shortly"}
 
 
 def setup_body(i: int = 0, **extra: Any) -> dict[str, Any]:
-    return {
+    body = {
         "access_token": f"EAAG-e2e-access-token-{i:04d}",
         "app_secret": f"{i:04d}" + "ab" * 14,
         "phone_number_id": f"10654035224{i:04d}",
         "display_phone": "+61400111222",
         **extra,
     }
+    shared_standin().seed(body["phone_number_id"], body)  # Meta knows the number so
+    return body
 
 
 def channel_url(facade: Service, instance: str) -> str:
@@ -67,9 +73,21 @@ def assert_clean_log(facade: Service) -> None:
 @pytest.fixture
 def operated(cluster: Cluster, crd: Path, namespace: str) -> Iterator[str]:
     """`namespace` with the real operator reconciling it (its sealing key published)."""
-    with run_operator(
-        cluster.kubeconfig, log_dir(cluster), namespace=namespace, webhook_base_url=WEBHOOK_BASE
+    with (
+        run_receiver(
+            cluster.kubeconfig,
+            log_dir(cluster),
+            namespace=namespace,
+            forward_url_template="http://127.0.0.1:9/{instance_id}",
+        ) as receiver,
+        run_operator(
+            cluster.kubeconfig,
+            log_dir(cluster),
+            namespace=namespace,
+            **shared_standin().operator_env(receiver.url),
+        ),
     ):
+        RECEIVER_URL[namespace] = receiver.url
         yield namespace
 
 
@@ -102,7 +120,8 @@ async def test_post_get_delete_through_the_operator(
             "enabled": True,
             "phone_number_id": "106540352240000",
             "status": "active",
-            "webhook_url": f"{WEBHOOK_BASE}/hooks/whatsapp/{instance}",
+            "status_reason": "ChannelReady",
+            "webhook_url": f"{RECEIVER_URL[operated]}/hooks/whatsapp/{instance}",
         }
         got = await http.get(url, headers={"Authorization": f"Bearer {api_keys.admin}"})
         assert got.status_code == 200
@@ -266,7 +285,7 @@ def served_on_cluster(
                 cluster.kubeconfig,
                 log_dir(cluster),
                 namespace=namespace,
-                webhook_base_url=WEBHOOK_BASE,
+                **shared_standin().operator_env(WEBHOOK_BASE),
             ),
             run_facade(
                 identity(cluster, "facade", namespace, folder),

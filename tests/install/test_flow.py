@@ -42,6 +42,7 @@ from whatsapp_channel.kube import Forbidden, Kube, core_path
 from whatsapp_channel.model import SEALING_KEYS_SECRET, SEALING_PUBLIC_CONFIGMAP
 
 from tests.support.chart import component_name, install, kubectl_json
+from tests.support.graph import shared_standin
 from tests.support.payloads import meta_bytes, notification, signed, text_change
 from tests.support.sink import Sink
 
@@ -132,6 +133,8 @@ async def product(
                 # The CRD is the session's (kubectl apply -f crds/): the chart leaves it be.
                 "crds": {"enabled": False},
                 "facade": {"readyWaitSeconds": 20},
+                # Meta is the session's Graph stand-in (never the real one).
+                "operator": {"graph": {"baseUrl": shared_standin().url}},
                 "receiver": {
                     "forwardUrlTemplate": sink.url_template,
                     "statusWriteIntervalSeconds": 1,
@@ -239,6 +242,9 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
     verify_token = f"flow-verify-{uuid.uuid4().hex}"
     auth = {"Authorization": f"Bearer {product.api_key}"}  # the chart's generated key
 
+    shared_standin().seed(
+        PHONE, {"access_token": "EAAG-flow-access-token", "app_secret": APP_SECRET}
+    )
     async with httpx.AsyncClient(timeout=30) as http:
         # The facade (its own token: channels + the sealing public key) creates the channel;
         # the operator (its own token) unseals it into a Secret and reports Ready.

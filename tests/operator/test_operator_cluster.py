@@ -54,11 +54,11 @@ from whatsapp_channel.reasons import (
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
-from tests.support.processes import log_dir, run_operator, start_operator
+from tests.support.graph import shared_standin
+from tests.support.processes import log_dir, run_operator, run_receiver, start_operator
 from tests.support.scrape import assert_no_label_holds, scrape
 from tests.support.scrape import value as sample
 
-WEBHOOK_BASE = "http://127.0.0.1:8082"
 PHONE_ID = "106540352242922"
 T = TypeVar("T")
 
@@ -72,13 +72,34 @@ def credentials() -> dict[str, str]:
     }
 
 
+# Where each test's operator sends the webhook (a receiver of the test's namespace) and asks
+# Meta (the session's Graph stand-in): set by the autouse fixture `meta_env`.
+META_ENV: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def meta_env(cluster: Cluster, namespace: str) -> Iterator[dict[str, Any]]:
+    """A receiver for the test's namespace, which answers the stand-in's challenge when the
+    operator registers a channel's webhook (managed, the default)."""
+    with run_receiver(
+        cluster.kubeconfig,
+        log_dir(cluster),
+        namespace=namespace,
+        forward_url_template="http://127.0.0.1:9/{instance_id}",
+    ) as receiver:
+        META_ENV.clear()
+        META_ENV.update(shared_standin().operator_env(receiver.url))
+        yield META_ENV
+        META_ENV.clear()
+
+
 @pytest.fixture
 def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
     with run_operator(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ) as service:
         yield service
@@ -131,6 +152,7 @@ def manifest(
     phone: str = PHONE_ID,
     enabled: bool = True,
 ) -> JSON:
+    shared_standin().seed(phone, values)  # Meta knows the number with these credentials
     spec = ChannelSpec(
         instance_id=name,
         phone_number_id=phone,
@@ -201,6 +223,7 @@ async def test_create_is_ready_with_a_secret_of_exactly_the_unsealed_values(
 ) -> None:
     name = str(uuid.uuid4())
     values = credentials()
+    shared_standin().seed(PHONE_ID, values)
     env = {
         **cluster.env(),
         "WA_ACCESS_TOKEN": values["access_token"],
@@ -229,13 +252,22 @@ async def test_create_is_ready_with_a_secret_of_exactly_the_unsealed_values(
     channel = await get_channel(kube, namespace, name)
     status = channel["status"]
     assert status["observedGeneration"] == channel["metadata"]["generation"] == 1
-    assert status["webhookUrl"] == f"{WEBHOOK_BASE}/hooks/whatsapp/{name}"
+    assert status["webhookUrl"] == f"{META_ENV['webhook_base_url']}/hooks/whatsapp/{name}"
     assert status["secretName"] == f"whatsapp-{name}"
-    assert [(c["type"], c["status"]) for c in status["conditions"]] == [
-        ("SecretSynced", "True"),
-        ("WebhookConfigured", "True"),
-        ("Ready", "True"),
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("SecretSynced", "True", "Synced"),
+        ("WebhookConfigured", "True", "WebhookEnabled"),
+        ("CredentialsValid", "True", "CredentialsAccepted"),
+        ("WebhookRegistered", "True", "OverrideRegistered"),
+        ("CanSendMessage", "True", "Available"),
+        ("Ready", "True", "ChannelReady"),
     ]
+    # What the stand-in's number says, and Meta now delivers the number's events to us.
+    assert status["verifiedName"] == "Stand-in Business"
+    assert (status["qualityRating"], status["phoneStatus"]) == ("GREEN", "CONNECTED")
+    assert status["messagingLimit"] == "TIER_1K"
+    assert status["checkedAt"]
+    assert shared_standin().override(PHONE_ID) == status["webhookUrl"]
     assert rest_status(channel) == "active"
     assert channel["metadata"]["finalizers"] == [FINALIZER]
     assert our_annotations(channel) == []  # no progress left behind
@@ -415,6 +447,7 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
     assert "my-creds" in ready_of(channel)["message"]
 
     values = credentials()
+    shared_standin().seed(PHONE_ID, values)
     data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
     await kube.create(
         core_path("secrets", namespace), {"metadata": {"name": "my-creds"}, "data": data}
@@ -475,7 +508,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     )
     try:
@@ -507,7 +540,7 @@ async def test_operator_killed_mid_batch_converges_without_duplicates_or_leftove
             cluster.kubeconfig,
             log_dir(cluster),
             namespace=namespace,
-            webhook_base_url=WEBHOOK_BASE,
+            **META_ENV,
             log_level="DEBUG",
         )
     ) as second:
@@ -557,7 +590,7 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ):
         key = await public_key(kube, namespace)
@@ -572,7 +605,7 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ):
 
@@ -594,7 +627,7 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ):
         key = await public_key(kube, namespace)
@@ -622,7 +655,7 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ) as again:
 
@@ -646,19 +679,33 @@ async def test_a_new_channel_costs_the_finalizer_the_secret_and_one_status_patch
     await wait_ready(kube, namespace, name)
     await asyncio.sleep(3)  # anything late would show now
 
-    async def events(path: str, version: str) -> list[str]:
-        seen: list[str] = []
+    async def watched(path: str, version: str) -> list[tuple[str, JSON]]:
+        seen: list[tuple[str, JSON]] = []
 
         async def collect() -> None:
             async for event in kube.watch(path, resource_version=version, timeout_seconds=2):
                 if event["type"] != "BOOKMARK":
-                    seen.append(event["type"])
+                    seen.append((event["type"], event["object"]))
 
         await asyncio.wait_for(collect(), timeout=10)
         return seen
 
-    assert await events(channels_path(namespace), start) == ["ADDED", "MODIFIED", "MODIFIED"]
-    secret_events = await events(core_path("secrets", namespace), secrets_start)
+    # Besides the operator's writes, the receiver records Meta's challenge (lastChallengeAt),
+    # which the stand-in made during the override call: one write of the receiver's own.
+    seen = await watched(channels_path(namespace), start)
+    by_receiver = [
+        i
+        for i, (_, obj) in enumerate(seen)
+        if i
+        and {k for k in obj.get("status") or {} if (seen[i - 1][1].get("status") or {}).get(k)
+             != obj["status"][k]} == {"lastChallengeAt"}
+    ]  # fmt: skip
+    assert len(by_receiver) == 1
+    by_operator = [kind for i, (kind, _) in enumerate(seen) if i not in by_receiver]
+    assert by_operator == ["ADDED", "MODIFIED", "MODIFIED"]
+    secret_events = [
+        kind for kind, _ in await watched(core_path("secrets", namespace), secrets_start)
+    ]
     assert secret_events == ["ADDED"]
 
 
@@ -729,7 +776,7 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
         keys_namespace=keys_namespace,
     ) as service:
@@ -739,6 +786,7 @@ async def test_the_keys_live_in_the_keys_namespace_never_beside_the_channels(
         # A person seals by hand: the public key comes from the keys namespace.
         name = str(uuid.uuid4())
         values = credentials()
+        shared_standin().seed(PHONE_ID, values)
         sealing = await asyncio.to_thread(
             subprocess.run,
             [script("whatsapp-seal"), "-n", namespace, "--instance-id", name,
@@ -800,7 +848,7 @@ async def test_keys_beside_the_channels_work_and_are_warned_about(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ) as single:
         key = await public_key(kube, namespace)
@@ -811,9 +859,7 @@ async def test_keys_beside_the_channels_work_and_are_warned_about(
 
 
 def test_the_operator_exits_cleanly_on_sigterm(cluster: Cluster, crd: Any, namespace: str) -> None:
-    service = start_operator(
-        cluster.kubeconfig, log_dir(cluster), namespace=namespace, webhook_base_url=WEBHOOK_BASE
-    )
+    service = start_operator(cluster.kubeconfig, log_dir(cluster), namespace=namespace, **META_ENV)
     os.kill(service.pid, 15)
     assert service.process.wait(timeout=30) == 0
 
@@ -829,7 +875,7 @@ async def test_a_ready_channel_moves_the_counters(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         metrics_port=metrics_port,
     ):
         name, values = str(uuid.uuid4()), credentials()

@@ -11,6 +11,7 @@ from channel_operator.desired import (
     ChannelFailure,
     ChannelRef,
     Credentials,
+    MetaReport,
     build_secret,
     build_status,
     credentials_from_secret,
@@ -31,10 +32,12 @@ from whatsapp_channel.channel_secret import (
     data_hash,
 )
 from whatsapp_channel.model import (
+    CREDENTIALS_VALID,
     KIND,
     READY,
     SECRET_SYNCED,
     WEBHOOK_CONFIGURED,
+    WEBHOOK_REGISTERED,
     ChannelSpec,
     SealedCredentials,
     find_condition,
@@ -43,6 +46,8 @@ from whatsapp_channel.model import (
 from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
+    CREDENTIALS_ACCEPTED,
+    OVERRIDE_REGISTERED,
     SEAL_SCOPE_MISMATCH,
     SECRET_NOT_SYNCED,
     SECRET_REF_INCOMPLETE,
@@ -53,6 +58,11 @@ from whatsapp_channel.sealing import SealError, new_private_key, public_key_of, 
 
 NAMESPACE = "channels-test"
 BASE_URL = "https://hooks.example.test"
+# What Meta says of a healthy channel (the reconcile asks it: channel_operator.meta).
+ACCEPTED = MetaReport(
+    credentials=(True, CREDENTIALS_ACCEPTED, "Meta accepts the credentials"),
+    webhook=(True, OVERRIDE_REGISTERED, "Meta delivers the number's events to us"),
+)
 CREDENTIALS = Credentials(
     access_token="EAAG-access-token-value", app_secret="app-secret-value", verify_token="verify-me"
 )
@@ -211,12 +221,20 @@ def channel(ref: ChannelRef, status: dict[str, Any], enabled: bool = True) -> di
 
 def test_success_sets_every_condition_and_the_webhook_url() -> None:
     ref = make_ref(generation=3)
-    status = build_status({}, ref, webhook_base_url=BASE_URL + "/", enabled=True, failure=None)
+    status = build_status(
+        {}, ref, webhook_base_url=BASE_URL + "/", enabled=True, failure=None, meta=ACCEPTED
+    )
     assert status["observedGeneration"] == 3
     assert status["webhookUrl"] == f"{BASE_URL}/hooks/whatsapp/{ref.name}"
     assert status["secretName"] == f"whatsapp-{ref.name}"
     types = [c["type"] for c in status["conditions"]]
-    assert types == [SECRET_SYNCED, WEBHOOK_CONFIGURED, READY]
+    assert types == [
+        SECRET_SYNCED,
+        WEBHOOK_CONFIGURED,
+        CREDENTIALS_VALID,
+        WEBHOOK_REGISTERED,
+        READY,
+    ]
     assert all(c["status"] == "True" and c["observedGeneration"] == 3 for c in status["conditions"])
     ready = find_condition(status["conditions"], READY)
     assert ready is not None
@@ -226,7 +244,9 @@ def test_success_sets_every_condition_and_the_webhook_url() -> None:
 
 def test_disabled_is_ready_with_its_own_reason() -> None:
     ref = make_ref()
-    status = build_status({}, ref, webhook_base_url=BASE_URL, enabled=False, failure=None)
+    status = build_status(
+        {}, ref, webhook_base_url=BASE_URL, enabled=False, failure=None, meta=ACCEPTED
+    )
     ready = find_condition(status["conditions"], READY)
     assert ready is not None
     assert (ready["status"], ready["reason"]) == ("True", CHANNEL_DISABLED)
@@ -257,7 +277,13 @@ def test_failure_is_ready_false_and_leaves_observed_generation_behind() -> None:
 def test_an_unchanged_channel_needs_no_status_write() -> None:
     ref = make_ref()
     first = build_status(
-        {}, ref, webhook_base_url=BASE_URL, enabled=True, failure=None, now="2024-01-01T00:00:00Z"
+        {},
+        ref,
+        webhook_base_url=BASE_URL,
+        enabled=True,
+        failure=None,
+        meta=ACCEPTED,
+        now="2024-01-01T00:00:00Z",
     )
     current = {**first, "lastEventAt": "2024-01-02T00:00:00Z"}  # the receiver's field
     again = build_status(
@@ -266,6 +292,7 @@ def test_an_unchanged_channel_needs_no_status_write() -> None:
         webhook_base_url=BASE_URL,
         enabled=True,
         failure=None,
+        meta=ACCEPTED,
         now="2025-01-01T00:00:00Z",
     )
     assert status_changes(current, again) == {}
@@ -275,7 +302,13 @@ def test_an_unchanged_channel_needs_no_status_write() -> None:
 def test_transition_time_moves_only_when_a_condition_flips() -> None:
     ref = make_ref()
     ok = build_status(
-        {}, ref, webhook_base_url=BASE_URL, enabled=True, failure=None, now="2024-01-01T00:00:00Z"
+        {},
+        ref,
+        webhook_base_url=BASE_URL,
+        enabled=True,
+        failure=None,
+        meta=ACCEPTED,
+        now="2024-01-01T00:00:00Z",
     )
     failure = ChannelFailure(SECRET_REF_NOT_FOUND, "Secret mine does not exist")
     failed = build_status(

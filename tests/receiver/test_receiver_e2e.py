@@ -18,6 +18,7 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from whatsapp_channel.model import KIND
 
+from tests.support.graph import shared_standin
 from tests.support.identities import identity
 from tests.support.payloads import meta_bytes, notification, signed, status_change, text_change
 from tests.support.processes import log_dir, run_facade, run_operator, run_receiver
@@ -41,7 +42,7 @@ async def test_facade_channel_to_meta_challenge_to_instance(
             cluster.kubeconfig,
             logs,
             namespace=namespace,
-            webhook_base_url=webhook_base,
+            **shared_standin().operator_env(webhook_base),
             keys_namespace=keys_namespace,
         ),
         run_receiver(
@@ -62,6 +63,14 @@ async def test_facade_channel_to_meta_challenge_to_instance(
     ):
         instance = str(uuid.uuid4())
         api = f"{facade.url}/v1/instances/{instance}/channels/whatsapp"
+        standin = shared_standin()
+        standin.seed(
+            PHONE,
+            {
+                "access_token": "EAAG-e2e-access-token",
+                "app_secret": "e2e-app-secret-one-0123456789",
+            },
+        )
         async with httpx.AsyncClient(headers={"X-Api-Key": api_key}, timeout=30) as http:
             created = await http.post(
                 api,
@@ -132,6 +141,13 @@ async def test_facade_channel_to_meta_challenge_to_instance(
 
             # The app secret is rotated through the facade: within seconds the old signature
             # is refused and the new one accepted; the verify token is kept.
+            standin.seed(
+                PHONE,
+                {
+                    "access_token": "EAAG-e2e-access-token",
+                    "app_secret": "e2e-app-secret-two-9876543210",
+                },
+            )
             rotated = await http.post(
                 api,
                 json={

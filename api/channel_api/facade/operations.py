@@ -114,6 +114,7 @@ class Channels:
                     instance_id=name,
                     phone_number_id=setup.phone_number_id,
                     display_phone=setup.display_phone,
+                    waba_id=setup.waba_id or _kept_waba_id(existing, setup.phone_number_id),
                     enabled=True,
                     sealed=SealedCredentials(
                         access_token=access_token, app_secret=app_secret, verify_token=verify_token
@@ -218,6 +219,16 @@ class Channels:
         except TimeoutError:
             return False
         return True
+
+
+def _kept_waba_id(existing: JSON | None, phone_number_id: str) -> str | None:
+    """A re-post without waba_id (say, only a new access token) keeps the account of the
+    same number."""
+    spec = (existing or {}).get("spec") or {}
+    waba_id = spec.get("wabaId")
+    if spec.get("phoneNumberId") != phone_number_id or not isinstance(waba_id, str):
+        return None
+    return waba_id
 
 
 def _kept_verify_token(existing: JSON | None, key_ids: frozenset[str]) -> str | None:

@@ -1,0 +1,106 @@
+"""Issue 11 without a cluster: Ready from Meta's conditions (a flap never turns a Ready
+channel into an error), the health schedule (jittered, no call before it is due), and what
+a restart asks Meta (nothing for channels answered within the period)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+from channel_operator.desired import ChannelRef, MetaReport, build_status
+from channel_operator.health import HealthSchedule
+from channel_operator.meta import checked_ago, is_settled
+from whatsapp_channel import reasons
+from whatsapp_channel.model import READY, find_condition, now_rfc3339, rest_status
+
+BASE = "https://hooks.example.test"
+
+
+def accepted() -> MetaReport:
+    return MetaReport(
+        credentials=(True, reasons.CREDENTIALS_ACCEPTED, "ok"),
+        webhook=(True, reasons.OVERRIDE_REGISTERED, "ok"),
+        facts={"checkedAt": now_rfc3339()},
+    )
+
+
+UNAVAILABLE = MetaReport(credentials=(None, reasons.META_UNAVAILABLE, "Graph check failed: 503"))
+EXPIRED = MetaReport(credentials=(False, reasons.TOKEN_EXPIRED, "Graph check failed: 190/463"))
+
+
+def ref(generation: int = 1) -> ChannelRef:
+    return ChannelRef("ns", str(uuid.uuid4()), "uid", generation)
+
+
+def status(current: dict[str, object], r: ChannelRef, meta: MetaReport) -> dict[str, object]:
+    changes = build_status(current, r, webhook_base_url=BASE, enabled=True, failure=None, meta=meta)
+    return {**current, **changes}
+
+
+def view(r: ChannelRef, st: dict[str, object]) -> str:
+    return rest_status({"metadata": {"generation": r.generation}, "spec": {}, "status": st})
+
+
+def test_unknown_before_a_first_answer_is_pending_and_a_refusal_is_an_error() -> None:
+    r = ref()
+    first = status({}, r, UNAVAILABLE)
+    ready = find_condition(first["conditions"], READY)  # type: ignore[arg-type]
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("Unknown", reasons.META_UNAVAILABLE)
+    assert view(r, first) == "pending"
+    assert view(r, status(first, r, EXPIRED)) == "error"
+
+
+def test_a_flap_keeps_a_ready_channel_ready_and_a_refusal_does_not() -> None:
+    r = ref()
+    ready = status({}, r, accepted())
+    assert view(r, ready) == "active"
+    flapped = status(ready, r, UNAVAILABLE)
+    assert view(r, flapped) == "active"
+    assert "Meta's last answer" in find_condition(flapped["conditions"], READY)["message"]  # type: ignore[arg-type,index]
+    assert view(r, status(flapped, r, EXPIRED)) == "error"
+    # A new generation (say, new credentials) is not Ready on an old generation's word.
+    assert view(ref(2), status(ready, ref(2), UNAVAILABLE)) == "pending"
+
+
+def test_a_restart_asks_nothing_of_a_channel_answered_within_the_period() -> None:
+    r = ref()
+    answered = status({}, r, accepted())
+    ago = checked_ago(answered)
+    assert ago is not None
+    assert ago < 3600  # within the health period
+    assert is_settled(answered, r.generation, "managed")
+    assert not is_settled(answered, r.generation + 1, "managed")
+    assert not is_settled(status({}, r, UNAVAILABLE), r.generation, "managed")
+
+
+async def test_the_schedule_checks_each_channel_when_due_and_never_before() -> None:
+    now = [1000.0]
+    checked: list[str] = []
+    done = asyncio.Event()
+
+    async def recheck(name: str) -> float | None:
+        checked.append(name)
+        done.set()
+        return None
+
+    schedule = HealthSchedule(3600, recheck, clock=lambda: now[0], rng=random.Random(1))
+    runner = asyncio.create_task(schedule.run())
+    try:
+        schedule.after("a", 3600)
+        schedule.after("b", 7200)
+        due = schedule.due_in("a")
+        assert due is not None
+        assert 3600 * 0.9 <= due <= 3600 * 1.1  # jittered
+        await asyncio.sleep(0)
+        assert checked == []
+        now[0] += 3600 * 1.1
+        schedule.after("c", 100_000)  # any change wakes the loop (the clock here is fake)
+        await asyncio.wait_for(done.wait(), 10)
+        assert checked == ["a"]
+        assert schedule.due_in("b") is not None
+        schedule.after("c", None)  # not again until it changes
+        assert len(schedule) == 1
+    finally:
+        runner.cancel()
