@@ -156,7 +156,10 @@ def test_the_status_reports_word_for_word():
             for c in status["conditions"]  # type: ignore[attr-defined]
         }
 
-    ready = build_status({}, ref, webhook_base_url=base, enabled=True, failure=None, now="t")
+    # The Secret's and the webhook's own reports (Meta's conditions: test_operator_meta.py).
+    ready = build_status(
+        {}, ref, webhook_base_url=base, enabled=True, failure=None, now="t", ask_meta=False
+    )
     assert ready["observedGeneration"] == 3
     assert ready["secretName"] == f"whatsapp-{NAME}"
     assert ready["webhookUrl"] == url
@@ -169,7 +172,9 @@ def test_the_status_reports_word_for_word():
         "WebhookConfigured": ("True", "WebhookEnabled", f"the receiver takes events at {url}"),
         "Ready": ("True", "ChannelReady", "the channel is ready"),
     }
-    off = build_status({}, ref, webhook_base_url=base, enabled=False, failure=None, now="t")
+    off = build_status(
+        {}, ref, webhook_base_url=base, enabled=False, failure=None, now="t", ask_meta=False
+    )
     assert messages(off)["WebhookConfigured"] == (
         "True",
         "WebhookDisabled",
@@ -187,6 +192,7 @@ def test_the_status_reports_word_for_word():
         enabled=True,
         failure=ChannelFailure("SealDoesNotOpen", "accessToken does not open"),
         now="t",
+        ask_meta=False,
     )
     assert "observedGeneration" not in failed
     assert "secretName" not in failed
@@ -196,6 +202,16 @@ def test_the_status_reports_word_for_word():
             "False",
             "SecretNotSynced",
             f"the webhook waits for Secret whatsapp-{NAME}",
+        ),
+        "CredentialsValid": (
+            "Unknown",
+            "NotChecked",
+            f"not asked at Meta: Secret whatsapp-{NAME} waits",
+        ),
+        "WebhookRegistered": (
+            "Unknown",
+            "NotChecked",
+            f"not asked at Meta: Secret whatsapp-{NAME} waits",
         ),
         "Ready": ("False", "SealDoesNotOpen", "accessToken does not open"),
     }
