@@ -90,9 +90,15 @@ class SealedCredentials(_CamelModel):
     verify_token: str = Field(alias="verifyToken", min_length=1, max_length=SEALED_MAX_LENGTH)
 
 
+# A Secret named by spec.secretRef is read only when this annotation on it names the channel
+# (a comma-separated list of channel names, i.e. instance ids): writing a channel must not
+# be a way to read a Secret its author cannot read.
+SECRET_REF_CHANNELS_ANNOTATION = f"{LABEL_PREFIX}/channels"
+
+
 class SecretRef(_CamelModel):
     """An existing Secret in the channel's namespace with keys access_token, app_secret,
-    verify_token."""
+    verify_token, and the annotation `SECRET_REF_CHANNELS_ANNOTATION` naming the channel."""
 
     name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)
 

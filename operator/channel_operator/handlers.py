@@ -15,7 +15,7 @@ from whatsapp_channel.kube import Kube
 from whatsapp_channel.model import GROUP, PLURAL, VERSION
 
 from channel_operator import reconcile as channel
-from channel_operator import startup
+from channel_operator import startup, tenancy
 from channel_operator.desired import ChannelFailure, retry_delay
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
@@ -66,13 +66,27 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
     return len(runtime_of(memo).secrets)
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def phone_claims(body: kopf.Body, **_: Any) -> dict[str, tenancy.Claim]:
+    """Every channel's phone number id, from its spec (Kopf fills indexes before any
+    resource handler runs, so the first reconcile already knows every claim)."""
+    return tenancy.phone_claim(body)
+
+
 @kopf.on.resume(**CHANNELS)
 @kopf.on.create(**CHANNELS)
 @kopf.on.update(**CHANNELS)
 async def reconcile(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    retry: int,
+    **kwargs: Any,
 ) -> None:
-    failure = await channel.reconcile(runtime_of(memo), body, patch.status)
+    rt = runtime_of(memo)
+    claims: kopf.Index[str, tenancy.Claim] = kwargs["phone_claims"]  # the index above
+    rt.phone_claims = claims  # a live view: the drift repair consults it too
+    failure = await channel.reconcile(rt, body, patch.status)
     if failure is not None:
         if "conditions" in patch.status:  # a new failure, not a retry of the same one
             kopf.warn(body, reason=failure.reason, message=failure.message)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
 from whatsapp_channel.model import ChannelSpec
 from whatsapp_channel.reasons import (
@@ -23,8 +24,9 @@ from whatsapp_channel.reasons import (
     UNKNOWN_SEALING_KEY,
 )
 from whatsapp_channel.sealing import SealError, seal_key_id
+from whatsapp_channel.untrusted import shown
 
-from channel_operator import metrics
+from channel_operator import metrics, tenancy
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     ChannelFailure,
@@ -52,6 +54,8 @@ class Runtime:
     keys: Keys
     secrets: ChannelSecrets
     watcher: asyncio.Task[None] | None = None  # the Secret watch, started with the operator
+    # Who claims which phone number id (a Kopf index the handlers hand over); None: unknown.
+    phone_claims: tenancy.PhoneClaims | None = None
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
@@ -59,7 +63,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
         return ChannelSpec.model_validate(dict(spec))
     except ValidationError as exc:
         # Field locations only: pydantic's messages would quote the (sealed) input.
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        fields = sorted({shown(".".join(str(p) for p in e["loc"])) for e in exc.errors()})
         raise ChannelFailure(
             INVALID_SPEC, f"spec does not fit the contract at: {', '.join(fields)}"
         ) from None
@@ -74,8 +78,11 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
             if exc.reason != UNKNOWN_SEALING_KEY:
                 raise seal_failure(exc) from None
             # Perhaps rotated by another process since we loaded the keys: read them again.
-            ids = {seal_key_id(v) for v in (sealed.access_token, sealed.app_secret)}
-            ids.add(seal_key_id(sealed.verify_token))
+            try:  # another field may be no seal at all: that is the failure to report
+                ids = {seal_key_id(v) for v in (sealed.access_token, sealed.app_secret)}
+                ids.add(seal_key_id(sealed.verify_token))
+            except SealError as malformed:
+                raise seal_failure(malformed) from None
             try:
                 known = [await rt.keys.reload_for(key_id) for key_id in sorted(ids)]
             except KubeError:
@@ -88,28 +95,59 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
             raise seal_failure(exc) from None
     if spec.secret_ref is not None:
         name = spec.secret_ref.name
+        tenancy.refuse_generated_name(name)
+        cached = rt.secrets.get(name)  # the cache holds generated Secrets only: refused
+        if cached is not None:
+            tenancy.check_secret_ref(cached, ref)
         try:
             secret = await rt.kube.get(core_path("secrets", ref.namespace, name))
         except NotFound:
             raise ChannelFailure(
                 SECRET_REF_NOT_FOUND,
-                f"Secret {name} named by spec.secretRef does not exist in {ref.namespace}",
+                f"Secret {shown(name)} named by spec.secretRef does not exist in {ref.namespace}",
             ) from None
+        tenancy.check_secret_ref(secret, ref)
         return credentials_from_secret(secret)
     raise ChannelFailure(INVALID_SPEC, "spec gives no credentials: set sealed or secretRef")
 
 
-async def sync_secret(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Written | None:
-    """Make the channel's Secret what the spec says; how it was written, None if it was not."""
+async def sync_secret(
+    rt: Runtime, ref: ChannelRef, spec: ChannelSpec, *, locked: bool = False
+) -> Written | None:
+    """Make the channel's Secret what the spec says; how it was written, None if it was not.
+    `locked`: the caller holds the Secret's lock (`ChannelSecrets.holding`)."""
     try:
         credentials = await read_credentials(rt, ref, spec)
-        return await rt.secrets.ensure(ref, build_secret(ref, spec, credentials))
+        desired = build_secret(ref, spec, credentials)
+        if locked:
+            return await rt.secrets.ensure_locked(ref, desired)
+        return await rt.secrets.ensure(ref, desired)
     except KubeError as exc:
         # The apiserver's own message may quote what was sent: status and reason only.
         raise ChannelFailure(
             APISERVER_ERROR,
             f"the apiserver refused work on Secrets ({exc.status} {exc.reason}); will retry",
         ) from None
+
+
+async def claim_phone(rt: Runtime, body: Mapping[str, Any], spec: ChannelSpec) -> None:
+    """Raise PhoneNumberTaken (after deleting the channel's Secret, so the receiver never
+    routes to it) when an older channel holds the phone number id."""
+    if rt.phone_claims is None:
+        return
+    ref = ChannelRef.from_body(body)
+    created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+    try:
+        tenancy.check_phone_claim(ref, spec.phone_number_id, created, rt.phone_claims)
+    except ChannelFailure:
+        try:
+            await rt.secrets.delete(ref)
+        except KubeError as exc:
+            raise ChannelFailure(
+                APISERVER_ERROR,
+                f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})",
+            ) from None
+        raise
 
 
 async def reconcile(
@@ -123,6 +161,7 @@ async def reconcile(
     failure: ChannelFailure | None = None
     try:
         spec = parse_spec(spec_body)
+        await claim_phone(rt, body, spec)
         written = await sync_secret(rt, ref, spec)
         if written is not None:
             metrics.SECRET_WRITES.labels(written).inc()
@@ -156,17 +195,33 @@ async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
 async def repair(rt: Runtime, channel_name: str) -> None:
     """A generated Secret changed behind our back: put it back as the channel says.
     KubeErrors propagate (the caller retries); a channel that cannot be synced now is left
-    to its own reconcile, which reports it in status."""
-    try:
-        body = await rt.kube.get(channels_path(rt.namespace, channel_name))
-    except NotFound:
-        await rt.secrets.delete_orphan(channel_name)
-        return
+    to its own reconcile, which reports it in status.
+
+    The channel is read under the lock its reconcile writes under: a reconcile of a newer
+    generation either wrote before this read (which then sees that generation) or waits
+    until the repair is done, so a repair never writes credentials older than a reconcile's.
+    """
+    async with rt.secrets.holding(secret_name(channel_name)):
+        try:
+            body = await rt.kube.get(channels_path(rt.namespace, channel_name))
+        except NotFound:
+            body = None
+        if body is not None:
+            await _restore(rt, body)
+            return
+    await rt.secrets.delete_orphan(channel_name)
+
+
+async def _restore(rt: Runtime, body: Mapping[str, Any]) -> None:
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return
     ref = ChannelRef.from_body(body)
     try:
-        if await sync_secret(rt, ref, parse_spec(body.get("spec") or {})) is not None:
+        spec = parse_spec(body.get("spec") or {})
+        if rt.phone_claims is not None:  # a claimant's Secret is its reconcile's to delete
+            created = str(body["metadata"].get("creationTimestamp") or "")
+            tenancy.check_phone_claim(ref, spec.phone_number_id, created, rt.phone_claims)
+        if await sync_secret(rt, ref, spec, locked=True) is not None:
             metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)
     except ChannelFailure as exc:

@@ -40,6 +40,7 @@ from whatsapp_channel.model import (
     READY,
     SEALING_KEYS_SECRET,
     SEALING_PUBLIC_CONFIGMAP,
+    SECRET_REF_CHANNELS_ANNOTATION,
     ChannelSpec,
     SealedCredentials,
     channel_body,
@@ -51,6 +52,7 @@ from whatsapp_channel.reasons import (
     CHANNEL_READY,
     SEAL_SCOPE_MISMATCH,
     SECRET_REF_NOT_FOUND,
+    SECRET_REF_NOT_OPTED_IN,
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
@@ -420,8 +422,15 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
 
     values = credentials()
     data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    # Issue 13: a Secret is read only when it opts in to the channel; until then, no copy.
     await kube.create(
         core_path("secrets", namespace), {"metadata": {"name": "my-creds"}, "data": data}
+    )
+    await wait_ready(kube, namespace, name, status="False", reason=SECRET_REF_NOT_OPTED_IN)
+    assert await get_secret(kube, namespace, name) is None
+    await kube.merge_patch(
+        core_path("secrets", namespace, "my-creds"),
+        {"metadata": {"annotations": {SECRET_REF_CHANNELS_ANNOTATION: f"other,{name}"}}},
     )
     await wait_ready(kube, namespace, name, reason=CHANNEL_READY)
     secret = await get_secret(kube, namespace, name)

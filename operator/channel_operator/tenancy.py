@@ -1,0 +1,105 @@
+"""What a channel may claim, decided from what the apiserver says, never from labels a user
+could write: whose a phone number id is, and which Secret a `spec.secretRef` may read.
+
+Pure functions; the handlers feed them (the phone claims come from a Kopf index over every
+channel's spec, full before any channel is reconciled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from whatsapp_channel import channel_secret
+from whatsapp_channel.model import (
+    SEALING_KEYS_SECRET,
+    SECRET_REF_CHANNELS_ANNOTATION,
+    is_channel_name,
+)
+from whatsapp_channel.reasons import (
+    PHONE_NUMBER_TAKEN,
+    SECRET_REF_NOT_ALLOWED,
+    SECRET_REF_NOT_OPTED_IN,
+)
+from whatsapp_channel.untrusted import shown
+
+from channel_operator.desired import ChannelFailure, ChannelRef, is_managed
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    """A channel that holds a phone number id. Ordered oldest first: creationTimestamp
+    (RFC 3339 in UTC, so its text sorts as its time), then name for channels made in the
+    same second."""
+
+    created: str
+    name: str
+
+
+PhoneClaims = Mapping[str, Collection[Claim]]
+
+
+def phone_claim(body: Mapping[str, Any]) -> dict[str, Claim]:
+    """The index entry of one channel: {its phone number id: its claim}."""
+    metadata = body.get("metadata") or {}
+    phone = (body.get("spec") or {}).get("phoneNumberId")
+    if not isinstance(phone, str) or not phone:
+        return {}
+    return {phone: Claim(str(metadata.get("creationTimestamp") or ""), str(metadata["name"]))}
+
+
+def phone_owner(claims: Collection[Claim]) -> Claim | None:
+    """Whose a phone number id is: the oldest channel that claims it."""
+    return min(claims, default=None)
+
+
+def check_phone_claim(
+    ref: ChannelRef, phone_number_id: str, created: str, claims: PhoneClaims
+) -> None:
+    """Raise PhoneNumberTaken unless this channel is the oldest that claims the number."""
+    own = Claim(created, ref.name)
+    owner = phone_owner({*claims.get(phone_number_id, ()), own})
+    if owner is not None and owner.name != ref.name:
+        raise ChannelFailure(
+            PHONE_NUMBER_TAKEN,
+            f"phone number id {shown(phone_number_id)} belongs to channel {shown(owner.name)}, "
+            "created earlier; this channel gets no Secret until that one lets the number go",
+        )
+
+
+def is_generated_secret_name(name: str) -> bool:
+    """True for names the operator gives its own Secrets (a channel's, its sealing keys)."""
+    prefix = channel_secret.secret_name("")
+    generated = name.startswith(prefix) and is_channel_name(name[len(prefix) :])
+    return generated or name == SEALING_KEYS_SECRET
+
+
+def refuse_generated_name(name: str) -> None:
+    """Before any read: a secretRef may never name a Secret the operator writes."""
+    if is_generated_secret_name(name):
+        raise ChannelFailure(
+            SECRET_REF_NOT_ALLOWED,
+            f"spec.secretRef names {shown(name)}, a Secret the operator generates; "
+            "name a Secret of your own",
+        )
+
+
+def check_secret_ref(secret: Mapping[str, Any], ref: ChannelRef) -> None:
+    """After the read, before the data is used: not the operator's, and opted in to `ref`."""
+    metadata = secret.get("metadata") or {}
+    name = str(metadata.get("name") or "")
+    if is_managed(secret):
+        raise ChannelFailure(
+            SECRET_REF_NOT_ALLOWED,
+            f"spec.secretRef names {shown(name)}, a Secret the operator generates; "
+            "name a Secret of your own",
+        )
+    annotations = metadata.get("annotations") or {}
+    allowed = str(annotations.get(SECRET_REF_CHANNELS_ANNOTATION) or "")
+    if ref.name not in {part.strip() for part in allowed.split(",")}:
+        raise ChannelFailure(
+            SECRET_REF_NOT_OPTED_IN,
+            f"Secret {shown(name)} does not opt in to this channel: annotate it "
+            f"{SECRET_REF_CHANNELS_ANNOTATION}={ref.name}",
+        )
