@@ -10,7 +10,7 @@ import base64
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from channel_operator import reconcile
 from channel_operator.tenancy import Claim
@@ -319,7 +319,7 @@ class WatchedLock(asyncio.Lock):
         super().__init__()
         self.contended = asyncio.Event()
 
-    async def acquire(self) -> bool:
+    async def acquire(self) -> Literal[True]:
         if self.locked():
             self.contended.set()
         return await super().acquire()
