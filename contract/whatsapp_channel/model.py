@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, SecretStr
+from pydantic_core import core_schema
 
 GROUP = "whatsapp.hydracore.io"
 VERSION = "v1alpha1"
@@ -220,22 +221,31 @@ def rest_status(obj: Mapping[str, Any]) -> RestStatus:
 # --- the REST shapes (the seed contract) -------------------------------------------------
 
 
-class ChannelSetup(BaseModel):
-    """POST body of /v1/instances/{instance_id}/channels/whatsapp."""
+def _secret_token(min_length: int, max_length: int) -> GetPydanticSchema:
+    """A token validated exactly as a constrained string (same JSON schema, same 422 error
+    types), then held as a SecretStr, so no repr, log or dump of the model prints it."""
+    checked = core_schema.str_schema(
+        min_length=min_length, max_length=max_length, pattern=TOKEN_PATTERN
+    )
+    masked = core_schema.plain_serializer_function_ser_schema(str)  # "**********"
+    return GetPydanticSchema(
+        lambda _type, _handler: core_schema.no_info_after_validator_function(
+            SecretStr, checked, serialization=masked
+        )
+    )
 
-    access_token: str = Field(
+
+class ChannelSetup(BaseModel):
+    """POST body of /v1/instances/{instance_id}/channels/whatsapp. The three secrets are
+    `SecretStr`: `.get_secret_value()` is the one way to read them."""
+
+    access_token: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
         title="Access Token",
         description="WABA access token (stored encrypted via MCP credentials)",
-        min_length=1,
-        max_length=TOKEN_MAX_LENGTH,
-        pattern=TOKEN_PATTERN,
     )
-    app_secret: str = Field(
+    app_secret: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
         title="App Secret",
         description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks",
-        min_length=1,
-        max_length=TOKEN_MAX_LENGTH,
-        pattern=TOKEN_PATTERN,
     )
     display_phone: str | None = Field(
         default=None,
@@ -248,14 +258,11 @@ class ChannelSetup(BaseModel):
         description="Meta phone number ID from Embedded Signup",
         pattern=PHONE_NUMBER_ID_PATTERN,
     )
-    verify_token: str | None = Field(
+    verify_token: Annotated[SecretStr, _secret_token(8, 256)] | None = Field(
         default=None,
         title="Verify Token",
         description="Custom verify token for GET webhook challenge. "
         "Auto-generated if not provided.",
-        min_length=8,
-        max_length=256,
-        pattern=TOKEN_PATTERN,
     )
 
 

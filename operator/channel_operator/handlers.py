@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.model import GROUP, PLURAL, VERSION
+from whatsapp_channel.phone_claims import Claim
 
 from channel_operator import reconcile as channel
 from channel_operator import startup, tenancy
@@ -67,7 +68,7 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def phone_claims(body: kopf.Body, **_: Any) -> dict[str, tenancy.Claim]:
+def phone_claims(body: kopf.Body, **_: Any) -> dict[str, Claim]:
     """Every channel's phone number id, from its spec (Kopf fills indexes before any
     resource handler runs, so the first reconcile already knows every claim)."""
     return tenancy.phone_claim(body)
@@ -84,7 +85,7 @@ async def reconcile(
     **kwargs: Any,
 ) -> None:
     rt = runtime_of(memo)
-    claims: kopf.Index[str, tenancy.Claim] = kwargs["phone_claims"]  # the index above
+    claims: kopf.Index[str, Claim] = kwargs["phone_claims"]  # the index above
     rt.phone_claims = claims  # a live view: the drift repair consults it too
     failure = await channel.reconcile(rt, body, patch.status)
     if failure is not None:

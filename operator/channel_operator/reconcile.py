@@ -6,6 +6,7 @@ it runs against any `Kube`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
-from whatsapp_channel.model import ChannelSpec
+from whatsapp_channel.model import ChannelSpec, SealedCredentials
 from whatsapp_channel.reasons import (
     APISERVER_ERROR,
     CHANNEL_DISABLED,
@@ -58,6 +59,10 @@ class Runtime:
     phone_claims: tenancy.PhoneClaims | None = None
 
 
+def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:
+    return (sealed.access_token, sealed.app_secret, sealed.verify_token)
+
+
 def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
     try:
         return ChannelSpec.model_validate(dict(spec))
@@ -72,6 +77,10 @@ def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
 async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Credentials:
     if spec.sealed is not None:
         sealed = spec.sealed
+        # A retired key must stop opening seals: re-read the keys if one is not active.
+        # (Opening reports a malformed seal; a failed read keeps the keys we have.)
+        with contextlib.suppress(SealError, KubeError):
+            await rt.keys.confirm({seal_key_id(v) for v in sealed_values(sealed)})
         try:
             return open_seals(rt.keys.private_keys, ref, sealed)
         except SealError as exc:
@@ -79,8 +88,7 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
                 raise seal_failure(exc) from None
             # Perhaps rotated by another process since we loaded the keys: read them again.
             try:  # another field may be no seal at all: that is the failure to report
-                ids = {seal_key_id(v) for v in (sealed.access_token, sealed.app_secret)}
-                ids.add(seal_key_id(sealed.verify_token))
+                ids = {seal_key_id(v) for v in sealed_values(sealed)}
             except SealError as malformed:
                 raise seal_failure(malformed) from None
             try:

@@ -8,7 +8,6 @@ channel's spec, full before any channel is reconciled).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from whatsapp_channel import channel_secret
@@ -17,6 +16,7 @@ from whatsapp_channel.model import (
     SECRET_REF_CHANNELS_ANNOTATION,
     is_channel_name,
 )
+from whatsapp_channel.phone_claims import NOT_CREATED, Claim, claim_of, owner
 from whatsapp_channel.reasons import (
     PHONE_NUMBER_TAKEN,
     SECRET_REF_NOT_ALLOWED,
@@ -26,44 +26,25 @@ from whatsapp_channel.untrusted import shown
 
 from channel_operator.desired import ChannelFailure, ChannelRef, is_managed
 
-
-@dataclass(frozen=True, order=True)
-class Claim:
-    """A channel that holds a phone number id. Ordered oldest first: creationTimestamp
-    (RFC 3339 in UTC, so its text sorts as its time), then name for channels made in the
-    same second."""
-
-    created: str
-    name: str
-
-
 PhoneClaims = Mapping[str, Collection[Claim]]
 
 
 def phone_claim(body: Mapping[str, Any]) -> dict[str, Claim]:
     """The index entry of one channel: {its phone number id: its claim}."""
-    metadata = body.get("metadata") or {}
-    phone = (body.get("spec") or {}).get("phoneNumberId")
-    if not isinstance(phone, str) or not phone:
-        return {}
-    return {phone: Claim(str(metadata.get("creationTimestamp") or ""), str(metadata["name"]))}
-
-
-def phone_owner(claims: Collection[Claim]) -> Claim | None:
-    """Whose a phone number id is: the oldest channel that claims it."""
-    return min(claims, default=None)
+    claim = claim_of(body)
+    return {} if claim is None else {claim[0]: claim[1]}
 
 
 def check_phone_claim(
     ref: ChannelRef, phone_number_id: str, created: str, claims: PhoneClaims
 ) -> None:
     """Raise PhoneNumberTaken unless this channel is the oldest that claims the number."""
-    own = Claim(created, ref.name)
-    owner = phone_owner({*claims.get(phone_number_id, ()), own})
-    if owner is not None and owner.name != ref.name:
+    own = Claim(created or NOT_CREATED, ref.name)
+    holder = owner({*claims.get(phone_number_id, ()), own})
+    if holder is not None and holder.name != ref.name:
         raise ChannelFailure(
             PHONE_NUMBER_TAKEN,
-            f"phone number id {shown(phone_number_id)} belongs to channel {shown(owner.name)}, "
+            f"phone number id {shown(phone_number_id)} belongs to channel {shown(holder.name)}, "
             "created earlier; this channel gets no Secret until that one lets the number go",
         )
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from channel_operator import reconcile
-from channel_operator.tenancy import Claim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PublicKey, SealedBox
@@ -26,6 +25,7 @@ from whatsapp_channel.model import (
     SEALING_KEYS_SECRET,
     SECRET_REF_CHANNELS_ANNOTATION,
 )
+from whatsapp_channel.phone_claims import Claim
 from whatsapp_channel.reasons import (
     INVALID_SPEC,
     MALFORMED_SEAL,
