@@ -92,7 +92,9 @@ async def bounded(n: int, concurrency: int, work: Callable[[int], Awaitable[None
 
 def spec(instance: str, sealed: SealedCredentials) -> ChannelSpec:
     return ChannelSpec(
-        instance_id=instance, phone_number_id=str(10**14 + int(instance[:6], 16)), sealed=sealed
+        instance_id=instance,
+        phone_number_id=str(10**14 + int(instance.replace("-", "")[:12], 16) % 10**14),
+        sealed=sealed,
     )
 
 

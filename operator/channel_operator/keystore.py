@@ -257,6 +257,7 @@ class Keys:
     namespace: str
     keyring: Keyring
     reload_interval: float = 5.0
+    refresh_interval: float = 1.0
     _loaded_at: float = field(default_factory=time.monotonic)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -264,17 +265,17 @@ class Keys:
     def private_keys(self) -> Mapping[str, bytes]:
         return self.keyring.private_keys
 
-    async def confirm(self, key_ids: set[str]) -> None:
-        """Seals under a key other than the active one: read the keys again (at most once per
-        `reload_interval`), so a key retired by `whatsapp-operator retire-key` stops opening
-        seals here within seconds, not at the next restart."""
-        if key_ids <= {self.keyring.active_key_id}:
-            return
+    async def refresh(self) -> None:
+        """Read the keys again if they were read more than `refresh_interval` ago (called
+        before opening seals: at most one read a second however many channels reconcile),
+        so a key removed by `whatsapp-operator retire-key` stops opening seals here within a
+        second, not at the next restart."""
         async with self._lock:
-            if time.monotonic() - self._loaded_at < self.reload_interval:
+            if time.monotonic() - self._loaded_at < self.refresh_interval:
                 return
             self._loaded_at = time.monotonic()
             self.keyring = await load(self.kube, self.namespace)
+            metrics.SEALING_KEY_RELOADS.labels("refreshed").inc()
 
     async def reload_for(self, key_id: str) -> bool:
         """Read the keys again if `key_id` is unknown; True when it is known afterwards."""

@@ -40,7 +40,7 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
-from channel_operator.keystore import Keys
+from channel_operator.keystore import KeyringError, Keys
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,8 @@ def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
 async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Credentials:
     if spec.sealed is not None:
         sealed = spec.sealed
-        # A retired key must stop opening seals: re-read the keys if one is not active.
-        # (Opening reports a malformed seal; a failed read keeps the keys we have.)
-        with contextlib.suppress(SealError, KubeError):
-            await rt.keys.confirm({seal_key_id(v) for v in sealed_values(sealed)})
+        with contextlib.suppress(KubeError, KeyringError):  # a retired key opens nothing
+            await rt.keys.refresh()  # (a failed read keeps the keys we have)
         try:
             return open_seals(rt.keys.private_keys, ref, sealed)
         except SealError as exc:

@@ -4,8 +4,8 @@ active key, then remove the key, so a leaked key stops opening anything.
 Only the operator's keys can do this (a seal opens with the private key). A channel whose
 seals under the key do not open (or that kept changing while being re-sealed) is named and
 the key is kept: removing it would leave that channel unable to open its credentials. The
-running operator re-reads its keys within seconds of meeting a seal under a key other than
-the active one (`keystore.Keys.confirm`), so a retired key stops opening seals there too.
+running operator re-reads its keys before opening seals, at most every few seconds
+(`keystore.Keys.refresh`), so a retired key stops opening seals there too.
 """
 
 from __future__ import annotations
