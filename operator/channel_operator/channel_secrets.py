@@ -18,6 +18,7 @@ from typing import Any, Literal
 from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Conflict, Invalid, Kube, KubeError, NotFound, core_path, reflect
 from whatsapp_channel.reasons import APISERVER_ERROR, SECRET_NAME_TAKEN
+from whatsapp_channel.untrusted import shown
 
 from channel_operator.desired import (
     ChannelFailure,
@@ -133,9 +134,11 @@ class ChannelSecrets:
                 await self._on_drift(channel)
                 return
             except KubeError as exc:
-                log.warning("repairing channel %s failed (%s); retrying", channel, exc.reason)
+                log.warning(
+                    "repairing channel %s failed (%s); retrying", shown(channel), shown(exc.reason)
+                )
                 await asyncio.sleep(min(2**attempt, 30))
-        log.error("gave up repairing channel %s; its next reconcile will", channel)
+        log.error("gave up repairing channel %s; its next reconcile will", shown(channel))
 
     # --- writes ---------------------------------------------------------------------------
 
