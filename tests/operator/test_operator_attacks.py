@@ -97,6 +97,12 @@ async def test_a_younger_channel_claiming_a_phone_number_gets_no_secret() -> Non
     assert await reconcile.reconcile(rt, victim_body, {}) is None
     assert secret_values(kube, victim) == VALUES
 
+    # The owner lets the number go (deleted, or moved to another number): the claimant's next
+    # retry finds itself the oldest claim and gets its Secret.
+    rt.phone_claims = {PHONE: {Claim("2026-01-01T00:00:01Z", attacker)}}
+    assert await reconcile.reconcile(rt, attacker_body, {}) is None
+    assert secret_values(kube, attacker) == theirs
+
 
 async def test_channels_made_in_the_same_second_are_ordered_by_name() -> None:
     kube = MemoryKube()
