@@ -372,7 +372,7 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
     stolen = {
         **original,
         "metadata": {"name": thief, "namespace": namespace},
-        "spec": {**original["spec"], "instanceId": thief},
+        "spec": {**original["spec"], "instanceId": thief, "phoneNumberId": phone_of(thief)},
     }
     await kube.create(channels_path(namespace), stolen)
     channel = await wait_ready(kube, namespace, thief, status="False", reason=SEAL_SCOPE_MISMATCH)
