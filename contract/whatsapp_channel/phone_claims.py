@@ -3,12 +3,14 @@
 One rule for the facade (which answers 409 before writing) and the operator (which gives a
 younger claimant no Secret, so the receiver never routes to it). Oldest, not newest, so a
 working channel is never taken over by a newcomer; by creationTimestamp, which the apiserver
-sets and nobody can write, then by name for channels made in the same second.
+sets and nobody can write. creationTimestamp counts seconds: within one second the channel
+that already holds the number (the operator knows: it wrote that channel's Secret) keeps it,
+then the name decides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ def claim_of(body: Mapping[str, Any]) -> tuple[str, Claim] | None:
     return phone, Claim(created, str(metadata.get("name") or ""))
 
 
-def owner(claims: Iterable[Claim]) -> Claim | None:
-    """The claim that holds the number: the oldest."""
-    return min(claims, default=None)
+def owner(claims: Iterable[Claim], holders: Collection[str] = ()) -> Claim | None:
+    """The claim that holds the number: the oldest; in one second, one of `holders` (the
+    channels that hold it now), then the first by name."""
+    return min(claims, key=lambda c: (c.created, c.name not in holders, c.name), default=None)

@@ -136,6 +136,17 @@ async def sync_secret(
         ) from None
 
 
+def phone_holders(rt: Runtime, spec: ChannelSpec) -> set[str]:
+    """The claimants of the spec's number whose generated Secret holds it now."""
+    phone = spec.phone_number_id
+    claims = rt.phone_claims.get(phone, ()) if rt.phone_claims is not None else ()
+    return {
+        c.name
+        for c in claims
+        if tenancy.holds_number(rt.secrets.get(secret_name(c.name)), c.name, phone)
+    }
+
+
 async def claim_phone(rt: Runtime, body: Mapping[str, Any], spec: ChannelSpec) -> None:
     """Raise PhoneNumberTaken (after deleting the channel's Secret, so the receiver never
     routes to it) when an older channel holds the phone number id."""
@@ -144,7 +155,9 @@ async def claim_phone(rt: Runtime, body: Mapping[str, Any], spec: ChannelSpec) -
     ref = ChannelRef.from_body(body)
     created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
     try:
-        tenancy.check_phone_claim(ref, spec.phone_number_id, created, rt.phone_claims)
+        tenancy.check_phone_claim(
+            ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
+        )
     except ChannelFailure:
         try:
             await rt.secrets.delete(ref)
@@ -226,7 +239,9 @@ async def _restore(rt: Runtime, body: Mapping[str, Any]) -> None:
         spec = parse_spec(body.get("spec") or {})
         if rt.phone_claims is not None:  # a claimant's Secret is its reconcile's to delete
             created = str(body["metadata"].get("creationTimestamp") or "")
-            tenancy.check_phone_claim(ref, spec.phone_number_id, created, rt.phone_claims)
+            tenancy.check_phone_claim(
+                ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
+            )
         if await sync_secret(rt, ref, spec, locked=True) is not None:
             metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)

@@ -12,6 +12,7 @@ from typing import Any
 
 from whatsapp_channel import channel_secret
 from whatsapp_channel.model import (
+    KIND,
     SEALING_KEYS_SECRET,
     SECRET_REF_CHANNELS_ANNOTATION,
     is_channel_name,
@@ -35,12 +36,31 @@ def phone_claim(body: Mapping[str, Any]) -> dict[str, Claim]:
     return {} if claim is None else {claim[0]: claim[1]}
 
 
+def holds_number(secret: Mapping[str, Any] | None, channel: str, phone_number_id: str) -> bool:
+    """True when `secret` is the operator's Secret of `channel` for that number (whoever
+    could forge one could also feed the receiver directly: no new power)."""
+    if secret is None or not is_managed(secret):
+        return False
+    metadata = secret.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    owned = any(
+        r.get("kind") == KIND and r.get("name") == channel
+        for r in metadata.get("ownerReferences") or []
+    )
+    return owned and labels.get(channel_secret.PHONE_NUMBER_ID_LABEL) == phone_number_id
+
+
 def check_phone_claim(
-    ref: ChannelRef, phone_number_id: str, created: str, claims: PhoneClaims
+    ref: ChannelRef,
+    phone_number_id: str,
+    created: str,
+    claims: PhoneClaims,
+    holders: Collection[str] = (),
 ) -> None:
-    """Raise PhoneNumberTaken unless this channel is the oldest that claims the number."""
+    """Raise PhoneNumberTaken unless this channel is the oldest that claims the number
+    (`holders`: the claimants whose Secret holds it now, first within one second)."""
     own = Claim(created or NOT_CREATED, ref.name)
-    holder = owner({*claims.get(phone_number_id, ()), own})
+    holder = owner({*claims.get(phone_number_id, ()), own}, holders)
     if holder is not None and holder.name != ref.name:
         raise ChannelFailure(
             PHONE_NUMBER_TAKEN,

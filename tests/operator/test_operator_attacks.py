@@ -119,6 +119,27 @@ async def test_channels_made_in_the_same_second_are_ordered_by_name() -> None:
     assert await reconcile.reconcile(rt, bodies[first], {}) is None
 
 
+async def test_in_one_second_the_channel_that_holds_the_number_keeps_it() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    first, second = sorted(str(uuid.uuid4()) for _ in range(2))
+    second_at = "2026-01-01T00:00:00Z"
+    bodies = {n: channel_body(n, sealed_spec(key, n, VALUES)) for n in (first, second)}
+    for body in bodies.values():
+        body["metadata"]["creationTimestamp"] = second_at
+    # `second` came first and holds the number; `first`, a name that sorts lower, arrives
+    # within the same second.
+    rt.phone_claims = {PHONE: {Claim(second_at, second)}}
+    assert await reconcile.reconcile(rt, bodies[second], {}) is None
+    rt.phone_claims = {PHONE: {Claim(second_at, n) for n in (first, second)}}
+    failure = await reconcile.reconcile(rt, bodies[first], {})
+    assert failure is not None
+    assert failure.reason == PHONE_NUMBER_TAKEN
+    assert await reconcile.reconcile(rt, bodies[second], {}) is None
+    assert secret_path(first) not in kube.objects
+
+
 # --- 6: spec.secretRef may read only a user's Secret that opts in -------------------------
 
 
