@@ -13,10 +13,9 @@ from typing import Any
 import kopf
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.model import GROUP, PLURAL, VERSION
-from whatsapp_channel.phone_claims import Claim
 
 from channel_operator import reconcile as channel
-from channel_operator import startup, tenancy
+from channel_operator import startup
 from channel_operator.desired import ChannelFailure, retry_delay
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
@@ -67,13 +66,6 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
     return len(runtime_of(memo).secrets)
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def phone_claims(body: kopf.Body, **_: Any) -> dict[str, Claim]:
-    """Every channel's phone number id, from its spec (Kopf fills indexes before any
-    resource handler runs, so the first reconcile already knows every claim)."""
-    return tenancy.phone_claim(body)
-
-
 @kopf.on.resume(**CHANNELS)
 @kopf.on.create(**CHANNELS)
 @kopf.on.update(**CHANNELS)
@@ -82,12 +74,9 @@ async def reconcile(
     patch: kopf.Patch,
     memo: kopf.Memo,
     retry: int,
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
-    rt = runtime_of(memo)
-    claims: kopf.Index[str, Claim] = kwargs["phone_claims"]  # the index above
-    rt.phone_claims = claims  # a live view: the drift repair consults it too
-    failure = await channel.reconcile(rt, body, patch.status)
+    failure = await channel.reconcile(runtime_of(memo), body, patch.status)
     if failure is not None:
         if "conditions" in patch.status:  # a new failure, not a retry of the same one
             kopf.warn(body, reason=failure.reason, message=failure.message)

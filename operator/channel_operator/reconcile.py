@@ -55,8 +55,10 @@ class Runtime:
     keys: Keys
     secrets: ChannelSecrets
     watcher: asyncio.Task[None] | None = None  # the Secret watch, started with the operator
-    # Who claims which phone number id (a Kopf index the handlers hand over); None: unknown.
+    # Who claims which phone number id (`tenancy.PhoneClaimIndex`, fed by its own watch
+    # started with the operator); None: not known (then nothing is refused for it).
     phone_claims: tenancy.PhoneClaims | None = None
+    claims_watcher: asyncio.Task[None] | None = None
 
 
 def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:

@@ -17,10 +17,10 @@ import logging
 from typing import Any, cast
 
 import kopf
-from whatsapp_channel.kube import Kube, channels_path
+from whatsapp_channel.kube import Kube, channels_path, reflect
 from whatsapp_channel.model import FINALIZER, GROUP
 
-from channel_operator import keystore, reconcile
+from channel_operator import keystore, reconcile, tenancy
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
@@ -128,6 +128,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     start handling channels. `kube` is the runtime's from then on (closed by `stop`)."""
     namespace, keys_namespace = settings.namespace, settings.sealing_namespace
     task: asyncio.Task[None] | None = None
+    claims_task: asyncio.Task[None] | None = None
     try:
         if keys_namespace == namespace:
             log.warning(
@@ -155,26 +156,36 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             await reconcile.repair(rt, channel)
 
         task = rt.watcher = asyncio.create_task(secrets.run(on_drift), name="channel secrets")
+        claims = tenancy.PhoneClaimIndex()
+        rt.phone_claims = claims
+        claims_task = rt.claims_watcher = asyncio.create_task(
+            reflect(kube, channels_path(namespace), claims.on_event, on_synced=claims.synced.set),
+            name="phone claims",
+        )
         await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)
+        await asyncio.wait_for(claims.synced.wait(), timeout=SYNC_TIMEOUT)
         listing = await kube.get(channels_path(namespace))
         names = [item["metadata"]["name"] for item in listing.get("items") or []]
         swept = await secrets.sweep(names)
         log.info("%d channel Secret(s) cached, %d left-over swept", len(secrets), swept)
         return rt
     except BaseException:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for started in (task, claims_task):
+            if started is not None:
+                started.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await started
         await kube.close()
         raise
 
 
 async def stop(rt: Runtime) -> None:
-    task, rt.watcher = rt.watcher, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    tasks = (rt.watcher, rt.claims_watcher)
+    rt.watcher = rt.claims_watcher = None
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
     await rt.secrets.close()
     await rt.kube.close()

@@ -1,13 +1,15 @@
 """What a channel may claim, decided from what the apiserver says, never from labels a user
 could write: whose a phone number id is, and which Secret a `spec.secretRef` may read.
 
-Pure functions; the handlers feed them (the phone claims come from a Kopf index over every
-channel's spec, full before any channel is reconciled).
+The phone claims come from `PhoneClaimIndex`, fed by a list+watch of the channels, synced
+before Kopf handles any channel. (Not a Kopf index: Kopf holds every worker until all
+indexes are full, which deadlocks a restart over more channels than its worker limit.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from whatsapp_channel import channel_secret
@@ -48,6 +50,52 @@ def holds_number(secret: Mapping[str, Any] | None, channel: str, phone_number_id
         for r in metadata.get("ownerReferences") or []
     )
     return owned and labels.get(channel_secret.PHONE_NUMBER_ID_LABEL) == phone_number_id
+
+
+class PhoneClaimIndex(Mapping[str, Collection[Claim]]):
+    """{phone number id: the claims of the channels that name it}, kept by `on_event` (a
+    `whatsapp_channel.kube.reflect` handler on the channels)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, tuple[str, Claim]] = {}
+        self._by_phone: dict[str, set[Claim]] = {}
+        self.synced = asyncio.Event()
+
+    def __getitem__(self, phone: str) -> Collection[Claim]:
+        return frozenset(self._by_phone[phone])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_phone)
+
+    def __len__(self) -> int:
+        return len(self._by_phone)
+
+    def _drop(self, name: str) -> None:
+        old = self._by_name.pop(name, None)
+        if old is not None:
+            claims = self._by_phone.get(old[0], set())
+            claims.discard(old[1])
+            if not claims:
+                self._by_phone.pop(old[0], None)
+
+    def _put(self, body: Mapping[str, Any]) -> None:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        self._drop(name)
+        claim = claim_of(body)
+        if claim is not None:
+            self._by_name[name] = claim
+            self._by_phone.setdefault(claim[0], set()).add(claim[1])
+
+    def on_event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        if kind == "SYNC":
+            self._by_name.clear()
+            self._by_phone.clear()
+            for item in obj.get("items") or []:
+                self._put(item)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._put(obj)
+        elif kind == "DELETED":
+            self._drop(str((obj.get("metadata") or {}).get("name") or ""))
 
 
 def check_phone_claim(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from channel_operator import reconcile
+from channel_operator.tenancy import PhoneClaimIndex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PublicKey, SealedBox
@@ -138,6 +139,23 @@ async def test_in_one_second_the_channel_that_holds_the_number_keeps_it() -> Non
     assert failure.reason == PHONE_NUMBER_TAKEN
     assert await reconcile.reconcile(rt, bodies[second], {}) is None
     assert secret_path(first) not in kube.objects
+
+
+def test_the_claim_index_follows_the_channels() -> None:
+    index = PhoneClaimIndex()
+
+    def body(name: str, phone: str, created: str) -> JSON:
+        spec = {"phoneNumberId": phone}
+        return {"metadata": {"name": name, "creationTimestamp": created}, "spec": spec}
+
+    index.on_event("SYNC", {"items": [body("a", PHONE, "t1"), body("b", PHONE, "t2")]})
+    assert index.get(PHONE) == {Claim("t1", "a"), Claim("t2", "b")}
+    index.on_event("MODIFIED", body("a", "12345", "t1"))  # a moved to another number
+    assert index.get(PHONE) == {Claim("t2", "b")}
+    assert index.get("12345") == {Claim("t1", "a")}
+    index.on_event("DELETED", body("b", PHONE, "t2"))
+    assert index.get(PHONE, ()) == ()
+    assert list(index) == ["12345"]
 
 
 # --- 6: spec.secretRef may read only a user's Secret that opts in -------------------------
