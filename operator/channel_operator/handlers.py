@@ -70,11 +70,7 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.create(**CHANNELS)
 @kopf.on.update(**CHANNELS)
 async def reconcile(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    retry: int,
-    **_: Any,
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
 ) -> None:
     failure = await channel.reconcile(runtime_of(memo), body, patch.status)
     if failure is not None:
