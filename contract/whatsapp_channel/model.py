@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, SecretStr
+from pydantic_core import core_schema
 
 GROUP = "whatsapp.hydracore.io"
 VERSION = "v1alpha1"
@@ -104,9 +105,15 @@ class SealedCredentials(_CamelModel):
     verify_token: str = Field(alias="verifyToken", min_length=1, max_length=SEALED_MAX_LENGTH)
 
 
+# A Secret named by spec.secretRef is read only when this annotation on it names the channel
+# (a comma-separated list of channel names, i.e. instance ids): writing a channel must not
+# be a way to read a Secret its author cannot read.
+SECRET_REF_CHANNELS_ANNOTATION = f"{LABEL_PREFIX}/channels"
+
+
 class SecretRef(_CamelModel):
     """An existing Secret in the channel's namespace with keys access_token, app_secret,
-    verify_token."""
+    verify_token, and the annotation `SECRET_REF_CHANNELS_ANNOTATION` naming the channel."""
 
     name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)
 
@@ -260,22 +267,31 @@ def status_reason(obj: Mapping[str, Any]) -> str | None:
 # --- the REST shapes (the seed contract) -------------------------------------------------
 
 
-class ChannelSetup(BaseModel):
-    """POST body of /v1/instances/{instance_id}/channels/whatsapp."""
+def _secret_token(min_length: int, max_length: int) -> GetPydanticSchema:
+    """A token validated exactly as a constrained string (same JSON schema, same 422 error
+    types), then held as a SecretStr, so no repr, log or dump of the model prints it."""
+    checked = core_schema.str_schema(
+        min_length=min_length, max_length=max_length, pattern=TOKEN_PATTERN
+    )
+    masked = core_schema.plain_serializer_function_ser_schema(str)  # "**********"
+    return GetPydanticSchema(
+        lambda _type, _handler: core_schema.no_info_after_validator_function(
+            SecretStr, checked, serialization=masked
+        )
+    )
 
-    access_token: str = Field(
+
+class ChannelSetup(BaseModel):
+    """POST body of /v1/instances/{instance_id}/channels/whatsapp. The three secrets are
+    `SecretStr`: `.get_secret_value()` is the one way to read them."""
+
+    access_token: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
         title="Access Token",
         description="WABA access token (stored encrypted via MCP credentials)",
-        min_length=1,
-        max_length=TOKEN_MAX_LENGTH,
-        pattern=TOKEN_PATTERN,
     )
-    app_secret: str = Field(
+    app_secret: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
         title="App Secret",
         description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks",
-        min_length=1,
-        max_length=TOKEN_MAX_LENGTH,
-        pattern=TOKEN_PATTERN,
     )
     display_phone: str | None = Field(
         default=None,
@@ -288,14 +304,11 @@ class ChannelSetup(BaseModel):
         description="Meta phone number ID from Embedded Signup",
         pattern=PHONE_NUMBER_ID_PATTERN,
     )
-    verify_token: str | None = Field(
+    verify_token: Annotated[SecretStr, _secret_token(8, 256)] | None = Field(
         default=None,
         title="Verify Token",
         description="Custom verify token for GET webhook challenge. "
         "Auto-generated if not provided.",
-        min_length=8,
-        max_length=256,
-        pattern=TOKEN_PATTERN,
     )
     waba_id: str | None = Field(
         default=None,

@@ -15,6 +15,8 @@ two that is not True. A failure Meta did not blame on the credentials is Unknown
 
 from __future__ import annotations
 
+from whatsapp_channel import untrusted
+
 # --- Ready=True -------------------------------------------------------------------------
 
 # The Secret holds the credentials and the receiver takes the channel's events.
@@ -107,13 +109,24 @@ UNKNOWN_SEALING_KEY = "UnknownSealingKey"
 SEAL_DOES_NOT_OPEN = "SealDoesNotOpen"
 # A seal made for another namespace, channel or field.
 SEAL_SCOPE_MISMATCH = "SealScopeMismatch"
+# Another channel of the namespace, older (creationTimestamp, then name), has this
+# spec.phoneNumberId: this one gets no Secret, so the receiver never routes to it.
+PHONE_NUMBER_TAKEN = "PhoneNumberTaken"
+# spec.secretRef names a Secret the operator generated (another channel's credentials).
+SECRET_REF_NOT_ALLOWED = "SecretRefNotAllowed"
+# The Secret spec.secretRef names does not opt in to this channel (its annotation
+# whatsapp.hydracore.io/channels does not name it).
+SECRET_REF_NOT_OPTED_IN = "SecretRefNotOptedIn"
 
 
 class ReasonedFailure(Exception):
     """A failure a condition reports: `reason` is one of this module's constants; `message`
-    is for people and never contains a credential."""
+    is for people and never contains a credential. The message is escaped and capped
+    (`whatsapp_channel.untrusted`): whatever a resource put in it, it is safe to write into a
+    condition, an Event or a log."""
 
     def __init__(self, reason: str, message: str) -> None:
+        message = untrusted.shown(message, untrusted.MESSAGE_LIMIT)
         super().__init__(message)
         self.reason = reason
         self.message = message

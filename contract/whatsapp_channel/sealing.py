@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,8 +30,11 @@ from whatsapp_channel.reasons import (
     UNKNOWN_SEALING_KEY,
     ReasonedFailure,
 )
+from whatsapp_channel.untrusted import shown
 
 PREFIX = "wa1"
+# What `key_id_of` makes; anything else in a seal is not a key id (and is never looked up).
+KEY_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 
 class SealError(ReasonedFailure):
@@ -112,6 +116,10 @@ def seal_key_id(sealed: str) -> str:
     parts = sealed.split(":", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
         raise SealError(MALFORMED_SEAL, "the value is not a seal made by whatsapp-seal")
+    if not KEY_ID_PATTERN.fullmatch(parts[1]):
+        raise SealError(
+            MALFORMED_SEAL, f"the seal's key id {shown(parts[1])} is not one whatsapp-seal makes"
+        )
     return parts[1]
 
 
@@ -135,8 +143,10 @@ def unseal(
     try:
         box = base64.b64decode(sealed.split(":", 2)[2], validate=True)
         opened = _opening_box(private).decrypt(box)
+        # A sealer holds only the public key, so the plaintext is anyone's: deeply nested
+        # JSON exhausts the parser's recursion (RecursionError), which is refused like the rest.
         content = json.loads(opened)
-    except (binascii.Error, CryptoError, ValueError):
+    except (binascii.Error, CryptoError, ValueError, TypeError, RecursionError):
         raise SealError(SEAL_DOES_NOT_OPEN, f"{field} does not open with key {key_id}") from None
     if not isinstance(content, dict) or not isinstance(content.get("value"), str):
         raise SealError(SEAL_DOES_NOT_OPEN, f"{field} does not open with key {key_id}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Conflict, Invalid, Kube, KubeError, NotFound, core_path, reflect
 from whatsapp_channel.reasons import APISERVER_ERROR, SECRET_NAME_TAKEN
+from whatsapp_channel.untrusted import shown
 
 from channel_operator.desired import (
     ChannelFailure,
@@ -58,6 +59,8 @@ class ChannelSecrets:
         self._ours: dict[str, int] = {}  # name -> resourceVersion of our own last write
         self._deleted_by_us: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        # name -> (channel uid, generation) of the newest spec a write made current
+        self._applied: dict[str, tuple[str, int]] = {}
         self._pending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_drift: DriftHandler | None = None
@@ -131,9 +134,11 @@ class ChannelSecrets:
                 await self._on_drift(channel)
                 return
             except KubeError as exc:
-                log.warning("repairing channel %s failed (%s); retrying", channel, exc.reason)
+                log.warning(
+                    "repairing channel %s failed (%s); retrying", shown(channel), shown(exc.reason)
+                )
                 await asyncio.sleep(min(2**attempt, 30))
-        log.error("gave up repairing channel %s; its next reconcile will", channel)
+        log.error("gave up repairing channel %s; its next reconcile will", shown(channel))
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -154,44 +159,72 @@ class ChannelSecrets:
         self._ours[_name(obj)] = _version(obj)
         self._keep(obj)
 
+    @contextlib.asynccontextmanager
+    async def holding(self, name: str) -> AsyncIterator[None]:
+        """Hold the lock every write of Secret `name` takes (then write with `ensure_locked`)."""
+        async with self._lock(name):
+            yield
+
     async def ensure(self, ref: ChannelRef, desired: JSON) -> Written | None:
         """Make the Secret equal `desired`; how it was written, None when it already was.
         Raises ChannelFailure when the name belongs to someone else, KubeError on apiserver
         errors."""
+        async with self._lock(_name(desired)):
+            return await self.ensure_locked(ref, desired)
+
+    def _stale(self, ref: ChannelRef, name: str) -> bool:
+        """True when a newer generation of the same channel was already written."""
+        uid, generation = self._applied.get(name, ("", 0))
+        return uid == ref.uid and ref.generation < generation
+
+    def _applied_now(self, ref: ChannelRef, name: str) -> None:
+        uid, generation = self._applied.get(name, ("", 0))
+        if uid != ref.uid or ref.generation > generation:
+            self._applied[name] = (ref.uid, ref.generation)
+
+    async def ensure_locked(self, ref: ChannelRef, desired: JSON) -> Written | None:
+        """`ensure`, for a caller that holds the lock (`holding`)."""
         name = _name(desired)
-        async with self._lock(name):
-            existing = self._cache.get(name) if self.synced.is_set() else await self._read(name)
-            for _ in range(WRITE_ATTEMPTS):
-                if existing is None:
-                    try:
-                        self._wrote(await self._kube.create(self._path(), desired))
-                        return "created"
-                    except Conflict:  # it exists after all (the cache lags)
-                        existing = await self._read(name)
-                        continue
-                if not may_write(existing, ref):
-                    raise ChannelFailure(
-                        SECRET_NAME_TAKEN,
-                        f"a Secret named {name} exists and is not this channel's; "
-                        "delete or rename it",
-                    )
-                if secret_is_current(existing, desired):
-                    return None
+        if self._stale(ref, name):
+            log.info("Secret %s: generation %d is older than one written", name, ref.generation)
+            return None
+        written = await self._ensure(ref, desired)
+        self._applied_now(ref, name)
+        return written
+
+    async def _ensure(self, ref: ChannelRef, desired: JSON) -> Written | None:
+        name = _name(desired)
+        existing = self._cache.get(name) if self.synced.is_set() else await self._read(name)
+        for _ in range(WRITE_ATTEMPTS):
+            if existing is None:
                 try:
-                    self._wrote(
-                        await self._kube.replace(self._path(name), merged_secret(existing, desired))
-                    )
-                    return "updated"
-                except Conflict:  # changed since we looked
+                    self._wrote(await self._kube.create(self._path(), desired))
+                    return "created"
+                except Conflict:  # it exists after all (the cache lags)
                     existing = await self._read(name)
-                except NotFound:
-                    existing = None
-                except Invalid:  # made immutable or retyped by hand: start it afresh
-                    await self._delete(existing)
-                    existing = None
-            raise ChannelFailure(
-                APISERVER_ERROR, f"Secret {name} kept changing while being written; will retry"
-            )
+                    continue
+            if not may_write(existing, ref):
+                raise ChannelFailure(
+                    SECRET_NAME_TAKEN,
+                    f"a Secret named {name} exists and is not this channel's; delete or rename it",
+                )
+            if secret_is_current(existing, desired):
+                return None
+            try:
+                self._wrote(
+                    await self._kube.replace(self._path(name), merged_secret(existing, desired))
+                )
+                return "updated"
+            except Conflict:  # changed since we looked
+                existing = await self._read(name)
+            except NotFound:
+                existing = None
+            except Invalid:  # made immutable or retyped by hand: start it afresh
+                await self._delete(existing)
+                existing = None
+        raise ChannelFailure(
+            APISERVER_ERROR, f"Secret {name} kept changing while being written; will retry"
+        )
 
     async def _delete(self, existing: JSON) -> None:
         name = _name(existing)
@@ -207,6 +240,7 @@ class ChannelSecrets:
             self._deleted_by_us.discard(name)
         self._cache.pop(name, None)
         self._ours.pop(name, None)
+        self._applied.pop(name, None)
 
     async def delete(self, ref: ChannelRef) -> None:
         """Delete the channel's Secret if it is ours (a foreign one of that name stays)."""

@@ -42,6 +42,7 @@ from whatsapp_channel.reasons import (
     ReasonedFailure,
 )
 from whatsapp_channel.sealing import SealError, unseal
+from whatsapp_channel.untrusted import shown
 
 JSON = dict[str, Any]
 
@@ -122,7 +123,7 @@ def seal_failure(error: SealError) -> ChannelFailure:
 
 def credentials_from_secret(secret: Mapping[str, Any]) -> Credentials:
     """The credentials of a user's Secret named by `spec.secretRef`."""
-    name = (secret.get("metadata") or {}).get("name", "")
+    name = shown((secret.get("metadata") or {}).get("name", ""))
     data = secret.get("data") or {}
     missing = [key for key in DATA_KEYS if not data.get(key)]
     if missing:

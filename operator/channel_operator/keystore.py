@@ -78,6 +78,14 @@ def rotated(keyring: Keyring) -> Keyring:
     return Keyring(private_keys={**keyring.private_keys, key_id: private}, active_key_id=key_id)
 
 
+def without(keyring: Keyring, key_id: str) -> Keyring:
+    """The keyring without `key_id` (never the active key)."""
+    if key_id == keyring.active_key_id:
+        raise KeyringError(f"key {key_id} is the active one; rotate first")
+    keys = {k: v for k, v in keyring.private_keys.items() if k != key_id}
+    return Keyring(private_keys=keys, active_key_id=keyring.active_key_id)
+
+
 def keyring_from_secret(secret: Mapping[str, Any]) -> Keyring:
     data = secret.get("data") or {}
     keys: dict[str, bytes] = {}
@@ -215,6 +223,26 @@ async def rotate(kube: Kube, namespace: str) -> Keyring:
     raise KeyringError("could not rotate the sealing key (conflicting writers)")
 
 
+async def remove_key(kube: Kube, namespace: str, key_id: str) -> Keyring:
+    """Remove a (retired) key from the keys Secret and the public ConfigMap."""
+    path = core_path("secrets", namespace, SEALING_KEYS_SECRET)
+    for _ in range(WRITE_ATTEMPTS):
+        current = await kube.get(path)
+        keyring = keyring_from_secret(current)
+        if key_id in keyring.private_keys:
+            keyring = without(keyring, key_id)
+            body = build_keys_secret(namespace, keyring)
+            body["metadata"].update(_version(current))
+            try:
+                await kube.replace(path, body)
+            except Conflict:
+                continue
+        await publish(kube, namespace, keyring)
+        log.info("removed sealing key %s", key_id)
+        return keyring
+    raise KeyringError("could not remove the sealing key (conflicting writers)")
+
+
 def _version(obj: Mapping[str, Any]) -> dict[str, str]:
     version = (obj.get("metadata") or {}).get("resourceVersion")
     return {"resourceVersion": str(version)} if version else {}
@@ -229,12 +257,25 @@ class Keys:
     namespace: str
     keyring: Keyring
     reload_interval: float = 5.0
+    refresh_interval: float = 1.0
     _loaded_at: float = field(default_factory=time.monotonic)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def private_keys(self) -> Mapping[str, bytes]:
         return self.keyring.private_keys
+
+    async def refresh(self) -> None:
+        """Read the keys again if they were read more than `refresh_interval` ago (called
+        before opening seals: at most one read a second however many channels reconcile),
+        so a key removed by `whatsapp-operator retire-key` stops opening seals here within a
+        second, not at the next restart."""
+        async with self._lock:
+            if time.monotonic() - self._loaded_at < self.refresh_interval:
+                return
+            self._loaded_at = time.monotonic()
+            self.keyring = await load(self.kube, self.namespace)
+            metrics.SEALING_KEY_RELOADS.labels("refreshed").inc()
 
     async def reload_for(self, key_id: str) -> bool:
         """Read the keys again if `key_id` is unknown; True when it is known afterwards."""

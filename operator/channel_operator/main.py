@@ -2,6 +2,8 @@
 
     whatsapp-operator               reconcile the WhatsAppChannels of WA_OPERATOR_NAMESPACE
     whatsapp-operator rotate-key    add a sealing key that new seals use; old seals still open
+    whatsapp-operator retire-key ID re-seal every channel on key ID to the active key, then
+                                    remove ID (kept, and the channels named, if any fails)
 
 The sealing keys live in WA_KEYS_NAMESPACE (default: WA_OPERATOR_NAMESPACE), which
 `rotate-key` follows too: in the operator's pod it needs no arguments.
@@ -72,6 +74,31 @@ async def _rotate(kube: Kube, namespace: str) -> str:
     return keyring.active_key_id
 
 
+async def _retire(kube: Kube, keys_namespace: str, namespace: str, key_id: str) -> int:
+    from channel_operator.retire import retire_key
+
+    try:
+        result = await retire_key(kube, keys_namespace, namespace, key_id)
+    finally:
+        await kube.close()
+    for name in result.resealed:
+        print(f"re-sealed {name}")
+    for name, why in sorted(result.failed.items()):
+        print(f"{PROG} retire-key: channel {name} not re-sealed: {why}", file=sys.stderr)
+    if not result.removed:
+        print(
+            f"{PROG} retire-key: key {key_id} kept: channels above still need it", file=sys.stderr
+        )
+        return 1
+    print(f"removed {key_id}")
+    for name in result.sealed_since:
+        print(
+            f"{PROG} retire-key: channel {name} was sealed to {key_id} meanwhile; set it up again",
+            file=sys.stderr,
+        )
+    return 1 if result.sealed_since else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description="The WhatsAppChannel operator.")
     commands = parser.add_subparsers(dest="command")
@@ -89,7 +116,41 @@ def main(argv: list[str] | None = None) -> None:
     rotate.add_argument(
         "--namespace", dest="deprecated_namespace", help="deprecated: --keys-namespace"
     )
+    retire = commands.add_parser(
+        "retire-key",
+        help="re-seal every channel on a sealing key to the active key, then remove the key",
+    )
+    retire.add_argument("key_id", help="the key to retire (not the active one)")
+    retire.add_argument(
+        "--keys-namespace",
+        dest="keys_namespace",
+        help="the namespace of the operator's sealing keys (default as for rotate-key)",
+    )
+    retire.add_argument(
+        "--channels-namespace",
+        dest="channels_namespace",
+        help="the namespace of the channels (default: $WA_OPERATOR_NAMESPACE, else its default)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "retire-key":
+        from channel_operator.keystore import KeyringError
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        keys_settings = load_settings(KeysSettings, f"{PROG} retire-key")
+        kube = connect()
+        try:
+            code = asyncio.run(
+                _retire(
+                    kube,
+                    args.keys_namespace or keys_settings.sealing_namespace,
+                    args.channels_namespace or keys_settings.namespace,
+                    args.key_id,
+                )
+            )
+        except (KeyringError, KubeError) as exc:
+            print(f"{PROG} retire-key: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise SystemExit(code)
     if args.command == "rotate-key":
         from channel_operator.keystore import KeyringError
 

@@ -26,13 +26,13 @@ SECRET_WRITES = Counter(
 )
 SEALING_KEY_RELOADS = Counter(
     "whatsapp_operator_sealing_key_reloads",
-    "Reads of the sealing keys Secret for a seal under an unknown key, by whether the key "
-    "was found.",
+    "Reads of the sealing keys Secret: for a seal under an unknown key, by whether the key "
+    "was found (found, not_found); before opening seals, at most once a second (refreshed).",
     ["result"],
 )
 for action in ("created", "updated", "restored"):
     SECRET_WRITES.labels(action)
-for result in ("found", "not_found"):
+for result in ("found", "not_found", "refreshed"):
     SEALING_KEY_RELOADS.labels(result)
 
 

@@ -6,17 +6,20 @@ it runs against any `Kube`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
     WEBHOOK_REGISTERED,
     ChannelSpec,
+    SealedCredentials,
     find_condition,
     webhook_url,
 )
@@ -30,9 +33,10 @@ from whatsapp_channel.reasons import (
     UNKNOWN_SEALING_KEY,
 )
 from whatsapp_channel.sealing import SealError, seal_key_id
+from whatsapp_channel.untrusted import shown
 
 from channel_operator import meta as meta_steps
-from channel_operator import metrics
+from channel_operator import metrics, tenancy
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     ChannelFailure,
@@ -46,7 +50,7 @@ from channel_operator.desired import (
     status_changes,
 )
 from channel_operator.health import HealthSchedule
-from channel_operator.keystore import Keys
+from channel_operator.keystore import KeyringError, Keys
 from channel_operator.meta import Meta, MetaReport, Warn
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,14 @@ class Runtime:
     meta: Meta | None = None  # the Graph API (issue 11); None: Meta is not asked
     health: HealthSchedule | None = None
     health_task: asyncio.Task[None] | None = None
+    # Who claims which phone number id (`tenancy.PhoneClaimIndex`, fed by its own watch
+    # started with the operator); None: not known (then nothing is refused for it).
+    phone_claims: tenancy.PhoneClaims | None = None
+    claims_watcher: asyncio.Task[None] | None = None
+
+
+def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:
+    return (sealed.access_token, sealed.app_secret, sealed.verify_token)
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
@@ -74,7 +86,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
         return ChannelSpec.model_validate(dict(spec))
     except ValidationError as exc:
         # Field locations only: pydantic's messages would quote the (sealed) input.
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        fields = sorted({shown(".".join(str(p) for p in e["loc"])) for e in exc.errors()})
         raise ChannelFailure(
             INVALID_SPEC, f"spec does not fit the contract at: {', '.join(fields)}"
         ) from None
@@ -83,14 +95,18 @@ def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
 async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Credentials:
     if spec.sealed is not None:
         sealed = spec.sealed
+        with contextlib.suppress(KubeError, KeyringError):  # a retired key opens nothing
+            await rt.keys.refresh()  # (a failed read keeps the keys we have)
         try:
             return open_seals(rt.keys.private_keys, ref, sealed)
         except SealError as exc:
             if exc.reason != UNKNOWN_SEALING_KEY:
                 raise seal_failure(exc) from None
             # Perhaps rotated by another process since we loaded the keys: read them again.
-            ids = {seal_key_id(v) for v in (sealed.access_token, sealed.app_secret)}
-            ids.add(seal_key_id(sealed.verify_token))
+            try:  # another field may be no seal at all: that is the failure to report
+                ids = {seal_key_id(v) for v in sealed_values(sealed)}
+            except SealError as malformed:
+                raise seal_failure(malformed) from None
             try:
                 known = [await rt.keys.reload_for(key_id) for key_id in sorted(ids)]
             except KubeError:
@@ -103,28 +119,39 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
             raise seal_failure(exc) from None
     if spec.secret_ref is not None:
         name = spec.secret_ref.name
+        tenancy.refuse_generated_name(name)
+        cached = rt.secrets.get(name)  # the cache holds generated Secrets only: refused
+        if cached is not None:
+            tenancy.check_secret_ref(cached, ref)
         try:
             secret = await rt.kube.get(core_path("secrets", ref.namespace, name))
         except NotFound:
             raise ChannelFailure(
                 SECRET_REF_NOT_FOUND,
-                f"Secret {name} named by spec.secretRef does not exist in {ref.namespace}",
+                f"Secret {shown(name)} named by spec.secretRef does not exist in {ref.namespace}",
             ) from None
+        tenancy.check_secret_ref(secret, ref)
         return credentials_from_secret(secret)
     raise ChannelFailure(INVALID_SPEC, "spec gives no credentials: set sealed or secretRef")
 
 
-async def sync_secret(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Written | None:
-    """Make the channel's Secret what the spec says; how it was written, None if it was not."""
-    return (await sync_secret_with_credentials(rt, ref, spec))[0]
+async def sync_secret(
+    rt: Runtime, ref: ChannelRef, spec: ChannelSpec, *, locked: bool = False
+) -> Written | None:
+    """Make the channel's Secret what the spec says; how it was written, None if it was not.
+    `locked`: the caller holds the Secret's lock (`ChannelSecrets.holding`)."""
+    return (await sync_secret_with_credentials(rt, ref, spec, locked=locked))[0]
 
 
 async def sync_secret_with_credentials(
-    rt: Runtime, ref: ChannelRef, spec: ChannelSpec
+    rt: Runtime, ref: ChannelRef, spec: ChannelSpec, *, locked: bool = False
 ) -> tuple[Written | None, Credentials]:
     try:
         credentials = await read_credentials(rt, ref, spec)
-        return await rt.secrets.ensure(ref, build_secret(ref, spec, credentials)), credentials
+        desired = build_secret(ref, spec, credentials)
+        if locked:
+            return await rt.secrets.ensure_locked(ref, desired), credentials
+        return await rt.secrets.ensure(ref, desired), credentials
     except KubeError as exc:
         # The apiserver's own message may quote what was sent: status and reason only.
         raise ChannelFailure(
@@ -135,6 +162,39 @@ async def sync_secret_with_credentials(
 
 def _ignore(reason: str, message: str) -> None:
     return None
+
+
+def phone_holders(rt: Runtime, spec: ChannelSpec) -> set[str]:
+    """The claimants of the spec's number whose generated Secret holds it now."""
+    phone = spec.phone_number_id
+    claims = rt.phone_claims.get(phone, ()) if rt.phone_claims is not None else ()
+    return {
+        c.name
+        for c in claims
+        if tenancy.holds_number(rt.secrets.get(secret_name(c.name)), c.name, phone)
+    }
+
+
+async def claim_phone(rt: Runtime, body: Mapping[str, Any], spec: ChannelSpec) -> None:
+    """Raise PhoneNumberTaken (after deleting the channel's Secret, so the receiver never
+    routes to it) when an older channel holds the phone number id."""
+    if rt.phone_claims is None:
+        return
+    ref = ChannelRef.from_body(body)
+    created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+    try:
+        tenancy.check_phone_claim(
+            ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
+        )
+    except ChannelFailure:
+        try:
+            await rt.secrets.delete(ref)
+        except KubeError as exc:
+            raise ChannelFailure(
+                APISERVER_ERROR,
+                f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})",
+            ) from None
+        raise
 
 
 async def reconcile(
@@ -155,6 +215,7 @@ async def reconcile(
     retry: ChannelFailure | None = None
     try:
         spec = parse_spec(spec_body)
+        await claim_phone(rt, body, spec)
         written, credentials = await sync_secret_with_credentials(rt, ref, spec)
         if written is not None:
             metrics.SECRET_WRITES.labels(written).inc()
@@ -369,17 +430,35 @@ async def release_at_meta(rt: Runtime, ref: ChannelRef, body: Mapping[str, Any])
 async def repair(rt: Runtime, channel_name: str) -> None:
     """A generated Secret changed behind our back: put it back as the channel says.
     KubeErrors propagate (the caller retries); a channel that cannot be synced now is left
-    to its own reconcile, which reports it in status."""
-    try:
-        body = await rt.kube.get(channels_path(rt.namespace, channel_name))
-    except NotFound:
-        await rt.secrets.delete_orphan(channel_name)
-        return
+    to its own reconcile, which reports it in status.
+
+    The channel is read under the lock its reconcile writes under: a reconcile of a newer
+    generation either wrote before this read (which then sees that generation) or waits
+    until the repair is done, so a repair never writes credentials older than a reconcile's.
+    """
+    async with rt.secrets.holding(secret_name(channel_name)):
+        try:
+            body = await rt.kube.get(channels_path(rt.namespace, channel_name))
+        except NotFound:
+            body = None
+        if body is not None:
+            await _restore(rt, body)
+            return
+    await rt.secrets.delete_orphan(channel_name)
+
+
+async def _restore(rt: Runtime, body: Mapping[str, Any]) -> None:
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return
     ref = ChannelRef.from_body(body)
     try:
-        if await sync_secret(rt, ref, parse_spec(body.get("spec") or {})) is not None:
+        spec = parse_spec(body.get("spec") or {})
+        if rt.phone_claims is not None:  # a claimant's Secret is its reconcile's to delete
+            created = str(body["metadata"].get("creationTimestamp") or "")
+            tenancy.check_phone_claim(
+                ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
+            )
+        if await sync_secret(rt, ref, spec, locked=True) is not None:
             metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)
     except ChannelFailure as exc:

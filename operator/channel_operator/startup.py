@@ -17,10 +17,10 @@ import logging
 from typing import Any, cast
 
 import kopf
-from whatsapp_channel.kube import Kube, channels_path
+from whatsapp_channel.kube import Kube, channels_path, reflect
 from whatsapp_channel.model import FINALIZER, GROUP
 
-from channel_operator import keystore, metrics, reconcile
+from channel_operator import keystore, metrics, reconcile, tenancy
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.events import warning_poster
 from channel_operator.graph import CallBudget, GraphClient
@@ -132,6 +132,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     start handling channels. `kube` is the runtime's from then on (closed by `stop`)."""
     namespace, keys_namespace = settings.namespace, settings.sealing_namespace
     task: asyncio.Task[None] | None = None
+    claims_task: asyncio.Task[None] | None = None
     try:
         if keys_namespace == namespace:
             log.warning(
@@ -179,7 +180,14 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             await reconcile.repair(rt, channel)
 
         task = rt.watcher = asyncio.create_task(secrets.run(on_drift), name="channel secrets")
+        claims = tenancy.PhoneClaimIndex()
+        rt.phone_claims = claims
+        claims_task = rt.claims_watcher = asyncio.create_task(
+            reflect(kube, channels_path(namespace), claims.on_event, on_synced=claims.synced.set),
+            name="phone claims",
+        )
         await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)
+        await asyncio.wait_for(claims.synced.wait(), timeout=SYNC_TIMEOUT)
         listing = await kube.get(channels_path(namespace))
         names = [item["metadata"]["name"] for item in listing.get("items") or []]
         swept = await secrets.sweep(names)
@@ -187,21 +195,23 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
         rt.health_task = asyncio.create_task(rt.health.run(), name="health checks")
         return rt
     except BaseException:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for started in (task, claims_task):
+            if started is not None:
+                started.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await started
         await kube.close()
         raise
 
 
 async def stop(rt: Runtime) -> None:
-    for task in (rt.watcher, rt.health_task):
+    tasks = (rt.watcher, rt.claims_watcher, rt.health_task)
+    rt.watcher = rt.claims_watcher = rt.health_task = None
+    for task in tasks:
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    rt.watcher = rt.health_task = None
     if rt.meta is not None:
         await rt.meta.graph.close()
     await rt.secrets.close()

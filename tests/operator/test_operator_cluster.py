@@ -40,6 +40,7 @@ from whatsapp_channel.model import (
     READY,
     SEALING_KEYS_SECRET,
     SEALING_PUBLIC_CONFIGMAP,
+    SECRET_REF_CHANNELS_ANNOTATION,
     ChannelSpec,
     SealedCredentials,
     channel_body,
@@ -51,6 +52,7 @@ from whatsapp_channel.reasons import (
     CHANNEL_READY,
     SEAL_SCOPE_MISMATCH,
     SECRET_REF_NOT_FOUND,
+    SECRET_REF_NOT_OPTED_IN,
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
@@ -143,19 +145,24 @@ def sealed_for(
     )
 
 
+def phone_of(name: str) -> str:
+    """A phone number id of the channel's own: one number belongs to one channel."""
+    return str(10**14 + int(name.replace("-", "")[:12], 16) % 10**14)
+
+
 def manifest(
     key: PublicSealingKey,
     namespace: str,
     name: str,
     values: dict[str, str],
     *,
-    phone: str = PHONE_ID,
+    phone: str | None = None,
     enabled: bool = True,
 ) -> JSON:
     shared_standin().seed(phone, values)  # Meta knows the number with these credentials
     spec = ChannelSpec(
         instance_id=name,
-        phone_number_id=phone,
+        phone_number_id=phone or phone_of(name),
         display_phone="+61400111222",
         enabled=enabled,
         sealed=sealed_for(key, namespace, name, values),
@@ -395,7 +402,7 @@ async def test_a_seal_moved_to_another_channel_does_not_open(
     stolen = {
         **original,
         "metadata": {"name": thief, "namespace": namespace},
-        "spec": {**original["spec"], "instanceId": thief},
+        "spec": {**original["spec"], "instanceId": thief, "phoneNumberId": phone_of(thief)},
     }
     await kube.create(channels_path(namespace), stolen)
     channel = await wait_ready(kube, namespace, thief, status="False", reason=SEAL_SCOPE_MISMATCH)
@@ -449,8 +456,15 @@ async def test_a_missing_secret_ref_is_reported_then_picked_up(
     values = credentials()
     shared_standin().seed(PHONE_ID, values)
     data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    # Issue 13: a Secret is read only when it opts in to the channel; until then, no copy.
     await kube.create(
         core_path("secrets", namespace), {"metadata": {"name": "my-creds"}, "data": data}
+    )
+    await wait_ready(kube, namespace, name, status="False", reason=SECRET_REF_NOT_OPTED_IN)
+    assert await get_secret(kube, namespace, name) is None
+    await kube.merge_patch(
+        core_path("secrets", namespace, "my-creds"),
+        {"metadata": {"annotations": {SECRET_REF_CHANNELS_ANNOTATION: f"other,{name}"}}},
     )
     await wait_ready(kube, namespace, name, reason=CHANNEL_READY)
     secret = await get_secret(kube, namespace, name)
@@ -902,4 +916,4 @@ async def test_a_ready_channel_moves_the_counters(
     assert ("whatsapp_operator_sealing_key_reloads_total", frozenset({("result", "found")})) in (
         samples
     )
-    assert_no_label_holds(samples, name, PHONE_ID, *values.values())
+    assert_no_label_holds(samples, name, phone_of(name), *values.values())

@@ -37,6 +37,7 @@ from whatsapp_channel.model import (
     READY,
     SEALING_KEYS_SECRET,
     SEALING_PUBLIC_CONFIGMAP,
+    SECRET_REF_CHANNELS_ANNOTATION,
     find_condition,
 )
 from whatsapp_channel.reasons import (
@@ -188,7 +189,8 @@ async def test_secret_ref_missing_then_provided() -> None:
     assert failure.reason == SECRET_REF_NOT_FOUND
 
     data = {k: base64.b64encode(v.encode()).decode() for k, v in VALUES.items()}
-    await kube.create(core_path("secrets", NS), {"metadata": {"name": "mine"}, "data": data})
+    opted_in = {"name": "mine", "annotations": {SECRET_REF_CHANNELS_ANNOTATION: name}}
+    await kube.create(core_path("secrets", NS), {"metadata": opted_in, "data": data})
     later: JSON = {}
     assert await reconcile.reconcile(rt, channel_body(name, spec, status=patch), later) is None
     assert secret_values(kube, name) == VALUES

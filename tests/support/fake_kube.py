@@ -48,6 +48,19 @@ _PATH = re.compile(r"^(/apis?/(?:[^/]+/)?v1[^/]*/namespaces/[^/]+/[^/]+)(?:/([^/
 WEBHOOK_BASE = "https://hooks.example.test"
 
 
+def _merged(target: Any, patch: Any) -> Any:
+    """RFC 7386: `patch` merged into `target` (null deletes)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merged(result.get(key), value)
+    return result
+
+
 def _collection(path: str) -> str:
     return path.rsplit("/", 1)[0]
 
@@ -116,6 +129,9 @@ class MemoryKube(Kube):
             stored = self._replace(path, body)
         elif method == "DELETE":
             stored = self._delete(path, body)
+        elif method == "PATCH":  # a JSON merge patch (a resourceVersion in it is a precondition)
+            current = self._get(path)
+            stored = self._replace(path, _merged(current, body))
         else:
             raise AssertionError(f"unexpected {method} {path}")
         self._written(method, path, stored)

@@ -20,12 +20,21 @@ from whatsapp_channel.kube import Forbidden, Invalid, KubeError, Unavailable
 
 from channel_api.facade import auth
 from channel_api.facade.metrics import APISERVER_ERRORS
-from channel_api.facade.operations import ChannelBusy, ChannelStoreMissing, NoChannel
+from channel_api.facade.operations import (
+    ChannelBusy,
+    ChannelStoreMissing,
+    NoChannel,
+    PhoneNumberTaken,
+)
 from channel_api.facade.public_keys import SealingKeyUnavailable
 
 log = logging.getLogger(__name__)
 
 NO_CHANNEL = "no WhatsApp channel for this instance"
+PHONE_NUMBER_TAKEN = (
+    "phone_number_id is already used by another instance's WhatsApp channel; "
+    "a phone number can belong to one channel only"
+)
 RETRY_AFTER = {"Retry-After": "5"}
 # Field paths in an apiserver "is invalid" message; the values beside them are not repeated.
 _INVALID_FIELD = re.compile(r"\b(spec(?:\.[A-Za-z]+)+)\b")
@@ -95,6 +104,11 @@ async def _busy(request: Request, exc: Exception) -> Response:
     return _detail(409, exc.detail, RETRY_AFTER)
 
 
+async def _phone_taken(request: Request, exc: Exception) -> Response:
+    # Which channel holds it is not said: the caller's key may not manage that instance.
+    return _detail(409, PHONE_NUMBER_TAKEN)
+
+
 async def _sealing_key_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s: %s", _route(request), exc)
     return _detail(503, f"cannot seal credentials: {exc}; retry shortly", RETRY_AFTER)
@@ -134,6 +148,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(NoChannel, _no_channel)
     app.add_exception_handler(ChannelBusy, _busy)
+    app.add_exception_handler(PhoneNumberTaken, _phone_taken)
     app.add_exception_handler(SealingKeyUnavailable, _sealing_key_unavailable)
     app.add_exception_handler(ChannelStoreMissing, _store_missing)
     app.add_exception_handler(KubeError, _kube_error)

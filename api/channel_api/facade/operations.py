@@ -25,6 +25,7 @@ from whatsapp_channel.model import (
     channel_view,
     rest_status,
 )
+from whatsapp_channel.phone_claims import NOT_CREATED, Claim, claim_of, owner
 from whatsapp_channel.sealing import SealError, seal, seal_key_id
 
 from channel_api.facade.channel_watch import ChannelWaiter, ChannelWatch
@@ -46,6 +47,10 @@ class ChannelBusy(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class PhoneNumberTaken(Exception):
+    """Another channel of the namespace, older than this one, holds the phone number id."""
 
 
 class ChannelStoreMissing(Exception):
@@ -96,15 +101,18 @@ class Channels:
         def sealed(field: str, value: str) -> str:
             return seal(keys.active, namespace=self._namespace, name=name, field=field, value=value)
 
-        access_token = sealed("accessToken", setup.access_token)
-        app_secret = sealed("appSecret", setup.app_secret)
+        access_token = sealed("accessToken", setup.access_token.get_secret_value())
+        app_secret = sealed("appSecret", setup.app_secret.get_secret_value())
         requested_verify = (
-            sealed("verifyToken", setup.verify_token) if setup.verify_token is not None else None
+            sealed("verifyToken", setup.verify_token.get_secret_value())
+            if setup.verify_token is not None
+            else None
         )
 
         with self._watch.waiting(name) as waiter:
             for attempt in range(WRITE_ATTEMPTS):
                 existing = await self._existing(name, waiter)
+                await self._check_phone(name, setup.phone_number_id, existing)
                 generated: str | None = None
                 verify_token = requested_verify or _kept_verify_token(existing, keys.key_ids)
                 if verify_token is None:
@@ -149,6 +157,21 @@ class Channels:
             uid = metadata.get("uid")
             await self._until(waiter, lambda obj: obj is None or _metadata(obj).get("uid") != uid)
         log.info("channel %s torn down", name)
+
+    async def _check_phone(self, name: str, phone: str, existing: JSON | None) -> None:
+        """Refuse a phone number id an older channel holds (the operator's rule, in
+        `whatsapp_channel.phone_claims`; it decides again, so a race here loses nothing).
+        Found with a field selector on spec.phoneNumberId: the apiserver's index, no label."""
+        listed = await self._kube.get(
+            channels_path(self._namespace), {"fieldSelector": f"spec.phoneNumberId={phone}"}
+        )
+        claims = [claim_of(item) for item in listed.get("items") or []]
+        ours = claim_of(existing) if existing is not None else None
+        own = ours[1] if ours is not None else Claim(NOT_CREATED, name)
+        others = {c[1] for c in claims if c is not None and c[0] == phone and c[1].name != name}
+        holder = owner({*others, own})
+        if holder is not None and holder.name != name:
+            raise PhoneNumberTaken
 
     async def _existing(self, name: str, waiter: ChannelWaiter) -> JSON | None:
         try:

@@ -45,7 +45,10 @@ async def whatsapp_status(instance_id: InstanceId, channels: ChannelsDep) -> Cha
     response_model_exclude_unset=True,
     responses={
         400: _error("The body could not be decoded (FastAPI's answer to bytes that are not UTF-8)"),
-        409: _error("The channel is being torn down or changed concurrently; retry"),
+        409: _error(
+            "The channel is being torn down or changed concurrently (retry), or another "
+            "instance's channel holds the phone_number_id"
+        ),
         413: _error("Request body too large"),
     },
 )

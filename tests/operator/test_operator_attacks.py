@@ -1,0 +1,423 @@
+"""Issue 13, the operator against hostile resources, on the in-memory apiserver: each test
+performs an attack (a claimed phone number, a secretRef to another channel's Secret,
+malformed seals, 8 KiB key ids, a drift repair racing a reconcile) and shows it fails.
+The same attacks against the real control plane: test_operator_tenancy_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from channel_operator import reconcile
+from channel_operator.tenancy import PhoneClaimIndex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl.public import PublicKey, SealedBox
+from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from whatsapp_channel.kube import JSON, channels_path, core_path
+from whatsapp_channel.model import (
+    API_VERSION,
+    KIND,
+    SEALED_MAX_LENGTH,
+    SEALING_KEYS_SECRET,
+    SECRET_REF_CHANNELS_ANNOTATION,
+)
+from whatsapp_channel.phone_claims import Claim
+from whatsapp_channel.reasons import (
+    INVALID_SPEC,
+    MALFORMED_SEAL,
+    PHONE_NUMBER_TAKEN,
+    SEAL_DOES_NOT_OPEN,
+    SEAL_SCOPE_MISMATCH,
+    SECRET_REF_NOT_ALLOWED,
+    SECRET_REF_NOT_OPTED_IN,
+    UNKNOWN_SEALING_KEY,
+)
+from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of, seal
+from whatsapp_channel.untrusted import MESSAGE_LIMIT
+
+from tests.operator.test_operator_reconcile import (
+    NS,
+    VALUES,
+    channel_body,
+    make_runtime,
+    public_key,
+    ready_of,
+    sealed_spec,
+    secret_values,
+)
+from tests.support.fake_kube import MemoryKube
+
+PHONE = "106540352242922"
+SEAL_REASONS = {MALFORMED_SEAL, UNKNOWN_SEALING_KEY, SEAL_DOES_NOT_OPEN, SEAL_SCOPE_MISMATCH}
+
+
+def secret_path(name: str) -> str:
+    return core_path("secrets", NS, f"whatsapp-{name}")
+
+
+def assert_safe_text(text: str) -> None:
+    assert text.isprintable(), text[:200]
+    assert len(text) <= MESSAGE_LIMIT + 40
+
+
+# --- 5: a phone number id belongs to the oldest channel that claims it --------------------
+
+
+async def test_a_younger_channel_claiming_a_phone_number_gets_no_secret() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    victim, attacker = str(uuid.uuid4()), str(uuid.uuid4())
+    theirs = {k: f"{v}-attacker" for k, v in VALUES.items()}
+    victim_body = channel_body(victim, sealed_spec(key, victim, VALUES))
+    attacker_body = channel_body(attacker, sealed_spec(key, attacker, theirs))
+    victim_body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    attacker_body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+
+    # The attacker's channel reconciled once before the claim was known (an index that had
+    # not seen the victim yet, or an operator of before this fix): it had a Secret.
+    assert await reconcile.reconcile(rt, attacker_body, {}) is None
+    assert secret_path(attacker) in kube.objects
+
+    rt.phone_claims = {
+        PHONE: {Claim("2026-01-01T00:00:00Z", victim), Claim("2026-01-01T00:00:01Z", attacker)}
+    }
+    patch: JSON = {}
+    failure = await reconcile.reconcile(rt, attacker_body, patch)
+    assert failure is not None
+    assert failure.reason == PHONE_NUMBER_TAKEN
+    assert victim in failure.message
+    assert ready_of(patch)["reason"] == PHONE_NUMBER_TAKEN
+    assert secret_path(attacker) not in kube.objects  # so the receiver never routes to it
+
+    assert await reconcile.reconcile(rt, victim_body, {}) is None
+    assert secret_values(kube, victim) == VALUES
+
+    # The owner lets the number go (deleted, or moved to another number): the claimant's next
+    # retry finds itself the oldest claim and gets its Secret.
+    rt.phone_claims = {PHONE: {Claim("2026-01-01T00:00:01Z", attacker)}}
+    assert await reconcile.reconcile(rt, attacker_body, {}) is None
+    assert secret_values(kube, attacker) == theirs
+
+
+async def test_channels_made_in_the_same_second_are_ordered_by_name() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    first, second = sorted(str(uuid.uuid4()) for _ in range(2))
+    rt.phone_claims = {PHONE: {Claim("2026-01-01T00:00:00Z", n) for n in (first, second)}}
+    bodies = {n: channel_body(n, sealed_spec(key, n, VALUES)) for n in (first, second)}
+    for body in bodies.values():
+        body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    failure = await reconcile.reconcile(rt, bodies[second], {})
+    assert failure is not None
+    assert failure.reason == PHONE_NUMBER_TAKEN
+    assert await reconcile.reconcile(rt, bodies[first], {}) is None
+
+
+async def test_in_one_second_the_channel_that_holds_the_number_keeps_it() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    first, second = sorted(str(uuid.uuid4()) for _ in range(2))
+    second_at = "2026-01-01T00:00:00Z"
+    bodies = {n: channel_body(n, sealed_spec(key, n, VALUES)) for n in (first, second)}
+    for body in bodies.values():
+        body["metadata"]["creationTimestamp"] = second_at
+    # `second` came first and holds the number; `first`, a name that sorts lower, arrives
+    # within the same second.
+    rt.phone_claims = {PHONE: {Claim(second_at, second)}}
+    assert await reconcile.reconcile(rt, bodies[second], {}) is None
+    rt.phone_claims = {PHONE: {Claim(second_at, n) for n in (first, second)}}
+    failure = await reconcile.reconcile(rt, bodies[first], {})
+    assert failure is not None
+    assert failure.reason == PHONE_NUMBER_TAKEN
+    assert await reconcile.reconcile(rt, bodies[second], {}) is None
+    assert secret_path(first) not in kube.objects
+
+
+def test_the_claim_index_follows_the_channels() -> None:
+    index = PhoneClaimIndex()
+
+    def body(name: str, phone: str, created: str) -> JSON:
+        spec = {"phoneNumberId": phone}
+        return {"metadata": {"name": name, "creationTimestamp": created}, "spec": spec}
+
+    index.on_event("SYNC", {"items": [body("a", PHONE, "t1"), body("b", PHONE, "t2")]})
+    assert index.get(PHONE) == {Claim("t1", "a"), Claim("t2", "b")}
+    index.on_event("MODIFIED", body("a", "12345", "t1"))  # a moved to another number
+    assert index.get(PHONE) == {Claim("t2", "b")}
+    assert index.get("12345") == {Claim("t1", "a")}
+    index.on_event("DELETED", body("b", PHONE, "t2"))
+    assert index.get(PHONE, ()) == ()
+    assert list(index) == ["12345"]
+
+
+# --- 6: spec.secretRef may read only a user's Secret that opts in -------------------------
+
+
+async def test_a_secret_ref_to_another_channels_generated_secret_is_refused_unread() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    victim = str(uuid.uuid4())
+    assert (
+        await reconcile.reconcile(
+            rt, channel_body(victim, sealed_spec(public_key(kube), victim, VALUES)), {}
+        )
+        is None
+    )
+
+    attacker = str(uuid.uuid4())
+    for target in (f"whatsapp-{victim}", SEALING_KEYS_SECRET):
+        kube.calls.clear()
+        spec = {"instanceId": attacker, "phoneNumberId": "12345", "secretRef": {"name": target}}
+        patch: JSON = {}
+        failure = await reconcile.reconcile(rt, channel_body(attacker, spec), patch)
+        assert failure is not None, target
+        assert failure.reason == SECRET_REF_NOT_ALLOWED, target
+        assert ready_of(patch)["reason"] == SECRET_REF_NOT_ALLOWED
+        assert not [c for c in kube.calls if c[1] == core_path("secrets", NS, target)]
+        assert secret_path(attacker) not in kube.objects
+
+
+async def test_a_secret_ref_to_a_managed_secret_of_another_name_is_refused() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in VALUES.items()}
+    metadata = {
+        "name": "looks-like-mine",
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+        "annotations": {SECRET_REF_CHANNELS_ANNOTATION: name},
+    }
+    await kube.create(core_path("secrets", NS), {"metadata": metadata, "data": data})
+    spec = {"instanceId": name, "phoneNumberId": "12345", "secretRef": {"name": "looks-like-mine"}}
+    failure = await reconcile.reconcile(rt, channel_body(name, spec), {})
+    assert failure is not None
+    assert failure.reason == SECRET_REF_NOT_ALLOWED
+
+
+async def test_a_secret_ref_to_a_secret_that_does_not_opt_in_is_refused() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in VALUES.items()}
+    for opt_in in ({}, {SECRET_REF_CHANNELS_ANNOTATION: str(uuid.uuid4())}):
+        secret = {"metadata": {"name": "theirs", "annotations": opt_in}, "data": data}
+        kube.objects.pop(core_path("secrets", NS, "theirs"), None)
+        await kube.create(core_path("secrets", NS), secret)
+        spec = {"instanceId": name, "phoneNumberId": "12345", "secretRef": {"name": "theirs"}}
+        failure = await reconcile.reconcile(rt, channel_body(name, spec), {})
+        assert failure is not None
+        assert failure.reason == SECRET_REF_NOT_OPTED_IN
+        assert secret_path(name) not in kube.objects
+
+
+# --- 7, 8: malformed seals become Ready=False, whatever they hold --------------------------
+
+Sealer = Callable[[PublicSealingKey, str, str], str]
+
+
+def box(key: PublicSealingKey, plaintext: bytes) -> str:
+    sealed = SealedBox(PublicKey(key.public_key)).encrypt(plaintext)
+    return base64.b64encode(sealed).decode()
+
+
+def nested_json(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def sealers() -> st.SearchStrategy[Sealer]:
+    """A sealed field's value, given the operator's public key, the channel and the field."""
+    text = st.text(min_size=1, max_size=300)
+    raw: st.SearchStrategy[Sealer] = text.map(lambda t: lambda k, n, f: t)
+    weird_id: st.SearchStrategy[Sealer] = st.tuples(st.text(max_size=300), text).map(
+        lambda p: lambda k, n, f: f"wa1:{p[0]}:{p[1]}"
+    )
+    unknown_id: st.SearchStrategy[Sealer] = st.binary(min_size=1, max_size=200).map(
+        lambda b: lambda k, n, f: f"wa1:0123456789abcdef:{base64.b64encode(b).decode()}"
+    )
+    bad_box: st.SearchStrategy[Sealer] = text.map(lambda t: lambda k, n, f: f"wa1:{k.key_id}:{t}")
+    plaintexts = st.one_of(
+        st.binary(max_size=300),
+        st.integers(min_value=1, max_value=3000).map(nested_json),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries({"scope": st.text(max_size=100), "value": st.text(max_size=50)}).map(
+            lambda v: json.dumps(v).encode()
+        ),
+    )
+    opaque: st.SearchStrategy[Sealer] = plaintexts.map(
+        lambda p: lambda k, n, f: f"wa1:{k.key_id}:{box(k, p)}"
+    )
+    wrong_scope: st.SearchStrategy[Sealer] = st.sampled_from(["field", "name"]).map(
+        lambda which: (
+            lambda k, n, f: seal(
+                k,
+                namespace=NS,
+                name=n if which == "field" else str(uuid.uuid4()),
+                field=f"{f}-other" if which == "field" else f,
+                value="v",
+            )
+        )
+    )
+    return st.one_of(raw, weird_id, unknown_id, bad_box, opaque, wrong_scope)
+
+
+def good(key: PublicSealingKey, name: str, field: str) -> str:
+    return seal(key, namespace=NS, name=name, field=field, value="a-good-value")
+
+
+async def reconcile_sealed(fields: dict[str, Sealer]) -> tuple[MemoryKube, str, Any, JSON]:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    name = str(uuid.uuid4())
+    sealed = {f: fields.get(f, good)(key, name, f) for f in ("accessToken", "appSecret")}
+    sealed["verifyToken"] = fields.get("verifyToken", good)(key, name, "verifyToken")
+    spec = {"instanceId": name, "phoneNumberId": PHONE, "sealed": sealed}
+    patch: JSON = {}
+    failure = await reconcile.reconcile(rt, channel_body(name, spec), patch)
+    return kube, name, failure, patch
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.sampled_from(["accessToken", "appSecret", "verifyToken"]), sealers(), min_size=1
+    )
+)
+def test_any_malformed_seal_is_ready_false_with_a_stable_reason(fields: dict[str, Sealer]) -> None:
+    kube, name, failure, patch = asyncio.run(reconcile_sealed(fields))
+    assert failure is not None
+    assert failure.reason in SEAL_REASONS | {INVALID_SPEC}  # INVALID_SPEC: over the length
+    assert ready_of(patch)["status"] == "False"
+    assert ready_of(patch)["reason"] == failure.reason
+    assert_safe_text(failure.message)
+    assert_safe_text(ready_of(patch)["message"])
+    assert secret_path(name) not in kube.objects
+
+
+async def test_an_unknown_key_in_one_field_and_a_malformed_seal_in_another() -> None:
+    unknown: Sealer = lambda k, n, f: "wa1:0123456789abcdef:AAAA"  # noqa: E731
+    malformed: Sealer = lambda k, n, f: "not a seal"  # noqa: E731
+    _, _, failure, patch = await reconcile_sealed({"accessToken": unknown, "appSecret": malformed})
+    assert failure is not None
+    assert failure.reason == MALFORMED_SEAL
+    assert ready_of(patch)["reason"] == MALFORMED_SEAL
+
+
+async def test_a_deeply_nested_plaintext_under_the_length_limit_does_not_open() -> None:
+    deep: Sealer = lambda k, n, f: f"wa1:{k.key_id}:{box(k, nested_json(2900))}"  # noqa: E731
+    assert len(deep(public_key_of(new_private_key()[1]), "", "")) < SEALED_MAX_LENGTH
+    _, _, failure, patch = await reconcile_sealed({"appSecret": deep})
+    assert failure is not None
+    assert failure.reason == SEAL_DOES_NOT_OPEN
+    assert ready_of(patch)["reason"] == SEAL_DOES_NOT_OPEN
+
+
+async def test_an_8_kib_key_id_with_newlines_reaches_no_message_whole() -> None:
+    key_id = ("\n\x1b[31mkey-id " * 700)[: SEALED_MAX_LENGTH - 20]
+    hostile: Sealer = lambda k, n, f: f"wa1:{key_id}:AAAA"  # noqa: E731
+    _, _, failure, patch = await reconcile_sealed({"verifyToken": hostile})
+    assert failure is not None
+    assert failure.reason == MALFORMED_SEAL
+    for message in (failure.message, ready_of(patch)["message"], str(failure)):
+        assert "\n" not in message
+        assert "\x1b" not in message
+        assert len(message) < 200
+
+
+# --- 9: a drift repair never writes credentials older than a reconcile's -------------------
+
+
+class GatedKube(MemoryKube):
+    """Holds the answer to one GET of `gated` until `release` is set; `read` says it came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated: str | None = None
+        self.read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> JSON:
+        answer = await super().request(method, path, **kwargs)
+        if method == "GET" and path == self.gated:
+            self.gated = None
+            self.read.set()
+            await self.release.wait()
+        return answer
+
+
+class WatchedLock(asyncio.Lock):
+    """A lock that says when someone waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contended = asyncio.Event()
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.contended.set()
+        return await super().acquire()
+
+
+async def test_a_repair_that_read_generation_1_never_writes_after_generation_2() -> None:
+    kube = GatedKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    name = str(uuid.uuid4())
+    first = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": sealed_spec(key, name, VALUES),
+    }
+    created = await kube.create(channels_path(NS), first)
+    assert await reconcile.reconcile(rt, created, {}) is None
+    lock = WatchedLock()
+    rt.secrets._locks[f"whatsapp-{name}"] = lock
+
+    # The repair reads generation 1 ...
+    kube.gated = channels_path(NS, name)
+    repair = asyncio.create_task(reconcile.repair(rt, name))
+    await kube.read.wait()
+    # ... generation 2 (new credentials) is written and reconciled meanwhile ...
+    newer = {k: f"{v}-rotated" for k, v in VALUES.items()}
+    current = await kube.get(channels_path(NS, name))
+    second = await kube.replace(
+        channels_path(NS, name), {**current, "spec": sealed_spec(key, name, newer)}
+    )
+    assert second["metadata"]["generation"] == 2
+    update = asyncio.create_task(reconcile.reconcile(rt, second, {}))
+    contended = asyncio.create_task(lock.contended.wait())
+    await asyncio.wait({update, contended}, return_when=asyncio.FIRST_COMPLETED)
+    # ... and only then does the repair go on.
+    kube.release.set()
+    await repair
+    assert await update is None
+    contended.cancel()
+    assert secret_values(kube, name) == newer
+
+
+async def test_a_write_for_an_older_generation_of_the_same_channel_is_skipped() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    name = str(uuid.uuid4())
+    newer = {k: f"{v}-2" for k, v in VALUES.items()}
+    gen2 = channel_body(name, sealed_spec(key, name, newer), generation=2)
+    gen1 = channel_body(name, sealed_spec(key, name, VALUES), generation=1)
+    assert await reconcile.reconcile(rt, gen2, {}) is None
+    kube.writes.clear()
+    assert await reconcile.reconcile(rt, gen1, {}) is None
+    assert kube.secret_writes() == []
+    assert secret_values(kube, name) == newer
