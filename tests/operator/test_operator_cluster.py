@@ -159,10 +159,11 @@ def manifest(
     phone: str | None = None,
     enabled: bool = True,
 ) -> JSON:
-    shared_standin().seed(phone, values)  # Meta knows the number with these credentials
+    number = phone or phone_of(name)
+    shared_standin().seed(number, values)  # Meta knows the number with these credentials
     spec = ChannelSpec(
         instance_id=name,
-        phone_number_id=phone or phone_of(name),
+        phone_number_id=number,
         display_phone="+61400111222",
         enabled=enabled,
         sealed=sealed_for(key, namespace, name, values),

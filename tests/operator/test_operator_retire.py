@@ -31,7 +31,7 @@ from whatsapp_channel.reasons import CHANNEL_READY, UNKNOWN_SEALING_KEY
 from whatsapp_channel.sealing import PublicSealingKey, seal_key_id, unseal
 
 from tests.operator.test_operator_cluster import (
-    WEBHOOK_BASE,
+    META_ENV,
     credentials,
     decoded,
     get_secret,
@@ -52,6 +52,13 @@ from tests.support.processes import log_dir, run_operator
 from tests.support.scrape import scrape, value
 
 FIELDS = ("accessToken", "appSecret", "verifyToken")
+
+
+@pytest.fixture(autouse=True)
+def _meta(meta_env: dict[str, Any]) -> dict[str, Any]:
+    """Each test's operator asks the Graph stand-in and registers with a receiver of its own
+    namespace (`test_operator_cluster.meta_env`)."""
+    return meta_env
 
 
 async def create_channel(kube: MemoryKube, key: PublicSealingKey, values: dict[str, str]) -> str:
@@ -158,7 +165,7 @@ def operator(cluster: Cluster, crd: Any, namespace: str, metrics_port: int) -> I
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         metrics_port=metrics_port,
     ) as service:
         yield service

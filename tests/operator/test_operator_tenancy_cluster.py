@@ -25,7 +25,7 @@ from whatsapp_channel.reasons import (
 )
 
 from tests.operator.test_operator_cluster import (
-    WEBHOOK_BASE,
+    META_ENV,
     assert_no_secret_leaked,
     credentials,
     eventually,
@@ -42,13 +42,20 @@ from tests.support.sink import Sink
 PHONE = "106540352249999"
 
 
+@pytest.fixture(autouse=True)
+def _meta(meta_env: dict[str, Any]) -> dict[str, Any]:
+    """Each test's operator asks the Graph stand-in and registers with a receiver of its own
+    namespace (`test_operator_cluster.meta_env`)."""
+    return meta_env
+
+
 @pytest.fixture
 def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
     with run_operator(
         cluster.kubeconfig,
         log_dir(cluster),
         namespace=namespace,
-        webhook_base_url=WEBHOOK_BASE,
+        **META_ENV,
         log_level="DEBUG",
     ) as service:
         yield service
