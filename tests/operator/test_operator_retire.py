@@ -38,6 +38,7 @@ from tests.operator.test_operator_cluster import (
     manifest,
     wait_ready,
 )
+from tests.operator.test_operator_cluster import meta_env as meta_env  # the fixture
 from tests.operator.test_operator_cluster import public_key as published_key
 from tests.operator.test_operator_reconcile import (
     NS,

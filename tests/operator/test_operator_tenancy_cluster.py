@@ -35,6 +35,7 @@ from tests.operator.test_operator_cluster import (
     ready_of,
     wait_ready,
 )
+from tests.operator.test_operator_cluster import meta_env as meta_env  # the fixture
 from tests.support.payloads import meta_bytes, notification, signed, text_change
 from tests.support.processes import log_dir, run_operator, run_receiver
 from tests.support.sink import Sink
