@@ -34,7 +34,6 @@ def channel(
         (channel({"status": "True", "reason": "ChannelDisabled"}, enabled=False), "disabled"),
         (channel({"status": "False", "reason": "SealDoesNotOpen"}), "error"),
         (channel({"status": "Unknown", "reason": "GraphUnavailable"}), "pending"),
-        (channel({"status": "False", "reason": "Reconciling"}), "pending"),
         (channel({"status": "True", "reason": "ChannelReady"}, generation=3), "pending"),
         (channel(None), "pending"),
         (channel({"status": "True", "reason": "ChannelReady"}, deleting=True), "deleting"),
