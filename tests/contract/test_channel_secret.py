@@ -98,3 +98,12 @@ def test_what_is_missing_or_malformed_reads_as_missing() -> None:
     assert parsed is not None
     assert (parsed.enabled, parsed.phone_number_id) == (False, None)
     assert (parsed.access_token, parsed.app_secret, parsed.verify_token) == (None, None, None)
+
+
+def test_a_secret_without_an_instance_label_names_no_instance() -> None:
+    """The operator's drift repair skips such a Secret: no instance, not the text "None"."""
+    for labels in ({}, {INSTANCE_LABEL: ""}, {INSTANCE_LABEL: None}):
+        secret = build(FULL)
+        secret["metadata"]["labels"] = labels
+        assert instance_of(secret) is None
+    assert instance_of({}) is None

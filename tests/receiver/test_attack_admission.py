@@ -217,3 +217,38 @@ async def test_a_request_cancelled_while_reading_gives_back_its_slot_and_bytes(s
     with pytest.raises(asyncio.CancelledError):
         await task
     assert setup.admission.in_flight == setup.admission.buffered == 0
+
+
+async def test_a_body_slower_than_a_deadline_check_but_within_its_deadline_is_read_whole(
+    sink: Sink,
+):
+    """The deadline is checked about once a second over every body being read; a check
+    before a body's deadline leaves its read alone (a mutant cancelling every read at the
+    first check lived)."""
+    setup = _setup(
+        sink, Admission(max_requests=8, max_buffered_bytes=8 * 1024 * KIB, body_timeout=60.0)
+    )
+    body = meta_bytes(notification([text_change(PHONE, "slow but in time")]))
+    slow = Body()
+    slow.feed(body[:10])
+    task = asyncio.create_task(
+        call(
+            setup.receiver,
+            "POST",
+            f"/hooks/whatsapp/{setup.instance}",
+            slow,
+            _post_headers(meta_signature(APP_SECRET, body), len(body)),
+        )
+    )
+    await _until(lambda: setup.admission.buffered == 10, "the first piece held")
+    # The client stalls past two checks of the deadline (one a second), far within it.
+    loop = asyncio.get_running_loop()
+    stall_ends = loop.time() + 2.5
+    await _until(lambda: loop.time() >= stall_ends, "the client's stall over")
+    slow.end(body[10:])
+    answer = await asyncio.wait_for(task, timeout=60)
+    assert answer.status == 200
+    assert sink.received[-1].body == body
+    assert setup.admission.in_flight == setup.admission.buffered == 0
+    # With no body being read, the checks stop: an idle receiver keeps no timer.
+    await _until(lambda: setup.admission._reaper is None, "the deadline checks stopped")

@@ -117,3 +117,12 @@ def test_another_secret_is_refused():
 
 def test_a_signature_that_is_not_text_is_refused_not_an_error():
     assert not _valid(signature="v1=\udcff" + VECTOR[4:])
+
+
+@pytest.mark.parametrize(("digits", "accepted"), [(15, True), (16, False)])
+def test_a_timestamp_of_more_than_15_digits_is_refused_unread(digits: int, accepted: bool):
+    """The length is bounded before `int()` reads the header; an instance whose clock says
+    the same time (only `now` can) shows the bound itself, not the freshness check."""
+    stamp = 10 ** (digits - 1)
+    signature = forward_proof(SECRET, stamp, INSTANCE, BODY)
+    assert _valid(timestamp=str(stamp), signature=signature, now=float(stamp)) is accepted
