@@ -248,11 +248,27 @@ class Cluster:
                 timeout,
             )
             if network:
+                # Its port is free on loopback (the default 10259 is taken by another
+                # cluster's scheduler); serving /healthz says it runs.
+                ports["scheduler"] = free_port()
                 cluster._spawn(
                     "kube-scheduler",
-                    [f"--kubeconfig={cluster.kubeconfig}", "--leader-elect=false", "--v=0"],
+                    [
+                        f"--kubeconfig={cluster.kubeconfig}",
+                        f"--authentication-kubeconfig={cluster.kubeconfig}",
+                        f"--authorization-kubeconfig={cluster.kubeconfig}",
+                        "--bind-address=127.0.0.1",
+                        f"--secure-port={ports['scheduler']}",
+                        "--leader-elect=false",
+                        "--v=0",
+                    ],
                     tie_to_parent,
                 )
+                unverified = ssl.create_default_context()
+                unverified.check_hostname = False
+                unverified.verify_mode = ssl.CERT_NONE  # its own self-signed certificate
+                healthz = f"https://127.0.0.1:{ports['scheduler']}/healthz"
+                cluster._wait("kube-scheduler", lambda: _http_ok(healthz, unverified), timeout)
                 node_mod.start(cluster, network, tie_to_parent=tie_to_parent, timeout=timeout)
         except BaseException:
             cluster.stop()
