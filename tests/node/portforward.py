@@ -31,7 +31,7 @@ def port_forward(
         selector = selectors.DefaultSelector()
         selector.register(process.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
-        seen = []
+        seen: list[str] = []
         while True:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"port-forward to {target} never started: {seen}"
