@@ -427,7 +427,44 @@ def test_a_deleted_receiver_pod_is_replaced(node_cluster: Cluster, release: Rele
         names = {p["metadata"]["name"] for p in now}
         return now if len(now) == len(before) and victim not in names else None
 
-    wait_for("a new receiver pod is Ready", replaced, timeout=180)
+    now = wait_for("a new receiver pod is Ready", replaced, timeout=180)
+    (new,) = [
+        p for p in now if p["metadata"]["name"] not in {b["metadata"]["name"] for b in before}
+    ]
+
+    # The channel keeps working: one made now is answered by the new pod itself.
+    instance = str(uuid.uuid4())
+    verify_token = f"node-verify-{uuid.uuid4().hex}"
+    auth = {"Authorization": f"Bearer {release.api_key}"}
+    facade_service = component_name(RELEASE, "facade")
+    with (
+        port_forward(node_cluster, release.namespace, f"svc/{facade_service}", 80) as facade,
+        port_forward(
+            node_cluster, release.namespace, f"pod/{new['metadata']['name']}", 8080
+        ) as receiver,
+        httpx.Client(timeout=30) as http,
+    ):
+        api = f"{facade}/v1/instances/{instance}/channels/whatsapp"
+        created = http.post(
+            api,
+            headers=auth,
+            json={
+                "access_token": "EAAG-node-access-token",
+                "app_secret": APP_SECRET,
+                "phone_number_id": PHONE,
+                "display_phone": "+61400111333",
+                "verify_token": verify_token,
+            },
+        )
+        assert created.status_code == 200, created.text
+        webhook = f"{receiver}/hooks/whatsapp/{instance}"
+        answer = wait_for(
+            "the new receiver pod answers the challenge",
+            lambda: (r := _challenge(http, webhook, verify_token)).status_code == 200 and r,
+            timeout=60,
+        )
+        assert answer.text == "1158201444"
+        assert http.delete(api, headers=auth).status_code == 204
 
 
 def test_uninstall_keeps_the_channel_namespace_and_the_crd(
