@@ -5,6 +5,7 @@ takes everything it made with it."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import subprocess
@@ -83,7 +84,6 @@ def _host_iptables() -> str:
 
 
 def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
-    netns_before = set(NETNS_DIR.iterdir()) if NETNS_DIR.exists() else set()
     cluster = Cluster.start(tmp_path / "cluster", node=True, timeout=180)
     try:
         assert cluster.network is not None
@@ -94,6 +94,7 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
         )
         runtime = node_dir(network)
         assert mounts_under(runtime)  # the pod's volumes and root filesystem
+        pod_netns = _netns_inode(cluster, "sleeper")
         pids = dict(cluster.pids)
     finally:
         cluster.stop()
@@ -110,8 +111,9 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not mounts_under(tmp_path)
     assert not mounts_under(runtime)
     assert not runtime.exists()
-    netns_after = set(NETNS_DIR.iterdir()) if NETNS_DIR.exists() else set()
-    assert netns_after <= netns_before
+    # Neither the node's netns nor the pod's (other clusters' may come and go meanwhile).
+    assert not (NETNS_DIR / network.netns).exists()
+    assert pod_netns not in _netns_inodes()
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert network.host_link not in links
     assert "KUBE-" not in _host_iptables()
@@ -123,3 +125,27 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _netns_inode(cluster: Cluster, pod: str) -> int:
+    """The network namespace of `pod`'s container, found by its cgroup (inode of the nsfs)."""
+    status = cluster.kubectl(
+        "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}"
+    )
+    container = status.stdout.removeprefix("containerd://")
+    assert container
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and container in (proc / "cgroup").read_text():
+                return (proc / "ns" / "net").stat().st_ino
+        except OSError:
+            continue
+    raise AssertionError(f"no process of container {container}")
+
+
+def _netns_inodes() -> set[int]:
+    found = set()
+    for path in NETNS_DIR.iterdir() if NETNS_DIR.exists() else []:
+        with contextlib.suppress(OSError):
+            found.add(path.stat().st_ino)
+    return found
