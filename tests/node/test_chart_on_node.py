@@ -21,19 +21,25 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from channel_api.receiver.forward import SIGNATURE_HEADER, TIMESTAMP_HEADER, forward_proof_valid
 from localkube import Cluster
-from whatsapp_channel.model import GROUP, PLURAL, generated_secret_name
+from whatsapp_channel.channel_secret import secret_name
+from whatsapp_channel.forward_proof import SIGNATURE_HEADER, TIMESTAMP_HEADER, forward_proof_valid
+from whatsapp_channel.model import GROUP, PLURAL, webhook_url
 
-from ..install.chart import CHART, COMPONENTS, TEST_VALUES, component_name, kubectl_json
-from ..receiver.payloads import meta_bytes, notification, signed, text_change
-from .podspec import CONTAINER_SECURITY, IMAGE, POD_SECURITY, apply
-from .portforward import port_forward
+from tests.node.podspec import CONTAINER_SECURITY, IMAGE, POD_SECURITY, apply
+from tests.node.portforward import port_forward
+from tests.support.chart import CHART, COMPONENTS, TEST_VALUES, component_name, kubectl_json
+from tests.support.graph import StandinThread
+from tests.support.payloads import meta_bytes, notification, signed, text_change
 
 RELEASE = "wa"
 PHONE = "106540352240002"
 APP_SECRET = "node-app-secret-0123456789abcdef"
+ACCESS_TOKEN = "EAAG-node-access-token"
 SINK_PORT = 8080
+# The receiver Service's node port: Meta's stand-in, on this machine, reaches the webhook
+# there (the node's address is the veth's far end; kube-proxy sends it to a ready pod).
+RECEIVER_NODE_PORT = 30080
 
 # An instance of the agent platform: records each forwarded event on its stdout.
 SINK = """
@@ -157,8 +163,27 @@ def describe(cluster: Cluster, namespace: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def release(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+def graph(node_cluster: Cluster) -> Iterator[StandinThread]:
+    """Meta's Graph API for the operator pod: a stand-in on the host end of the node's veth
+    (the one address pods reach besides nothing), which calls the receiver back on the node's
+    address, and knows the test's number with its token and app secret."""
+    net = node_cluster.network
+    assert net is not None
+    standin = StandinThread(net.host_ip, local_hosts=(net.host_ip, net.node_ip))
+    try:
+        standin.seed(PHONE, {"access_token": ACCESS_TOKEN, "app_secret": APP_SECRET})
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture(scope="module")
+def release(
+    node_cluster: Cluster, graph: StandinThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
     cluster = node_cluster
+    net = cluster.network
+    assert net is not None
     folder = tmp_path_factory.mktemp("chart-on-node")
     namespace = f"wa-node-{uuid.uuid4().hex[:8]}"
     channels = f"{namespace}-channels"
@@ -168,9 +193,16 @@ def release(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
     values.write_text(
         yaml.safe_dump(
             {
+                # Meta calls the webhook on the receiver Service's node port.
+                "webhookBaseUrl": f"http://{net.node_ip}:{RECEIVER_NODE_PORT}",
+                # Meta is the stand-in on the host end of the veth (plain http, named).
+                "operator": {
+                    "graph": {"baseUrl": graph.url, "plainHttpHost": net.host_ip},
+                },
                 # Generous: on a loaded machine the operator may take a while to report Ready.
                 "facade": {"readyWaitSeconds": 60},
                 "receiver": {
+                    "service": {"type": "NodePort", "nodePort": RECEIVER_NODE_PORT},
                     # The instance, a pod behind its Service, by its cluster DNS name.
                     "forwardUrlTemplate": (
                         f"http://sink.{namespace}.svc.cluster.local/instances/{{instance_id}}/whatsapp"
@@ -252,7 +284,7 @@ def _challenge(http: httpx.Client, url: str, token: str) -> httpx.Response:
 
 
 def test_a_channel_lives_through_the_charts_services(
-    node_cluster: Cluster, release: Release
+    node_cluster: Cluster, release: Release, graph: StandinThread
 ) -> None:
     cluster = node_cluster
     ns = release.channels
@@ -272,7 +304,7 @@ def test_a_channel_lives_through_the_charts_services(
             api,
             headers=auth,
             json={
-                "access_token": "EAAG-node-access-token",
+                "access_token": ACCESS_TOKEN,
                 "app_secret": APP_SECRET,
                 "phone_number_id": PHONE,
                 "display_phone": "+61400111333",
@@ -285,10 +317,17 @@ def test_a_channel_lives_through_the_charts_services(
             "wait", "--for=condition=Ready", f"whatsappchannel/{instance}", "-n", ns,
             "--timeout=120s", timeout=150,
         )  # fmt: skip
-        assert secret_data(cluster, ns, generated_secret_name(instance))["app_secret"] == (
+        assert secret_data(cluster, ns, secret_name(instance))["app_secret"] == (
             APP_SECRET.encode()
         )
         assert http.get(api, headers=auth).json()["status"] == "active"
+        # The operator pod registered the webhook at Meta, which challenged it on the node.
+        net = cluster.network
+        assert net is not None
+        assert graph.override(PHONE) == webhook_url(
+            f"http://{net.node_ip}:{RECEIVER_NODE_PORT}", instance
+        )
+        assert graph.subscribed(PHONE)
 
         # Meta's challenge, through the receiver's Service: answered once a receiver pod
         # has learnt the channel (each pod watches the Secrets itself).
@@ -453,7 +492,7 @@ def test_a_deleted_receiver_pod_is_replaced(node_cluster: Cluster, release: Rele
             api,
             headers=auth,
             json={
-                "access_token": "EAAG-node-access-token",
+                "access_token": ACCESS_TOKEN,
                 "app_secret": APP_SECRET,
                 "phone_number_id": PHONE,
                 "display_phone": "+61400111333",

@@ -15,7 +15,7 @@ from pathlib import Path
 from localkube import Cluster
 from localkube.node import NETNS_DIR, NODE_NAME, mounts_under, node_dir
 
-from .podspec import apply, python_pod, wait_succeeded
+from tests.node.podspec import apply, python_pod, wait_succeeded
 
 INSPECT = """
 import json, os, socket, ssl, urllib.request
