@@ -455,7 +455,7 @@ def test_an_upgrade_rolls_the_pods_while_the_receiver_keeps_answering(
     after = pods(node_cluster, release.namespace, "receiver")
     assert all(ready(p) for p in after)
     assert all(
-        {"name": "WA_RECEIVER_LOG_LEVEL", "value": "debug"} in p["spec"]["containers"][0]["env"]
+        {"name": "WA_RECEIVER_LOG_LEVEL", "value": "DEBUG"} in p["spec"]["containers"][0]["env"]
         for p in after
     )
 
