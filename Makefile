@@ -4,7 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: setup build run test lint crds clean mutate
+.PHONY: setup build node-deps node-images run test lint crds clean mutate
+
+# What the local node needs from Debian (containerd + runc, the CNI plugins, buildah for the
+# image, mmdebstrap for its base, iptables for kube-proxy); installed once, idempotently.
+NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack
+
+# Prints how long each step took, so CI logs show where the time goes.
+TIMED = @start=$$(date +%s); $(1); rc=$$?; echo "== $(2): $$(( $$(date +%s) - start ))s"; exit $$rc
 
 setup: $(VENV)/.installed
 
@@ -16,7 +23,14 @@ $(VENV)/.installed: pyproject.toml
 
 # The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, helm), cached per pin.
 build: setup
-	$(BIN)/localkube build
+	$(call TIMED,$(BIN)/localkube build,control-plane build)
+
+node-deps:
+	$(call TIMED,dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(NODE_PACKAGES); },node packages)
+
+# The node's images: the Dockerfile's base (mmdebstrap), the project image (buildah), pause.
+node-images: build node-deps
+	$(call TIMED,$(BIN)/localkube build --node,node images)
 
 # The product on the local control plane: cluster, CRD, operator, facade, receiver.
 run: build
@@ -32,8 +46,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: build lint
-	$(BIN)/pytest
+test: node-images lint
+	$(call TIMED,$(BIN)/pytest,tests)
 
 # Mutation testing of the security modules against the unit tests (minutes; not part of
 # `make test`). Modules and tests: [tool.mutation-gate] in pyproject.toml.

@@ -28,11 +28,19 @@ from typing import Any
 
 import yaml
 
+from localkube import node as node_mod
 from localkube.build import Binaries, ensure_built
 from localkube.pki import make_pki
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
+# With a node, what Deployments, Services and pods with service-account tokens rely on.
+NODE_CONTROLLERS = (
+    f"{CONTROLLERS},deployment-controller,replicaset-controller,endpoints-controller,"
+    "endpointslice-controller,endpointslice-mirroring-controller,pod-garbage-collector-controller,"
+    "root-ca-certificate-publisher-controller,disruption-controller,ttl-after-finished-controller,"
+    "node-lifecycle-controller"
+)
 
 
 class ClusterError(RuntimeError):
@@ -123,6 +131,7 @@ class Cluster:
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     started_in: float = 0.0
+    network: node_mod.Network | None = None  # the node's, when it has one (localkube.node)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -134,27 +143,49 @@ class Cluster:
         tie_to_parent: bool = True,
         binaries: Binaries | None = None,
         timeout: float = 90.0,
+        node: bool = False,
     ) -> Cluster:
-        """Start a fresh cluster in `state_dir` (wiped first) and wait until it serves."""
+        """Start a fresh cluster in `state_dir` (wiped first) and wait until it serves; with
+        `node`, also a node that runs pods (localkube.node), Ready before this returns."""
         binaries = binaries or ensure_built()
+        if node:
+            node_mod.check_machine()
+            node_mod.images()  # built (and cached) before anything starts
         started = time.monotonic()
         if state_dir.exists():
             existing = cls.attach(state_dir)
             if existing is not None and existing.running():
                 raise ClusterError(f"a cluster is already running in {state_dir}")
+            if existing is not None and existing.network is not None:
+                existing.stop()  # a node that died: its netns and mounts go first
             shutil.rmtree(state_dir)
         (state_dir / "logs").mkdir(parents=True)
-        pki = make_pki(state_dir / "pki")
+        # The node's pods reach the apiserver on the host end of the node's link.
+        network = node_mod.create_network() if node else None
+        address = network.host_ip if network else "127.0.0.1"
+        pki = make_pki(state_dir / "pki", extra_ips=(address,))
         ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver")}
-        server = f"https://127.0.0.1:{ports['apiserver']}"
+        server = f"https://{address}:{ports['apiserver']}"
         cluster = cls(
             state_dir=state_dir,
             server=server,
             kubeconfig=state_dir / "kubeconfig",
             binaries=binaries,
             ports=ports,
+            network=network,
         )
+        cluster._save()
         cluster._write_kubeconfig(pki.ca_cert, pki.admin_cert, pki.admin_key)
+        node_flags = (
+            [
+                "--endpoint-reconciler-type=lease",
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+            if network
+            else ["--endpoint-reconciler-type=none"]
+        )
         try:
             etcd_url = f"http://127.0.0.1:{ports['etcd']}"
             peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
@@ -179,8 +210,8 @@ class Cluster:
                 "kube-apiserver",
                 [
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--bind-address={address}",
+                    f"--advertise-address={address}",
                     f"--secure-port={ports['apiserver']}",
                     f"--tls-cert-file={pki.serving_cert}",
                     f"--tls-private-key-file={pki.serving_key}",
@@ -190,8 +221,8 @@ class Cluster:
                     f"--service-account-key-file={pki.sa_pub}",
                     f"--service-account-signing-key-file={pki.sa_key}",
                     "--service-cluster-ip-range=10.0.0.0/24",
-                    # Endpoints may not point at loopback; there are no pods to reach anyway.
-                    "--endpoint-reconciler-type=none",
+                    # Without a node: endpoints may not point at loopback, no pod reaches it.
+                    *node_flags,
                     "--profiling=false",
                     "--v=0",
                 ],
@@ -202,7 +233,7 @@ class Cluster:
                 "kube-controller-manager",
                 [
                     f"--kubeconfig={cluster.kubeconfig}",
-                    f"--controllers={CONTROLLERS}",
+                    f"--controllers={NODE_CONTROLLERS if network else CONTROLLERS}",
                     "--leader-elect=false",
                     "--secure-port=0",
                     f"--root-ca-file={pki.ca_cert}",
@@ -216,6 +247,29 @@ class Cluster:
                 lambda: cluster._has_default_service_account(),
                 timeout,
             )
+            if network:
+                # Its port is free on loopback (the default 10259 is taken by another
+                # cluster's scheduler); serving /healthz says it runs.
+                ports["scheduler"] = free_port()
+                cluster._spawn(
+                    "kube-scheduler",
+                    [
+                        f"--kubeconfig={cluster.kubeconfig}",
+                        f"--authentication-kubeconfig={cluster.kubeconfig}",
+                        f"--authorization-kubeconfig={cluster.kubeconfig}",
+                        "--bind-address=127.0.0.1",
+                        f"--secure-port={ports['scheduler']}",
+                        "--leader-elect=false",
+                        "--v=0",
+                    ],
+                    tie_to_parent,
+                )
+                unverified = ssl.create_default_context()
+                unverified.check_hostname = False
+                unverified.verify_mode = ssl.CERT_NONE  # its own self-signed certificate
+                healthz = f"https://127.0.0.1:{ports['scheduler']}/healthz"
+                cluster._wait("kube-scheduler", lambda: _http_ok(healthz, unverified), timeout)
+                node_mod.start(cluster, network, tie_to_parent=tie_to_parent, timeout=timeout)
         except BaseException:
             cluster.stop()
             raise
@@ -237,13 +291,18 @@ class Cluster:
             binaries=Binaries(kube=Path(state["kube"]), helm=Path(state["helm"])),
             pids={k: int(v) for k, v in state["pids"].items()},
             ports={k: int(v) for k, v in state["ports"].items()},
+            network=node_mod.network_from_state(state.get("network")),
         )
 
     def running(self) -> bool:
         return bool(self.pids) and all(_pid_alive(pid) for pid in self.pids.values())
 
     def stop(self) -> None:
-        """End every process this cluster started, newest first, by pid."""
+        """End every process this cluster started, newest first, by pid; the node (if any)
+        first, with everything it made."""
+        if self.network is not None:
+            node_mod.stop(self, self.network)
+            self.network = None
         for name in reversed(list(self.pids)):
             end_process_group(self.pids[name])
         self.pids.clear()
@@ -252,8 +311,10 @@ class Cluster:
     def restart(self, component: str) -> None:
         """Kill one component and start it again with the same arguments (fault tests)."""
         args = json.loads((self.state_dir / f"{component}.args.json").read_text())
+        program_file = self.state_dir / f"{component}.program.json"
+        program = json.loads(program_file.read_text()) if program_file.exists() else None
         end_process_group(self.pids.pop(component))
-        self._spawn(component, args, tie_to_parent=True)
+        self._spawn(component, args, tie_to_parent=True, program=program)
         self._save()
 
     # --- using it ------------------------------------------------------------------------
@@ -308,11 +369,16 @@ class Cluster:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], tie_to_parent: bool) -> None:
+    def _spawn(
+        self, name: str, args: list[str], tie_to_parent: bool, program: list[str] | None = None
+    ) -> None:
+        """Start `kube <name> <args>` (or `<program> <args>`) in a process group of its own."""
         (self.state_dir / f"{name}.args.json").write_text(json.dumps(args))
+        if program is not None:
+            (self.state_dir / f"{name}.program.json").write_text(json.dumps(program))
         with open(self.state_dir / "logs" / f"{name}.log", "ab") as log_file:
             process = subprocess.Popen(
-                [str(self.binaries.kube), name, *args],
+                [*(program or [str(self.binaries.kube), name]), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -365,6 +431,7 @@ class Cluster:
             "helm": str(self.binaries.helm),
             "pids": self.pids,
             "ports": self.ports,
+            "network": node_mod.network_state(self.network) if self.network else None,
         }
         (self.state_dir / "state.json").write_text(json.dumps(state, indent=2))
 

@@ -80,6 +80,7 @@ class OperatorEnv(TypedDict, total=False):
     graph_timeout_seconds: float | None
     graph_max_concurrency: int | None
     graph_proxy_from_env: bool | None
+    graph_plain_http_host: str | None  # tests only: a non-loopback stand-in over http
     graph_account_call_budget: int | None
     health_period_seconds: float | None
     webhook_mode: Literal["managed", "manual"] | None

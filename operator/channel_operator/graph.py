@@ -11,7 +11,8 @@ webhook and watch its health (issue 11).
   Graph's own error messages included (Meta echoes a malformed token back).
 
 The base URL and version are parameters (default https://graph.facebook.com, v25.0); plain
-http is accepted only for a loopback stand-in.
+http is accepted only for a loopback stand-in (or, in tests, the one host named by
+`plain_http_host`).
 """
 
 from __future__ import annotations
@@ -420,14 +421,20 @@ class GraphClient:
         rng: random.Random | None = None,
         observe: Callable[[Call, str], None] | None = None,
         trust_env: bool = False,
+        plain_http_host: str | None = None,
     ) -> None:
         """`observe(call, outcome)` is told every attempt's outcome ("ok" or an error kind),
         e.g. for `whatsapp_operator_graph_calls_total{call,outcome}`; `trust_env` lets
-        HTTPS_PROXY/NO_PROXY apply where Meta is reached through a proxy."""
+        HTTPS_PROXY/NO_PROXY apply where Meta is reached through a proxy; `plain_http_host`
+        (tests only) is the one non-loopback host plain http may name, a stand-in on a test
+        network."""
         url = URL(base_url)
         if not url.is_absolute() or url.scheme not in ("https", "http"):
             raise ValueError("the Graph base URL must be an absolute http(s) URL")
-        if url.scheme == "http" and not _is_loopback(url.host):
+        plain_ok = _is_loopback(url.host) or (
+            plain_http_host is not None and url.host == plain_http_host
+        )
+        if url.scheme == "http" and not plain_ok:
             raise ValueError("the Graph base URL must be https (http only for a loopback stand-in)")
         if url.query_string or url.fragment:
             raise ValueError("the Graph base URL takes no query or fragment")

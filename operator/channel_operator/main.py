@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import sys
 
 import kopf
@@ -52,6 +54,9 @@ def run(settings: OperatorSettings) -> None:
     kube = connect()
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, settings.liveness_host)
+    # kopf names itself after the login user unless POD_ID is set, and the image's user
+    # (uid 65532) has no passwd entry: without this the operator dies at start in its pod.
+    os.environ.setdefault("POD_ID", socket.gethostname())
     # uvloop: the same asyncio, with a faster loop and transports (the operator is CPU-bound
     # on event handling when thousands of channels arrive at once).
     uvloop.run(

@@ -82,6 +82,13 @@ class OperatorSettings(KeysSettings):
         default=False,
         description="Reach Meta through HTTPS_PROXY/NO_PROXY from the environment.",
     )
+    graph_plain_http_host: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9.:-]*$",
+        description="Tests only, never in production: one non-loopback host the Graph base "
+        "URL may name with plain http (a Graph stand-in on a test network, e.g. the local "
+        "node's host address). Empty: https, plain http for loopback only.",
+    )
     graph_account_call_budget: int = Field(
         default=200,
         ge=1,

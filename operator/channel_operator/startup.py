@@ -165,6 +165,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
                 budget=CallBudget(settings.graph_account_call_budget, 3600.0),
                 observe=metrics.graph_call,
                 trust_env=settings.graph_proxy_from_env,
+                plain_http_host=settings.graph_plain_http_host or None,
             ),
             webhook_mode=settings.webhook_mode,
             health_period=settings.health_period_seconds,

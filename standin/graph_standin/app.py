@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import aiohttp
@@ -109,10 +109,14 @@ class GraphStandin:
         account_call_limit: int | None = None,
         account_call_window: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        local_hosts: Collection[str] = (),
     ) -> None:
         """`account_call_limit`: Meta's budget of calls per app and business account in
-        `account_call_window` seconds (about 200 an hour); past it, 80007. None: no limit."""
-        if not is_loopback_host(host):
+        `account_call_window` seconds (about 200 an hour); past it, 80007. None: no limit.
+        `local_hosts`: addresses of a test network of this machine (e.g. a local node's veth
+        ends) the stand-in may listen on and call back besides loopback; nothing else."""
+        self.local_hosts = frozenset(local_hosts)
+        if not self._local(host):
             raise ValueError(f"the Graph stand-in listens on loopback only, not {host!r}")
         self.host = host
         self.port = port
@@ -129,6 +133,9 @@ class GraphStandin:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
+
+    def _local(self, host: str | None) -> bool:
+        return is_loopback_host(host) or (host is not None and host in self.local_hosts)
 
     @property
     def url(self) -> str:
@@ -422,7 +429,7 @@ class GraphStandin:
             raise errors.callback_verification_failed("Invalid callback URL") from None
         if url.scheme not in ("http", "https") or not url.is_absolute():
             raise errors.callback_verification_failed("Invalid callback URL")
-        if not is_loopback_host(url.host):
+        if not self._local(url.host):
             raise errors.callback_verification_failed(
                 "Couldn't connect to server (the stand-in calls loopback callbacks only)"
             )
@@ -621,7 +628,7 @@ class GraphStandin:
                 "Meta would deliver nothing"
             )
         url = number.override_callback_uri or self.app_callback_url
-        if not is_loopback_host(URL(url).host):
+        if not self._local(URL(url).host):
             raise web.HTTPConflict(text="the stand-in delivers to loopback callbacks only")
         event = text_notification(number, text, sender=sender, name=name)
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()

@@ -511,3 +511,11 @@ async def test_debug_token_finds_the_business_account(
     assert info.app_id == number.app_id
     error = await _fails(graph.debug_token(GraphCredentials(TOKEN, "wrong-secret")))
     assert error.kind is GraphErrorKind.APP_SECRET_MISMATCH
+
+
+def test_plain_http_off_loopback_only_to_the_one_named_test_host() -> None:
+    named = GraphClient("http://10.213.0.1:8089", plain_http_host="10.213.0.1")
+    assert named.base_url.host == "10.213.0.1"
+    for url in ("http://10.213.0.5:8089", "http://graph.example.com"):
+        with pytest.raises(ValueError, match="https"):
+            GraphClient(url, plain_http_host="10.213.0.1")

@@ -53,6 +53,13 @@ def test_it_listens_on_loopback_only() -> None:
     )
 
 
+def test_it_listens_off_loopback_only_on_a_named_test_address() -> None:
+    named = GraphStandin("10.213.0.1", local_hosts=("10.213.0.1", "10.213.0.2"))
+    assert named.url == "http://10.213.0.1:0"
+    with pytest.raises(ValueError, match="loopback"):
+        GraphStandin("10.213.0.5", local_hosts=("10.213.0.1",))
+
+
 async def test_send_text_reaches_the_registered_callback(
     standin: GraphStandin, number: PhoneNumber, callback: Callback
 ) -> None:

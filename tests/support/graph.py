@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Collection, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from graph_standin import Fault, GraphStandin, NumberSeed
@@ -24,9 +24,11 @@ WABA_ID = "102290129340398"
 
 
 class StandinThread:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", local_hosts: Collection[str] = ()) -> None:
+        """On loopback; or on `host` of a test network (`local_hosts`: the addresses there
+        it may listen on and call back, e.g. a local node's veth ends)."""
         self.loop = asyncio.new_event_loop()
-        self.standin = GraphStandin(challenge_timeout=5.0)
+        self.standin = GraphStandin(host, challenge_timeout=5.0, local_hosts=local_hosts)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="standin")
         self._thread.start()
         self.call(self.standin.start())
