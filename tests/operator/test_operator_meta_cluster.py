@@ -297,7 +297,9 @@ async def test_an_expired_token_is_false_within_a_period_and_a_new_token_heals_i
         channel = await operated.condition(name, CREDENTIALS_VALID, "False", reasons.TOKEN_EXPIRED)
         assert condition_of(channel, READY)["reason"] == reasons.TOKEN_EXPIRED
         assert rest_status(channel) == "error"
-        assert reasons.TOKEN_EXPIRED in await operated.warnings(name)
+        await eventually(
+            partial(_warned, operated, name, reasons.TOKEN_EXPIRED), "token expiry warned"
+        )
 
         # Re-posting only a new access token heals it.
         fresh = {**values, "access_token": f"EAAG{uuid.uuid4().hex}"}
@@ -458,7 +460,10 @@ async def test_drift_is_warned_and_repaired_and_health_is_reported(operated: Ope
             name, CAN_SEND_MESSAGE, "False", reasons.MESSAGING_BLOCKED
         )
         assert "141006" in condition_of(channel, CAN_SEND_MESSAGE)["message"]
-        assert reasons.MESSAGING_BLOCKED in await operated.warnings(name)
+        # The Warning event is posted beside the status patch, not before it: wait for it.
+        await eventually(
+            partial(_warned, operated, name, reasons.MESSAGING_BLOCKED), "blocked warned"
+        )
         # The metrics: Graph calls by call and outcome, channels by CanSendMessage; no
         # channel, number or credential in a label.
         samples = await scrape(metrics_port)
