@@ -76,6 +76,8 @@ class Accounts:
 
     subscribed: set[str] = field(default_factory=set)
     channels: dict[str, set[str]] = field(default_factory=dict)
+    # The subscribe call in flight per account, awaited by every channel that needs it.
+    subscribing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
     def bind(self, channel: str, waba_id: str) -> None:
         for names in self.channels.values():
@@ -341,6 +343,40 @@ async def find_account(
     return info.waba_ids[0], None
 
 
+async def subscribe_once(
+    meta: Meta, key: str, waba_id: str, graph_credentials: GraphCredentials
+) -> None:
+    """Subscribe the app to the account unless this operator already did. Channels of one
+    account registered at once share a single call: the first asks Meta, the others await
+    its answer. A transient failure reaches them all (each retries later); a refusal was
+    about the first channel's token, so each of the others then asks with its own."""
+    if key in meta.accounts.subscribed:
+        return
+    pending = meta.accounts.subscribing.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(
+            meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
+        )
+        meta.accounts.subscribing[key] = pending
+        pending.add_done_callback(lambda done: _subscribed(meta.accounts, key, done))
+        await asyncio.shield(pending)
+        return
+    try:
+        # shield: a waiter cancelled (its handler timed out) must not cancel the others' call.
+        await asyncio.shield(pending)
+    except GraphError as error:
+        if error.kind.transient:
+            raise
+        await meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
+        meta.accounts.subscribed.add(key)
+
+
+def _subscribed(accounts: Accounts, key: str, done: asyncio.Future[None]) -> None:
+    accounts.subscribing.pop(key, None)
+    if not done.cancelled() and done.exception() is None:
+        accounts.subscribed.add(key)
+
+
 async def register(
     meta: Meta,
     ref: ChannelRef,
@@ -357,14 +393,12 @@ async def register(
         if problem is not None or waba_id is None:
             return problem or (None, reasons.NOT_CHECKED, ""), None
     key = subscription(credentials, waba_id)
-    if key not in meta.accounts.subscribed:
-        try:
-            await meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
-        except GraphError as error:
-            if error.kind.transient:
-                return _transient(error, credentials), waba_id
-            return (False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)), waba_id
-        meta.accounts.subscribed.add(key)
+    try:
+        await subscribe_once(meta, key, waba_id, graph_credentials)
+    except GraphError as error:
+        if error.kind.transient:
+            return _transient(error, credentials), waba_id
+        return (False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)), waba_id
     for delay in (*meta.callback_retries, None):
         try:
             await meta.graph.set_webhook_override(
