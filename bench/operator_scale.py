@@ -1,25 +1,29 @@
-"""The operator at scale, against the apiserver's own floor (issue 7). Run by hand:
+"""The operator at scale, against floors measured in the same run (issues 7 and 11). By hand:
 
     .venv/bin/python bench/operator_scale.py --sizes 100,1000,5000
 
 For each N, in the same run on one fresh local control plane:
-- baseline: a plain script doing only the writes a channel strictly needs (channel create,
-  Secret create, one status update) for N channels at the same concurrency;
+- baseline (writes only): a plain script doing only the writes a channel strictly needs
+  (channel create, Secret create, one status update) with small bodies, at the same
+  concurrency; issue 7's yardstick;
+- floor (writes + Meta): a plain script doing what a Ready channel strictly needs now that
+  Ready means "Meta accepts it" (issue 11): the same writes with the operator's own bodies,
+  unsealing, the three Graph calls against the same stand-in with Meta's challenge answered
+  by a real receiver, pipelined as the operator is (see `baseline_meta`);
 - operator: N sealed channels created at that concurrency while the real operator runs;
   time until all are Ready, create->Ready p50/p99, apiserver writes per channel (from the
-  apiserver's own request counters), operator peak RSS (VmHWM);
+  apiserver's own request counters), Graph calls per channel (target 3: check, subscribe or
+  its skip, override), operator peak RSS (VmHWM);
 - restart: the operator stopped and started with N Ready channels; time until caught up
   (a channel created after the restart is Ready and a channel changed while it was down is
-  Ready at its new generation: both queue behind the N listed ones) and the writes it made
-  beyond those two channels' own.
-Ratios are printed against the baseline measured in the same run.
+  Ready at its new generation: both queue behind the N listed ones), the writes and the
+  Graph calls it made beyond those two channels' own (target 0: nothing before the health
+  period);
+- health: the operator started with a short health period; the Graph calls per channel and
+  period once the schedule is steady (target 1).
 
-The operator asks Meta about every channel (issue 11): here the Graph API stand-in
-(`whatsapp-graph-standin`, a process of its own, seeded with every channel's number) and a
-real receiver that answers the stand-in's challenge during the override. The bench prints
-the Graph calls per channel on create (target 3: check, subscribe or its skip, override) and
-the Graph calls a restart makes beyond the tracers' (target 0: nothing before the health
-period).
+Meta is the Graph API stand-in (`whatsapp-graph-standin`, a process of its own, seeded with
+every channel's number) on the same 2 cores, as is the receiver.
 """
 
 from __future__ import annotations
@@ -392,8 +396,39 @@ def sealed_for(key: PublicSealingKey, namespace: str, name: str) -> SealedCreden
     return SealedCredentials.model_validate(fields)
 
 
+async def health_calls(
+    cluster: Cluster, namespace: str, log_dir: Path, graph: Graph, receiver_url: str, period: float
+) -> dict[str, int]:
+    """The Graph calls of the health schedule: the operator started with a health period of
+    `period` seconds; after one period (every channel checked at least once since the start,
+    the catch-up over), the calls of the next two periods are counted. Empty if period is 0."""
+    if period <= 0:
+        return {}
+    operator = product.start_operator(
+        cluster.kubeconfig,
+        log_dir,
+        namespace=namespace,
+        webhook_base_url=receiver_url,
+        graph_base_url=graph.url,
+        log_level="WARNING",
+        health_period_seconds=period,
+    )
+    try:
+        await asyncio.sleep(period)
+        before = graph.calls()
+        await asyncio.sleep(2 * period)
+        return delta(graph.calls(), before)
+    finally:
+        operator.stop()
+
+
 async def run_size(
-    cluster: Cluster, kube: Kube, n: int, concurrency: int, log_dir: Path
+    cluster: Cluster,
+    kube: Kube,
+    n: int,
+    concurrency: int,
+    log_dir: Path,
+    health_period: float,
 ) -> dict[str, Any]:
     base_ns, floor_ns, op_ns = f"base-{n}", f"floor-{n}", f"op-{n}"
     for ns in (base_ns, floor_ns, op_ns):
@@ -479,6 +514,7 @@ async def run_size(
     restart_writes = delta(writes(cluster), before)
     graph_restart = delta(graph.calls(), graph_before)
     operator.stop()
+    health = await health_calls(cluster, op_ns, log_dir, graph, receiver.url, health_period)
     receiver.stop()
     graph.service.stop()
     watch.stop()
@@ -509,10 +545,14 @@ async def run_size(
         "restart_graph_calls": graph_restart,
         # The sentinel's own calls are a new channel's (3); the disabled channel asks nothing.
         "restart_graph_calls_beyond_tracers": max(0, sum(graph_restart.values()) - 3),
+        "health_period_s": health_period,
+        "health_calls": health,
+        # Two periods counted; the disabled tracer is not checked, the sentinel is.
+        "health_calls_per_channel_period": sum(health.values()) / n / 2 if health else None,
     }
 
 
-async def main_async(sizes: list[int], concurrency: int) -> None:
+async def main_async(sizes: list[int], concurrency: int, health_period: float) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         cluster = Cluster.start(Path(tmp) / "cluster")
         try:
@@ -532,7 +572,7 @@ async def main_async(sizes: list[int], concurrency: int) -> None:
             await baseline(kube, "warm-up", 50, concurrency)
             results = []
             for n in sizes:
-                result = await run_size(cluster, kube, n, concurrency, Path(tmp))
+                result = await run_size(cluster, kube, n, concurrency, Path(tmp), health_period)
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
             await kube.close()
@@ -553,17 +593,23 @@ async def main_async(sizes: list[int], concurrency: int) -> None:
     print()
     print(
         "| N | writes/channel (writes only; floor) | Graph calls/channel (floor) | peak RSS "
-        "| restart: caught up | restart: writes | restart: Graph calls |"
+        "| restart: caught up | restart: writes | restart: Graph calls "
+        "| Graph calls/channel/health period |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['n']} | {r['writes_per_channel']:.2f} ({r['baseline_writes_per_channel']:.2f}; "
             f"{r['floor_writes_per_channel']:.2f}) | {r['graph_calls_per_channel']:.2f} "
             f"({r['floor_graph_calls_per_channel']:.2f}) | {r['peak_rss_mb']:.0f} MB "
             f"| {r['restart_caught_up_s']:.1f} s | {r['restart_writes_beyond_tracers']} "
-            f"| {r['restart_graph_calls_beyond_tracers']} |"
+            f"| {r['restart_graph_calls_beyond_tracers']} | {health_text(r)} |"
         )
+
+
+def health_text(r: dict[str, Any]) -> str:
+    per = r["health_calls_per_channel_period"]
+    return "-" if per is None else f"{per:.2f} ({r['health_period_s']:.0f} s period)"
 
 
 def main() -> None:
@@ -574,8 +620,15 @@ def main() -> None:
         "--sizes", default="100,1000", help="comma-separated N (default %(default)s)"
     )
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--health-period",
+        type=float,
+        default=20.0,
+        help="seconds; the health schedule is measured over 3 such periods (0: skipped)",
+    )
     args = parser.parse_args()
-    asyncio.run(main_async([int(s) for s in args.sizes.split(",")], args.concurrency))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    asyncio.run(main_async(sizes, args.concurrency, args.health_period))
 
 
 if __name__ == "__main__":
