@@ -277,11 +277,12 @@ async def watched_secrets(kube: MemoryKube) -> ChannelSecrets:
 
 
 async def write(
-    secrets: ChannelSecrets, channel_: tuple[ChannelRef, ChannelSpec, Credentials]
+    kube: MemoryKube,
+    secrets: ChannelSecrets,
+    channel_: tuple[ChannelRef, ChannelSpec, Credentials],
 ) -> JSON:
     """The channel's Secret written by the operator; the watch event it causes."""
     ref, spec, credentials = channel_
-    kube = cast(MemoryKube, secrets._kube)
     assert await secrets.ensure(ref, build_secret(ref, spec, credentials)) == "created"
     _, _, kind, obj = kube.events[-1]
     assert (kind, obj["metadata"]["name"]) == ("ADDED", ref.secret_name)
@@ -291,9 +292,9 @@ async def write(
 async def test_the_override_waits_until_the_watch_delivered_the_secret_written() -> None:
     kube = MemoryKube()
     secrets = await watched_secrets(kube)
-    other = await write(secrets, channel(1))  # another channel's Secret, written before
+    other = await write(kube, secrets, channel(1))  # another channel's Secret, written before
     ours = channel(2)
-    event = await write(secrets, ours)
+    event = await write(kube, secrets, ours)
     ref, spec, credentials = ours
     assert not secrets.is_delivered(ref.secret_name)
 
@@ -333,7 +334,7 @@ async def test_a_relist_after_a_gap_delivers_it_too() -> None:
     kube = MemoryKube()
     secrets = await watched_secrets(kube)
     ours = channel(1)
-    await write(secrets, ours)
+    await write(kube, secrets, ours)
     waiter = asyncio.create_task(secrets.delivered(ours[0].secret_name, 60))
     secrets._on_event("SYNC", await kube.get(core_path("secrets", NS)))  # as after a 410
     assert await asyncio.wait_for(waiter, 60) is True
@@ -343,7 +344,7 @@ async def test_without_delivery_the_override_is_asked_anyway_after_the_timeout()
     kube = MemoryKube()
     secrets = await watched_secrets(kube)
     ours = channel(1)
-    await write(secrets, ours)  # and its event never arrives
+    await write(kube, secrets, ours)  # and its event never arrives
     ref, spec, credentials = ours
     graph = FakeGraph()
     answered: list[bool] = []
@@ -363,7 +364,7 @@ async def test_no_wait_once_delivered_or_for_a_secret_not_written_since_the_star
     kube = MemoryKube()
     secrets = await watched_secrets(kube)
     ours = channel(1)
-    event = await write(secrets, ours)
+    event = await write(kube, secrets, ours)
     secrets._on_event("ADDED", event)
     name = ours[0].secret_name
     # A zero timeout: any pause at all would time out and answer False.
