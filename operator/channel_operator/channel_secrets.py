@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal
@@ -65,6 +67,11 @@ class ChannelSecrets:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_drift: DriftHandler | None = None
         self.synced = asyncio.Event()
+        # The newest resourceVersion the watch delivered (an event's, or a listing's), and
+        # who waits for it to reach a version: (version, tie-breaker, future), oldest first.
+        self._watched = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tie = itertools.count()
 
     # --- the cache ----------------------------------------------------------------------
 
@@ -94,6 +101,41 @@ class ChannelSecrets:
         if _version(obj) >= _version(self._cache.get(name)):
             self._cache[name] = obj
 
+    def is_delivered(self, name: str) -> bool:
+        """True when the watch delivered the operator's own last write of Secret `name`
+        (or there was none since the operator started)."""
+        return self._ours.get(name, 0) <= self._watched
+
+    async def delivered(self, name: str, timeout: float) -> bool:
+        """Wait until the watch delivered the operator's own last write of Secret `name`,
+        at most `timeout` seconds; False when it did not in time.
+
+        Why it is worth waiting for: the receiver learns a channel from its own watch on
+        these Secrets, and Meta calls the receiver's challenge during the override call.
+        Both watches are served by the same apiserver watch cache at about the same moment,
+        so "the operator's watch delivered it" is a good proxy for "the receiver's did",
+        at no extra request. A watch delivers in resourceVersion order, so a delivered
+        version at least ours means ours was delivered (or listed)."""
+        wanted = self._ours.get(name, 0)
+        if wanted <= self._watched:
+            return True
+        arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (wanted, next(self._tie), arrived))
+        try:
+            async with asyncio.timeout(timeout):
+                await arrived
+        except TimeoutError:
+            return False
+        return True
+
+    def _watched_up_to(self, version: int) -> None:
+        """The watch delivered `version`: wake whoever waited for it or an older one."""
+        self._watched = max(self._watched, version)
+        while self._waiting and self._waiting[0][0] <= self._watched:
+            arrived = heapq.heappop(self._waiting)[2]
+            if not arrived.done():  # a waiter that timed out cancelled its future
+                arrived.set_result(None)
+
     def _on_event(self, kind: str, obj: JSON) -> None:
         if kind == "SYNC":
             listed = {_name(item): item for item in obj.get("items") or []}
@@ -103,7 +145,9 @@ class ChannelSecrets:
                     if new is None or _version(new) != _version(old):
                         self._drifted(new or old)
             self._cache = listed
+            self._watched_up_to(_version(obj))
             return
+        self._watched_up_to(_version(obj))
         name = _name(obj)
         if kind == "DELETED":
             self._cache.pop(name, None)

@@ -56,6 +56,9 @@ from channel_operator.meta import Meta, MetaReport, Warn
 log = logging.getLogger(__name__)
 
 WarnFor = Callable[[Mapping[str, Any]], Warn]
+# How long the override waits for the Secret watch to deliver the operator's own write
+# (`ChannelSecrets.delivered`); then it is asked anyway, and a 2200 is retried.
+SECRET_DELIVERY_TIMEOUT = 5.0
 
 
 @dataclass
@@ -274,7 +277,19 @@ async def ask_meta(
             rt.health.after(ref.name, meta.health_period - ago)
         return report, None
     url = webhook_url(rt.webhook_base_url, ref.name)
-    asked = await meta_steps.ask(meta, ref, spec, credentials, current, url, warn)
+
+    async def secret_delivered() -> None:
+        if not await rt.secrets.delivered(ref.secret_name, SECRET_DELIVERY_TIMEOUT):
+            log.debug(
+                "channel %s: the Secret watch has not delivered our write after %.0fs; "
+                "registering the webhook anyway",
+                ref.name,
+                SECRET_DELIVERY_TIMEOUT,
+            )
+
+    asked = await meta_steps.ask(
+        meta, ref, spec, credentials, current, url, warn, before_override=secret_delivered
+    )
     if rt.health is not None:
         rt.health.after(ref.name, None if asked.refused else meta.health_period)
     return asked.report, asked.retry
