@@ -64,6 +64,8 @@ class ChannelSecrets:
         # name -> (channel uid, generation) of the newest spec a write made current
         self._applied: dict[str, tuple[str, int]] = {}
         self._pending: set[str] = set()
+        # name -> the watch events that arrived while our write of it was in flight
+        self._writing: dict[str, list[tuple[str, JSON]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_drift: DriftHandler | None = None
         self.synced = asyncio.Event()
@@ -151,14 +153,37 @@ class ChannelSecrets:
         name = _name(obj)
         if kind == "DELETED":
             self._cache.pop(name, None)
+        else:
+            self._keep(obj)
+        held = self._writing.get(name)
+        if held is not None:  # our write's answer may still be on its way: judge it then
+            held.append((kind, obj))
+            return
+        self._judge(kind, obj)
+
+    def _judge(self, kind: str, obj: JSON) -> None:
+        """Drift, unless the event is our own write (or our own delete)."""
+        name = _name(obj)
+        if kind == "DELETED":
             if name in self._deleted_by_us:
                 self._deleted_by_us.discard(name)
                 return
-        else:
-            self._keep(obj)
-            if self._ours.get(name) == _version(obj):
-                return
+        elif self._ours.get(name) == _version(obj):
+            return
         self._drifted(obj)
+
+    async def _write(self, name: str, call: Awaitable[JSON]) -> JSON:
+        """A create or replace of Secret `name`. Its own watch event can arrive before its
+        answer (under load it often does): events meanwhile are held and judged once the
+        answer says which version is ours, so our write is never taken for drift."""
+        self._writing[name] = []
+        try:
+            obj = await call
+            self._wrote(obj)
+            return obj
+        finally:
+            for kind, event in self._writing.pop(name, []):
+                self._judge(kind, event)
 
     def _drifted(self, obj: JSON) -> None:
         channel = channel_secret.instance_of(obj)
@@ -242,7 +267,7 @@ class ChannelSecrets:
         for _ in range(WRITE_ATTEMPTS):
             if existing is None:
                 try:
-                    self._wrote(await self._kube.create(self._path(), desired))
+                    await self._write(name, self._kube.create(self._path(), desired))
                     return "created"
                 except Conflict:  # it exists after all (the cache lags)
                     existing = await self._read(name)
@@ -255,9 +280,8 @@ class ChannelSecrets:
             if secret_is_current(existing, desired):
                 return None
             try:
-                self._wrote(
-                    await self._kube.replace(self._path(name), merged_secret(existing, desired))
-                )
+                replaced = self._kube.replace(self._path(name), merged_secret(existing, desired))
+                await self._write(name, replaced)
                 return "updated"
             except Conflict:  # changed since we looked
                 existing = await self._read(name)

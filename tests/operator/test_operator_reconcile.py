@@ -314,6 +314,57 @@ async def test_the_watch_reports_others_changes_and_ignores_ours() -> None:
     assert reported == [name]
 
 
+class WatchFirstKube(MemoryKube):
+    """An apiserver whose watch delivers a Secret write before the write's own answer (as
+    a loaded apiserver often does), optionally with someone else's edit right behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: ChannelSecrets | None = None
+        self.edit_meanwhile = False
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> JSON:
+        answer = await super().request(method, path, **kwargs)
+        if self.secrets is not None and method in ("POST", "PUT") and "/secrets" in path:
+            self.secrets._on_event(
+                "ADDED" if method == "POST" else "MODIFIED", copy.deepcopy(answer)
+            )
+            if self.edit_meanwhile:
+                theirs = copy.deepcopy(answer)
+                theirs["metadata"]["resourceVersion"] = str(
+                    int(answer["metadata"]["resourceVersion"]) + 1
+                )
+                self.secrets._on_event("MODIFIED", theirs)
+        return answer
+
+
+@pytest.mark.parametrize("edit_meanwhile", [False, True])
+async def test_our_write_seen_before_its_answer_is_not_drift(edit_meanwhile: bool) -> None:
+    kube = WatchFirstKube()
+    rt = await make_runtime(kube)
+    reported: list[str] = []
+
+    async def on_drift(channel: str) -> None:
+        reported.append(channel)
+
+    rt.secrets._on_drift = on_drift
+    kube.secrets, kube.edit_meanwhile = rt.secrets, edit_meanwhile
+    name = str(uuid.uuid4())
+    key = public_key(kube)
+    await reconcile.reconcile(rt, channel_body(name, sealed_spec(key, name, VALUES)), {})
+    changed = {**VALUES, "access_token": "EAAG-token-2"}
+    body = channel_body(name, sealed_spec(key, name, changed), generation=2)
+    await reconcile.reconcile(rt, body, {})  # a replace, its event first too
+    assert secret_values(kube, name)["access_token"] == "EAAG-token-2"
+    if not edit_meanwhile:
+        assert rt.secrets._tasks == set()  # our own writes: no repair was even scheduled
+        assert reported == []
+    else:
+        [repair] = rt.secrets._tasks  # someone else's edit behind ours: one repair
+        await repair
+        assert reported == [name]
+
+
 async def test_startup_sweeps_secrets_of_channels_that_are_gone() -> None:
     kube = MemoryKube()
     rt = await make_runtime(kube)
