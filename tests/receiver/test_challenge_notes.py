@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from channel_api.receiver.channel_cache import channel_from_secret
 from whatsapp_channel.channel_secret import WEBHOOK_MODE_ANNOTATION
+from whatsapp_channel.kube import channels_path
 from whatsapp_channel.model import WebhookMode
 
 from tests.receiver.conftest import Harness
@@ -30,7 +31,7 @@ def challenge(token: str, value: str = "1158201444") -> dict[str, str]:
 
 
 def status_path(instance_id: str) -> str:
-    return f"/apis/whatsapp.hydracore.io/v1alpha1/namespaces/tests/whatsappchannels/{instance_id}/status"
+    return channels_path("tests", instance_id, "status")
 
 
 async def answer_challenges(harness: Harness, instance_id: str, token: str) -> None:

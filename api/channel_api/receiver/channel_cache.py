@@ -3,8 +3,9 @@ operator generates: no apiserver call per webhook request.
 
 A channel Secret (`whatsapp_channel.channel_secret`) is a channel's whole webhook
 configuration: its instance and phone number id, whether it is enabled, its verify token and
-app secret, and whether its challenges are noted in status (manual webhooks only). Updates arrive from `whatsapp_channel.kube.reflect` on the event loop,
-so a lookup never sees half of an update.
+app secret, and whether its challenges are noted in status (manual webhooks only). Updates
+arrive from `whatsapp_channel.kube.reflect` on the event loop, so a lookup never sees half of
+an update.
 """
 
 from __future__ import annotations
