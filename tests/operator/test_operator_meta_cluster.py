@@ -525,11 +525,6 @@ async def test_only_a_manual_webhooks_challenge_is_noted_in_status(operated: Ope
     with operated.operator():  # managed by default; one channel asks for manual itself
         managed = await operated.create(managed_phone, managed_values)
         manual = await operated.create(manual_phone, manual_values, mode="manual")
-        for name, mode in ((managed, "managed"), (manual, "manual")):
-            secret = await operated.kube.get(
-                core_path("secrets", operated.namespace, f"whatsapp-{name}")
-            )
-            assert secret["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] == mode
 
         # Registered through the stand-in, which called the receiver's challenge.
         channel = await operated.condition(
@@ -549,6 +544,12 @@ async def test_only_a_manual_webhooks_challenge_is_noted_in_status(operated: Ope
         channel = await operated.condition(
             manual, WEBHOOK_REGISTERED, "Unknown", reasons.AWAITING_CHALLENGE
         )
+        # Each channel's Secret (written before Meta was asked) told the receiver its mode.
+        for name, mode in ((managed, "managed"), (manual, "manual")):
+            secret = await operated.kube.get(
+                core_path("secrets", operated.namespace, f"whatsapp-{name}")
+            )
+            assert secret["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] == mode
         assert "lastChallengeAt" not in channel["status"]
         async with httpx.AsyncClient() as http:
             answer = await http.get(
