@@ -9,6 +9,12 @@ live here together: `build` and `parse` are inverses (a test proves parse(build(
                   <group>/phone-number-id
     annotations   <group>/enabled       "true" or "false"
                   <group>/data-hash     what the data should be (the operator's drift check)
+                  <group>/webhook-mode  "managed" or "manual": the channel's effective
+                                        spec.webhook.mode (the operator's default when unset;
+                                        "manual" when the operator does not talk to Meta).
+                                        The receiver notes lastChallengeAt only for manual
+                                        channels; a Secret without it (an older operator's)
+                                        is treated as manual.
     ownerReferences                     the WhatsAppChannel, as controller
     data          access_token, app_secret, verify_token (base64, as every Secret's data)
 """
@@ -30,6 +36,8 @@ from whatsapp_channel.model import (
     KIND,
     LABEL_PREFIX,
     PHONE_NUMBER_ID_PATTERN,
+    WEBHOOK_MODES,
+    WebhookMode,
     is_channel_name,
 )
 
@@ -39,6 +47,7 @@ INSTANCE_LABEL = f"{LABEL_PREFIX}/instance-id"
 PHONE_NUMBER_ID_LABEL = f"{LABEL_PREFIX}/phone-number-id"
 ENABLED_ANNOTATION = f"{LABEL_PREFIX}/enabled"
 DATA_HASH_ANNOTATION = f"{LABEL_PREFIX}/data-hash"
+WEBHOOK_MODE_ANNOTATION = f"{LABEL_PREFIX}/webhook-mode"
 # Channel Secrets only: the managed-by label alone could match other Secrets of the operator.
 SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{INSTANCE_LABEL}"
 # The data keys (also those of a user's secretRef Secret).
@@ -66,6 +75,15 @@ class ChannelSecret:
     access_token: str | None = field(repr=False)  # never printed
     app_secret: str | None = field(repr=False)
     verify_token: str | None = field(repr=False)
+    # Who registers the webhook at Meta; None: not said (a Secret of an older operator).
+    webhook_mode: WebhookMode | None = None
+
+    @property
+    def notes_challenges(self) -> bool:
+        """True when the receiver records Meta's challenges in lastChallengeAt: the webhook
+        is registered by hand, so that is how the operator learns it works. A managed
+        channel's registration is confirmed at Meta by the operator itself."""
+        return self.webhook_mode != "managed"
 
     def data(self) -> dict[str, str]:
         """The credentials present, in clear text."""
@@ -96,6 +114,8 @@ def build(secret: ChannelSecret) -> dict[str, Any]:
             DATA_HASH_ANNOTATION: data_hash(data),
         },
     }
+    if secret.webhook_mode is not None:
+        metadata["annotations"][WEBHOOK_MODE_ANNOTATION] = secret.webhook_mode
     if secret.channel_uid is not None:
         metadata["ownerReferences"] = [
             {
@@ -132,6 +152,13 @@ def _decoded(value: object) -> str | None:
         return None
 
 
+def _webhook_mode(value: object) -> WebhookMode | None:
+    for mode in WEBHOOK_MODES:
+        if value == mode:
+            return mode
+    return None
+
+
 def parse(secret: Mapping[str, Any]) -> ChannelSecret | None:
     """What a Secret says about its channel; None when it is no channel's (its instance id
     label is missing or not a canonical UUID, which ends up in a host name)."""
@@ -161,4 +188,5 @@ def parse(secret: Mapping[str, Any]) -> ChannelSecret | None:
         access_token=_decoded(data.get("access_token")),
         app_secret=_decoded(data.get("app_secret")),
         verify_token=_decoded(data.get("verify_token")),
+        webhook_mode=_webhook_mode(annotations.get(WEBHOOK_MODE_ANNOTATION)),
     )

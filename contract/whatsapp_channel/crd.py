@@ -174,7 +174,9 @@ def status_schema() -> JSONSchema:
             },
             "webhookUrl": _string("The URL to give Meta as the webhook callback."),
             "secretName": _string("The Secret the operator generated for this channel."),
-            "lastChallengeAt": _string("When the receiver last answered Meta's challenge."),
+            "lastChallengeAt": _string(
+                "When the receiver last answered Meta's challenge (manual webhooks only)."
+            ),
             "lastEventAt": _string("When the receiver last handed on an event."),
             "verifiedName": _string("The number's verified business name, as Meta says."),
             "qualityRating": _string("Meta's quality rating of the number (GREEN, ...)."),

@@ -64,7 +64,9 @@ NOT_CHECKED = "NotChecked"
 # WebhookRegistered=True (managed): Meta's read-back or answer shows our URL as the number's
 # override.
 OVERRIDE_REGISTERED = "OverrideRegistered"
-# WebhookRegistered=True (manual): Meta called the channel's challenge (status.lastChallengeAt).
+# WebhookRegistered=True (manual): Meta called the channel's challenge (status.lastChallengeAt,
+# which the receiver writes for manual webhooks only: a managed one's challenge comes during the
+# operator's own override call and is confirmed by the read-back).
 CHALLENGE_ANSWERED = "ChallengeAnswered"
 # WebhookRegistered=Unknown (manual): waiting for Meta's challenge, i.e. for the webhook to be
 # entered in the Meta app.

@@ -26,6 +26,7 @@ from whatsapp_channel.model import (
     WEBHOOK_REGISTERED,
     ChannelSpec,
     SealedCredentials,
+    WebhookMode,
     find_condition,
     set_condition,
     webhook_url,
@@ -144,9 +145,17 @@ def credentials_from_secret(secret: Mapping[str, Any]) -> Credentials:
 # --- the generated Secret ---------------------------------------------------------------
 
 
-def build_secret(ref: ChannelRef, spec: ChannelSpec, credentials: Credentials) -> JSON:
+def build_secret(
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    *,
+    webhook_mode: WebhookMode = "manual",
+) -> JSON:
     """The channel's Secret: its credentials and, in labels and annotations, the webhook
-    configuration the receiver routes by."""
+    configuration the receiver routes by. `webhook_mode` is the channel's effective mode
+    (`meta.mode_of`; "manual" when Meta is not asked): the receiver notes Meta's challenges
+    in status only for a manual channel."""
     return channel_secret.build(
         channel_secret.ChannelSecret(
             namespace=ref.namespace,
@@ -158,6 +167,7 @@ def build_secret(ref: ChannelRef, spec: ChannelSpec, credentials: Credentials) -
             access_token=credentials.access_token,
             app_secret=credentials.app_secret,
             verify_token=credentials.verify_token,
+            webhook_mode=webhook_mode,
         )
     )
 

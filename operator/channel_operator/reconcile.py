@@ -20,6 +20,7 @@ from whatsapp_channel.model import (
     WEBHOOK_REGISTERED,
     ChannelSpec,
     SealedCredentials,
+    WebhookMode,
     find_condition,
     webhook_url,
 )
@@ -138,6 +139,12 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
     raise ChannelFailure(INVALID_SPEC, "spec gives no credentials: set sealed or secretRef")
 
 
+def effective_mode(rt: Runtime, spec: ChannelSpec) -> WebhookMode:
+    """Who registers the channel's webhook at Meta: the spec, else the operator's default;
+    "manual" when the operator does not talk to Meta (then only Meta's challenge tells)."""
+    return meta_steps.mode_of(spec, rt.meta.webhook_mode) if rt.meta is not None else "manual"
+
+
 async def sync_secret(
     rt: Runtime, ref: ChannelRef, spec: ChannelSpec, *, locked: bool = False
 ) -> Written | None:
@@ -151,7 +158,7 @@ async def sync_secret_with_credentials(
 ) -> tuple[Written | None, Credentials]:
     try:
         credentials = await read_credentials(rt, ref, spec)
-        desired = build_secret(ref, spec, credentials)
+        desired = build_secret(ref, spec, credentials, webhook_mode=effective_mode(rt, spec))
         if locked:
             return await rt.secrets.ensure_locked(ref, desired), credentials
         return await rt.secrets.ensure(ref, desired), credentials

@@ -13,6 +13,7 @@ from whatsapp_channel.channel_secret import (
     INSTANCE_LABEL,
     PHONE_NUMBER_ID_LABEL,
     SELECTOR,
+    WEBHOOK_MODE_ANNOTATION,
     ChannelSecret,
     build,
     instance_of,
@@ -43,8 +44,19 @@ FULL = ChannelSecret(
         replace(FULL, access_token=None, app_secret=None, verify_token=None),
         replace(FULL, channel_uid=None),  # no owner: the channel is the instance id
         replace(FULL, namespace="other", channel="not-the-instance-id"),
+        replace(FULL, webhook_mode="managed"),
+        replace(FULL, webhook_mode="manual"),
     ],
-    ids=["full", "disabled", "no-phone", "no-credentials", "no-owner", "other-owner"],
+    ids=[
+        "full",
+        "disabled",
+        "no-phone",
+        "no-credentials",
+        "no-owner",
+        "other-owner",
+        "managed",
+        "manual",
+    ],
 )
 def test_parse_reads_back_what_build_wrote(secret: ChannelSecret) -> None:
     built = build(secret)
@@ -107,3 +119,32 @@ def test_a_secret_without_an_instance_label_names_no_instance() -> None:
         secret["metadata"]["labels"] = labels
         assert instance_of(secret) is None
     assert instance_of({}) is None
+
+
+def test_the_webhook_mode_is_an_annotation_and_only_managed_stops_challenge_notes() -> None:
+    """The receiver notes Meta's challenges in status unless the operator registers the
+    webhook itself; a Secret that does not say (an older operator's) keeps the notes."""
+    assert WEBHOOK_MODE_ANNOTATION == "whatsapp.hydracore.io/webhook-mode"
+    assert WEBHOOK_MODE_ANNOTATION not in build(FULL)["metadata"]["annotations"]
+    for mode, notes in (("managed", False), ("manual", True)):
+        built = build(replace(FULL, webhook_mode=mode))  # type: ignore[arg-type]
+        assert built["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] == mode
+        parsed = parse(built)
+        assert parsed is not None
+        assert (parsed.webhook_mode, parsed.notes_challenges) == (mode, notes)
+    assert FULL.notes_challenges
+    for unknown in ("Managed", "auto", "", None):
+        built = build(replace(FULL, webhook_mode="managed"))
+        built["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] = unknown
+        parsed = parse(built)
+        assert parsed is not None
+        assert (parsed.webhook_mode, parsed.notes_challenges) == (None, True)
+
+
+def test_the_webhook_mode_is_not_part_of_the_data_hash() -> None:
+    """The data hash fingerprints the credentials; the mode is compared as an annotation."""
+
+    def hashed(secret: ChannelSecret) -> str:
+        return str(build(secret)["metadata"]["annotations"]["whatsapp.hydracore.io/data-hash"])
+
+    assert hashed(FULL) == hashed(replace(FULL, webhook_mode="managed"))

@@ -27,9 +27,10 @@ from whatsapp_channel.channel_secret import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PHONE_NUMBER_ID_LABEL,
+    WEBHOOK_MODE_ANNOTATION,
     data_hash,
 )
-from whatsapp_channel.model import API_VERSION, KIND, ChannelSpec, SecretRef
+from whatsapp_channel.model import API_VERSION, KIND, ChannelSpec, SecretRef, WebhookMode
 from whatsapp_channel.reasons import SECRET_REF_INCOMPLETE
 from whatsapp_channel.sealing import SealError
 
@@ -217,7 +218,8 @@ def test_the_status_reports_word_for_word():
     }
 
 
-def test_the_secret_is_exactly_this_object():
+@pytest.mark.parametrize("mode", ["managed", "manual"])
+def test_the_secret_is_exactly_this_object(mode: WebhookMode):
     ref = ChannelRef("ns", NAME, UID, 1)
     spec = ChannelSpec(
         instance_id=NAME,
@@ -225,7 +227,7 @@ def test_the_secret_is_exactly_this_object():
         enabled=True,
         secret_ref=SecretRef(name="theirs"),
     )
-    secret = build_secret(ref, spec, Credentials("a", "b", "c"))
+    secret = build_secret(ref, spec, Credentials("a", "b", "c"), webhook_mode=mode)
     data = {"access_token": "a", "app_secret": "b", "verify_token": "c"}
     assert secret == {
         "apiVersion": "v1",
@@ -239,11 +241,25 @@ def test_the_secret_is_exactly_this_object():
                 INSTANCE_LABEL: NAME,
                 PHONE_NUMBER_ID_LABEL: "106540352242922",
             },
-            "annotations": {ENABLED_ANNOTATION: "true", DATA_HASH_ANNOTATION: data_hash(data)},
+            "annotations": {
+                ENABLED_ANNOTATION: "true",
+                DATA_HASH_ANNOTATION: data_hash(data),
+                WEBHOOK_MODE_ANNOTATION: mode,
+            },
             "ownerReferences": [owner_reference(ref)],
         },
         "data": {"access_token": "YQ==", "app_secret": "Yg==", "verify_token": "Yw=="},
     }
+
+
+def test_the_secret_says_manual_unless_told_otherwise():
+    """Without Meta the operator learns of a webhook only from the receiver's challenge note,
+    so the Secret must keep the receiver noting it."""
+    spec = ChannelSpec(
+        instance_id=NAME, phone_number_id="106540352242922", secret_ref=SecretRef(name="x")
+    )
+    secret = build_secret(ChannelRef("ns", NAME, UID, 1), spec, Credentials("a", "b", "c"))
+    assert secret["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] == "manual"
 
 
 def test_a_failed_status_still_names_the_webhook_url():

@@ -26,6 +26,7 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service
 from whatsapp_channel import reasons
+from whatsapp_channel.channel_secret import WEBHOOK_MODE_ANNOTATION
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
@@ -509,6 +510,78 @@ async def test_manual_webhooks_follow_the_receivers_challenge(operated: Operated
         )
         assert rest_status(channel) == "active"
     operated.assert_no_credential_logged()
+
+
+async def test_only_a_manual_webhooks_challenge_is_noted_in_status(operated: Operated) -> None:
+    """The receiver notes Meta's challenge (lastChallengeAt) only for a manual webhook, whose
+    WebhookRegistered follows it. A managed one's challenge comes during the operator's own
+    override call, which the operator confirms by read-back: noting it would cost a status
+    write (and a watch event) per channel, so the receiver answers it and notes nothing."""
+    standin = operated.standin
+    managed_phone, managed_values = new_phone(), credentials()
+    manual_phone, manual_values = new_phone(), credentials()
+    operated.seed(managed_phone, managed_values)
+    operated.seed(manual_phone, manual_values)
+    with operated.operator():  # managed by default; one channel asks for manual itself
+        managed = await operated.create(managed_phone, managed_values)
+        manual = await operated.create(manual_phone, manual_values, mode="manual")
+
+        # Registered through the stand-in, which called the receiver's challenge.
+        channel = await operated.condition(
+            managed, WEBHOOK_REGISTERED, "True", reasons.OVERRIDE_REGISTERED
+        )
+        url = channel["status"]["webhookUrl"]
+        assert standin.override(managed_phone) == url
+        # A message through the override: the receiver notes lastEventAt in the same write
+        # as, or a later one than, any note it still held of the earlier challenge.
+        assert (await deliver_text(standin, managed_phone, "hello"))[1] == url
+        channel = await eventually(
+            partial(_status_with, operated, managed, "lastEventAt"), "lastEventAt noted"
+        )
+        assert "lastChallengeAt" not in channel["status"]
+
+        # The manual webhook: nothing noted until the person's registration calls it.
+        channel = await operated.condition(
+            manual, WEBHOOK_REGISTERED, "Unknown", reasons.AWAITING_CHALLENGE
+        )
+        # Each channel's Secret (written before Meta was asked) told the receiver its mode.
+        for name, mode in ((managed, "managed"), (manual, "manual")):
+            secret = await operated.kube.get(
+                core_path("secrets", operated.namespace, f"whatsapp-{name}")
+            )
+            assert secret["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] == mode
+        assert "lastChallengeAt" not in channel["status"]
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(
+                channel["status"]["webhookUrl"],
+                params={
+                    "hub.mode": "subscribe",
+                    "hub.challenge": "1158201444",
+                    "hub.verify_token": manual_values["verify_token"],
+                },
+            )
+        assert (answer.status_code, answer.text) == (200, "1158201444")
+        channel = await operated.condition(
+            manual, WEBHOOK_REGISTERED, "True", reasons.CHALLENGE_ANSWERED
+        )
+        assert channel["status"]["lastChallengeAt"].endswith("Z")
+        assert "lastChallengeAt" not in (await operated.channel(managed))["status"]
+    operated.assert_no_credential_logged()
+
+
+async def deliver_text(standin: StandinThread, phone: str, text: str) -> tuple[int, str]:
+    """The stand-in sends a signed inbound message to the number's callback, as Meta does."""
+
+    async def deliver() -> tuple[int, str]:
+        number = standin.standin.world.numbers[phone]
+        return await standin.standin.deliver_text(number, text, sender="16315551181", name="Zoë")
+
+    return await asyncio.to_thread(standin.call, deliver())
+
+
+async def _status_with(operated: Operated, name: str, field: str) -> JSON | None:
+    channel = await operated.channel(name)
+    return channel if (channel.get("status") or {}).get(field) else None
 
 
 # --- delete -----------------------------------------------------------------------------------

@@ -177,7 +177,17 @@ async def test_replicas_follow_channel_secrets_through_the_watch(
 
                 await eventually(both_gone, timeout=30)
 
-        # Each replica wrote the channel's status at most once a second.
+            # The channel's status shows Meta's traffic: each replica writes it at most once
+            # a second. Waited for while they run: read once after they were stopped, it was
+            # often still missing (a replica's shutdown write was seen landing after the read).
+            async def status_written() -> bool:
+                got = json.loads(
+                    cluster.kubectl("get", KIND, first, "-n", namespace, "-o", "json").stdout
+                )
+                status = got.get("status") or {}
+                return bool(status.get("lastChallengeAt") and status.get("lastEventAt"))
+
+            await eventually(status_written, timeout=30)
         channel = json.loads(
             cluster.kubectl("get", KIND, first, "-n", namespace, "-o", "json").stdout
         )

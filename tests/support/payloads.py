@@ -12,7 +12,7 @@ from typing import Any
 
 from channel_api.receiver.channel_cache import ChannelCache
 from whatsapp_channel import channel_secret as contract
-from whatsapp_channel.model import DEFAULT_NAMESPACE
+from whatsapp_channel.model import DEFAULT_NAMESPACE, WebhookMode
 
 WABA_ID = "102290129340398"
 
@@ -28,9 +28,11 @@ def channel_secret(
     app_secret: str | None,
     verify_token: str | None,
     enabled: bool = True,
+    webhook_mode: WebhookMode | None = None,
 ) -> dict[str, Any]:
     """A Secret as the operator generates it for a channel (owned by a channel that need not
-    exist: tests against a cluster drop the owner, or the garbage collector would)."""
+    exist: tests against a cluster drop the owner, or the garbage collector would).
+    `webhook_mode` None: without the webhook-mode annotation, as an older operator wrote."""
     return contract.build(
         contract.ChannelSecret(
             namespace=DEFAULT_NAMESPACE,
@@ -42,6 +44,7 @@ def channel_secret(
             access_token="EAAG-access-token",
             app_secret=app_secret,
             verify_token=verify_token,
+            webhook_mode=webhook_mode,
         )
     )
 

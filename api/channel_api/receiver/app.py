@@ -165,7 +165,8 @@ class Receiver:
             return await _send(send, FORBIDDEN)
         counted.challenge_verified.inc()
         for channel in channels:
-            self.status.challenge_succeeded(channel.name)
+            if channel.notes_challenges:  # a managed webhook's registration is not ours to note
+                self.status.challenge_succeeded(channel.name)
         assert subscription.challenge is not None
         await _send(send, _answer(200, subscription.challenge.encode()))
 

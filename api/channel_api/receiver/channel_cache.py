@@ -3,8 +3,9 @@ operator generates: no apiserver call per webhook request.
 
 A channel Secret (`whatsapp_channel.channel_secret`) is a channel's whole webhook
 configuration: its instance and phone number id, whether it is enabled, its verify token and
-app secret. Updates arrive from `whatsapp_channel.kube.reflect` on the event loop,
-so a lookup never sees half of an update.
+app secret, and whether its challenges are noted in status (manual webhooks only). Updates
+arrive from `whatsapp_channel.kube.reflect` on the event loop, so a lookup never sees half of
+an update.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Channel:
     enabled: bool
     app_secret: bytes | None = field(repr=False)  # never printed
     verify_token: bytes | None = field(repr=False)
+    # True: a challenge answered is noted in status (lastChallengeAt), which is how the
+    # operator learns that a manually registered webhook works. False for a managed webhook:
+    # the operator confirms it at Meta, and a note would cost an apiserver write per channel.
+    notes_challenges: bool = True
 
 
 def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
@@ -53,6 +58,7 @@ def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
         enabled=parsed.enabled,
         app_secret=parsed.app_secret.encode() if parsed.app_secret else None,
         verify_token=parsed.verify_token.encode() if parsed.verify_token else None,
+        notes_challenges=parsed.notes_challenges,
     )
 
 
