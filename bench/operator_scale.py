@@ -253,7 +253,10 @@ async def baseline_meta(
         channel = ChannelSpec.model_validate(created["spec"])
         assert channel.sealed is not None
         credentials = open_seals({key_id: private}, ref, channel.sealed)
-        await kube.create(core_path("secrets", namespace), build_secret(ref, channel, credentials))
+        await kube.create(
+            core_path("secrets", namespace),
+            build_secret(ref, channel, credentials, webhook_mode="managed"),
+        )
         asked = GraphCredentials(credentials.access_token, credentials.app_secret)
         check = await graph.check_phone_number(channel.phone_number_id, asked)
         await graph.subscribe_app(WABA_ID, asked)
