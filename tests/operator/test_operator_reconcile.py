@@ -289,15 +289,21 @@ async def test_drift_repair_restores_an_edited_or_deleted_secret() -> None:
     assert path not in kube.objects
 
 
-async def test_the_watch_reports_others_changes_and_ignores_ours() -> None:
-    kube = MemoryKube()
-    rt = await make_runtime(kube)
+def drift_reported(rt: Runtime) -> list[str]:
+    """The channels the Secret watch reports as drifted, in order."""
     reported: list[str] = []
 
     async def on_drift(channel: str) -> None:
         reported.append(channel)
 
     rt.secrets._on_drift = on_drift
+    return reported
+
+
+async def test_the_watch_reports_others_changes_and_ignores_ours() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    reported = drift_reported(rt)
     name = str(uuid.uuid4())
     await reconcile.reconcile(
         rt, channel_body(name, sealed_spec(public_key(kube), name, VALUES)), {}
@@ -342,12 +348,7 @@ class WatchFirstKube(MemoryKube):
 async def test_our_write_seen_before_its_answer_is_not_drift(edit_meanwhile: bool) -> None:
     kube = WatchFirstKube()
     rt = await make_runtime(kube)
-    reported: list[str] = []
-
-    async def on_drift(channel: str) -> None:
-        reported.append(channel)
-
-    rt.secrets._on_drift = on_drift
+    reported = drift_reported(rt)
     kube.secrets, kube.edit_meanwhile = rt.secrets, edit_meanwhile
     name = str(uuid.uuid4())
     key = public_key(kube)
