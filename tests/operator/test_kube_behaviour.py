@@ -8,15 +8,12 @@ is the one Kubernetes behaviour it names and nothing racing beside it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from channel_api.facade import FacadeSettings, create_app
@@ -46,27 +43,11 @@ from whatsapp_channel.reasons import APISERVER_ERROR, SECRET_NAME_TAKEN
 from whatsapp_channel.sealing import PublicSealingKey, public_key_of, seal
 
 from tests.support.facade_app import serving, write_keys_file
+from tests.support.waiting import eventually
 
 WEBHOOK_BASE = "http://127.0.0.1:8082"
-T = TypeVar("T")
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    client = Kube.connect(str(cluster.kubeconfig), user_agent="tests")
-    yield client
-    await client.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
+# How long the apiserver gets to put a change in force (a policy, a binding, a deletion).
+SETTLE = 90.0
 
 
 def values() -> dict[str, str]:
@@ -266,7 +247,7 @@ async def test_a_real_422_goes_through_the_facades_error_mapping(
         return tried.returncode != 0 and "is reserved" in tried.stderr
 
     try:
-        await eventually(policy_in_force, "the admission policy in force")
+        await eventually(policy_in_force, "the admission policy in force", timeout=SETTLE)
         async with serving(create_app(settings, kube), keys.admin) as client:
             answer = await client.post(url, json=setup)
         assert answer.status_code == 422, answer.text
@@ -360,7 +341,9 @@ async def test_rbac_forbidden_becomes_apiserver_error(
             assert failure is not None
             return patch if "403" in failure.message else None
 
-        patch = await eventually(refused, "the apiserver refusing the Secret with 403")
+        patch = await eventually(
+            refused, "the apiserver refusing the Secret with 403", timeout=SETTLE
+        )
         ready = ready_of(patch)
         assert (ready["status"], ready["reason"]) == ("False", APISERVER_ERROR)
         # The apiserver's words (they name the account and the verb) stay out.
@@ -432,7 +415,7 @@ async def test_the_garbage_collector_removes_the_secret_when_the_finalizer_is_by
             return True
         return False
 
-    await eventually(channel_gone, "the channel deleted")
+    await eventually(channel_gone, "the channel deleted", timeout=SETTLE)
 
     async def secret_collected() -> bool:
         try:

@@ -14,8 +14,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -57,13 +56,14 @@ from whatsapp_channel.reasons import (
 )
 from whatsapp_channel.sealing import PublicSealingKey, published_keys, seal
 
+from tests.operator.conftest import META_ENV
 from tests.support.graph import shared_standin
-from tests.support.processes import log_dir, run_operator, run_receiver, start_operator
+from tests.support.processes import log_dir, run_operator, start_operator
 from tests.support.scrape import assert_no_label_holds, scrape
 from tests.support.scrape import value as sample
+from tests.support.waiting import eventually
 
 PHONE_ID = "106540352242922"
-T = TypeVar("T")
 
 
 def credentials() -> dict[str, str]:
@@ -75,57 +75,11 @@ def credentials() -> dict[str, str]:
     }
 
 
-# Where each test's operator sends the webhook (a receiver of the test's namespace) and asks
-# Meta (the session's Graph stand-in): set by the autouse fixture `meta_env`.
-META_ENV: dict[str, Any] = {}
-
-
 @pytest.fixture(autouse=True)
-def meta_env(cluster: Cluster, namespace: str) -> Iterator[dict[str, Any]]:
-    """A receiver for the test's namespace, which answers the stand-in's challenge when the
-    operator registers a channel's webhook (managed, the default)."""
-    with run_receiver(
-        cluster.kubeconfig,
-        log_dir(cluster),
-        namespace=namespace,
-        forward_url_template="http://127.0.0.1:9/{instance_id}",
-    ) as receiver:
-        META_ENV.clear()
-        META_ENV.update(shared_standin().operator_env(receiver.url))
-        yield META_ENV
-        META_ENV.clear()
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
-    with run_operator(
-        cluster.kubeconfig,
-        log_dir(cluster),
-        namespace=namespace,
-        **META_ENV,
-        log_level="DEBUG",
-    ) as service:
-        yield service
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    client = Kube.connect(str(cluster.kubeconfig), user_agent="tests")
-    yield client
-    await client.close()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
+def _meta(meta_env: dict[str, Any]) -> dict[str, Any]:
+    """Each test's operator asks the Graph stand-in and registers with a receiver of its own
+    namespace (`conftest.meta_env`, also in META_ENV for the operators a test starts)."""
+    return meta_env
 
 
 async def public_key(kube: Kube, namespace: str) -> PublicSealingKey:

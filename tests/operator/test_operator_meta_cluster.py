@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -48,8 +47,7 @@ from tests.support.graph import StandinThread
 from tests.support.processes import RunningReceiver, log_dir, run_operator, run_receiver
 from tests.support.scrape import assert_no_label_holds, scrape
 from tests.support.scrape import value as sample
-
-T = TypeVar("T")
+from tests.support.waiting import eventually
 
 
 def credentials() -> dict[str, str]:
@@ -62,26 +60,6 @@ def credentials() -> dict[str, str]:
 
 def new_phone() -> str:
     return "1065" + str(secrets.randbelow(10**11)).zfill(11)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    client = Kube.connect(str(cluster.kubeconfig), user_agent="tests")
-    yield client
-    await client.close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,15 +30,14 @@ from whatsapp_channel.model import (
 from whatsapp_channel.reasons import CHANNEL_READY, UNKNOWN_SEALING_KEY
 from whatsapp_channel.sealing import PublicSealingKey, seal_key_id, unseal
 
+from tests.operator.conftest import META_ENV
 from tests.operator.test_operator_cluster import (
-    META_ENV,
     credentials,
     decoded,
     get_secret,
     manifest,
     wait_ready,
 )
-from tests.operator.test_operator_cluster import meta_env as meta_env  # the fixture
 from tests.operator.test_operator_cluster import public_key as published_key
 from tests.operator.test_operator_reconcile import (
     NS,
@@ -58,7 +57,7 @@ FIELDS = ("accessToken", "appSecret", "verifyToken")
 @pytest.fixture(autouse=True)
 def _meta(meta_env: dict[str, Any]) -> dict[str, Any]:
     """Each test's operator asks the Graph stand-in and registers with a receiver of its own
-    namespace (`test_operator_cluster.meta_env`)."""
+    namespace (`conftest.meta_env`)."""
     return meta_env
 
 
@@ -176,13 +175,6 @@ async def refreshes(port: int) -> float:
     return value(
         await scrape(port), "whatsapp_operator_sealing_key_reloads_total", result="refreshed"
     )
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    client = Kube.connect(str(cluster.kubeconfig), user_agent="tests")
-    yield client
-    await client.close()
 
 
 def operator_command(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,20 +25,18 @@ from whatsapp_channel.reasons import (
 )
 
 from tests.operator.test_operator_cluster import (
-    META_ENV,
     assert_no_secret_leaked,
     credentials,
-    eventually,
     get_secret,
     manifest,
     public_key,
     ready_of,
     wait_ready,
 )
-from tests.operator.test_operator_cluster import meta_env as meta_env  # the fixture
 from tests.support.payloads import meta_bytes, notification, signed, text_change
-from tests.support.processes import log_dir, run_operator, run_receiver
+from tests.support.processes import log_dir, run_receiver
 from tests.support.sink import Sink
+from tests.support.waiting import eventually
 
 PHONE = "106540352249999"
 
@@ -46,27 +44,8 @@ PHONE = "106540352249999"
 @pytest.fixture(autouse=True)
 def _meta(meta_env: dict[str, Any]) -> dict[str, Any]:
     """Each test's operator asks the Graph stand-in and registers with a receiver of its own
-    namespace (`test_operator_cluster.meta_env`)."""
+    namespace (`conftest.meta_env`)."""
     return meta_env
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crd: Any, namespace: str) -> Iterator[Service]:
-    with run_operator(
-        cluster.kubeconfig,
-        log_dir(cluster),
-        namespace=namespace,
-        **META_ENV,
-        log_level="DEBUG",
-    ) as service:
-        yield service
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    client = Kube.connect(str(cluster.kubeconfig), user_agent="tests")
-    yield client
-    await client.close()
 
 
 @pytest.fixture
