@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from channel_api.facade import create_app
@@ -72,11 +73,29 @@ def test_no_server_errors_with_a_limited_or_no_key(
         assert stranger.status_code == 401
         instance = _instance(case)
         if instance is None:  # not an instance id: nothing to refuse, FastAPI's 422
-            assert limited.status_code in {404, 413, 422}
+            # (or its 400 for a POST body it cannot decode, which it reads before the path)
+            undecodable = {400} if case.method == "POST" else set()
+            assert limited.status_code in {404, 413, 422} | undecodable
         elif instance == OWN_INSTANCE:
             assert limited.status_code in {200, 204, 400, 404, 413, 422}
         else:  # whatever the body: refused before it is looked at (413 needs no key)
             assert limited.status_code in {403, 413}, (instance, limited.text)
+
+
+def test_an_undecodable_body_on_a_malformed_instance_is_400_for_a_key_and_401_without(
+    served: tuple[str, ApiKeys],
+) -> None:
+    """The example the property run above once found: bytes that are not UTF-8 (JSON's
+    encoding detection reads leading NULs as UTF-32) posted to an id that is no UUID. FastAPI
+    decodes the body before it validates the path: its documented 400, never a 5xx."""
+    base_url, keys = served
+    url = f"{base_url}/v1/instances/0/channels/whatsapp"
+    headers = {"Content-Type": "application/json"}
+    limited = httpx.post(url, content=b"\x00" * 5, headers={**headers, **_as(keys.tenant)})
+    assert limited.status_code == 400, limited.text
+    assert limited.json() == {"detail": "There was an error parsing the body"}
+    stranger = httpx.post(url, content=b"\x00" * 5, headers={**headers, **_as("wrong" * 8)})
+    assert stranger.status_code == 401
 
 
 def test_generated_requests_reach_every_outcome(tmp_path: Path, sealing_pair: SealingPair) -> None:
