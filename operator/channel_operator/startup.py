@@ -127,6 +127,35 @@ def connection_info(kube: Kube) -> kopf.ConnectionInfo:
     )
 
 
+def supervise(rt: Runtime, task: asyncio.Task[None]) -> asyncio.Task[None]:
+    """A background task of the operator (the Secret watch, the claims watch, the health
+    schedule) runs until the operator stops. Should one end before that (a bug), it is
+    logged with its traceback and liveness fails naming it (`handlers.background_tasks`),
+    so Kubernetes restarts the operator instead of it running on without that task."""
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if done.cancelled():
+            return  # stopped by `stop` (or the operator's own shutdown)
+        error = done.exception()
+        rt.ended.append(done.get_name())
+        log.error(
+            "background task %r ended%s; the operator reports itself not live",
+            done.get_name(),
+            "" if error is None else f" with {type(error).__name__}",
+            exc_info=error,
+        )
+
+    task.add_done_callback(ended)
+    return task
+
+
+def background_tasks(rt: Runtime) -> str:
+    """The liveness probe's answer: 500 (a permanent probe failure) once a task ended."""
+    if rt.ended:
+        raise kopf.PermanentError(f"background task(s) ended: {', '.join(rt.ended)}")
+    return "running"
+
+
 async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     """Keys ready, Secret cache synced, leftovers of deleted channels swept: then Kopf may
     start handling channels. `kube` is the runtime's from then on (closed by `stop`)."""
@@ -187,13 +216,15 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             reflect(kube, channels_path(namespace), claims.on_event, on_synced=claims.synced.set),
             name="phone claims",
         )
+        supervise(rt, task)
+        supervise(rt, claims_task)
         await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)
         await asyncio.wait_for(claims.synced.wait(), timeout=SYNC_TIMEOUT)
         listing = await kube.get(channels_path(namespace))
         names = [item["metadata"]["name"] for item in listing.get("items") or []]
         swept = await secrets.sweep(names)
         log.info("%d channel Secret(s) cached, %d left-over swept", len(secrets), swept)
-        rt.health_task = asyncio.create_task(rt.health.run(), name="health checks")
+        rt.health_task = supervise(rt, asyncio.create_task(rt.health.run(), name="health checks"))
         return rt
     except BaseException:
         for started in (task, claims_task):

@@ -499,3 +499,37 @@ def test_progress_belongs_to_the_generation_it_was_made_for() -> None:
     assert storage.fetch(key="reconcile", body=stored) == {"retries": 3, "delayed": "x"}
     newer = body_of({"metadata": {"generation": 2, "annotations": annotations}})
     assert storage.fetch(key="reconcile", body=newer) is None  # a new spec starts afresh
+
+
+# --- the operator's background tasks (issue 23) ---------------------------------------------
+
+
+async def test_a_background_task_that_ends_fails_liveness_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from channel_operator.startup import background_tasks, supervise
+
+    rt = await make_runtime(MemoryKube())
+    assert background_tasks(rt) == "running"
+
+    async def broken() -> None:
+        raise KeyError("a-channel")
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    cancelled = supervise(rt, asyncio.create_task(forever(), name="channel secrets"))
+    died = supervise(rt, asyncio.create_task(broken(), name="health checks"))
+    with pytest.raises(KeyError):
+        await died
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.sleep(0)  # done-callbacks run on the next turn of the loop
+    assert rt.ended == ["health checks"]  # a task stopped on purpose is no failure
+    with pytest.raises(kopf.PermanentError, match="health checks"):
+        background_tasks(rt)
+    record = next(r for r in caplog.records if "health checks" in r.getMessage())
+    assert record.levelname == "ERROR"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
