@@ -7,10 +7,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from localkube.build import GO_DIR, ensure_built, helm_default_kube_version, pinned_version
 
 from tests.support.chart import CHART, TEST_VALUES
+
+pytestmark = pytest.mark.cluster  # builds the control plane's helm (once per pin)
 
 
 def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
