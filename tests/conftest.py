@@ -18,6 +18,16 @@ from localkube.product import apply_crd
 
 from tests.support.graph import StandinThread, shared_standin
 
+# The fixtures that start a local control plane; a test that uses one (even through another
+# fixture) is marked `cluster`, and `make unit` runs the tests that are not.
+CLUSTER_FIXTURES = frozenset({"cluster", "node_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

@@ -105,7 +105,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.reconnect_backoff = 1.0
     # A burst of thousands of new channels is worked on by a bounded number of workers. A
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
-    # 5 s, capped throughput at worker_limit / 5 s; see README, Benchmarks); apiserver
+    # 5 s, capped throughput at worker_limit / 5 s; see docs/benchmarks.md); apiserver
     # calls are bounded separately by the client's own concurrency.
     settings.batching.worker_limit = 1000
     settings.batching.idle_timeout = 0.5
