@@ -86,7 +86,15 @@ class OperatorEnv(TypedDict, total=False):
     webhook_mode: Literal["managed", "manual"] | None
 
 
-class FacadeEnv(TypedDict, total=False):
+class HeadLimitEnv(TypedDict, total=False):
+    """Fields of channel_api.bounded_http.HeadLimitSettings, in the facade's and receiver's."""
+
+    max_head_bytes: int | None
+    head_timeout_seconds: float | None
+    max_connections: int | None
+
+
+class FacadeEnv(HeadLimitEnv, total=False):
     """Fields of channel_api.facade.settings.FacadeSettings (None: its default)."""
 
     namespace: Required[str]
@@ -100,7 +108,7 @@ class FacadeEnv(TypedDict, total=False):
     log_level: LogLevel | None
 
 
-class ReceiverEnv(TypedDict, total=False):
+class ReceiverEnv(HeadLimitEnv, total=False):
     """Fields of channel_api.receiver.settings.ReceiverSettings (None: its default)."""
 
     namespace: Required[str]

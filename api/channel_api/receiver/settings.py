@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from whatsapp_channel.model import DEFAULT_NAMESPACE
 from whatsapp_channel.settings import LogLevel
+
+from channel_api.bounded_http import HeadLimitSettings
 
 # A forwarding secret shorter than this is a typo or a placeholder, not a key.
 MIN_FORWARD_SECRET_BYTES = 16
 
 
-class ReceiverSettings(BaseSettings):
+class ReceiverSettings(HeadLimitSettings):
     """Where the channels live, where events go, and the limits that protect the process.
 
     The apiserver connection is not here: it comes from $KUBECONFIG or the in-cluster
