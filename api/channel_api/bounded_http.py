@@ -25,10 +25,11 @@ So this subclass adds the three bounds, in the protocol itself (nothing here is 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -63,9 +64,9 @@ class HeadLimits:
     max_connections: int
 
 
-class HeadLimitSettings(BaseSettings):
-    """The settings of these limits, shared by the receiver's and the facade's settings (each
-    with its own environment prefix)."""
+class ServingSettings(BaseSettings):
+    """How the receiver and the facade serve: these limits and the proxies they trust, in
+    both processes' settings (each with its own environment prefix)."""
 
     max_head_bytes: int = Field(
         default=16 * 1024,
@@ -86,6 +87,20 @@ class HeadLimitSettings(BaseSettings):
         description="Open connections one process keeps; past it, new ones are closed at once. "
         "Each may hold a head of up to max_head_bytes.",
     )
+
+    trusted_proxies: list[str] = Field(
+        default=[],
+        description="Addresses or networks (CIDR) of the reverse proxies in front, whose "
+        "X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips); the client "
+        "address is then the nearest one they forwarded. Empty: the TCP peer is the client.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a ValueError names the entry
+        return value
 
     def head_limits(self) -> HeadLimits:
         return HeadLimits(

@@ -26,6 +26,9 @@ class ServedSettings(Protocol):
     @property
     def log_level(self) -> str: ...
 
+    @property
+    def trusted_proxies(self) -> list[str]: ...
+
     def head_limits(self) -> HeadLimits: ...
 
 
@@ -58,7 +61,8 @@ def serve(
 
 
 def run(app: Any, served: ServedSettings, **uvicorn_options: Any) -> None:
-    """Serve `app` with uvicorn as configured, request heads bounded (`bounded_http`)."""
+    """Serve `app` with uvicorn as configured, request heads bounded (`bounded_http`), the
+    client's address forwarded only by the proxies the settings trust."""
     uvicorn.run(
         app,
         host=served.host,
@@ -66,5 +70,7 @@ def run(app: Any, served: ServedSettings, **uvicorn_options: Any) -> None:
         log_level=served.log_level.lower(),
         server_header=False,
         http=bounded_http(served.head_limits()),
+        proxy_headers=bool(served.trusted_proxies),
+        forwarded_allow_ips=served.trusted_proxies or None,
         **uvicorn_options,
     )

@@ -10,6 +10,7 @@ its health URL answers 200.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Required, TypedDict, Unpack
@@ -39,9 +40,12 @@ class Process:
     ready_path: str
 
     def env(self, **settings: object) -> dict[str, str]:
-        """`settings` (a settings field's name and value; None: its default) as variables."""
+        """`settings` (a settings field's name and value; None: its default) as variables; a
+        list as JSON, as pydantic-settings reads it."""
         return {
-            self.variable(name): str(value) for name, value in settings.items() if value is not None
+            self.variable(name): json.dumps(value) if isinstance(value, list) else str(value)
+            for name, value in settings.items()
+            if value is not None
         }
 
     def variable(self, field: str) -> str:
@@ -86,15 +90,16 @@ class OperatorEnv(TypedDict, total=False):
     webhook_mode: Literal["managed", "manual"] | None
 
 
-class HeadLimitEnv(TypedDict, total=False):
-    """Fields of channel_api.bounded_http.HeadLimitSettings, in the facade's and receiver's."""
+class ServingEnv(TypedDict, total=False):
+    """Fields of channel_api.bounded_http.ServingSettings, in the facade's and receiver's."""
 
     max_head_bytes: int | None
     head_timeout_seconds: float | None
     max_connections: int | None
+    trusted_proxies: list[str] | None
 
 
-class FacadeEnv(HeadLimitEnv, total=False):
+class FacadeEnv(ServingEnv, total=False):
     """Fields of channel_api.facade.settings.FacadeSettings (None: its default)."""
 
     namespace: Required[str]
@@ -108,7 +113,7 @@ class FacadeEnv(HeadLimitEnv, total=False):
     log_level: LogLevel | None
 
 
-class ReceiverEnv(HeadLimitEnv, total=False):
+class ReceiverEnv(ServingEnv, total=False):
     """Fields of channel_api.receiver.settings.ReceiverSettings (None: its default)."""
 
     namespace: Required[str]
@@ -121,6 +126,7 @@ class ReceiverEnv(HeadLimitEnv, total=False):
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
     max_concurrent_requests: int | None
+    max_requests_per_client: int | None
     max_buffered_bytes: int | None
     body_timeout_seconds: float | None
     forward_max_per_instance: int | None

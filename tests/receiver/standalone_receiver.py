@@ -17,8 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from channel_api.receiver.admission import Admission
-from channel_api.receiver.app import Receiver
+from channel_api.receiver.app import Receiver, admission_of
 from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
 from channel_api.receiver.main import UVICORN_OPTIONS
@@ -53,11 +52,7 @@ def main() -> None:
         forwarder,
         StatusWriter(_no_status_writes, settings.namespace, interval=60.0),
         max_body_bytes=settings.max_body_bytes,
-        admission=Admission(
-            max_requests=settings.max_concurrent_requests,
-            max_buffered_bytes=settings.max_buffered_bytes,
-            body_timeout=settings.body_timeout_seconds,
-        ),
+        admission=admission_of(settings),
     )
     run(app, settings.model_copy(update={"host": "127.0.0.1"}), **UVICORN_OPTIONS)
 

@@ -235,4 +235,6 @@ annotations:
   value: {{ .http.headTimeoutSeconds | quote }}
 - name: {{ .prefix }}MAX_CONNECTIONS
   value: {{ .http.maxConnections | int64 | quote }}
+- name: {{ .prefix }}TRUSTED_PROXIES
+  value: {{ .http.trustedProxies | toJson | quote }}
 {{- end }}
