@@ -27,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # Meta and browsers send a dozen or two; each field costs far more as Python objects than
@@ -88,12 +88,21 @@ class ServingSettings(BaseSettings):
         "Each may hold a head of up to max_head_bytes.",
     )
 
-    trusted_proxies: list[str] = Field(
+    # Comma-separated in the environment, as uvicorn's FORWARDED_ALLOW_IPS.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default=[],
-        description="Addresses or networks (CIDR) of the reverse proxies in front, whose "
-        "X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips); the client "
-        "address is then the nearest one they forwarded. Empty: the TCP peer is the client.",
+        description="Addresses or networks (CIDR) of the reverse proxies in front, "
+        "comma-separated, whose X-Forwarded-For/-Proto are believed (uvicorn's "
+        "forwarded_allow_ips); the client address is then the nearest one they forwarded. "
+        "Empty: the TCP peer is the client.",
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

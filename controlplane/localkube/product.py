@@ -10,7 +10,6 @@ its health URL answers 200.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Required, TypedDict, Unpack
@@ -41,9 +40,9 @@ class Process:
 
     def env(self, **settings: object) -> dict[str, str]:
         """`settings` (a settings field's name and value; None: its default) as variables; a
-        list as JSON, as pydantic-settings reads it."""
+        list comma-separated, as the settings read it."""
         return {
-            self.variable(name): json.dumps(value) if isinstance(value, list) else str(value)
+            self.variable(name): ",".join(value) if isinstance(value, list) else str(value)
             for name, value in settings.items()
             if value is not None
         }

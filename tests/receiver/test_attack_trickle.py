@@ -8,7 +8,6 @@ have slots of their own."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -49,7 +48,7 @@ def receiver(sink: Sink, tmp_path: Path) -> Iterator[tuple[Service, str]]:
         "WA_RECEIVER_MAX_REQUESTS_PER_CLIENT": str(PER_CLIENT),
         # Long enough that each trickler holds its slot while honest events are sent.
         "WA_RECEIVER_BODY_TIMEOUT_SECONDS": "8",
-        "WA_RECEIVER_TRUSTED_PROXIES": json.dumps([PROXY]),
+        "WA_RECEIVER_TRUSTED_PROXIES": PROXY,
     }
     with started(tmp_path, sink.url_template, secrets, env) as service:
         yield service, instance

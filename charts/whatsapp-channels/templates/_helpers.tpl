@@ -236,5 +236,5 @@ annotations:
 - name: {{ .prefix }}MAX_CONNECTIONS
   value: {{ .http.maxConnections | int64 | quote }}
 - name: {{ .prefix }}TRUSTED_PROXIES
-  value: {{ .http.trustedProxies | toJson | quote }}
+  value: {{ join "," .http.trustedProxies | quote }}
 {{- end }}
