@@ -70,6 +70,8 @@ def run(app: Any, served: ServedSettings, **uvicorn_options: Any) -> None:
         log_level=served.log_level.lower(),
         server_header=False,
         http=bounded_http(served.head_limits()),
+        # Neither app serves WebSockets: an upgrade would leave the bounded protocol.
+        ws="none",
         proxy_headers=bool(served.trusted_proxies),
         forwarded_allow_ips=served.trusted_proxies or None,
         **uvicorn_options,
