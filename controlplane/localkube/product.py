@@ -39,9 +39,12 @@ class Process:
     ready_path: str
 
     def env(self, **settings: object) -> dict[str, str]:
-        """`settings` (a settings field's name and value; None: its default) as variables."""
+        """`settings` (a settings field's name and value; None: its default) as variables; a
+        list comma-separated, as the settings read it."""
         return {
-            self.variable(name): str(value) for name, value in settings.items() if value is not None
+            self.variable(name): ",".join(value) if isinstance(value, list) else str(value)
+            for name, value in settings.items()
+            if value is not None
         }
 
     def variable(self, field: str) -> str:
@@ -86,7 +89,16 @@ class OperatorEnv(TypedDict, total=False):
     webhook_mode: Literal["managed", "manual"] | None
 
 
-class FacadeEnv(TypedDict, total=False):
+class ServingEnv(TypedDict, total=False):
+    """Fields of channel_api.bounded_http.ServingSettings, in the facade's and receiver's."""
+
+    max_head_bytes: int | None
+    head_timeout_seconds: float | None
+    max_connections: int | None
+    trusted_proxies: list[str] | None
+
+
+class FacadeEnv(ServingEnv, total=False):
     """Fields of channel_api.facade.settings.FacadeSettings (None: its default)."""
 
     namespace: Required[str]
@@ -100,7 +112,7 @@ class FacadeEnv(TypedDict, total=False):
     log_level: LogLevel | None
 
 
-class ReceiverEnv(TypedDict, total=False):
+class ReceiverEnv(ServingEnv, total=False):
     """Fields of channel_api.receiver.settings.ReceiverSettings (None: its default)."""
 
     namespace: Required[str]
@@ -113,6 +125,7 @@ class ReceiverEnv(TypedDict, total=False):
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
     max_concurrent_requests: int | None
+    max_requests_per_client: int | None
     max_buffered_bytes: int | None
     body_timeout_seconds: float | None
     forward_max_per_instance: int | None

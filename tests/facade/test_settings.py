@@ -48,3 +48,15 @@ def test_start_refuses_missing_or_broken_configuration(
     with pytest.raises(SystemExit):
         main()
     assert "WA_FACADE_NAMESPACE" in capsys.readouterr().err
+
+
+def test_trusted_proxies_are_addresses_or_networks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WA_FACADE_API_KEYS_FILE", str(tmp_path / "keys"))
+    assert FacadeSettings().trusted_proxies == []
+    monkeypatch.setenv("WA_FACADE_TRUSTED_PROXIES", "10.0.0.0/8, 2001:db8::1")
+    assert FacadeSettings().trusted_proxies == ["10.0.0.0/8", "2001:db8::1"]
+    monkeypatch.setenv("WA_FACADE_TRUSTED_PROXIES", "ingress.example")
+    with pytest.raises(ValueError, match=r"ingress\.example"):
+        FacadeSettings()

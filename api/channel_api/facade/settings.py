@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
 from whatsapp_channel.settings import LogLevel, keys_namespace_field
 
+from channel_api.bounded_http import ServingSettings
 
-class FacadeSettings(BaseSettings):
+
+class FacadeSettings(ServingSettings):
     model_config = SettingsConfigDict(env_prefix="WA_FACADE_", extra="ignore")
 
     namespace: str = Field(
