@@ -2,10 +2,10 @@
 the three processes (operator, facade, receiver) and the kubeconfig of a service account.
 
 Each process is its console script with its `WA_<PROCESS>_*` variables (and the shared
-`WA_KEYS_NAMESPACE`), given as keywords named after its settings class's fields (the
-TypedDicts below; tests/controlplane/test_product.py checks them against the classes); it
-listens on loopback, logs to `<log_dir>/<script>-<namespace>-<port>.log` and is returned once
-its health URL answers 200.
+`WA_CHANNELS_NAMESPACE` and `WA_KEYS_NAMESPACE`), given as keywords named after its settings
+class's fields (the TypedDicts below; tests/controlplane/test_product.py checks them against
+the classes); it listens on loopback, logs to `<log_dir>/<script>-<namespace>-<port>.log`
+and is returned once its health URL answers 200.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Required, TypedDict, Unpack
 
-from whatsapp_channel.settings import KEYS_NAMESPACE_VARIABLE, LogLevel
+from whatsapp_channel.settings import (
+    CHANNELS_NAMESPACE_VARIABLE,
+    KEYS_NAMESPACE_VARIABLE,
+    LogLevel,
+)
 
 from localkube.cluster import Cluster, free_port, write_kubeconfig
 from localkube.services import Service, script, start_service
@@ -24,7 +28,10 @@ CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
 CRD_NAME = "whatsappchannels.whatsapp.hydracore.io"
 LOOPBACK = "127.0.0.1"
 # Settings read from one variable by every process that has them, instead of <prefix><NAME>.
-SHARED_VARIABLES = {"keys_namespace": KEYS_NAMESPACE_VARIABLE}
+SHARED_VARIABLES = {
+    "namespace": CHANNELS_NAMESPACE_VARIABLE,
+    "keys_namespace": KEYS_NAMESPACE_VARIABLE,
+}
 
 
 @dataclass(frozen=True)
