@@ -21,7 +21,8 @@ from pathlib import Path
 from aiohttp import web
 from whatsapp_channel.settings import CHANNELS_NAMESPACE_VARIABLE, KEYS_NAMESPACE_VARIABLE
 
-from localkube.cluster import Cluster, ClusterError, free_port
+from localkube.cluster import Cluster, free_port
+from localkube.processes import ClusterError
 from localkube.product import apply_crd, start_facade, start_operator, start_receiver
 from localkube.services import Service, ServiceError, script, start_service
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from localkube.cluster import die_with_parent, end_process_group
+from localkube.processes import end_process_group, start_process
 
 
 class ServiceError(RuntimeError):
@@ -73,17 +73,9 @@ def start_service(
 ) -> Service:
     """Start `argv` (serving at `url`) in its own process group and wait until `health_url`
     answers 200."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            list(argv),
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent if tie_to_parent else None,
-        )
+    process = start_process(
+        argv, log_path=log_path, tie_to_parent=tie_to_parent, env={**os.environ, **env}
+    )
     service = Service(name=name, process=process, log_path=log_path, url=url)
     if health_url is None:
         return service
