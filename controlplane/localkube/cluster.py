@@ -371,3 +371,21 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
+
+
+def service_account_kubeconfig(
+    cluster: Cluster, namespace: str, name: str, folder: Path, *, duration: str = "1h"
+) -> Path:
+    """A kubeconfig that authenticates as service account `name` with a token of its own
+    (`kubectl create token`), against this cluster and its CA: what its pod would get."""
+    token = cluster.kubectl(
+        "create", "token", name, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    return write_kubeconfig(
+        folder / f"kubeconfig-{namespace}-{name}",
+        server=cluster.server,
+        ca=cluster.ca_cert,
+        user=name,
+        credentials={"token": token},
+        namespace=namespace,
+    )

@@ -1,7 +1,7 @@
-"""Run the product's own processes (operator, facade, receiver) beside the local cluster:
-started with their environment, logged to a file, waited on until healthy, ended by pid.
-`localkube.product` says how each is started; `whatsapp-dev`, the tests and the benchmarks
-start them through it."""
+"""Run processes beside the local cluster (the product's operator, facade and receiver; a
+test's peer): started with their environment, logged to a file, waited on until healthy, ended
+by pid. `channel_launcher.product` says how each of the product's is started; `whatsapp-dev`,
+the tests and the benchmarks start them through it."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from channel_operator import keystore, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.reconcile import Runtime
 from localkube import Cluster
-from localkube.product import service_account_kubeconfig
+from localkube.cluster import service_account_kubeconfig
 from whatsapp_channel.kube import (
     JSON,
     Conflict,

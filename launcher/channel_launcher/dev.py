@@ -19,12 +19,12 @@ import threading
 from pathlib import Path
 
 from aiohttp import web
-from whatsapp_channel.settings import CHANNELS_NAMESPACE_VARIABLE, KEYS_NAMESPACE_VARIABLE
-
 from localkube.cluster import Cluster, free_port
 from localkube.processes import ClusterError
-from localkube.product import apply_crd, start_facade, start_operator, start_receiver
 from localkube.services import Service, ServiceError, script, start_service
+from whatsapp_channel.settings import CHANNELS_NAMESPACE_VARIABLE, KEYS_NAMESPACE_VARIABLE
+
+from channel_launcher.product import apply_crd, start_facade, start_operator, start_receiver
 
 REPO = Path(__file__).resolve().parents[2]
 # As the chart lays it out: the channels and their Secrets in a namespace of their own (the
