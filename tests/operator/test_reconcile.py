@@ -453,6 +453,27 @@ async def test_rotation_refuses_a_namespace_without_keys() -> None:
     assert kube.writes == []
 
 
+async def test_key_writers_at_once_each_write_on_the_others_result() -> None:
+    """Two rotations at once: the one that finds the Secret changed reads it again, so both
+    new keys are kept; removing a key no longer there writes no Secret."""
+    kube = MemoryKube()
+    first = await keystore.ensure(kube, NS)
+    kube.delay = 0.01  # every call yields: both read the Secret before either writes it
+    one, two = await asyncio.gather(keystore.rotate(kube, NS), keystore.rotate(kube, NS))
+    kube.delay = 0.0
+    secret = kube.objects[core_path("secrets", NS, SEALING_KEYS_SECRET)]
+    assert set(secret["data"]) == {first.active_key_id, one.active_key_id, two.active_key_id}
+    assert len({first.active_key_id, one.active_key_id, two.active_key_id}) == 3
+    assert public_key(kube).key_id == keystore.keyring_from_secret(secret).active_key_id
+    kept = await keystore.remove_key(kube, NS, first.active_key_id)
+    assert first.active_key_id not in kept.private_keys
+    kube.writes.clear()
+    assert await keystore.remove_key(kube, NS, first.active_key_id) == kept
+    assert kube.writes == []
+    with pytest.raises(keystore.KeyringError, match="no sealing keys in namespace"):
+        await keystore.remove_key(kube, KEYS_NS, first.active_key_id)
+
+
 def test_keyring_round_trips_through_its_secret() -> None:
     keyring = keystore.rotated(keystore.new_keyring())
     secret = keystore.build_keys_secret(NS, keyring)
