@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channel_launcher.product import apply_crd
 from localkube import Cluster
-from localkube.product import apply_crd
 
 from tests.support.graph import StandinThread, shared_standin
 

@@ -44,10 +44,10 @@ def test_start_refuses_missing_or_broken_configuration(
     assert "line 1 (admin): a key is at least 32 printable characters" in err
     assert "tooshort" not in err
 
-    monkeypatch.setenv("WA_FACADE_NAMESPACE", "Not_A_Namespace")
+    monkeypatch.setenv("WA_CHANNELS_NAMESPACE", "Not_A_Namespace")
     with pytest.raises(SystemExit):
         main()
-    assert "WA_FACADE_NAMESPACE" in capsys.readouterr().err
+    assert "WA_CHANNELS_NAMESPACE" in capsys.readouterr().err
 
 
 def test_trusted_proxies_are_addresses_or_networks(

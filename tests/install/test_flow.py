@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from channel_launcher.product import PROCESSES, start
 from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.product import PROCESSES, service_account_kubeconfig, start
+from localkube.cluster import free_port, service_account_kubeconfig
 from localkube.services import Service, running
 from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE, secret_name
 from whatsapp_channel.forward_proof import (

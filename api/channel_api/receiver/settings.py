@@ -1,4 +1,5 @@
-"""The receiver's one settings class: environment variables prefixed `WA_RECEIVER_`."""
+"""The receiver's one settings class: environment variables prefixed `WA_RECEIVER_`, and
+`WA_CHANNELS_NAMESPACE`, shared with the operator and the facade."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
-from whatsapp_channel.model import DEFAULT_NAMESPACE
-from whatsapp_channel.settings import LogLevel
+from whatsapp_channel.settings import LogLevel, channels_namespace_field
 
 from channel_api.bounded_http import ServingSettings
 
@@ -24,7 +24,9 @@ class ReceiverSettings(ServingSettings):
 
     model_config = SettingsConfigDict(env_prefix="WA_RECEIVER_", extra="ignore")
 
-    namespace: str = Field(default=DEFAULT_NAMESPACE, min_length=1)
+    namespace: str = channels_namespace_field(
+        "WA_RECEIVER_NAMESPACE", description="Namespace of the channels' Secrets."
+    )
     # Where a channel's verified events go; `{instance_id}` is replaced by the channel's.
     forward_url_template: str
     # A file holding the key that signs forwarded requests (the instance checks it).
