@@ -225,3 +225,26 @@ annotations:
 {{- $port := regexFind ":[0-9]+$" $authority | trimPrefix ":" }}
 {{- if $port }}{{ $port }}{{ else if hasPrefix "https:" (lower $template) }}443{{ else }}80{{ end }}
 {{- end }}
+
+{{/*
+"true" when the metrics Services are rendered: asked for (metrics.services), or needed by the
+ServiceMonitors; empty otherwise. ServiceMonitors without metrics are refused.
+*/}}
+{{- define "whatsapp-channels.metricsServices" -}}
+{{- $monitored := .Values.monitoring.serviceMonitor.enabled }}
+{{- if and $monitored (not .Values.metrics.enabled) }}
+{{- fail "monitoring.serviceMonitor.enabled needs metrics.enabled: there is nothing to scrape" }}
+{{- end }}
+{{- if and .Values.metrics.enabled (or .Values.metrics.services $monitored) }}true{{ end }}
+{{- end }}
+
+{{/* Marks the metrics Services apart from the public ones, which share their selector labels. */}}
+{{- define "whatsapp-channels.metricsServiceLabel" -}}
+whatsapp.hydracore.io/metrics: "true"
+{{- end }}
+
+{{/* The `job` label Prometheus gives a component's samples through its ServiceMonitor (the
+metrics Service's name), and the release's namespace: what the alert rules select on. */}}
+{{- define "whatsapp-channels.scrapeSelector" -}}
+{{- printf "job=%q, namespace=%q" (printf "%s-metrics" (include "whatsapp-channels.componentName" .)) .ctx.Release.Namespace }}
+{{- end }}
