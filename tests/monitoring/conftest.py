@@ -3,6 +3,8 @@ tests: release "wa" in namespace "wa", every part on, runbooks at RUNBOOK."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ MONITORING = (
     f"monitoring.prometheusRule.runbookUrl={RUNBOOK},monitoring.dashboard.enabled=true",
 )
 DOCS = REPO / "docs" / "monitoring.md"
+# A Grafana variable query: label_values(<metric>, <label>).
+_LABEL_VALUES = re.compile(r"label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*,")
 DASHBOARD = (
     REPO / "charts" / "whatsapp-channels" / "files" / "dashboards" / "whatsapp-channels.json"
 )
@@ -43,3 +47,16 @@ def rule_spec(manifests: list[Manifest]) -> dict[str, Any]:
 
 def alerts(manifests: list[Manifest]) -> list[dict[str, Any]]:
     return [rule for group in rule_spec(manifests)["groups"] for rule in group["rules"]]
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[str]:
+    """The PromQL of every panel of a Grafana dashboard."""
+    return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+
+
+def variable_metrics(dashboard: dict[str, Any]) -> Iterator[str]:
+    """The metric of each dashboard variable's label_values() query."""
+    for variable in dashboard["templating"]["list"]:
+        query = variable.get("query")
+        if isinstance(query, dict):
+            yield from _LABEL_VALUES.findall(query["query"])

@@ -5,11 +5,13 @@ sidecar label and the dashboard file as it is."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 from localkube import Cluster
 
-from tests.monitoring.conftest import DASHBOARD, MONITORING
+from tests.monitoring.conftest import DASHBOARD, MONITORING, panel_queries
 from tests.support.chart import (
     COMPONENTS,
     Manifest,
@@ -102,3 +104,16 @@ def test_the_schema_refuses_unknown_monitoring_keys_and_bad_values(
     refused = render_fails(cluster, "--set", setting)
     assert "schema" in refused
     assert complaint in refused
+
+
+def test_the_panel_queries_are_promql(promtool: Path) -> None:
+    """Each panel's query parses (promtool's PromQL parser), Grafana's variables filled in."""
+    exprs = panel_queries(json.loads(DASHBOARD.read_text()))
+    assert exprs
+    for expr in exprs:
+        filled = expr.replace("$__rate_interval", "2m").replace("$namespace", "wa")
+        parsed = subprocess.run(
+            [str(promtool), "--experimental", "promql", "format", filled],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert parsed.returncode == 0, f"{expr}: {parsed.stderr}"

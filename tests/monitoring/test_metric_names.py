@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.conftest import DASHBOARD, alerts
+from tests.monitoring.conftest import DASHBOARD, alerts, panel_queries, variable_metrics
 from tests.support.chart import Manifest
 from tests.support.facade_app import write_keys_file
 from tests.support.processes import log_dir, run_facade, run_operator, run_receiver
@@ -37,7 +36,6 @@ _BRACKETS = re.compile(r"\{[^}]*\}|\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 # An identifier not inside a number or a duration (5m, 1e3).
 _NAME = re.compile(r"(?<![A-Za-z0-9_:.])[A-Za-z_:][A-Za-z0-9_:]*")
-_LABEL_VALUES = re.compile(r"label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*,")
 
 
 def metric_names(expr: str) -> set[str]:
@@ -106,22 +104,13 @@ def product_metrics(
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[str]:
-    for panel in dashboard["panels"]:
-        for target in panel.get("targets", []):
-            yield target["expr"]
-    for variable in dashboard["templating"]["list"]:
-        query = variable.get("query")
-        if isinstance(query, dict):
-            yield from _LABEL_VALUES.findall(query["query"])
-
-
 def read(exprs: Iterable[str]) -> set[str]:
     return {name for expr in exprs for name in metric_names(expr)}
 
 
 def test_the_dashboard_queries_only_exported_metrics(product_metrics: set[str]) -> None:
-    named = read(dashboard_queries(json.loads(DASHBOARD.read_text())))
+    dashboard = json.loads(DASHBOARD.read_text())
+    named = read(panel_queries(dashboard)) | set(variable_metrics(dashboard))
     # Every component has its panels.
     for component in ("operator", "facade", "receiver"):
         assert any(n.startswith(f"whatsapp_{component}_") for n in named), component
