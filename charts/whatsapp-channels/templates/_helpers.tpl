@@ -248,3 +248,16 @@ metrics Service's name), and the release's namespace: what the alert rules selec
 {{- define "whatsapp-channels.scrapeSelector" -}}
 {{- printf "job=%q, namespace=%q" (printf "%s-metrics" (include "whatsapp-channels.componentName" .)) .ctx.Release.Namespace }}
 {{- end }}
+
+{{/*
+PromQL: the operator counted reconciles matching .selector within .window. increase() misses
+the first count of a series (it appears at 1, nothing before it): a channel Meta refused is
+not reconciled again, so its reason is often counted once. A series new within the window
+counts too.
+*/}}
+{{- define "whatsapp-channels.reconciledWithin" -}}
+{{- $series := printf "whatsapp_operator_reconciles_total{%s}" .selector -}}
+sum(increase({{ $series }}[{{ .window }}])) > 0
+or
+count({{ $series }} unless {{ $series }} offset {{ .window }}) > 0
+{{- end }}
