@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, helm), cached per pin.
+# The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, helm) and promtool
+# (the chart's alert rules, tests/monitoring), cached per pin.
 build: setup
 	$(call TIMED,$(BIN)/localkube build,control-plane build)
 

@@ -7,6 +7,7 @@ in a folder keyed by a hash of the Go sources and the Go version: a change of pi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 GO_DIR = Path(__file__).resolve().parents[1] / "go"
 HELM = "helm.sh/helm/v3"
+PROMTOOL_PACKAGE = "github.com/prometheus/prometheus/cmd/promtool"
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
 
 
 @dataclass(frozen=True)
@@ -89,13 +92,14 @@ def _helm_ldflags(module: Path) -> str:
     return " ".join(f"-X {stamp}" for stamp in stamps)
 
 
-def _build(module: Path, package: str, out: Path, ldflags: str, go: str) -> None:
+def _build(module: Path, package: str, out: Path, ldflags: str, go: str, tags: str = "") -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial")
     started = time.monotonic()
     log.warning("building %s (first time for these pins; this takes a while)", out.name)
+    flags = [f"-tags={tags}", f"-ldflags=-s -w {ldflags}"]
     subprocess.run(
-        [go, "build", "-trimpath", f"-ldflags=-s -w {ldflags}", "-o", str(tmp), package],
+        [go, "build", "-trimpath", *flags, "-o", str(tmp), package],
         cwd=module,
         check=True,
         env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=mod"},
@@ -117,3 +121,31 @@ def ensure_built() -> Binaries:
     if not helm.exists():
         _build(helm_module, f"{HELM}/cmd/helm", helm, helm_ldflags, go)
     return Binaries(kube=kube, helm=helm)
+
+
+def ensure_promtool() -> Path:
+    """Prometheus' promtool (`check rules`, `test rules`) for the chart's alert rules, built
+    like helm: from the pin in go/promtool, once per pin."""
+    go = _go()
+    module = GO_DIR / "promtool"
+    promtool = cache_root() / f"promtool-{_pin_key(module, go)}" / "promtool"
+    if not promtool.exists():
+        # Without Prometheus' service discoveries (its documented remove_all_sd tag): promtool
+        # only checks and tests rules here, and their cloud SDKs are most of the build.
+        _build(module, PROMTOOL_PACKAGE, promtool, "", go, tags="remove_all_sd")
+    return promtool
+
+
+def prometheus_operator_crds() -> Path:
+    """The folder of the prometheus-operator CRDs (ServiceMonitor, PrometheusRule, ...) of the
+    release pinned in go/prometheus-operator, from the Go module cache (downloaded, and
+    checked against that go.sum, the first time)."""
+    found = subprocess.run(
+        [_go(), "mod", "download", "-json", PROMETHEUS_OPERATOR],
+        cwd=GO_DIR / "prometheus-operator",
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GOFLAGS": "-mod=readonly"},
+    )
+    return Path(json.loads(found.stdout)["Dir"]) / "example" / "prometheus-operator-crd"

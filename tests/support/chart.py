@@ -36,6 +36,16 @@ def render(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def render_fails(cluster: Cluster, *args: str) -> str:
+    """`helm template` with the test values (plus `args`) that must fail: its stderr."""
+    result = cluster.helm(
+        "template", "wa", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(TEST_VALUES),
+        *args, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, f"helm accepted {args}"
+    return result.stderr
+
+
 def one(manifests: Iterable[Manifest], kind: str, name_suffix: str = "") -> Manifest:
     found = [
         m for m in manifests if m["kind"] == kind and m["metadata"]["name"].endswith(name_suffix)
