@@ -2,7 +2,12 @@
 channels in the cache, against a bare ASGI endpoint that does nothing, in the same run.
 
     .venv/bin/python bench/receiver_bench.py [--channels 10000] [--requests 4000]
-        [--rounds 3] [--connections 32] [--max-seconds 20]
+        [--rounds 3] [--connections 32] [--max-seconds 20] [--profile DIR]
+
+With `--profile DIR` (py-spy installed: `.venv/bin/pip install py-spy`), the served per-channel
+URL, shared URL and bare relay are each sampled by py-spy during one more round of
+`--requests`, the raw stacks written to DIR and their top costs printed (share of samples, by
+the function on top of the stack and by the functions on it).
 
 Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
 channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
@@ -26,7 +31,10 @@ import asyncio
 import multiprocessing
 import os
 import random
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -305,6 +313,77 @@ async def load(
     return Round(target, elapsed, latencies, failures, cpu)
 
 
+# --- the profile (--profile) ----------------------------------------------------------------
+
+PROFILED = (
+    "receiver POST /hooks/whatsapp/{id}",
+    "receiver POST /hooks/whatsapp",
+    "bare relay (forward only, no checks)",
+)
+
+
+async def profile(
+    args: argparse.Namespace, name: str, port: int, requests: list[bytes], pid: int
+) -> None:
+    """One more round of `name`'s load under py-spy; its top costs printed."""
+    py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if py_spy is None:
+        sys.exit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    os.makedirs(args.profile, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in name.strip()).strip("-")
+    output = os.path.join(args.profile, f"{slug}.txt")
+    spy = await asyncio.create_subprocess_exec(
+        *[
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "400",
+            "--format",
+            "raw",
+            "--function",
+            "--gil",
+            "--output",
+            output,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # py-spy attaches
+    await load(name, port, requests, args.requests, args.connections, args.max_seconds)
+    spy.send_signal(signal.SIGINT)
+    await asyncio.wait_for(spy.wait(), 30)
+    print(f"\n{name.strip()}: py-spy samples in {output}")
+    print_profile(output)
+
+
+def print_profile(path: str, top: int = 18) -> None:
+    """The functions most often on top of the stack (self) and on it at all (inclusive)."""
+    own: dict[str, int] = {}
+    on_stack: dict[str, int] = {}
+    total = 0
+    with open(path) as samples:
+        for line in samples:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            frames = stack.split(";")
+            n = int(count)
+            total += n
+            leaf = frames[-1] if frames else "(no Python frame)"
+            own[leaf] = own.get(leaf, 0) + n
+            for frame in set(frames):
+                on_stack[frame] = on_stack.get(frame, 0) + n
+    if not total:
+        print("  no samples")
+        return
+    for title, table in (("self", own), ("inclusive", on_stack)):
+        print(f"  {title} (share of {total} samples):")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {n / total:6.1%}  {frame}")
+
+
 async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -391,6 +470,9 @@ async def run(args: argparse.Namespace) -> None:
                         pids[name],
                     )
                 )
+        if args.profile:
+            for name in PROFILED:
+                await profile(args, name, ports[name], targets[name], pids[name])
     finally:
         for process in processes:
             process.terminate()
@@ -434,6 +516,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--max-seconds", type=float, default=20.0)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the served targets into DIR")
     args = parser.parse_args()
     if not 0 < args.requests <= 100_000 or not 0 < args.connections <= 256:
         parser.error("--requests must be 1..100000 and --connections 1..256")
