@@ -76,6 +76,16 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"OK"})
 
 
+async def whole_body(receive: Any) -> bytes:
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 def serve_bare(port: int) -> None:
     import uvicorn
 
@@ -100,14 +110,9 @@ def serve_relay(port: int, sink_port: int) -> None:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
+        body = await whole_body(receive)
         instance_id = scope["path"].rsplit("/", 1)[-1]
-        delivery = await forwarder.deliver(instance_id, b"".join(chunks), RELAY_APP_SECRET)
+        delivery = await forwarder.deliver(instance_id, body, RELAY_APP_SECRET)
         status = 200 if delivery is Delivery.ACCEPTED else 502
         await send(
             {
@@ -130,13 +135,7 @@ async def counting_sink(scope: dict[str, Any], receive: Any, send: Any) -> None:
     answers the counts."""
     if scope["type"] != "http" or scope["method"] != "GET":
         if scope["type"] == "http":
-            chunks = []
-            more = True
-            while more:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                more = message.get("more_body", False)
-            for found in _MESSAGE_ID.finditer(b"".join(chunks)):
+            for found in _MESSAGE_ID.finditer(await whole_body(receive)):
                 n = int(found.group(1))
                 SINK_COUNTS[n] = SINK_COUNTS.get(n, 0) + 1
             receive = _nothing_more
@@ -376,9 +375,10 @@ PROFILED = (
 
 
 async def profile(
-    args: argparse.Namespace, name: str, port: int, requests: list[bytes], pid: int
+    args: argparse.Namespace, name: str, port: int, requests: list[bytes], pid: int | None
 ) -> None:
     """One more round of `name`'s load under py-spy; its top costs printed."""
+    assert pid is not None
     py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if py_spy is None:
         sys.exit("--profile needs py-spy: .venv/bin/pip install py-spy")
@@ -557,6 +557,17 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 f"{name.strip()}: throughput {r.rate / relay.rate:.2f}x the bare relay, "
                 f"p99 {r.p99_ms / relay.p99_ms:.2f}x the bare relay"
+            )
+    relay_name, bare_name = "bare relay (forward only, no checks)", "bare ASGI endpoint (no-op)"
+    print(
+        f"bare relay: server CPU per request {cpu[relay_name] / cpu[bare_name]:.2f}x "
+        "the bare endpoint's"
+    )
+    for name in median:
+        if name.startswith("receiver"):
+            print(
+                f"{name.strip()}: server CPU per request {cpu[name] / cpu[relay_name]:.2f}x "
+                "the bare relay's"
             )
     if any(x.failures for rs in rounds.values() for x in rs):
         sys.exit("some requests were not answered 200")

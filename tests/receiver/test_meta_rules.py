@@ -4,6 +4,7 @@ quite right becomes (issue 14: each found by a mutant that no other test noticed
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from channel_api.receiver.channel_cache import ChannelCache, channel_from_secret
@@ -214,11 +215,22 @@ _EVENT = st.fixed_dictionaries(
 )
 # What a body may carry besides plain JSON: JSON `json` reads but msgspec may not, or not alike.
 _SPLICES = st.sampled_from(
-    [b"", b"NaN", b"Infinity", b'"\\ud800"', b'"\xff"', b"\xef\xbb\xbf", b'"\xed\xa0\x80"', b"1e999"]
+    [
+        b"",
+        b"NaN",
+        b"Infinity",
+        b'"\\ud800"',
+        b'"\xff"',
+        b"\xef\xbb\xbf",
+        b'"\xed\xa0\x80"',
+        b"1e999",
+    ]
 )
 
 
-def _outcome(read, body):
+def _outcome(
+    read: Callable[[bytes], dict[str | None, list[tuple[int, int]]]], body: bytes
+) -> object:
     try:
         return read(body)
     except MalformedEvent:
