@@ -5,9 +5,9 @@ channels in the cache, against a bare ASGI endpoint that does nothing, in the sa
         [--rounds 3] [--connections 32] [--max-seconds 20] [--profile DIR]
 
 With `--profile DIR` (py-spy installed: `.venv/bin/pip install py-spy`), the served per-channel
-URL, shared URL and bare relay are each sampled by py-spy during one more round of
-`--requests`, the raw stacks written to DIR and their top costs printed (share of samples, by
-the function on top of the stack and by the functions on it).
+URL, shared URL, receiver with the forward stubbed and bare relay are each sampled by py-spy
+during one more round of `--requests`, the raw stacks written to DIR and their top costs
+printed (share of samples, by the function on top of the stack and by the functions on it).
 
 `--soak SECONDS` is the by-hand soak instead (docs/receiver-performance.md): the receiver,
 10,000 channels in its cache, forwarding to a sink that counts every event by its message id;
@@ -370,6 +370,7 @@ async def load(
 PROFILED = (
     "receiver POST /hooks/whatsapp/{id}",
     "receiver POST /hooks/whatsapp",
+    "  same, forward stubbed (checks only)",
     "bare relay (forward only, no checks)",
 )
 
