@@ -2,7 +2,19 @@
 channels in the cache, against a bare ASGI endpoint that does nothing, in the same run.
 
     .venv/bin/python bench/receiver_bench.py [--channels 10000] [--requests 4000]
-        [--rounds 3] [--connections 32] [--max-seconds 20]
+        [--rounds 3] [--connections 32] [--max-seconds 20] [--profile DIR]
+
+With `--profile DIR` (py-spy installed: `.venv/bin/pip install py-spy`), the served per-channel
+URL, shared URL, receiver with the forward stubbed and bare relay are each sampled by py-spy
+during one more round of `--requests`, the raw stacks written to DIR and their top costs
+printed (share of samples, by the function on top of the stack and by the functions on it).
+
+`--soak SECONDS` is the by-hand soak instead (docs/receiver-performance.md): the receiver,
+10,000 channels in its cache, forwarding to a sink that counts every event by its message id;
+its capacity measured first, then a steady signed load at half of it (per-channel and shared
+URL alternating, every event unique) for SECONDS (600 for the real soak). It checks that
+every event the receiver accepted reached the sink exactly once and that the receiver's RSS
+at the end is within 5% of its RSS after the first minute, and exits 1 when not.
 
 Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
 channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
@@ -23,10 +35,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
+import re
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -59,6 +76,16 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"OK"})
 
 
+async def whole_body(receive: Any) -> bytes:
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 def serve_bare(port: int) -> None:
     import uvicorn
 
@@ -83,14 +110,9 @@ def serve_relay(port: int, sink_port: int) -> None:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
+        body = await whole_body(receive)
         instance_id = scope["path"].rsplit("/", 1)[-1]
-        delivery = await forwarder.deliver(instance_id, b"".join(chunks), RELAY_APP_SECRET)
+        delivery = await forwarder.deliver(instance_id, body, RELAY_APP_SECRET)
         status = 200 if delivery is Delivery.ACCEPTED else 502
         await send(
             {
@@ -102,6 +124,44 @@ def serve_relay(port: int, sink_port: int) -> None:
         await send({"type": "http.response.body", "body": b"OK"})
 
     uvicorn.run(relay, host=HOST, port=port, access_log=False, log_level="warning")
+
+
+SINK_COUNTS: dict[int, int] = {}  # message id -> deliveries, in the sink's process
+_MESSAGE_ID = re.compile(rb'"id":"wamid\.bench(\d+)"')
+
+
+async def counting_sink(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The bare endpoint that also counts the events it got by their message id; any GET
+    answers the counts."""
+    if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["type"] == "http":
+            for found in _MESSAGE_ID.finditer(await whole_body(receive)):
+                n = int(found.group(1))
+                SINK_COUNTS[n] = SINK_COUNTS.get(n, 0) + 1
+            receive = _nothing_more
+        return await bare_app(scope, receive, send)
+    counts = SINK_COUNTS
+    body = json.dumps(
+        {"events": sum(counts.values()), "distinct": len(counts), "ids": sorted(counts)}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _nothing_more() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def serve_counting_sink(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(counting_sink, host=HOST, port=port, access_log=False, log_level="warning")
 
 
 def serve_receiver(
@@ -316,6 +376,79 @@ async def load(
     return Round(target, elapsed, latencies, failures, cpu)
 
 
+# --- the profile (--profile) ----------------------------------------------------------------
+
+PROFILED = (
+    "receiver POST /hooks/whatsapp/{id}",
+    "receiver POST /hooks/whatsapp",
+    "  same, forward stubbed (checks only)",
+    "bare relay (forward only, no checks)",
+)
+
+
+async def profile(
+    args: argparse.Namespace, name: str, port: int, requests: list[bytes], pid: int | None
+) -> None:
+    """One more round of `name`'s load under py-spy; its top costs printed."""
+    assert pid is not None
+    py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if py_spy is None:
+        sys.exit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    os.makedirs(args.profile, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in name.strip()).strip("-")
+    output = os.path.join(args.profile, f"{slug}.txt")
+    spy = await asyncio.create_subprocess_exec(
+        *[
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "400",
+            "--format",
+            "raw",
+            "--function",
+            "--gil",
+            "--output",
+            output,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # py-spy attaches
+    await load(name, port, requests, args.requests, args.connections, args.max_seconds)
+    spy.send_signal(signal.SIGINT)
+    await asyncio.wait_for(spy.wait(), 30)
+    print(f"\n{name.strip()}: py-spy samples in {output}")
+    print_profile(output)
+
+
+def print_profile(path: str, top: int = 18) -> None:
+    """The functions most often on top of the stack (self) and on it at all (inclusive)."""
+    own: dict[str, int] = {}
+    on_stack: dict[str, int] = {}
+    total = 0
+    with open(path) as samples:
+        for line in samples:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            frames = stack.split(";")
+            n = int(count)
+            total += n
+            leaf = frames[-1] if frames else "(no Python frame)"
+            own[leaf] = own.get(leaf, 0) + n
+            for frame in set(frames):
+                on_stack[frame] = on_stack.get(frame, 0) + n
+    if not total:
+        print("  no samples")
+        return
+    for title, table in (("self", own), ("inclusive", on_stack)):
+        print(f"  {title} (share of {total} samples):")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {n / total:6.1%}  {frame}")
+
+
 async def wait_until_serving(port: int, path: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -402,6 +535,9 @@ async def run(args: argparse.Namespace) -> None:
                         pids[name],
                     )
                 )
+        if args.profile:
+            for name in PROFILED:
+                await profile(args, name, ports[name], targets[name], pids[name])
     finally:
         for process in processes:
             process.terminate()
@@ -434,8 +570,133 @@ async def run(args: argparse.Namespace) -> None:
                 f"{name.strip()}: throughput {r.rate / relay.rate:.2f}x the bare relay, "
                 f"p99 {r.p99_ms / relay.p99_ms:.2f}x the bare relay"
             )
+    relay_name, bare_name = "bare relay (forward only, no checks)", "bare ASGI endpoint (no-op)"
+    print(
+        f"bare relay: server CPU per request {cpu[relay_name] / cpu[bare_name]:.2f}x "
+        "the bare endpoint's"
+    )
+    for name in median:
+        if name.startswith("receiver"):
+            print(
+                f"{name.strip()}: server CPU per request {cpu[name] / cpu[relay_name]:.2f}x "
+                "the bare relay's"
+            )
     if any(x.failures for rs in rounds.values() for x in rs):
         sys.exit("some requests were not answered 200")
+
+
+# --- the soak (--soak) -------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def paced(
+    port: int, channels: list[Channel], rate: float, seconds: float, connections: int
+) -> tuple[set[int], int, dict[int, int]]:
+    """Unique signed events at `rate` a second for `seconds`, alternating the per-channel and
+    the shared URL: the ids answered 200, how many were sent, the other answers' counts."""
+    accepted: set[int] = set()
+    others: dict[int, int] = {}
+    sent = 0
+    started = time.monotonic()
+    interval = connections / rate
+    rng = random.Random(22)
+
+    async def worker(k: int) -> None:
+        nonlocal sent
+        reader, writer = await asyncio.open_connection(HOST, port)
+        due = started + k * interval / connections
+        try:
+            while due < started + seconds:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                due += interval
+                n = sent
+                sent += 1
+                channel = rng.choice(channels)
+                path = "/hooks/whatsapp" if n % 2 else f"/hooks/whatsapp/{channel.instance_id}"
+                writer.write(signed_request(path, channel, n))
+                status = await _answer(reader)
+                if status == 200:
+                    accepted.add(n)
+                else:
+                    others[status] = others.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(k) for k in range(connections)))
+    return accepted, sent, others
+
+
+async def soak(args: argparse.Namespace) -> None:
+    channels, secrets = make_channels(args.channels)
+    receiver_port, sink_port = free_port(), free_port()
+    spawn = multiprocessing.get_context("spawn")
+    sink = spawn.Process(target=serve_counting_sink, args=(sink_port,), daemon=True)
+    receiver = spawn.Process(
+        target=serve_receiver, args=(receiver_port, sink_port, secrets), daemon=True
+    )
+    sink.start()
+    receiver.start()
+    try:
+        await wait_until_serving(sink_port, "/")
+        await wait_until_serving(receiver_port, "/readyz")
+        assert receiver.pid is not None
+        rng = random.Random(5)
+        burst = [
+            signed_request(f"/hooks/whatsapp/{c.instance_id}", c, -1 - n)  # ids the soak never uses
+            for n, c in enumerate(rng.choice(channels) for _ in range(2000))
+        ]
+        capacity = await load("capacity", receiver_port, burst, args.requests, args.connections, 30)
+        rate = capacity.rate / 2
+        print(
+            f"receiver soak: {args.channels} channels in the cache; capacity {capacity.rate:.0f}/s "
+            f"(per-channel URL, {args.connections} connections); now {rate:.0f}/s, half of it, for "
+            f"{args.soak:.0f} s, per-channel and shared URL alternating"
+        )
+        load_task = asyncio.create_task(
+            paced(receiver_port, channels, rate, args.soak, args.connections)
+        )
+        await asyncio.sleep(60)
+        rss_first_minute = rss_bytes(receiver.pid)
+        accepted, sent, others = await load_task
+        rss_end = rss_bytes(receiver.pid)
+        reader, writer = await asyncio.open_connection(HOST, sink_port)
+        writer.write(f"GET /stats HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        stats = json.loads(await reader.readexactly(length))
+        writer.close()
+    finally:
+        for process in (receiver, sink):
+            process.terminate()
+        for process in (receiver, sink):
+            process.join(5)
+    delivered = set(stats["ids"])
+    lost = accepted - delivered
+    twice = stats["events"] - stats["distinct"]
+    growth = rss_end / rss_first_minute - 1
+    print(
+        f"sent {sent} ({sent / args.soak:.0f}/s), accepted {len(accepted)}, other answers "
+        f"{others or 'none'}; the sink got {stats['events']} events, {stats['distinct']} distinct"
+    )
+    print(
+        f"accepted but not delivered: {len(lost)}; delivered twice: {twice}; delivered but not "
+        f"accepted (a 5xx Meta would retry): {len(delivered - accepted)}"
+    )
+    print(
+        f"receiver RSS after the first minute {rss_first_minute / 2**20:.1f} MiB, at the end "
+        f"{rss_end / 2**20:.1f} MiB ({growth:+.1%})"
+    )
+    held = not lost and not twice and abs(growth) <= 0.05
+    print("the soak held" if held else "THE SOAK FAILED")
+    if not held:
+        sys.exit(1)
 
 
 def main() -> None:
@@ -445,10 +706,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--max-seconds", type=float, default=20.0)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the served targets into DIR")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", help="the soak, not the bench")
     args = parser.parse_args()
     if not 0 < args.requests <= 100_000 or not 0 < args.connections <= 256:
         parser.error("--requests must be 1..100000 and --connections 1..256")
-    asyncio.run(run(args))
+    if args.soak is not None and args.soak < 70:
+        parser.error("--soak needs at least 70 seconds (RSS is compared with the first minute's)")
+    asyncio.run(soak(args) if args.soak is not None else run(args))
 
 
 if __name__ == "__main__":

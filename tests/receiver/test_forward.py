@@ -131,7 +131,7 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 def idle_at_eof(f: Forwarder) -> bool:
     """Every idle connection of `f` has seen the instance close it."""
     idle = [c for conns in f._client._idle.values() for c in conns]
-    return bool(idle) and all(c.reader.at_eof() for c in idle)
+    return bool(idle) and all(c.lost for c in idle)
 
 
 def header(head: bytes, name: str) -> str:

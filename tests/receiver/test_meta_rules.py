@@ -4,6 +4,7 @@ quite right becomes (issue 14: each found by a mutant that no other test noticed
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from channel_api.receiver.channel_cache import ChannelCache, channel_from_secret
@@ -11,11 +12,14 @@ from channel_api.receiver.meta import (
     MalformedEvent,
     Subscription,
     changes_by_phone,
+    event_routes,
     event_subset,
     parse_event,
     signature_valid,
     verify_token_matches,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from whatsapp_channel.channel_secret import INSTANCE_LABEL
 
 from tests.support.payloads import channel_secret, fill_cache, new_instance_id
@@ -189,3 +193,59 @@ def test_an_added_secret_is_a_channel_at_once():
     cache.apply("ADDED", secret)
     instance = secret["metadata"]["labels"][INSTANCE_LABEL]  # type: ignore[index]
     assert cache.for_instance(instance) is not None
+
+
+# --- the fast reading of an event's routes (issue 22) ------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+# Shaped like a notification, with any JSON where Meta puts objects, lists and the id.
+_PHONE = _JSON | st.sampled_from(["", "106540352242922", "1"])
+_METADATA = st.fixed_dictionaries({}, optional={"phone_number_id": _PHONE}) | _JSON
+_VALUE = st.fixed_dictionaries({}, optional={"metadata": _METADATA, "x": _JSON}) | _JSON
+_CHANGE = st.fixed_dictionaries({}, optional={"value": _VALUE, "field": _JSON}) | _JSON
+_ENTRY = st.fixed_dictionaries({}, optional={"changes": st.lists(_CHANGE, max_size=3) | _JSON})
+_EVENT = st.fixed_dictionaries(
+    {}, optional={"entry": st.lists(_ENTRY | _JSON, max_size=3) | _JSON, "object": _JSON}
+)
+# What a body may carry besides plain JSON: JSON `json` reads but msgspec may not, or not alike.
+_SPLICES = st.sampled_from(
+    [
+        b"",
+        b"NaN",
+        b"Infinity",
+        b'"\\ud800"',
+        b'"\xff"',
+        b"\xef\xbb\xbf",
+        b'"\xed\xa0\x80"',
+        b"1e999",
+    ]
+)
+
+
+def _outcome(
+    read: Callable[[bytes], dict[str | None, list[tuple[int, int]]]], body: bytes
+) -> object:
+    try:
+        return read(body)
+    except MalformedEvent:
+        return MalformedEvent
+
+
+@settings(max_examples=400, derandomize=True, deadline=None, database=None)
+@given(event=_EVENT, splice=_SPLICES, where=st.integers(min_value=0), duplicate=st.booleans())
+def test_the_fast_reading_of_routes_is_the_full_parse(event, splice, where, duplicate):
+    """`event_routes` gives what `changes_by_phone(parse_event(...))` gives, or refuses what it
+    refuses, for bodies shaped like events and bodies with what msgspec reads otherwise."""
+    body = json.dumps(event, separators=(",", ":")).encode()
+    if duplicate and body.startswith(b"{") and len(body) > 2:
+        body = body[:-1] + b',"entry":' + body + b"}"  # a repeated key: the last one counts
+    at = where % (len(body) + 1)
+    for candidate in (body, body[:at] + splice + body[at:], b'{"entry":[],"x":' + splice + b"}"):
+        full = _outcome(lambda b: changes_by_phone(parse_event(b)), candidate)
+        assert _outcome(event_routes, candidate) == full, candidate

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from channel_api.receiver.channel_cache import ChannelCache
-from channel_api.receiver.meta import parse_event
+from channel_api.receiver.meta import event_routes
 from channel_api.receiver.routing import Refused, route_shared_event
 
 from tests.support.payloads import (
@@ -38,7 +38,7 @@ def one(phone: str, *, app_secret: str | None, enabled: bool = True) -> dict[str
 def route(cache: ChannelCache, event: dict[str, Any], app_secret: str = SECRET):
     body = meta_bytes(event)
     signature = meta_signature(app_secret, body).encode()
-    return route_shared_event(parse_event(body), body, signature, cache.for_phone)
+    return route_shared_event(event_routes(body), body, signature, cache.for_phone)
 
 
 def changes(body: bytes) -> list[str]:

@@ -39,8 +39,7 @@ from .meta import (
     SIGNATURE_HEADER,
     MalformedEvent,
     Subscription,
-    changes_by_phone,
-    parse_event,
+    event_routes,
     signature_valid,
     verify_token_matches,
 )
@@ -252,13 +251,13 @@ class Receiver:
             PER_CHANNEL.bad_signature.inc()
             return FORBIDDEN
         try:
-            event = parse_event(body)
+            routes = event_routes(body)
         except MalformedEvent:
             PER_CHANNEL.malformed.inc()
             return MALFORMED
         # A change for another phone number is, for this URL, an unknown channel: refused
         # (so Meta retries), never handed to this instance.
-        if any(phone not in (None, channel.phone_number_id) for phone in changes_by_phone(event)):
+        if any(phone not in (None, channel.phone_number_id) for phone in routes):
             log.warning("instance %s's URL got changes for other phone numbers", instance_id)
             PER_CHANNEL.foreign_phone.inc()
             return FORBIDDEN
@@ -270,11 +269,11 @@ class Receiver:
 
     async def _shared_event(self, body: bytes, signature: bytes) -> tuple[Message, Message]:
         try:
-            event = parse_event(body)
+            routes = event_routes(body)
         except MalformedEvent:
             SHARED.malformed.inc()
             return MALFORMED
-        route = route_shared_event(event, body, signature, self.cache.for_phone)
+        route = route_shared_event(routes, body, signature, self.cache.for_phone)
         if route is Refused.UNKNOWN_CHANNEL:
             SHARED.unknown_channel.inc()
             return FORBIDDEN

@@ -26,7 +26,7 @@ from whatsapp_channel.forward_proof import (
     ForwardSigner,
 )
 
-from .http1_client import FAILURES, Http1Client, Target
+from .http1_client import FAILURES, Http1Client, Target, TimedOut
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +169,12 @@ class Forwarder:
             self._signer.sign(timestamp, instance_id, body).encode(),
             hmac.digest(app_secret, body, "sha256").hex().encode(),
         )
-        deadline = asyncio.timeout(self._timeout)
         try:
-            async with deadline:
-                status = await self._client.post(target, proof, body)
+            status = await self._client.post(target, proof, body, timeout=self._timeout)
+        except TimedOut:
+            log.warning("instance %s did not answer in time", instance_id)
+            return Delivery.TIMED_OUT
         except FAILURES as exc:
-            if deadline.expired():
-                log.warning("instance %s did not answer in time", instance_id)
-                return Delivery.TIMED_OUT
             log.warning("instance %s unreachable: %s", instance_id, type(exc).__name__)
             return Delivery.UNREACHABLE
         if 200 <= status < 300:

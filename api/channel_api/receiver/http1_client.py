@@ -1,4 +1,4 @@
-"""A lean keep-alive HTTP/1.1 client on asyncio streams: POST with a body, read the status.
+"""A lean keep-alive HTTP/1.1 client on an asyncio protocol: POST with a body, read the status.
 
 Deliberately small (the receiver's forward hop is its hot path; see docs/benchmarks.md):
 POST with a Content-Length body, an answer framed by Content-Length, chunked or the end of
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import math
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import SupportsIndex
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 # How much of an answer is read: the caller wants the status only, and the server may be
@@ -74,31 +76,134 @@ class Target:
         return cls(tls, host, port, ("\r\n".join(lines) + "\r\n").encode())
 
 
-class _Reader(asyncio.StreamReader):
-    """A StreamReader that knows whether anything is left unread, and closes its connection
-    when bytes arrive while it sits idle in the pool: those can only be a stale or forged
-    answer, which the next request on it would read as its own."""
+class _Connection(asyncio.Protocol):
+    """One connection, read as its bytes arrive (no stream, no task switch but the answer's).
 
-    idle = False
-    transport: asyncio.BaseTransport | None = None
+    The common answer (a final status framed by Content-Length within the read limit, or a
+    204/304) is read here, in `data_received`; any other (interim answers, chunked, until the
+    end of the connection, too long) is handed, with what arrived of it, to a StreamReader
+    that `_read_answer` reads. Bytes arriving while no answer is awaited close the
+    connection: they can only be a stale or forged answer, which the next request on it
+    would read as its own."""
 
-    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
-        if self.idle and self.transport is not None:
-            self.transport.close()
-        super().feed_data(data)
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.idle_since = 0.0
+        self.stream: asyncio.StreamReader | None = None  # set while a rare answer is read
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bool] | None] | None = None
+        self._framed: tuple[int, bool, int] | None = None  # status, reusable, answer's size
+        self._closed = asyncio.get_running_loop().create_future()
 
-    def unread(self) -> int:
-        return len(self._buffer)  # type: ignore[attr-defined]
+    def expect(self, waiter: asyncio.Future[tuple[int, bool] | None]) -> None:
+        """The next answer resolves `waiter`: (status, reusable), or None when it is in
+        `stream`."""
+        self._buffer.clear()
+        self._framed = None
+        self.stream = None
+        self._waiter = waiter
 
+    def park(self) -> None:
+        """Idle in the pool: whatever arrives now closes the connection."""
+        self._waiter = None
+        self.stream = None
+        self.idle_since = time.monotonic()
 
-@dataclass(slots=True)
-class _Connection:
-    reader: _Reader
-    writer: asyncio.StreamWriter
-    idle_since: float = 0.0
+    def usable(self) -> bool:
+        assert self.transport is not None
+        return not self.lost and not self.transport.is_closing()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def wait_closed(self) -> None:
+        await self._closed
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.feed_data(data)
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():  # nothing asked, or asked and answered
+            self.close()
+            return
+        self._buffer += data
+        try:
+            answer = self._answer()
+        except AnswerError as exc:
+            waiter.set_exception(exc)
+            return
+        if answer is _Rare.ANSWER:
+            self.stream = asyncio.StreamReader(limit=_HEAD_LIMIT)
+            self.stream.feed_data(bytes(self._buffer))
+            waiter.set_result(None)
+        elif answer is not None:
+            waiter.set_result(answer)
+
+    def eof_received(self) -> bool:
+        self.lost = True
+        if self.stream is not None:
+            self.stream.feed_eof()
+        else:
+            self._fail(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.stream is not None:
+            if exc is None:
+                self.stream.feed_eof()
+            else:
+                self.stream.set_exception(exc)
+        else:
+            self._fail(exc)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _fail(self, exc: Exception | None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc or asyncio.IncompleteReadError(bytes(self._buffer), None))
+
+    def _answer(self) -> tuple[int, bool] | _Rare | None:
+        """(status, reusable) once the whole answer is here; None until then; `_Rare` for an
+        answer `_read_answer` reads."""
+        buffer = self._buffer
+        if self._framed is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _HEAD_LIMIT:
+                    raise AnswerError("an answer head longer than is read")
+                return None
+            status, keep_alive, length, chunked = _parse_head(bytes(buffer[: end + 4]))
+            if status in (204, 304):  # no body; one declared cannot be trusted
+                self._framed = (status, keep_alive and not (chunked or length), end + 4)
+            elif 100 <= status < 200 or length is None or length > ANSWER_READ_LIMIT:
+                return _Rare.ANSWER
+            else:
+                self._framed = (status, keep_alive, end + 4 + length)
+        status, reusable, size = self._framed
+        if len(buffer) < size:
+            return None
+        return status, reusable and len(buffer) == size  # more: a second answer
+
+
+class _Rare(enum.Enum):
+    ANSWER = "an answer `_read_answer` reads from a stream"
+
+
+_HEAD_LIMIT = 2**16
+
+
+class TimedOut(Exception):
+    """No whole answer within the timeout given to `Http1Client.post`."""
 
 
 class Http1Client:
@@ -108,6 +213,11 @@ class Http1Client:
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._idle_count = 0
         self.open = False
+        # The answers awaited and their deadlines, watched by one timer for the earliest
+        # (a timer per request costs more than the rest of the client's work on it).
+        self._deadlines: dict[asyncio.Future[tuple[int, bool] | None], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     async def start(self, *, tls: bool = False) -> None:
         """Ready to send; with `tls`, the default TLS context is made now, not on first use."""
@@ -124,20 +234,29 @@ class Http1Client:
             connection.close()
         for connection in idle:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.writer.wait_closed(), 1.0)
+                await asyncio.wait_for(connection.wait_closed(), 1.0)
 
-    async def post(self, target: Target, headers: bytes, body: bytes) -> int:
+    async def post(self, target: Target, headers: bytes, body: bytes, *, timeout: float) -> int:
         """POST `body` with `target`'s head plus `headers` (whole lines, each ending CRLF);
-        the answer's status. Raises one of FAILURES when there is none."""
-        head = target.head + headers + b"Content-Length: %d\r\n\r\n" % len(body)
+        the answer's status. Raises TimedOut when the whole answer is not in within
+        `timeout` seconds, or one of FAILURES when there is none."""
+        request = b"".join((target.head, headers, b"Content-Length: %d\r\n\r\n" % len(body), body))
+        deadline = asyncio.get_running_loop().time() + timeout
         connection = self._reuse(target)
         if connection is not None:
             try:
-                return await self._roundtrip(target, connection, head, body, reused=True)
+                return await self._roundtrip(target, connection, request, deadline, reused=True)
             except _Stale:
                 pass
-        connection = await self._connect(target)
-        return await self._roundtrip(target, connection, head, body, reused=False)
+        connecting = asyncio.timeout_at(deadline)
+        try:
+            async with connecting:
+                connection = await self._connect(target)
+        except TimeoutError:
+            if connecting.expired():
+                raise TimedOut from None
+            raise
+        return await self._roundtrip(target, connection, request, deadline, reused=False)
 
     def _reuse(self, target: Target) -> _Connection | None:
         idle = self._idle.get((target.tls, target.host, target.port))
@@ -145,61 +264,106 @@ class Http1Client:
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            reader = connection.reader
-            if (
-                reader.at_eof()
-                or reader.unread()
-                or connection.writer.is_closing()
-                or now - connection.idle_since > KEEP_ALIVE_SECONDS
-            ):
-                connection.close()
-                continue
-            reader.idle = False
-            return connection
+            if connection.usable() and now - connection.idle_since <= KEEP_ALIVE_SECONDS:
+                return connection
+            connection.close()
         return None
 
     async def _connect(self, target: Target) -> _Connection:
         if target.tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
-        # asyncio.open_connection, with a reader of our own.
-        loop = asyncio.get_running_loop()
-        reader = _Reader(limit=2**16, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport, _ = await loop.create_connection(
-            lambda: protocol,
+        _, connection = await asyncio.get_running_loop().create_connection(
+            _Connection,
             target.host,
             target.port,
             ssl=self._ssl if target.tls else None,
             server_hostname=target.host if target.tls else None,
         )
-        reader.transport = transport
-        return _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+        return connection
 
     async def _roundtrip(
-        self, target: Target, connection: _Connection, head: bytes, body: bytes, *, reused: bool
+        self,
+        target: Target,
+        connection: _Connection,
+        request: bytes,
+        deadline: float,
+        *,
+        reused: bool,
     ) -> int:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[int, bool] | None] = loop.create_future()
+        connection.expect(waiter)
+        self._watch(waiter, deadline, loop)
         try:
-            connection.writer.writelines((head, body))
-            await connection.writer.drain()
-            status, reusable = await _read_answer(connection.reader)
+            assert connection.transport is not None
+            connection.transport.write(request)
+            answer = await waiter
+            if answer is None:
+                answer = await _read_rare_answer(connection, deadline)
         except BaseException as exc:
             connection.close()
             if reused and _nothing_answered(exc):
                 raise _Stale from exc
             raise
+        finally:
+            del self._deadlines[waiter]
+        status, reusable = answer
         if (
             reusable
             and self.open
             and self._idle_count < self._max_connections
-            and not connection.reader.unread()  # a second answer, or a body after 204/304
+            and connection.usable()
+            and not (connection.stream is not None and _unread(connection.stream))
         ):
-            connection.reader.idle = True
-            connection.idle_since = time.monotonic()
+            connection.park()
             self._idle.setdefault((target.tls, target.host, target.port), []).append(connection)
             self._idle_count += 1
         else:
             connection.close()
         return status
+
+    def _watch(
+        self,
+        waiter: asyncio.Future[tuple[int, bool] | None],
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._deadlines[waiter] = deadline
+        if deadline < self._timer_at or len(self._deadlines) == 1:  # or an old loop's timer
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire, loop)
+            self._timer_at = deadline
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fails every answer awaited past its deadline with TimedOut (their connections are
+        then closed); the timer is set again for the earliest deadline left."""
+        now = loop.time()
+        earliest = math.inf
+        for waiter, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                if not waiter.done():
+                    waiter.set_exception(TimedOut())
+            else:
+                earliest = min(earliest, deadline)
+        self._timer = loop.call_at(earliest, self._expire, loop) if earliest < math.inf else None
+        self._timer_at = earliest
+
+
+async def _read_rare_answer(connection: _Connection, deadline: float) -> tuple[int, bool]:
+    assert connection.stream is not None
+    reading = asyncio.timeout_at(deadline)
+    try:
+        async with reading:
+            return await _read_answer(connection.stream)
+    except TimeoutError:
+        if reading.expired():
+            raise TimedOut from None
+        raise
+
+
+def _unread(stream: asyncio.StreamReader) -> int:
+    return len(stream._buffer)  # type: ignore[attr-defined]
 
 
 def _nothing_answered(exc: BaseException) -> bool:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from .channel_cache import Channel
 from .meta import (
     ChangeRef,
-    changes_by_phone,
+    MalformedEvent,
     event_subset,
+    parse_event,
     refuse_in_constant_time,
     signature_valid,
 )
@@ -33,14 +33,14 @@ class Refused(enum.Enum):
 
 
 def route_shared_event(
-    event: Mapping[str, Any],
+    routes: Mapping[str | None, list[ChangeRef]],
     body: bytes,
     signature: bytes,
     channels_for_phone: Callable[[str], tuple[Channel, ...]],
 ) -> list[tuple[Channel, bytes]] | Refused:
     """Each destination channel with the body it gets, or why the event goes nowhere.
-    `event` is `body` parsed (`meta.parse_event`)."""
-    routes = changes_by_phone(event)
+    `routes` are `body`'s changes by phone number id (`meta.event_routes`); the body is
+    parsed whole only when it has to be split."""
     targets: list[tuple[Channel, list[ChangeRef]]] = []
     for phone, refs in routes.items():
         if phone is None:
@@ -78,6 +78,7 @@ def route_shared_event(
     if len(targets) == 1 and routed == total:
         return [(targets[0][0], body)]  # the whole event, as Meta signed it
     try:
+        event = parse_event(body)
         return [(channel, event_subset(event, refs)) for channel, refs in targets]
-    except RecursionError:
+    except (MalformedEvent, RecursionError):
         return Refused.MALFORMED
