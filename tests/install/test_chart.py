@@ -575,3 +575,23 @@ def test_the_ingress_exposes_only_the_webhook_path(cluster: Cluster) -> None:
     ]
     error = helm_fails(cluster, "-f", str(TEST_VALUES), "--set", "receiver.ingress.enabled=true")
     assert "receiver.ingress.host is required" in error
+
+
+def test_trusted_proxies_reach_the_pods_only_when_set(cluster: Cluster) -> None:
+    """An empty variable would be dropped by the apiserver (an env entry without a value);
+    the chart leaves it out, and the settings' default (no proxy trusted) applies."""
+    plain = deployments(render(cluster))
+    for component in ("facade", "receiver"):
+        assert all("value" in e for e in container(plain[component])["env"])
+        assert not any(name.endswith("TRUSTED_PROXIES") for name in env_of(plain[component]))
+    proxied = deployments(
+        render(
+            cluster,
+            "--set",
+            "receiver.http.trustedProxies={10.0.0.0/8,2001:db8::1}",
+            "--set",
+            "facade.http.trustedProxies={10.1.2.3}",
+        )
+    )
+    assert env_of(proxied["receiver"])["WA_RECEIVER_TRUSTED_PROXIES"] == "10.0.0.0/8,2001:db8::1"
+    assert env_of(proxied["facade"])["WA_FACADE_TRUSTED_PROXIES"] == "10.1.2.3"

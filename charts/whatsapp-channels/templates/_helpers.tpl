@@ -235,8 +235,10 @@ annotations:
   value: {{ .http.headTimeoutSeconds | quote }}
 - name: {{ .prefix }}MAX_CONNECTIONS
   value: {{ .http.maxConnections | int64 | quote }}
-- name: {{ .prefix }}TRUSTED_PROXIES
-  value: {{ join "," .http.trustedProxies | quote }}
+{{- with .http.trustedProxies }}
+- name: {{ $.prefix }}TRUSTED_PROXIES
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
