@@ -79,6 +79,7 @@ class Runtime:
     # started with the operator); None: not known (then nothing is refused for it).
     phone_claims: tenancy.PhoneClaims | None = None
     claims_watcher: asyncio.Task[None] | None = None
+    keys_keeper: asyncio.Task[None] | None = None
 
 
 def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:

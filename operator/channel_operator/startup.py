@@ -133,6 +133,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     namespace, keys_namespace = settings.namespace, settings.sealing_namespace
     task: asyncio.Task[None] | None = None
     claims_task: asyncio.Task[None] | None = None
+    keys_task: asyncio.Task[None] | None = None
     try:
         if keys_namespace == namespace:
             log.warning(
@@ -141,7 +142,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
                 "to the operator's own namespace",
                 namespace,
             )
-        keyring = await keystore.ensure(kube, keys_namespace)
+        keyring = await keystore.ensure(kube, keys_namespace, channels_namespace=namespace)
         log.info(
             "sealing keys ready in namespace %s; new seals use key %s",
             keys_namespace,
@@ -155,6 +156,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             keys=keystore.Keys(kube=kube, namespace=keys_namespace, keyring=keyring),
             secrets=secrets,
         )
+        keys_task = rt.keys_keeper = asyncio.create_task(rt.keys.keep(), name="sealing keys")
 
         rt.meta = Meta(
             graph=GraphClient(
@@ -196,7 +198,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
         rt.health_task = asyncio.create_task(rt.health.run(), name="health checks")
         return rt
     except BaseException:
-        for started in (task, claims_task):
+        for started in (task, claims_task, keys_task):
             if started is not None:
                 started.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -206,8 +208,8 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
 
 
 async def stop(rt: Runtime) -> None:
-    tasks = (rt.watcher, rt.claims_watcher, rt.health_task)
-    rt.watcher = rt.claims_watcher = rt.health_task = None
+    tasks = (rt.watcher, rt.claims_watcher, rt.health_task, rt.keys_keeper)
+    rt.watcher = rt.claims_watcher = rt.health_task = rt.keys_keeper = None
     for task in tasks:
         if task is not None:
             task.cancel()
