@@ -7,6 +7,7 @@ in a folder keyed by a hash of the Go sources and the Go version: a change of pi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 GO_DIR = Path(__file__).resolve().parents[1] / "go"
-HELM_VERSION_VAR = "helm.sh/helm/v3/internal/version.version"
+HELM = "helm.sh/helm/v3"
+PROMTOOL_PACKAGE = "github.com/prometheus/prometheus/cmd/promtool"
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ def _go() -> str:
     return go
 
 
-def _pin_key(module: Path, go: str) -> str:
-    digest = hashlib.sha256()
+def _pin_key(module: Path, go: str, *stamps: str) -> str:
+    digest = hashlib.sha256(" ".join(stamps).encode())
     for name in sorted(p.name for p in module.iterdir() if p.suffix in {".go", ".mod", ".sum"}):
         digest.update(name.encode())
         digest.update((module / name).read_bytes())
@@ -70,13 +73,33 @@ def _kube_ldflags(version: str) -> str:
     )
 
 
-def _build(module: Path, package: str, out: Path, ldflags: str, go: str) -> None:
+def helm_default_kube_version(module: Path) -> tuple[str, str]:
+    """The Kubernetes version helm assumes without a cluster or --kube-version: like Helm's
+    release builds (its Makefile), the one its client-go is for (v0.34.x -> 1.34)."""
+    client_go = pinned_version(module, "k8s.io/client-go").lstrip("v").split(".")
+    return str(int(client_go[0]) + 1), client_go[1]
+
+
+def _helm_ldflags(module: Path) -> str:
+    # Unstamped, helm's default Kubernetes version stays at 1.20, and `helm template` of a
+    # chart that requires a newer one fails without --kube-version.
+    major, minor = helm_default_kube_version(module)
+    stamps = [f"{HELM}/internal/version.version={pinned_version(module, HELM)}"] + [
+        f"{HELM}/pkg/{package}.k8sVersion{name}={value}"
+        for package in ("chartutil", "lint/rules")
+        for name, value in (("Major", major), ("Minor", minor))
+    ]
+    return " ".join(f"-X {stamp}" for stamp in stamps)
+
+
+def _build(module: Path, package: str, out: Path, ldflags: str, go: str, tags: str = "") -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial")
     started = time.monotonic()
     log.warning("building %s (first time for these pins; this takes a while)", out.name)
+    flags = [f"-tags={tags}", f"-ldflags=-s -w {ldflags}"]
     subprocess.run(
-        [go, "build", "-trimpath", f"-ldflags=-s -w {ldflags}", "-o", str(tmp), package],
+        [go, "build", "-trimpath", *flags, "-o", str(tmp), package],
         cwd=module,
         check=True,
         env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=mod"},
@@ -89,14 +112,40 @@ def ensure_built() -> Binaries:
     """Return the binaries, building whichever is missing for the current pins."""
     go = _go()
     kube_module, helm_module = GO_DIR / "kube", GO_DIR / "helm"
+    helm_ldflags = _helm_ldflags(helm_module)
     kube = cache_root() / f"kube-{_pin_key(kube_module, go)}" / "kube"
-    helm = cache_root() / f"helm-{_pin_key(helm_module, go)}" / "helm"
+    helm = cache_root() / f"helm-{_pin_key(helm_module, go, helm_ldflags)}" / "helm"
     if not kube.exists():
         version = pinned_version(kube_module, "k8s.io/kubernetes")
         _build(kube_module, ".", kube, _kube_ldflags(version), go)
     if not helm.exists():
-        version = pinned_version(helm_module, "helm.sh/helm/v3")
-        _build(
-            helm_module, "helm.sh/helm/v3/cmd/helm", helm, f"-X {HELM_VERSION_VAR}={version}", go
-        )
+        _build(helm_module, f"{HELM}/cmd/helm", helm, helm_ldflags, go)
     return Binaries(kube=kube, helm=helm)
+
+
+def ensure_promtool() -> Path:
+    """Prometheus' promtool (`check rules`, `test rules`) for the chart's alert rules, built
+    like helm: from the pin in go/promtool, once per pin."""
+    go = _go()
+    module = GO_DIR / "promtool"
+    promtool = cache_root() / f"promtool-{_pin_key(module, go)}" / "promtool"
+    if not promtool.exists():
+        # Without Prometheus' service discoveries (its documented remove_all_sd tag): promtool
+        # only checks and tests rules here, and their cloud SDKs are most of the build.
+        _build(module, PROMTOOL_PACKAGE, promtool, "", go, tags="remove_all_sd")
+    return promtool
+
+
+def prometheus_operator_crds() -> Path:
+    """The folder of the prometheus-operator CRDs (ServiceMonitor, PrometheusRule, ...) of the
+    release pinned in go/prometheus-operator, from the Go module cache (downloaded, and
+    checked against that go.sum, the first time)."""
+    found = subprocess.run(
+        [_go(), "mod", "download", "-json", PROMETHEUS_OPERATOR],
+        cwd=GO_DIR / "prometheus-operator",
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GOFLAGS": "-mod=readonly"},
+    )
+    return Path(json.loads(found.stdout)["Dir"]) / "example" / "prometheus-operator-crd"

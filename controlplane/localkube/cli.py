@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from localkube import node
-from localkube.build import ensure_built
-from localkube.cluster import Cluster, ClusterError
+from localkube.build import ensure_built, ensure_promtool
+from localkube.cluster import Cluster
 from localkube.image import ImageError
 from localkube.node import NodeError
+from localkube.processes import ClusterError
 
 DEFAULT_DIR = Path(".localkube")
 
@@ -20,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localkube", description=__doc__)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state folder (%(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build the binaries for the pinned versions (cached)")
+    build = sub.add_parser(
+        "build", help="build the binaries for the pinned versions (cached), promtool included"
+    )
     build.add_argument(
         "--node", action="store_true", help="also the node's images (base, pause, project)"
     )
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             binaries = ensure_built()
             print(f"kube: {binaries.kube}\nhelm: {binaries.helm}")
+            print(f"promtool: {ensure_promtool()}")
             if args.node:
                 for archive in node.images():
                     print(f"image {archive.name}: {archive.path}")

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -80,6 +80,9 @@ class Runtime:
     phone_claims: tenancy.PhoneClaims | None = None
     claims_watcher: asyncio.Task[None] | None = None
     keys_keeper: asyncio.Task[None] | None = None
+    # The background tasks above that ended while the operator runs (a bug): liveness fails
+    # with their names (`startup.supervise`), so Kubernetes restarts the operator.
+    ended: list[str] = field(default_factory=list)
 
 
 def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:

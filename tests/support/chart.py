@@ -1,6 +1,6 @@
 """The chart as the tests use it: render it, install it, and act as its service accounts
 (`kubectl auth can-i`; a kubeconfig holding one of their tokens is
-`localkube.product.service_account_kubeconfig`; the chart's identities for the end-to-end
+`localkube.cluster.service_account_kubeconfig`; the chart's identities for the end-to-end
 suites are `tests.support.identities`)."""
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ def render(
         "-f", str(TEST_VALUES), *args,
     )  # fmt: skip
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_fails(cluster: Cluster, *args: str) -> str:
+    """`helm template` with the test values (plus `args`) that must fail: its stderr."""
+    result = cluster.helm(
+        "template", "wa", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(TEST_VALUES),
+        *args, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, f"helm accepted {args}"
+    return result.stderr
 
 
 def one(manifests: Iterable[Manifest], kind: str, name_suffix: str = "") -> Manifest:

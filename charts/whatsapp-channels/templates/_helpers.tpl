@@ -241,3 +241,52 @@ annotations:
 {{- $port := regexFind ":[0-9]+$" $authority | trimPrefix ":" }}
 {{- if $port }}{{ $port }}{{ else if hasPrefix "https:" (lower $template) }}443{{ else }}80{{ end }}
 {{- end }}
+
+{{/* The bounded-request-head settings of the facade or the receiver: (dict "prefix"
+"WA_RECEIVER_" "http" $values.http). */}}
+{{- define "whatsapp-channels.headLimitsEnv" -}}
+- name: {{ .prefix }}MAX_HEAD_BYTES
+  value: {{ .http.maxHeadBytes | int64 | quote }}
+- name: {{ .prefix }}HEAD_TIMEOUT_SECONDS
+  value: {{ .http.headTimeoutSeconds | quote }}
+- name: {{ .prefix }}MAX_CONNECTIONS
+  value: {{ .http.maxConnections | int64 | quote }}
+- name: {{ .prefix }}TRUSTED_PROXIES
+  value: {{ join "," .http.trustedProxies | quote }}
+{{- end }}
+
+{{/*
+"true" when the metrics Services are rendered: asked for (metrics.services), or needed by the
+ServiceMonitors; empty otherwise. ServiceMonitors without metrics are refused.
+*/}}
+{{- define "whatsapp-channels.metricsServices" -}}
+{{- $monitored := .Values.monitoring.serviceMonitor.enabled }}
+{{- if and $monitored (not .Values.metrics.enabled) }}
+{{- fail "monitoring.serviceMonitor.enabled needs metrics.enabled: there is nothing to scrape" }}
+{{- end }}
+{{- if and .Values.metrics.enabled (or .Values.metrics.services $monitored) }}true{{ end }}
+{{- end }}
+
+{{/* Marks the metrics Services apart from the public ones, which share their selector labels. */}}
+{{- define "whatsapp-channels.metricsServiceLabel" -}}
+whatsapp.hydracore.io/metrics: "true"
+{{- end }}
+
+{{/* The `job` label Prometheus gives a component's samples through its ServiceMonitor (the
+metrics Service's name), and the release's namespace: what the alert rules select on. */}}
+{{- define "whatsapp-channels.scrapeSelector" -}}
+{{- printf "job=%q, namespace=%q" (printf "%s-metrics" (include "whatsapp-channels.componentName" .)) .ctx.Release.Namespace }}
+{{- end }}
+
+{{/*
+PromQL: the operator counted reconciles matching .selector within .window. increase() misses
+the first count of a series (it appears at 1, nothing before it): a channel Meta refused is
+not reconciled again, so its reason is often counted once. A series new within the window
+counts too.
+*/}}
+{{- define "whatsapp-channels.reconciledWithin" -}}
+{{- $series := printf "whatsapp_operator_reconciles_total{%s}" .selector -}}
+sum(increase({{ $series }}[{{ .window }}])) > 0
+or
+count({{ $series }} unless {{ $series }} offset {{ .window }}) > 0
+{{- end }}
