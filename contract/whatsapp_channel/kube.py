@@ -272,6 +272,7 @@ class Kube:
         *,
         resource_version: str,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 290,
     ) -> AsyncIterator[JSON]:
         """Watch events from `resource_version` on; ends when the server closes the stream.
@@ -282,8 +283,7 @@ class Kube:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        if label_selector:
-            params["labelSelector"] = label_selector
+        params.update(_selectors(label_selector, field_selector))
         try:
             async with self._session_now().get(
                 path,
@@ -309,6 +309,17 @@ class Kube:
             ) from None
 
 
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    """Query parameters of a list or watch. A field selector on metadata.name is how a
+    Role narrowed to one object by name lets it be listed and watched."""
+    params = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
+
+
 def _error(status: int, raw: bytes) -> KubeError:
     try:
         payload = json.loads(raw)
@@ -330,6 +341,7 @@ async def reflect(
     on_event: EventHandler,
     *,
     label_selector: str | None = None,
+    field_selector: str | None = None,
     on_synced: Callable[[], None] | None = None,
     retry_delay: float = 1.0,
 ) -> None:
@@ -340,8 +352,7 @@ async def reflect(
     delay = retry_delay
     while True:
         try:
-            params = {"labelSelector": label_selector} if label_selector else None
-            listing = await kube.get(path, params=params)
+            listing = await kube.get(path, params=_selectors(label_selector, field_selector))
             version = str(listing["metadata"]["resourceVersion"])
             result = on_event("SYNC", listing)
             if result is not None:
@@ -351,7 +362,10 @@ async def reflect(
             delay = retry_delay
             while True:
                 async for event in kube.watch(
-                    path, resource_version=version, label_selector=label_selector
+                    path,
+                    resource_version=version,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
                 ):
                     kind = str(event.get("type"))
                     obj = event.get("object") or {}

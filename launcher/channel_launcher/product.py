@@ -93,6 +93,10 @@ class OperatorEnv(TypedDict, total=False):
     graph_account_call_budget: int | None
     health_period_seconds: float | None
     webhook_mode: Literal["managed", "manual"] | None
+    leader_election_lease: str | None
+    lease_duration_seconds: float | None
+    renew_deadline_seconds: float | None
+    retry_period_seconds: float | None
 
 
 class ServingEnv(TypedDict, total=False):
@@ -145,9 +149,11 @@ def start(
     log_dir: Path,
     port: int | None = None,
     ready: bool = True,
+    wait: bool = True,
 ) -> Service:
     """Start `process` with `env` as the user of `kubeconfig`, listening on loopback at
-    `port` (default: a free one); return once it is ready (or only alive: `ready=False`)."""
+    `port` (default: a free one); return once it is ready (or only alive: `ready=False`;
+    or at once: `wait=False`, for a process expected not to become healthy yet)."""
     port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
     namespace = env.get(process.variable("namespace"), "default")
@@ -161,15 +167,22 @@ def start(
             process.port_variable: str(port),
         },
         log_path=log_dir / f"{process.script}-{namespace}-{port}.log",
-        health_url=url + (process.ready_path if ready else process.live_path),
+        health_url=(url + (process.ready_path if ready else process.live_path)) if wait else None,
         url=url,
     )
 
 
 def start_operator(
-    kubeconfig: Path, log_dir: Path, *, port: int | None = None, **env: Unpack[OperatorEnv]
+    kubeconfig: Path,
+    log_dir: Path,
+    *,
+    port: int | None = None,
+    wait: bool = True,
+    **env: Unpack[OperatorEnv],
 ) -> Service:
-    return start(OPERATOR, OPERATOR.env(**env), kubeconfig=kubeconfig, log_dir=log_dir, port=port)
+    return start(
+        OPERATOR, OPERATOR.env(**env), kubeconfig=kubeconfig, log_dir=log_dir, port=port, wait=wait
+    )
 
 
 def start_facade(

@@ -8,6 +8,7 @@ retry later, never a crash.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -17,9 +18,14 @@ from whatsapp_channel.model import GROUP, PLURAL, VERSION, WEBHOOK_REGISTERED
 from channel_operator import reconcile as channel
 from channel_operator import startup
 from channel_operator.desired import ChannelFailure, retry_delay
+from channel_operator.keystore import KeysMissing
 from channel_operator.meta import MetaRetry
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+KEYS_MISSING_RETRY = 10.0
 
 CHANNELS: dict[str, Any] = {
     "group": GROUP,
@@ -48,7 +54,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     startup.configure(settings)
     operator_settings = memo["settings"]
     assert isinstance(operator_settings, OperatorSettings)
-    memo["runtime"] = await startup.start(operator_settings, kube_of(memo))
+    try:
+        memo["runtime"] = await startup.start(operator_settings, kube_of(memo))
+    except KeysMissing as missing:  # not ready until the keys are restored; asked again
+        log.error("not starting: %s", missing)
+        raise kopf.TemporaryError(str(missing), delay=KEYS_MISSING_RETRY) from None
 
 
 @kopf.on.cleanup()

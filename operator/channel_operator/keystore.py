@@ -7,6 +7,11 @@ raw public key}), derived from the Secret. Creation is create-or-get, so two ope
 starting at once end up with the same keys; rotation adds a key and keeps the old ones, so old
 seals still open.
 
+The keys outlive their Secret: deleted while the operator runs, the Secret (and the public
+ConfigMap) is written back from the keyring in memory (`Keys.keep`). And a fresh key is
+made only when no channel is sealed yet: missing keys with sealed channels are a restore
+from backup (docs/high-availability.md), never a new key that opens none of their seals.
+
 Both live in the keys namespace, the operator's own, never where the channels are: the webhook
 receiver may list every Secret of the channel namespace.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
@@ -23,15 +29,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from whatsapp_channel.kube import Conflict, Kube, NotFound, core_path
+from whatsapp_channel.kube import Conflict, Kube, NotFound, channels_path, core_path, reflect
 from whatsapp_channel.model import (
     ACTIVE_KEY_ID_FIELD,
+    CREDENTIAL_FIELDS,
     LABEL_PREFIX,
     PUBLIC_KEYS_FIELD,
     SEALING_KEYS_SECRET,
     SEALING_PUBLIC_CONFIGMAP,
 )
-from whatsapp_channel.sealing import key_id_of, new_private_key, public_key_of
+from whatsapp_channel.sealing import (
+    SealError,
+    key_id_of,
+    new_private_key,
+    public_key_of,
+    seal_key_id,
+)
 
 from channel_operator import metrics
 
@@ -50,6 +63,10 @@ JSON = dict[str, Any]
 
 class KeyringError(Exception):
     """The keys Secret exists but cannot be used (edited by hand into nonsense)."""
+
+
+class KeysMissing(KeyringError):
+    """No keys Secret, yet channels are sealed: their keys must be restored, not made anew."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -108,6 +125,30 @@ def keyring_from_secret(secret: Mapping[str, Any]) -> Keyring:
     return Keyring(private_keys=keys, active_key_id=str(active))
 
 
+def seals_of(channel: Mapping[str, Any]) -> dict[str, str]:
+    """{sealed field (CR name): the key id it is sealed to} of `channel`; a field that is
+    no seal at all is left out (its channel's own reconcile reports it)."""
+    sealed = (channel.get("spec") or {}).get("sealed") or {}
+    seals = {}
+    for cr_field in CREDENTIAL_FIELDS:
+        value = sealed.get(cr_field)
+        if isinstance(value, str):
+            with contextlib.suppress(SealError):
+                seals[cr_field] = seal_key_id(value)
+    return seals
+
+
+def missing_keys_message(namespace: str, channels: Mapping[str, set[str]]) -> str:
+    """Why the operator will not start: `channels` is {key id: names of channels sealed to it}."""
+    count = len(set().union(*channels.values()))
+    return (
+        f"the sealing keys Secret {namespace}/{SEALING_KEYS_SECRET} is missing, but {count} "
+        f"channel(s) are sealed to key(s) {', '.join(sorted(channels))}: restore the Secret "
+        "from its backup (docs/high-availability.md); a fresh key would open none of their "
+        "seals, so none is made"
+    )
+
+
 def build_keys_secret(namespace: str, keyring: Keyring) -> JSON:
     return {
         "apiVersion": "v1",
@@ -153,12 +194,27 @@ async def load(kube: Kube, namespace: str) -> Keyring:
     return keyring_from_secret(secret)
 
 
-async def ensure(kube: Kube, namespace: str) -> Keyring:
-    """The keyring, created on first start; then the public ConfigMap made to match it."""
+async def sealed_channels(kube: Kube, channels_namespace: str) -> dict[str, set[str]]:
+    """{key id: names of the channels of `channels_namespace` sealed to it}."""
+    listing = await kube.get(channels_path(channels_namespace))
+    channels: dict[str, set[str]] = {}
+    for channel in listing.get("items") or []:
+        for key_id in seals_of(channel).values():
+            channels.setdefault(key_id, set()).add(str(channel["metadata"]["name"]))
+    return channels
+
+
+async def ensure(kube: Kube, namespace: str, *, channels_namespace: str) -> Keyring:
+    """The keyring, created on first start; then the public ConfigMap made to match it.
+    KeysMissing, and nothing created, when the keys Secret is gone but channels of
+    `channels_namespace` are sealed."""
     path = core_path("secrets", namespace, SEALING_KEYS_SECRET)
     try:
         keyring = keyring_from_secret(await kube.get(path))
     except NotFound:
+        sealed = await sealed_channels(kube, channels_namespace)
+        if sealed:
+            raise KeysMissing(missing_keys_message(namespace, sealed)) from None
         fresh = new_keyring()
         try:
             await kube.create(core_path("secrets", namespace), build_keys_secret(namespace, fresh))
@@ -291,3 +347,57 @@ class Keys:
             found = key_id in self.keyring.private_keys
             metrics.SEALING_KEY_RELOADS.labels("found" if found else "not_found").inc()
             return found
+
+    async def keep(self) -> None:
+        """Keep the keys Secret and the public ConfigMap in the cluster, until cancelled: a
+        watch on each (by name) sees it deleted, and the keyring in memory writes it back,
+        as the channel Secrets are put back. A change by another process (rotate-key,
+        retire-key) becomes the keyring in memory at once."""
+        await asyncio.gather(
+            reflect(
+                self.kube,
+                core_path("secrets", self.namespace),
+                self._on_secret,
+                field_selector=f"metadata.name={SEALING_KEYS_SECRET}",
+            ),
+            reflect(
+                self.kube,
+                core_path("configmaps", self.namespace),
+                self._on_public,
+                field_selector=f"metadata.name={SEALING_PUBLIC_CONFIGMAP}",
+            ),
+        )
+
+    async def _on_secret(self, kind: str, obj: JSON) -> None:
+        if kind == "DELETED" or (kind == "SYNC" and not obj.get("items")):
+            await self._restore()
+        elif kind in ("ADDED", "MODIFIED"):
+            try:
+                keyring = keyring_from_secret(obj)
+            except KeyringError as exc:  # edited into nonsense: keep what opens the seals
+                log.error("%s; the operator keeps the keys it holds", exc)
+                return
+            async with self._lock:
+                self.keyring = keyring
+                self._loaded_at = time.monotonic()
+
+    async def _on_public(self, kind: str, obj: JSON) -> None:
+        if kind == "DELETED" or (kind == "SYNC" and not obj.get("items")):
+            log.warning("the public sealing keys ConfigMap is gone; publishing it again")
+            await publish(self.kube, self.namespace, self.keyring)
+
+    async def _restore(self) -> None:
+        keyring = self.keyring
+        try:
+            await self.kube.create(
+                core_path("secrets", self.namespace), build_keys_secret(self.namespace, keyring)
+            )
+        except Conflict:  # put back by someone else meanwhile (a restore): its watch event follows
+            return
+        log.warning(
+            "the sealing keys Secret %s/%s was deleted; written back from memory (keys %s)",
+            self.namespace,
+            SEALING_KEYS_SECRET,
+            ", ".join(sorted(keyring.private_keys)),
+        )
+        metrics.SEALING_KEYS_RESTORED.inc()

@@ -27,6 +27,7 @@ import uvloop
 from whatsapp_channel.kube import Kube, KubeConfigError, KubeError
 from whatsapp_channel.settings import load_settings, refuse
 
+from channel_operator import leader
 from channel_operator.settings import KeysSettings, OperatorSettings
 
 PROG = "whatsapp-operator"
@@ -57,15 +58,30 @@ def run(settings: OperatorSettings) -> None:
     # kopf names itself after the login user unless POD_ID is set, and the image's user
     # (uid 65532) has no passwd entry: without this the operator dies at start in its pod.
     os.environ.setdefault("POD_ID", socket.gethostname())
-    # uvloop: the same asyncio, with a faster loop and transports (the operator is CPU-bound
-    # on event handling when thousands of channels arrive at once).
-    uvloop.run(
-        kopf.operator(
+    # Only the leader runs Kopf (and with it every handler, health check and Graph call);
+    # its Lease is renewed on a connection of its own, never queued behind the operator's.
+    election = leader.Election(
+        kube=connect(),
+        namespace=settings.sealing_namespace,
+        name=settings.leader_election_lease,
+        identity=leader.candidate_identity(),
+        lease_duration=settings.lease_duration_seconds,
+        renew_deadline=settings.renew_deadline_seconds,
+        retry_period=settings.retry_period_seconds,
+    )
+
+    async def operate() -> None:
+        await kopf.operator(
             namespaces=[settings.namespace],
             standalone=True,
             liveness_endpoint=settings.liveness_endpoint,
             memo=kopf.Memo(settings=settings, kube=kube),
         )
+
+    # uvloop: the same asyncio, with a faster loop and transports (the operator is CPU-bound
+    # on event handling when thousands of channels arrive at once).
+    uvloop.run(
+        leader.lead(election, operate, health=(settings.liveness_host, settings.liveness_port))
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -29,6 +29,14 @@ SEALING_KEY_RELOADS = Counter(
     "Reads of the sealing keys Secret: for a seal under an unknown key, by whether the key "
     "was found (found, not_found); before opening seals, at most once a second (refreshed).",
     ["result"],
+)
+SEALING_KEYS_RESTORED = Counter(
+    "whatsapp_operator_sealing_keys_restored",
+    "Times the sealing keys Secret was found deleted and written back from memory.",
+)
+LEADER = Gauge(
+    "whatsapp_operator_leader",
+    "1 while this replica holds the leader Lease and works; 0 while it stands by.",
 )
 for action in ("created", "updated", "restored"):
     SECRET_WRITES.labels(action)

@@ -79,6 +79,7 @@ class Runtime:
     # started with the operator); None: not known (then nothing is refused for it).
     phone_claims: tenancy.PhoneClaims | None = None
     claims_watcher: asyncio.Task[None] | None = None
+    keys_keeper: asyncio.Task[None] | None = None
     # The background tasks above that ended while the operator runs (a bug): liveness fails
     # with their names (`startup.supervise`), so Kubernetes restarts the operator.
     ended: list[str] = field(default_factory=list)

@@ -16,19 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whatsapp_channel.kube import JSON, Conflict, Kube, NotFound, channels_path
-from whatsapp_channel.model import CREDENTIAL_FIELDS
 from whatsapp_channel.sealing import (
     PublicSealingKey,
     SealError,
     public_key_of,
     seal,
-    seal_key_id,
     unseal,
 )
 from whatsapp_channel.untrusted import shown
 
 from channel_operator import keystore
-from channel_operator.keystore import Keyring, KeyringError
+from channel_operator.keystore import Keyring, KeyringError, seals_of
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +45,7 @@ class Retirement:
 
 def on_key(channel: Mapping[str, Any], key_id: str) -> list[str]:
     """The sealed fields (CR names) of `channel` sealed with `key_id`."""
-    sealed = (channel.get("spec") or {}).get("sealed") or {}
-    fields = []
-    for cr_field in CREDENTIAL_FIELDS:
-        value = sealed.get(cr_field)
-        try:
-            if isinstance(value, str) and seal_key_id(value) == key_id:
-                fields.append(cr_field)
-        except SealError:
-            continue  # not a seal at all: its channel's own reconcile reports it
-    return fields
+    return [cr_field for cr_field, sealed_to in seals_of(channel).items() if sealed_to == key_id]
 
 
 def resealed_fields(

@@ -6,9 +6,11 @@ Cluster access is the standard `KUBECONFIG`, or the in-cluster service account w
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from whatsapp_channel.model import WebhookMode
+from whatsapp_channel.model import DNS1123_SUBDOMAIN_PATTERN, WebhookMode
 from whatsapp_channel.settings import LogLevel, channels_namespace_field, keys_namespace_field
 
 
@@ -104,6 +106,41 @@ class OperatorSettings(KeysSettings):
         description="For channels without spec.webhook.mode: managed (the operator "
         "registers the webhook at Meta) or manual (entered in the Meta app by hand).",
     )
+
+    leader_election_lease: str = Field(
+        default="whatsapp-channels-operator",
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="The coordination.k8s.io Lease the operator's replicas elect their leader "
+        "on, in the keys namespace (the operator's own); only its holder works.",
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="How long a candidate waits, from the last change it saw of the Lease, "
+        "before it takes the Lease of a silent leader (client-go's default).",
+    )
+    renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A leader that could not renew its Lease for this long exits, before the "
+        "lease can lapse (shorter than the lease duration).",
+    )
+    retry_period_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the leader renews, and a candidate tries to take, the Lease "
+        "(shorter than the renew deadline).",
+    )
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Self:
+        if not self.retry_period_seconds < self.renew_deadline_seconds:
+            raise ValueError("retry_period_seconds must be shorter than renew_deadline_seconds")
+        if not self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError("renew_deadline_seconds must be shorter than lease_duration_seconds")
+        return self
 
     @property
     def liveness_endpoint(self) -> str:

@@ -183,10 +183,11 @@ def connection_info(kube: Kube) -> kopf.ConnectionInfo:
 
 
 def supervise(rt: Runtime, task: asyncio.Task[None]) -> asyncio.Task[None]:
-    """A background task of the operator (the Secret watch, the claims watch, the health
-    schedule) runs until the operator stops. Should one end before that (a bug), it is
-    logged with its traceback and liveness fails naming it (`handlers.background_tasks`),
-    so Kubernetes restarts the operator instead of it running on without that task."""
+    """A background task of the operator (the Secret watch, the claims watch, the sealing
+    keys' guard, the health schedule) runs until the operator stops. Should one end before
+    that (a bug), it is logged with its traceback and liveness fails naming it
+    (`handlers.background_tasks`), so Kubernetes restarts the operator instead of it running
+    on without that task."""
 
     def ended(done: asyncio.Task[None]) -> None:
         if done.cancelled():
@@ -217,6 +218,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     namespace, keys_namespace = settings.namespace, settings.sealing_namespace
     task: asyncio.Task[None] | None = None
     claims_task: asyncio.Task[None] | None = None
+    keys_task: asyncio.Task[None] | None = None
     try:
         if keys_namespace == namespace:
             log.warning(
@@ -225,7 +227,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
                 "to the operator's own namespace",
                 namespace,
             )
-        keyring = await keystore.ensure(kube, keys_namespace)
+        keyring = await keystore.ensure(kube, keys_namespace, channels_namespace=namespace)
         log.info(
             "sealing keys ready in namespace %s; new seals use key %s",
             keys_namespace,
@@ -238,6 +240,9 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             webhook_base_url=settings.webhook_base_url,
             keys=keystore.Keys(kube=kube, namespace=keys_namespace, keyring=keyring),
             secrets=secrets,
+        )
+        keys_task = rt.keys_keeper = supervise(
+            rt, asyncio.create_task(rt.keys.keep(), name="sealing keys")
         )
 
         rt.meta = Meta(
@@ -282,7 +287,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
         rt.health_task = supervise(rt, asyncio.create_task(rt.health.run(), name="health checks"))
         return rt
     except BaseException:
-        for started in (task, claims_task):
+        for started in (task, claims_task, keys_task):
             if started is not None:
                 started.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -292,8 +297,8 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
 
 
 async def stop(rt: Runtime) -> None:
-    tasks = (rt.watcher, rt.claims_watcher, rt.health_task)
-    rt.watcher = rt.claims_watcher = rt.health_task = None
+    tasks = (rt.watcher, rt.claims_watcher, rt.health_task, rt.keys_keeper)
+    rt.watcher = rt.claims_watcher = rt.health_task = rt.keys_keeper = None
     for task in tasks:
         if task is not None:
             task.cancel()

@@ -85,6 +85,11 @@ def operated(cluster: Cluster, crd: Path, namespace: str) -> Iterator[str]:
             log_dir(cluster),
             namespace=namespace,
             **shared_standin().operator_env(receiver.url),
+            # The apiserver is frozen and restarted below: a leader that cannot renew its
+            # Lease exits (in a pod, Kubernetes starts it again; nothing restarts this
+            # process), so here the lease outlives the outage.
+            lease_duration_seconds=120,
+            renew_deadline_seconds=100,
         ),
     ):
         RECEIVER_URL[namespace] = receiver.url

@@ -40,7 +40,7 @@ SETTINGS: dict[str, tuple[type[BaseSettings], str]] = {
 POD_SPECIFIC = {
     "namespace", "keys_namespace", "host", "port", "liveness_host",
     "liveness_port", "metrics_port", "log_level", "api_keys_file", "forward_secret_file",
-    "forward_url_template", "webhook_base_url",
+    "forward_url_template", "webhook_base_url", "leader_election_lease",
 }  # fmt: skip
 # `render` installs into namespace "wa"; the channels get a namespace of their own.
 RELEASE_NS, CHANNELS_NS = "wa", "wa-channels"
@@ -145,7 +145,9 @@ def test_every_object_of_the_schema_refuses_unknown_keys() -> None:
     [
         "bogus=1",
         "facade.bogus=1",
-        "operator.replicas=2",
+        "operator.bogus=2",
+        "operator.leaderElection.bogus=1",
+        "podDisruptionBudget.bogus=1",
         "receiver.ingress.bogus=1",
         "facade.apiKeys.bogus=x",
         "crds.bogus=true",
@@ -171,6 +173,9 @@ def test_the_schema_refuses_an_unknown_key(cluster: Cluster, setting: str) -> No
         ("receiver.forwardUrlTemplate=http://agents/whatsapp", "forwardUrlTemplate"),
         ("receiver.forwardSecret.value=short", "value"),
         ("facade.replicas=-1", "replicas"),
+        ("operator.replicas=-1", "replicas"),
+        ("operator.leaderElection.leaseDurationSeconds=0", "leaseDurationSeconds"),
+        ("podDisruptionBudget.maxUnavailable=0", "maxUnavailable"),
         ("channelNamespace.name=Not_A_Namespace", "name"),
         ("channelNamespace=channels", "channelNamespace"),
     ],
@@ -259,10 +264,56 @@ def test_the_processes_are_probed_on_their_health_endpoints(manifests: list[Mani
         )
 
 
-def test_the_operator_is_one_replica_replaced_not_rolled(manifests: list[Manifest]) -> None:
+def test_the_operator_runs_two_replicas_rolled_with_one_lease(
+    manifests: list[Manifest],
+) -> None:
+    """Two candidates, one Lease (the one the Role names); a rollout adds a standby before it
+    stops the old leader, whose SIGTERM hands the Lease over."""
     operator = deployments(manifests)["operator"]
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    env = env_of(operator)
+    lease = component_name("wa", "operator")
+    assert env["WA_OPERATOR_LEADER_ELECTION_LEASE"] == lease
+    timing = [
+        env[f"WA_OPERATOR_{name}_SECONDS"]
+        for name in ("LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD")
+    ]
+    assert timing == ["15", "10", "2"]  # controller-runtime's defaults
+    rules = one(manifests, "Role", "-operator-keys")["rules"]
+    assert [
+        r["resourceNames"] for r in rules if "leases" in r["resources"] and "get" in r["verbs"]
+    ] == [[lease]]
+
+
+def test_every_component_has_a_disruption_budget_and_spreads_softly(
+    cluster: Cluster, manifests: list[Manifest]
+) -> None:
+    for component, deployment in deployments(manifests).items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        budget = one(manifests, "PodDisruptionBudget", f"-{component}")
+        assert budget["metadata"]["namespace"] == RELEASE_NS
+        assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+        spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread == [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ]
+    off = render(cluster, "--set", "podDisruptionBudget.enabled=false,topologySpread.enabled=false")
+    assert not [m for m in off if m["kind"] == "PodDisruptionBudget"]
+    for deployment in deployments(off).values():
+        assert "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"]
+    scaled = render(cluster, "--set", "operator.replicas=3,podDisruptionBudget.maxUnavailable=2")
+    assert deployments(scaled)["operator"]["spec"]["replicas"] == 3
+    assert one(scaled, "PodDisruptionBudget", "-facade")["spec"]["maxUnavailable"] == 2
 
 
 # --- the processes' settings ----------------------------------------------------------------
@@ -370,10 +421,15 @@ EXPECTED_ROLES: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "operator-keys": (RELEASE_NS, [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"],
-         "resourceNames": [model.SEALING_KEYS_SECRET], "verbs": ["get", "update"]},
+         "resourceNames": [model.SEALING_KEYS_SECRET],
+         "verbs": ["get", "update", "list", "watch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["configmaps"],
-         "resourceNames": [model.SEALING_PUBLIC_CONFIGMAP], "verbs": ["get", "update"]},
+         "resourceNames": [model.SEALING_PUBLIC_CONFIGMAP],
+         "verbs": ["get", "update", "list", "watch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": [component_name("wa", "operator")], "verbs": ["get", "update"]},
     ]),
     "facade": (CHANNELS_NS, [
         {"apiGroups": [model.GROUP], "resources": [CHANNELS],

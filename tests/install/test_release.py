@@ -103,8 +103,9 @@ def test_install_creates_the_crd_and_every_component(cluster: Cluster, release: 
         cluster, "get", "deployment", component_name(release.name, "operator"),
         "-n", release.namespace,
     )  # fmt: skip
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert names(cluster, "poddisruptionbudgets", release) == expected
     status = cluster.helm("status", release.name, "-n", release.namespace).stdout
     assert "STATUS: deployed" in status
 
@@ -201,14 +202,20 @@ def test_each_account_has_exactly_its_roles_grant(cluster: Cluster, release: Rel
         *(("secrets", "", v) for v in ("get", "list", "watch", "create", "update", "delete")),
         ("events", "", "create"),
     }
+    lease = component_name(release.name, "operator")
     assert granted(cluster, operator, release.namespace) == {
         ("secrets", "", "create"),
-        ("secrets", SEALING_KEYS_SECRET, "get"),
-        ("secrets", SEALING_KEYS_SECRET, "update"),
+        *(("secrets", SEALING_KEYS_SECRET, v) for v in ("get", "update", "list", "watch")),
         ("configmaps", "", "create"),
-        ("configmaps", SEALING_PUBLIC_CONFIGMAP, "get"),
-        ("configmaps", SEALING_PUBLIC_CONFIGMAP, "update"),
+        *(("configmaps", SEALING_PUBLIC_CONFIGMAP, v) for v in ("get", "update", "list", "watch")),
+        ("leases.coordination.k8s.io", "", "create"),
+        ("leases.coordination.k8s.io", lease, "get"),
+        ("leases.coordination.k8s.io", lease, "update"),
     }
+    # The one Lease, by name: no other Lease of the namespace can be read or taken over.
+    assert can_i(cluster, operator, "update", f"leases/{lease}", release.namespace)
+    assert not can_i(cluster, operator, "update", "leases/another", release.namespace)
+    assert not can_i(cluster, operator, "get", "leases/another", release.namespace)
     # The operator cannot read the chart's own Secrets either.
     for secret in CHART_SECRETS:
         name = component_name(release.name, secret)

@@ -79,7 +79,7 @@ def sealed_channel(key: PublicSealingKey, namespace: str, name: str, clear: dict
 async def runtime(kube: Kube, namespace: str, *, secrets_kube: Kube | None = None) -> Runtime:
     """The operator's runtime as its start-up makes it, without the Secret watch: every
     Secret write first reads the Secret from the apiserver."""
-    keyring = await keystore.ensure(kube, namespace)
+    keyring = await keystore.ensure(kube, namespace, channels_namespace=namespace)
     writer = secrets_kube or kube
     return Runtime(
         kube=writer,
@@ -125,7 +125,9 @@ async def release_finalizer(kube: Kube, namespace: str, name: str) -> None:
 async def test_post_while_a_finalizer_holds_the_delete_is_409(
     cluster: Cluster, crd: Any, namespace: str, kube: Kube, tmp_path: Path
 ) -> None:
-    await keystore.ensure(kube, namespace)  # the public key the facade seals to
+    await keystore.ensure(
+        kube, namespace, channels_namespace=namespace
+    )  # the public key the facade seals to
     keys = write_keys_file(tmp_path / "api-keys")
     settings = FacadeSettings(
         api_keys_file=keys.file, ready_wait_seconds=1.0, WA_CHANNELS_NAMESPACE=namespace
@@ -224,7 +226,7 @@ async def test_a_real_422_goes_through_the_facades_error_mapping(
             },
         },
     ]
-    keyring = await keystore.ensure(kube, namespace)
+    keyring = await keystore.ensure(kube, namespace, channels_namespace=namespace)
     keys = write_keys_file(tmp_path / "api-keys")
     settings = FacadeSettings(
         api_keys_file=keys.file, ready_wait_seconds=0, WA_CHANNELS_NAMESPACE=namespace

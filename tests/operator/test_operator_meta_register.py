@@ -385,7 +385,7 @@ async def test_a_reconcile_overrides_only_after_its_watch_delivered_the_new_secr
     in-memory apiserver) delivers it, and only then is the override asked."""
     monkeypatch.setattr(reconcile, "SECRET_DELIVERY_TIMEOUT", 60.0)  # never the fallback here
     kube = MemoryKube()
-    keyring = await keystore.ensure(kube, NS)
+    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
     secrets = ChannelSecrets(kube, NS)
 
     async def on_drift(name: str) -> None:

@@ -56,7 +56,7 @@ VALUES = {"access_token": "EAAG-token-1", "app_secret": "secret-1", "verify_toke
 
 
 async def make_runtime(kube: MemoryKube) -> Runtime:
-    keyring = await keystore.ensure(kube, NS)
+    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
     secrets = ChannelSecrets(kube, NS)
     secrets._on_event("SYNC", await kube.get(core_path("secrets", NS)))  # as the watch would
     secrets.synced.set()
@@ -384,7 +384,10 @@ async def test_startup_sweeps_secrets_of_channels_that_are_gone() -> None:
 
 async def test_two_operators_starting_at_once_share_one_keyring() -> None:
     kube = MemoryKube()
-    one, two = await asyncio.gather(keystore.ensure(kube, NS), keystore.ensure(kube, NS))
+    one, two = await asyncio.gather(
+        keystore.ensure(kube, NS, channels_namespace=NS),
+        keystore.ensure(kube, NS, channels_namespace=NS),
+    )
     assert one.private_keys == two.private_keys
     assert one.active_key_id == two.active_key_id
     data = kube.objects[core_path("configmaps", NS, SEALING_PUBLIC_CONFIGMAP)]["data"]
@@ -394,8 +397,35 @@ async def test_two_operators_starting_at_once_share_one_keyring() -> None:
     PublicSealingKey.from_b64(one.active_key_id, published[one.active_key_id])  # id matches key
     # A restart with everything in place writes nothing.
     kube.writes.clear()
-    assert (await keystore.ensure(kube, NS)).private_keys == one.private_keys
+    assert (await keystore.ensure(kube, NS, channels_namespace=NS)).private_keys == one.private_keys
     assert kube.writes == []
+
+
+async def test_missing_keys_with_sealed_channels_are_refused_never_made_anew() -> None:
+    """A fresh key would open none of the existing seals: every tenant would have to post
+    its credentials again. Gone keys with sealed channels are a restore, so ensure refuses."""
+    kube = MemoryKube()
+    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    await kube.create(channels_path(NS), body)
+    keys_path = core_path("secrets", NS, SEALING_KEYS_SECRET)
+    await kube.delete(keys_path)
+    kube.writes.clear()
+
+    with pytest.raises(keystore.KeysMissing) as refused:
+        await keystore.ensure(kube, NS, channels_namespace=NS)
+    assert keyring.active_key_id in str(refused.value)
+    assert "1 channel(s)" in str(refused.value)
+    assert "restore" in str(refused.value)
+    assert keys_path not in kube.objects
+    assert kube.writes == []
+
+    # Without sealed channels (a first start) the key is made as before.
+    await kube.delete(channels_path(NS, name))
+    fresh = await keystore.ensure(kube, NS, channels_namespace=NS)
+    assert fresh.active_key_id != keyring.active_key_id
+    assert keys_path in kube.objects
 
 
 async def test_rotation_seals_with_the_new_key_and_still_opens_old_seals() -> None:
@@ -435,7 +465,7 @@ def in_namespace(kube: MemoryKube, namespace: str) -> list[str]:
 
 async def test_with_a_keys_namespace_nothing_of_the_keys_sits_beside_the_channels() -> None:
     kube = MemoryKube()
-    keyring = await keystore.ensure(kube, KEYS_NS)
+    keyring = await keystore.ensure(kube, KEYS_NS, channels_namespace=NS)
     assert in_namespace(kube, NS) == []
     assert sorted(in_namespace(kube, KEYS_NS)) == sorted(
         [
@@ -457,7 +487,7 @@ async def test_key_writers_at_once_each_write_on_the_others_result() -> None:
     """Two rotations at once: the one that finds the Secret changed reads it again, so both
     new keys are kept; removing a key no longer there writes no Secret."""
     kube = MemoryKube()
-    first = await keystore.ensure(kube, NS)
+    first = await keystore.ensure(kube, NS, channels_namespace=NS)
     kube.delay = 0.01  # every call yields: both read the Secret before either writes it
     one, two = await asyncio.gather(keystore.rotate(kube, NS), keystore.rotate(kube, NS))
     kube.delay = 0.0

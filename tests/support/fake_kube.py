@@ -207,6 +207,7 @@ class MemoryKube(Kube):
         *,
         resource_version: str,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 290,
     ) -> AsyncIterator[JSON]:
         assert _PATH.match(path), path

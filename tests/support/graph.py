@@ -115,6 +115,14 @@ class StandinThread:
     def calls(self, object_id: str | None = None, call: str | None = None) -> int:
         return int(self._sync(self.standin.calls, object_id, call))
 
+    def calls_by_name(self, object_id: str) -> dict[str, int]:
+        """{call name: how many} answered so far for one object (a phone number id)."""
+
+        def read() -> dict[str, int]:
+            return {n: c for (o, n), c in self.standin.world.calls.items() if o == object_id}
+
+        return dict(self._sync(read))
+
     def stop(self) -> None:
         self.call(self.standin.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -42,9 +42,15 @@ def log_dir(cluster: Cluster) -> Path:
 
 
 def start_operator(
-    kubeconfig: Path, log_dir: Path, *, port: int | None = None, **settings: Unpack[OperatorEnv]
+    kubeconfig: Path,
+    log_dir: Path,
+    *,
+    port: int | None = None,
+    wait: bool = True,
+    **settings: Unpack[OperatorEnv],
 ) -> Service:
-    return product.start_operator(kubeconfig, log_dir, port=port, **settings)
+    """The operator, once live; or at once with `wait=False` (one that cannot start yet)."""
+    return product.start_operator(kubeconfig, log_dir, port=port, wait=wait, **settings)
 
 
 @contextmanager

@@ -96,6 +96,10 @@ secret out of the receiver's reach.
 {{/* Names the contract module fixes (whatsapp_channel.model); a test checks they agree. */}}
 {{- define "whatsapp-channels.sealingPublicConfigMap" -}}whatsapp-channels-sealing-public{{- end }}
 {{- define "whatsapp-channels.sealingKeysSecret" -}}whatsapp-channels-sealing-keys{{- end }}
+{{/* The Lease the operator's replicas elect their leader on (in the release namespace). */}}
+{{- define "whatsapp-channels.operatorLease" -}}
+{{- include "whatsapp-channels.componentName" (dict "ctx" . "component" "operator") }}
+{{- end }}
 {{- define "whatsapp-channels.channelsGroup" -}}whatsapp.hydracore.io{{- end }}
 
 {{/* Where the mounted Secrets appear in the containers. */}}
@@ -171,6 +175,18 @@ tolerations:
 {{- with $values.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if .ctx.Values.topologySpread.enabled }}
+{{- $selector := include "whatsapp-channels.selectorLabels" . }}
+topologySpreadConstraints:
+  {{- range .ctx.Values.topologySpread.topologyKeys }}
+  - maxSkew: 1
+    topologyKey: {{ . }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- $selector | nindent 8 }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
