@@ -184,6 +184,23 @@ def status_schema() -> JSONSchema:
             "messagingLimit": _string("Meta's messaging limit tier of the number."),
             "checkedAt": _string("When the operator last asked Meta about the number."),
             "wabaId": _string("The business account the managed webhook is registered under."),
+            "phoneClaim": {
+                "type": "object",
+                "description": "The channel's proven claim on its number (the operator's "
+                "record: Meta accepted its credentials for it), which decides who holds a "
+                "number several channels name.",
+                "required": ["phoneNumberId", "since"],
+                "properties": {
+                    "phoneNumberId": _string(
+                        "The number the claim is on.",
+                        pattern=PHONE_NUMBER_ID_PATTERN,
+                        maxLength=32,
+                    ),
+                    "since": _string(
+                        "When the claim was proven.", format="date-time", maxLength=64
+                    ),
+                },
+            },
         },
     }
 

@@ -147,6 +147,13 @@ class Condition(_CamelModel):
     observed_generation: int = Field(alias="observedGeneration")
 
 
+class PhoneClaim(_CamelModel):
+    """The operator's record of a proven claim on a number (`whatsapp_channel.phone_claims`)."""
+
+    phone_number_id: str = Field(alias="phoneNumberId", pattern=PHONE_NUMBER_ID_PATTERN)
+    since: str
+
+
 class ChannelStatus(_CamelModel):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] = Field(default_factory=list)
@@ -162,6 +169,7 @@ class ChannelStatus(_CamelModel):
     checked_at: str | None = Field(default=None, alias="checkedAt")
     # The business account the managed webhook was registered under (spec.wabaId, or found).
     waba_id: str | None = Field(default=None, alias="wabaId")
+    phone_claim: PhoneClaim | None = Field(default=None, alias="phoneClaim")
 
 
 def channel_body(

@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from whatsapp_channel import phone_claims
 from whatsapp_channel.channel_secret import secret_name
-from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
+from whatsapp_channel.kube import JSON, Kube, KubeError, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
+    CREDENTIALS_VALID,
     WEBHOOK_REGISTERED,
     ChannelSpec,
     SealedCredentials,
     WebhookMode,
     find_condition,
+    now_rfc3339,
     webhook_url,
 )
 from whatsapp_channel.reasons import (
@@ -187,24 +191,28 @@ def phone_holders(rt: Runtime, spec: ChannelSpec) -> set[str]:
 
 async def claim_phone(rt: Runtime, body: Mapping[str, Any], spec: ChannelSpec) -> None:
     """Raise PhoneNumberTaken (after deleting the channel's Secret, so the receiver never
-    routes to it) when an older channel holds the phone number id."""
+    routes to it) when another channel's claim holds the phone number id; when this one's
+    does, delete the Secrets of the claimants that lost it (a refused squatter's)."""
     if rt.phone_claims is None:
         return
     ref = ChannelRef.from_body(body)
-    created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+    holders = phone_holders(rt, spec)
     try:
-        tenancy.check_phone_claim(
-            ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
-        )
+        tenancy.check_phone_claim(body, rt.phone_claims, holders)
     except ChannelFailure:
-        try:
-            await rt.secrets.delete(ref)
-        except KubeError as exc:
-            raise ChannelFailure(
-                APISERVER_ERROR,
-                f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})",
-            ) from None
+        await _delete_secret(rt, ref)
         raise
+    for name in sorted(holders - {ref.name}):
+        await _delete_secret(rt, dataclasses.replace(ref, name=name, uid=""))
+
+
+async def _delete_secret(rt: Runtime, ref: ChannelRef) -> None:
+    try:
+        await rt.secrets.delete(ref)
+    except KubeError as exc:
+        raise ChannelFailure(
+            APISERVER_ERROR, f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})"
+        ) from None
 
 
 async def reconcile(
@@ -244,6 +252,8 @@ async def reconcile(
         settled=retry is None,
         ask_meta=rt.meta is not None,
     )
+    if failure is None:
+        record_claim(rt, body, desired)
     changes = status_changes(current, desired)
     status_patch.update(changes)
     _warn_transitions(current, desired, warn)
@@ -251,6 +261,23 @@ async def reconcile(
     if rt.health is not None and (failure is not None or not enabled):
         rt.health.drop(ref.name)
     return failure or retry
+
+
+def record_claim(rt: Runtime, body: Mapping[str, Any], desired: JSON) -> None:
+    """Once the channel's claim on its number is proven (Meta accepted its credentials for
+    this generation; without Meta, its Secret is written), `status.phoneClaim` says since
+    when (`whatsapp_channel.phone_claims`)."""
+    ref = ChannelRef.from_body(body)
+    if rt.meta is None:
+        accepted = True
+    else:
+        valid = find_condition(desired.get("conditions") or [], CREDENTIALS_VALID) or {}
+        generation = valid.get("observedGeneration")
+        accepted = valid.get("status") == "True" and generation == ref.generation
+    phone = str((body.get("spec") or {}).get("phoneNumberId") or "")
+    record = phone_claims.proof(body.get("status") or {}, phone, accepted, now_rfc3339())
+    if record is not None:
+        desired[phone_claims.STATUS_FIELD] = record
 
 
 async def ask_meta(
@@ -378,6 +405,7 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
         meta=report,
         settled=True,
     )
+    record_claim(rt, body, desired)
     changes = status_changes(current, desired)
     if changes:
         await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
@@ -395,12 +423,7 @@ async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
         rt.health.drop(ref.name)
     if rt.meta is not None:
         await release_at_meta(rt, ref, body)
-    try:
-        await rt.secrets.delete(ref)
-    except KubeError as exc:
-        raise ChannelFailure(
-            APISERVER_ERROR, f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})"
-        ) from None
+    await _delete_secret(rt, ref)
     metrics.released(ref.name)
 
 
@@ -476,10 +499,7 @@ async def _restore(rt: Runtime, body: Mapping[str, Any]) -> None:
     try:
         spec = parse_spec(body.get("spec") or {})
         if rt.phone_claims is not None:  # a claimant's Secret is its reconcile's to delete
-            created = str(body["metadata"].get("creationTimestamp") or "")
-            tenancy.check_phone_claim(
-                ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
-            )
+            tenancy.check_phone_claim(body, rt.phone_claims, phone_holders(rt, spec))
         if await sync_secret(rt, ref, spec, locked=True) is not None:
             metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)
