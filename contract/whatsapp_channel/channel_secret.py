@@ -35,7 +35,7 @@ from whatsapp_channel.model import (
     CREDENTIAL_FIELDS,
     KIND,
     LABEL_PREFIX,
-    PHONE_NUMBER_ID_PATTERN,
+    META_ID_PATTERN,
     WEBHOOK_MODES,
     WebhookMode,
     is_channel_name,
@@ -53,7 +53,7 @@ SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{INSTANCE_LABEL}"
 # The data keys (also those of a user's secretRef Secret).
 DATA_KEYS = tuple(CREDENTIAL_FIELDS.values())
 
-_PHONE_RE = re.compile(PHONE_NUMBER_ID_PATTERN)
+_PHONE_RE = re.compile(META_ID_PATTERN)
 
 
 def secret_name(channel_name: str) -> str:

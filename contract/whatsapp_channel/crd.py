@@ -18,7 +18,8 @@ from whatsapp_channel.model import (
     E164_PATTERN,
     GROUP,
     KIND,
-    PHONE_NUMBER_ID_PATTERN,
+    META_ID_MAX_LENGTH,
+    META_ID_PATTERN,
     PLURAL,
     READY,
     SEALED_MAX_LENGTH,
@@ -65,8 +66,8 @@ def spec_schema() -> JSONSchema:
             ),
             "phoneNumberId": _string(
                 "Meta's phone number id (digits only), from Embedded Signup.",
-                pattern=PHONE_NUMBER_ID_PATTERN,
-                maxLength=32,
+                pattern=META_ID_PATTERN,
+                maxLength=META_ID_MAX_LENGTH,
             ),
             "displayPhone": _string(
                 "The number as people dial it, in E.164 (e.g. +61400111222).",
@@ -76,8 +77,8 @@ def spec_schema() -> JSONSchema:
             "wabaId": _string(
                 "The number's WhatsApp Business Account id (digits only); the managed "
                 "webhook subscribes the app to it. Unset: found from the token (debug_token).",
-                pattern=PHONE_NUMBER_ID_PATTERN,
-                maxLength=32,
+                pattern=META_ID_PATTERN,
+                maxLength=META_ID_MAX_LENGTH,
             ),
             "webhook": {
                 "type": "object",
@@ -193,8 +194,8 @@ def status_schema() -> JSONSchema:
                 "properties": {
                     "phoneNumberId": _string(
                         "The number the claim is on.",
-                        pattern=PHONE_NUMBER_ID_PATTERN,
-                        maxLength=32,
+                        pattern=META_ID_PATTERN,
+                        maxLength=META_ID_MAX_LENGTH,
                     ),
                     "since": _string(
                         "When the claim was proven.", format="date-time", maxLength=64

@@ -23,8 +23,11 @@ SINGULAR = "whatsappchannel"
 SHORT_NAMES = ("wac",)
 CATEGORIES = ("hydracore", "whatsapp")
 
-# Meta's phone number ids are numeric strings (15-16 digits today; leave headroom).
-PHONE_NUMBER_ID_PATTERN = r"^[0-9]{5,32}$"
+# Every Meta id (phone number, business account, app) is a numeric string that fits 20 digits
+# (15-16 today). One pattern for the REST body, the CRD and the Graph client alike: an id one
+# accepts and another refuses is a channel stuck `pending` forever.
+META_ID_MAX_LENGTH = 20
+META_ID_PATTERN = rf"^[0-9]{{5,{META_ID_MAX_LENGTH}}}$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -127,11 +130,11 @@ class WebhookSpec(_CamelModel):
 
 class ChannelSpec(_CamelModel):
     instance_id: str = Field(alias="instanceId", pattern=UUID_PATTERN)
-    phone_number_id: str = Field(alias="phoneNumberId", pattern=PHONE_NUMBER_ID_PATTERN)
+    phone_number_id: str = Field(alias="phoneNumberId", pattern=META_ID_PATTERN)
     display_phone: str | None = Field(default=None, alias="displayPhone", pattern=E164_PATTERN)
     # The WhatsApp Business Account of the number (managed webhooks subscribe the app to it);
     # unset: the operator asks Meta (debug_token's granular scopes).
-    waba_id: str | None = Field(default=None, alias="wabaId", pattern=PHONE_NUMBER_ID_PATTERN)
+    waba_id: str | None = Field(default=None, alias="wabaId", pattern=META_ID_PATTERN)
     webhook: WebhookSpec | None = None
     enabled: bool = True
     sealed: SealedCredentials | None = None
@@ -150,7 +153,7 @@ class Condition(_CamelModel):
 class PhoneClaim(_CamelModel):
     """The operator's record of a proven claim on a number (`whatsapp_channel.phone_claims`)."""
 
-    phone_number_id: str = Field(alias="phoneNumberId", pattern=PHONE_NUMBER_ID_PATTERN)
+    phone_number_id: str = Field(alias="phoneNumberId", pattern=META_ID_PATTERN)
     since: str
 
 
@@ -310,7 +313,7 @@ class ChannelSetup(BaseModel):
     phone_number_id: str = Field(
         title="Phone Number Id",
         description="Meta phone number ID from Embedded Signup",
-        pattern=PHONE_NUMBER_ID_PATTERN,
+        pattern=META_ID_PATTERN,
     )
     verify_token: Annotated[SecretStr, _secret_token(8, 256)] | None = Field(
         default=None,
@@ -324,7 +327,7 @@ class ChannelSetup(BaseModel):
         description="The number's WhatsApp Business Account id, for the managed webhook "
         "(the app is subscribed to it). Optional: without it the operator finds the account "
         "from the token's granular scopes (debug_token).",
-        pattern=PHONE_NUMBER_ID_PATTERN,
+        pattern=META_ID_PATTERN,
     )
 
 

@@ -54,6 +54,7 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
+from channel_operator.graph import GraphInputError
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
 from channel_operator.meta import Meta, MetaReport, Warn
@@ -321,9 +322,13 @@ async def ask_meta(
                 SECRET_DELIVERY_TIMEOUT,
             )
 
-    asked = await meta_steps.ask(
-        meta, ref, spec, credentials, current, url, warn, before_override=secret_delivered
-    )
+    try:
+        asked = await meta_steps.ask(
+            meta, ref, spec, credentials, current, url, warn, before_override=secret_delivered
+        )
+    except GraphInputError as exc:
+        await _delete_secret(rt, ref)  # no Secret for a channel Meta was never asked about
+        raise ChannelFailure(INVALID_SPEC, f"Meta cannot be asked: {shown(str(exc))}") from None
     if rt.health is not None:
         rt.health.after(ref.name, None if asked.refused else meta.health_period)
     return asked.report, asked.retry

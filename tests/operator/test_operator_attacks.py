@@ -8,16 +8,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from channel_operator import reconcile
+from channel_operator import graph, reconcile
 from channel_operator.desired import ChannelFailure
+from channel_operator.graph import GraphClient
+from channel_operator.meta import Meta
 from channel_operator.tenancy import PhoneClaimIndex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PublicKey, SealedBox
+from pydantic import ValidationError
+from whatsapp_channel import crd
 from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from whatsapp_channel.kube import JSON, channels_path, core_path
 from whatsapp_channel.model import (
@@ -26,6 +31,8 @@ from whatsapp_channel.model import (
     SEALED_MAX_LENGTH,
     SEALING_KEYS_SECRET,
     SECRET_REF_CHANNELS_ANNOTATION,
+    ChannelSetup,
+    ChannelSpec,
 )
 from whatsapp_channel.phone_claims import Claim
 from whatsapp_channel.reasons import (
@@ -470,3 +477,57 @@ async def test_a_write_for_an_older_generation_of_the_same_channel_is_skipped() 
     assert await reconcile.reconcile(rt, gen1, {}) is None
     assert kube.secret_writes() == []
     assert secret_values(kube, name) == newer
+
+
+# --- issue 21 item 6: one Meta id pattern, and the Graph client's input checks ------------
+
+
+def test_one_meta_id_pattern_for_the_facade_the_crd_and_the_graph_client() -> None:
+    """Fails on the code before issue 21: 21-32 digits passed the facade and the CRD, and the
+    Graph client raised on them (a channel `pending` forever, a traceback every 30 s)."""
+    spec_schema = crd.spec_schema()["properties"]
+    graph_ids = re.compile(graph._ID_PATTERN.pattern)
+    for digits, fits in ((5, True), (20, True), (21, False), (32, False)):
+        number = "1" * digits
+        assert bool(graph_ids.fullmatch(number)) is fits
+        for field in ("phoneNumberId", "wabaId"):
+            schema = spec_schema[field]
+            assert (
+                bool(re.fullmatch(schema["pattern"], number)) and digits <= schema["maxLength"]
+            ) is fits
+        body = {"access_token": "a", "app_secret": "b", "phone_number_id": number}
+        try:
+            ChannelSetup.model_validate(body)
+            ChannelSpec.model_validate({"instanceId": str(uuid.uuid4()), "phoneNumberId": number})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted is fits
+
+
+async def test_an_id_the_graph_client_refuses_is_invalid_spec_without_a_secret() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    # A real client: its input checks run before any connection (nothing listens there).
+    rt.meta = Meta(graph=GraphClient("http://127.0.0.1:9", "v25.0"))
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    body["spec"]["phoneNumberId"] = "1" * 25
+    patch: JSON = {}
+    failure = await reconcile.reconcile(rt, body, patch)
+    assert failure is not None
+    assert failure.reason == INVALID_SPEC
+    assert ready_of(patch)["reason"] == INVALID_SPEC
+    assert secret_path(name) not in kube.objects
+
+    # Whatever else the client's checks refuse is InvalidSpec too, and no Secret stays.
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise graph.GraphInputError("a Graph object id is numeric, not 'x'")
+
+    body["spec"]["phoneNumberId"] = PHONE
+    rt.meta.graph.check_phone_number = refuse  # type: ignore[method-assign,assignment]
+    failure = await reconcile.reconcile(rt, body, {})
+    assert failure is not None
+    assert failure.reason == INVALID_SPEC
+    assert secret_path(name) not in kube.objects
+    await rt.meta.graph.close()
