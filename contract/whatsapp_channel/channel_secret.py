@@ -143,6 +143,26 @@ def instance_of(secret: Mapping[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+def is_generated(secret: Mapping[str, Any]) -> bool:
+    """True for a Secret shaped as the operator writes a channel's: named after its instance
+    id label (`whatsapp-<instance id>`) and controlled by the WhatsAppChannel of that name.
+    Anything else carrying the labels is forged: the receiver ignores it, the operator
+    deletes it."""
+    metadata = secret.get("metadata") or {}
+    instance = instance_of(secret)
+    if instance is None or not is_channel_name(instance):
+        return False
+    if metadata.get("name") != secret_name(instance):
+        return False
+    return any(
+        r.get("controller") is True
+        and r.get("apiVersion") == API_VERSION
+        and r.get("kind") == KIND
+        and r.get("name") == instance
+        for r in metadata.get("ownerReferences") or []
+    )
+
+
 def _decoded(value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return None

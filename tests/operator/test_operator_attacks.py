@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import re
 import uuid
@@ -531,3 +532,31 @@ async def test_an_id_the_graph_client_refuses_is_invalid_spec_without_a_secret()
     assert failure.reason == INVALID_SPEC
     assert secret_path(name) not in kube.objects
     await rt.meta.graph.close()
+
+
+# --- issue 21 item 5: labelled Secrets the operator did not write are deleted -------------
+
+
+async def test_labelled_secrets_the_operator_did_not_write_are_deleted() -> None:
+    """Fails on the code before issue 21, which cached and kept them (and the receiver
+    routed by them)."""
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    assert await reconcile.reconcile(rt, body, {}) is None
+    ours = kube.objects[secret_path(name)]
+    forged_names = ["hand-made-copy", f"whatsapp-{uuid.uuid4()}"]  # the same labels and owner
+    for forged_name in forged_names:
+        secret = copy.deepcopy(ours)
+        metadata = {
+            k: v for k, v in secret["metadata"].items() if k not in ("uid", "resourceVersion")
+        }
+        secret["metadata"] = {**metadata, "name": forged_name}
+        created = await kube.create(core_path("secrets", NS), secret)
+        rt.secrets._on_event("ADDED", created)
+    await asyncio.gather(*rt.secrets._tasks)
+    for forged_name in forged_names:
+        assert core_path("secrets", NS, forged_name) not in kube.objects
+        assert rt.secrets.get(forged_name) is None
+    assert secret_values(kube, name) == VALUES  # the operator's own stays
