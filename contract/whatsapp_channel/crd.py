@@ -25,6 +25,7 @@ from whatsapp_channel.model import (
     SEALED_MAX_LENGTH,
     SHORT_NAMES,
     SINGULAR,
+    TIME_MAX_LENGTH,
     UUID_PATTERN,
     VERSION,
     WEBHOOK_MODES,
@@ -37,6 +38,12 @@ JSONSchema = dict[str, Any]
 
 def _string(description: str, **constraints: Any) -> JSONSchema:
     return {"type": "string", "description": description, **constraints}
+
+
+def _time(description: str) -> JSONSchema:
+    """An RFC 3339 time, bounded: the apiserver refuses anything else (the receiver, which
+    faces the internet, writes two of them)."""
+    return _string(description, format="date-time", maxLength=TIME_MAX_LENGTH)
 
 
 def _sealed_field(what: str) -> JSONSchema:
@@ -175,15 +182,15 @@ def status_schema() -> JSONSchema:
             },
             "webhookUrl": _string("The URL to give Meta as the webhook callback."),
             "secretName": _string("The Secret the operator generated for this channel."),
-            "lastChallengeAt": _string(
+            "lastChallengeAt": _time(
                 "When the receiver last answered Meta's challenge (manual webhooks only)."
             ),
-            "lastEventAt": _string("When the receiver last handed on an event."),
+            "lastEventAt": _time("When the receiver last handed on an event."),
             "verifiedName": _string("The number's verified business name, as Meta says."),
             "qualityRating": _string("Meta's quality rating of the number (GREEN, ...)."),
             "phoneStatus": _string("Meta's status of the number (CONNECTED, ...)."),
             "messagingLimit": _string("Meta's messaging limit tier of the number."),
-            "checkedAt": _string("When the operator last asked Meta about the number."),
+            "checkedAt": _time("When the operator last asked Meta about the number."),
             "wabaId": _string("The business account the managed webhook is registered under."),
             "phoneClaim": {
                 "type": "object",
@@ -197,9 +204,7 @@ def status_schema() -> JSONSchema:
                         pattern=META_ID_PATTERN,
                         maxLength=META_ID_MAX_LENGTH,
                     ),
-                    "since": _string(
-                        "When the claim was proven.", format="date-time", maxLength=64
-                    ),
+                    "since": _time("When the claim was proven."),
                 },
             },
         },

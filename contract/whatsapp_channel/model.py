@@ -36,6 +36,8 @@ TOKEN_MAX_LENGTH = 2048
 # rejecting it here keeps every accepted token's seal within SEALED_MAX_LENGTH.
 TOKEN_PATTERN = r"^[\x21-\x7e]+$"
 SEALED_MAX_LENGTH = 8192
+# Status times are RFC 3339 (`now_rfc3339`: 20 characters); the CRD also checks the format.
+TIME_MAX_LENGTH = 40
 
 # Fields of a channel's credentials: the CR's sealed field names and the keys of the
 # generated Secret (and of a user's secretRef Secret).
@@ -154,7 +156,7 @@ class PhoneClaim(_CamelModel):
     """The operator's record of a proven claim on a number (`whatsapp_channel.phone_claims`)."""
 
     phone_number_id: str = Field(alias="phoneNumberId", pattern=META_ID_PATTERN)
-    since: str
+    since: str = Field(max_length=TIME_MAX_LENGTH)
 
 
 class ChannelStatus(_CamelModel):
@@ -162,14 +164,16 @@ class ChannelStatus(_CamelModel):
     conditions: list[Condition] = Field(default_factory=list)
     webhook_url: str | None = Field(default=None, alias="webhookUrl")
     secret_name: str | None = Field(default=None, alias="secretName")
-    last_challenge_at: str | None = Field(default=None, alias="lastChallengeAt")
-    last_event_at: str | None = Field(default=None, alias="lastEventAt")
+    last_challenge_at: str | None = Field(
+        default=None, alias="lastChallengeAt", max_length=TIME_MAX_LENGTH
+    )
+    last_event_at: str | None = Field(default=None, alias="lastEventAt", max_length=TIME_MAX_LENGTH)
     # What Meta's last check said about the number (issue 11), and when it was asked.
     verified_name: str | None = Field(default=None, alias="verifiedName")
     quality_rating: str | None = Field(default=None, alias="qualityRating")
     phone_status: str | None = Field(default=None, alias="phoneStatus")
     messaging_limit: str | None = Field(default=None, alias="messagingLimit")
-    checked_at: str | None = Field(default=None, alias="checkedAt")
+    checked_at: str | None = Field(default=None, alias="checkedAt", max_length=TIME_MAX_LENGTH)
     # The business account the managed webhook was registered under (spec.wabaId, or found).
     waba_id: str | None = Field(default=None, alias="wabaId")
     phone_claim: PhoneClaim | None = Field(default=None, alias="phoneClaim")

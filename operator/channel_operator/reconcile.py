@@ -20,7 +20,6 @@ from whatsapp_channel.kube import JSON, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
     CREDENTIALS_VALID,
-    WEBHOOK_REGISTERED,
     ChannelSpec,
     SealedCredentials,
     WebhookMode,
@@ -30,7 +29,6 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.reasons import (
     APISERVER_ERROR,
-    CHALLENGE_ANSWERED,
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
@@ -304,13 +302,9 @@ async def ask_meta(
         and meta_steps.is_settled(current, ref.generation, mode)
     ):
         meta_steps.remember(meta, ref, spec, credentials, current)
-        if mode == "manual" and current.get("lastChallengeAt"):
-            report = MetaReport(webhook=manual_webhook(rt, ref, current))
-        else:
-            report = None
         if rt.health is not None and not meta_steps.is_refused(current, ref.generation):
             rt.health.after(ref.name, meta.health_period - ago)
-        return report, None
+        return None, None
     url = webhook_url(rt.webhook_base_url, ref.name)
 
     async def secret_delivered() -> None:
@@ -332,17 +326,6 @@ async def ask_meta(
     if rt.health is not None:
         rt.health.after(ref.name, None if asked.refused else meta.health_period)
     return asked.report, asked.retry
-
-
-def manual_webhook(
-    rt: Runtime, ref: ChannelRef, status: Mapping[str, Any]
-) -> tuple[bool | None, str, str]:
-    url = webhook_url(rt.webhook_base_url, ref.name)
-    return (
-        True,
-        CHALLENGE_ANSWERED,
-        f"Meta's challenge reached {url} at {status.get('lastChallengeAt')}",
-    )
 
 
 def _warn_transitions(current: Mapping[str, Any], desired: Mapping[str, Any], warn: Warn) -> None:
@@ -432,39 +415,29 @@ async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
     metrics.released(ref.name)
 
 
-async def challenge_seen(
-    rt: Runtime, body: Mapping[str, Any], status_patch: MutableMapping[str, Any]
-) -> None:
-    """A manual channel's receiver saw Meta's challenge (status.lastChallengeAt): its
-    webhook is registered. No Graph call; no write for any other event."""
-    if rt.meta is None:
+async def challenge_seen(rt: Runtime, body: Mapping[str, Any]) -> None:
+    """A manual channel's receiver saw Meta's challenge (status.lastChallengeAt) after
+    Meta's last check: ask Meta now (the health check, which confirms the webhook only
+    from Meta's own read-back). No Graph call for any other event."""
+    if rt.meta is None or rt.health is None:
         return
     current = body.get("status") or {}
     spec_body = body.get("spec") or {}
-    if not current.get("lastChallengeAt") or not spec_body.get("enabled", True):
+    if not spec_body.get("enabled", True):
+        return
+    challenged = meta_steps.parse_time(current.get("lastChallengeAt"))
+    checked = meta_steps.parse_time(current.get("checkedAt"))
+    if challenged is None or (checked is not None and checked > challenged):
         return
     ref = ChannelRef.from_body(body)
     if current.get("observedGeneration") != ref.generation:
-        return  # the reconcile of this generation reads lastChallengeAt itself
-    webhook = find_condition(current.get("conditions") or [], WEBHOOK_REGISTERED) or {}
-    if webhook.get("status") == "True":
-        return
+        return  # the reconcile of this generation asks Meta itself
     try:
         spec = parse_spec(spec_body)
     except ChannelFailure:
         return
-    if meta_steps.mode_of(spec, rt.meta.webhook_mode) != "manual":
-        return
-    desired = build_status(
-        current,
-        ref,
-        webhook_base_url=rt.webhook_base_url,
-        enabled=True,
-        failure=None,
-        meta=MetaReport(webhook=manual_webhook(rt, ref, current)),
-    )
-    status_patch.update(status_changes(current, desired))
-    _count(ref, desired, None, True)
+    if meta_steps.mode_of(spec, rt.meta.webhook_mode) == "manual":
+        rt.health.after(ref.name, 0)
 
 
 async def release_at_meta(rt: Runtime, ref: ChannelRef, body: Mapping[str, Any]) -> None:

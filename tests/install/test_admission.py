@@ -360,6 +360,24 @@ def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
+async def test_the_receivers_times_are_bounded_rfc3339(
+    cluster: Cluster, release: Release, as_component: dict[str, Kube]
+) -> None:
+    """Issue 21 item 7; fails on the CRD before it, which took any string: the receiver
+    faces the internet, and the operator reads lastChallengeAt."""
+    receiver = as_component["receiver"]
+    name = channel(cluster, release.channels)
+    path = channels_path(release.channels, name, "status")
+    for field in ("lastChallengeAt", "lastEventAt"):
+        for value in ("x" * 5000, "yesterday", "2026-01-01T00:00:00Z" + " " * 60):
+            with pytest.raises(KubeError) as refused:
+                await receiver.merge_patch(path, {"status": {field: value}})
+            assert refused.value.status == 422, (field, refused.value)
+        await receiver.merge_patch(path, {"status": {field: "2026-01-02T00:00:00Z"}})
+    status = status_of(cluster, release.channels, name)
+    assert status["lastChallengeAt"] == status["lastEventAt"] == "2026-01-02T00:00:00Z"
+
+
 async def test_the_receiver_cannot_forge_a_channels_status(
     cluster: Cluster, release: Release, as_component: dict[str, Kube]
 ) -> None:

@@ -26,12 +26,13 @@ from channel_operator.graph import (
     GraphError,
     GraphErrorKind,
     PhoneNumberCheck,
+    WebhookConfiguration,
 )
 from channel_operator.meta import Asked, Meta, MetaRetry, ask, subscription
 from channel_operator.reconcile import Runtime
 from whatsapp_channel import reasons
 from whatsapp_channel.kube import JSON, core_path
-from whatsapp_channel.model import READY, ChannelSpec, find_condition
+from whatsapp_channel.model import READY, ChannelSpec, WebhookSpec, find_condition
 
 from tests.operator.test_operator_reconcile import NS, channel_body, public_key, sealed_spec
 from tests.support.fake_kube import MemoryKube
@@ -426,3 +427,50 @@ async def test_a_reconcile_overrides_only_after_its_watch_delivered_the_new_secr
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await secrets.close()
+
+
+class ReadBackGraph(FakeGraph):
+    """Meta's read-back of where it delivers the number's events (the app's callback)."""
+
+    def __init__(self, application: str) -> None:
+        super().__init__()
+        self.application = application
+
+    async def check_phone_number(
+        self,
+        phone_number_id: str,
+        credentials: GraphCredentials,
+        *,
+        fields: Iterable[str] = CHECK_FIELDS,
+        account: str | None = None,
+    ) -> PhoneNumberCheck:
+        check = await super().check_phone_number(
+            phone_number_id, credentials, fields=fields, account=account
+        )
+        configuration = WebhookConfiguration(application=self.application)
+        return check.model_copy(update={"webhook_configuration": configuration})
+
+
+async def test_a_manual_webhook_is_confirmed_by_meta_not_by_the_receivers_note_alone() -> None:
+    """Issue 21 item 7; fails on the code before it, where lastChallengeAt (which the
+    internet-facing receiver writes) alone made WebhookRegistered True."""
+    ref, spec, credentials = channel(7)
+    spec = spec.model_copy(update={"webhook": WebhookSpec(mode="manual")})
+    shared = URL.rsplit("/", 1)[0]
+    noted = {"lastChallengeAt": "2026-01-01T00:00:00Z"}
+    cases: list[tuple[str, dict[str, Any], tuple[bool | None, str]]] = [
+        # The receiver noted a challenge, but Meta delivers elsewhere (or nowhere of ours).
+        ("https://elsewhere.example/hook", noted, (None, reasons.AWAITING_CHALLENGE)),
+        (URL + "-other", noted, (None, reasons.AWAITING_CHALLENGE)),
+        # Meta delivers to us, but no challenge was answered, or the note is no time at all.
+        (URL, {}, (None, reasons.AWAITING_CHALLENGE)),
+        (URL, {"lastChallengeAt": "x" * 40}, (None, reasons.AWAITING_CHALLENGE)),
+        # Both: the channel's own URL or the shared one.
+        (URL, noted, (True, reasons.CHALLENGE_ANSWERED)),
+        (shared, noted, (True, reasons.CHALLENGE_ANSWERED)),
+    ]
+    for application, status, expected in cases:
+        graph = ReadBackGraph(application)
+        asked = await ask(meta_for(graph), ref, spec, credentials, status, URL, ignore)
+        assert webhook_of(asked) == expected, (application, status)
+        assert graph.made("override") == []  # manual: the operator registers nothing
