@@ -472,7 +472,7 @@ def test_the_policies_are_rendered_only_when_asked(cluster: Cluster) -> None:
     assert sorted((m["kind"], m["metadata"]["name"]) for m in on) == sorted(
         (kind, f"wa-whatsapp-channels-wa-{policy}")
         for kind in kinds
-        for policy in ("operator-writes", "receiver-status")
+        for policy in ("operator-writes", "receiver-status", "operator-labels")
     )
     for binding in (m for m in on if m["kind"] == "ValidatingAdmissionPolicyBinding"):
         assert binding["spec"]["validationActions"] == ["Deny"]
