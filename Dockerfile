@@ -21,6 +21,7 @@ COPY contract/ contract/
 COPY operator/ operator/
 COPY api/ api/
 COPY controlplane/localkube/ controlplane/localkube/
+COPY launcher/ launcher/
 COPY standin/ standin/
 RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/pip uninstall --yes pip

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: setup build node-deps node-images run test lint crds clean mutate
+.PHONY: setup build node-deps node-images run test unit lint crds schema clean mutate
 
 # What the local node needs from Debian (containerd + runc, the CNI plugins, buildah for the
 # image, mmdebstrap for its base, iptables for kube-proxy); installed once, idempotently.
@@ -41,6 +41,10 @@ crds: setup
 	$(BIN)/python -m whatsapp_channel.crd > crds/whatsappchannels.yaml
 	cp crds/whatsappchannels.yaml charts/whatsapp-channels/files/crds/whatsappchannels.yaml
 
+# Regenerate the chart's values.schema.json from its annotated values.yaml (a test checks it).
+schema: setup
+	$(BIN)/python charts/values_schema.py --write
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,6 +52,10 @@ lint: setup
 
 test: node-images lint
 	$(call TIMED,$(BIN)/pytest,tests)
+
+# The tests that need no control plane (not marked `cluster`, see tests/conftest.py): no build.
+unit: setup
+	$(call TIMED,$(BIN)/pytest -m 'not cluster',unit tests)
 
 # Mutation testing of the security modules against the unit tests (minutes; not part of
 # `make test`). Modules and tests: [tool.mutation-gate] in pyproject.toml.

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from channel_launcher.product import CRD_FILE, CRD_NAME, start_facade, start_operator
 from localkube import Cluster
-from localkube.product import CRD_FILE, CRD_NAME, start_facade, start_operator
 from localkube.services import Service
 from whatsapp_channel.kube import Conflict, Kube, channels_path, core_path
 from whatsapp_channel.model import (

@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from channel_launcher import product
 from channel_operator.desired import (
     ChannelRef,
     MetaReport,
@@ -53,7 +54,7 @@ from channel_operator.desired import (
 )
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
 from channel_operator.meta import can_send, facts
-from localkube import Cluster, product
+from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service, script, start_service
 from whatsapp_channel.kube import Kube, channels_path, core_path, reflect

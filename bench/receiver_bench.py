@@ -110,9 +110,11 @@ def serve_receiver(
     """The receiver app; with `forward=False` deliveries succeed without leaving the process
     (what the receiver's own checks cost, apart from the hop to the instance)."""
     import uvicorn
+    from channel_api.bounded_http import bounded_http
     from channel_api.receiver.app import Receiver
     from channel_api.receiver.channel_cache import ChannelCache
     from channel_api.receiver.forward import Delivery, Forwarder
+    from channel_api.receiver.settings import ReceiverSettings
     from channel_api.receiver.status import StatusWriter
 
     class NoHop(Forwarder):
@@ -133,7 +135,16 @@ def serve_receiver(
     )
     status = StatusWriter(no_status_writes, "bench", interval=30.0)
     app = Receiver(cache, forwarder, status, max_body_bytes=3 * 1024 * 1024)
-    uvicorn.run(app, host=HOST, port=port, access_log=False, log_level="warning")
+    # Request heads bounded as whatsapp-receiver serves them (the settings' defaults).
+    limits = ReceiverSettings.model_construct().head_limits()
+    uvicorn.run(
+        app,
+        host=HOST,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        http=bounded_http(limits),
+    )
 
 
 # --- the channels and their signed events ------------------------------------------------

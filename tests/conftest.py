@@ -13,10 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channel_launcher.product import apply_crd
 from localkube import Cluster
-from localkube.product import apply_crd
 
 from tests.support.graph import StandinThread, shared_standin
+
+# The fixtures that start a local control plane; a test that uses one (even through another
+# fixture) is marked `cluster`, and `make unit` runs the tests that are not.
+CLUSTER_FIXTURES = frozenset({"cluster", "node_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")

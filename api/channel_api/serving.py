@@ -13,12 +13,23 @@ from pydantic_settings import BaseSettings
 from whatsapp_channel.kube import KubeConfigError
 from whatsapp_channel.settings import configure_logging, load_settings, refuse
 
+from channel_api.bounded_http import HeadLimits, bounded_http
+
 
 class ServedSettings(Protocol):
-    host: str
-    port: int
-    metrics_port: int
-    log_level: str
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def trusted_proxies(self) -> list[str]: ...
+
+    def head_limits(self) -> HeadLimits: ...
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -46,11 +57,22 @@ def serve(
         refuse(prog, f"{start_error_prefix}: {exc}")
     if served.metrics_port:
         prometheus_client.start_http_server(served.metrics_port, served.host)
+    run(app, served, **uvicorn_options)
+
+
+def run(app: Any, served: ServedSettings, **uvicorn_options: Any) -> None:
+    """Serve `app` with uvicorn as configured, request heads bounded (`bounded_http`), the
+    client's address forwarded only by the proxies the settings trust."""
     uvicorn.run(
         app,
         host=served.host,
         port=served.port,
         log_level=served.log_level.lower(),
         server_header=False,
+        http=bounded_http(served.head_limits()),
+        # Neither app serves WebSockets: an upgrade would leave the bounded protocol.
+        ws="none",
+        proxy_headers=bool(served.trusted_proxies),
+        forwarded_allow_ips=served.trusted_proxies or None,
         **uvicorn_options,
     )

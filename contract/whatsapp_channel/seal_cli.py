@@ -10,7 +10,8 @@ WhatsAppChannel ready for `kubectl apply`, or only its `sealed` block.
     whatsapp-seal --instance-id 7c9e6679-7425-40de-944b-e07fc1f90ae7 \\
         --phone-number-id 106540352242922 --display-phone +61400111222 | kubectl apply -f -
 
-A seal opens only for the namespace and name it was made for.
+A seal opens only for the namespace and name it was made for: the channel's (`--namespace`,
+$WA_CHANNELS_NAMESPACE).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from whatsapp_channel.model import (
     channel_body,
 )
 from whatsapp_channel.sealing import PublicSealingKey, key_id_of, published_keys, seal
-from whatsapp_channel.settings import KEYS_NAMESPACE_VARIABLE
+from whatsapp_channel.settings import CHANNELS_NAMESPACE_VARIABLE, KEYS_NAMESPACE_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-n",
         "--namespace",
-        default=os.environ.get("WA_CHANNELS_NAMESPACE") or DEFAULT_NAMESPACE,
-        help="the channel's namespace, bound into the seal (default: %(default)s)",
+        help="the channel's namespace, bound into the seal (default: "
+        f"${CHANNELS_NAMESPACE_VARIABLE}, else {DEFAULT_NAMESPACE})",
     )
     parser.add_argument(
         "--keys-namespace",
@@ -250,6 +251,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]) -> None:
     args = _parser().parse_args(argv)
+    args.namespace = args.namespace or environ.get(CHANNELS_NAMESPACE_VARIABLE) or DEFAULT_NAMESPACE
     if args.deprecated_keys_namespace is not None:
         log.warning("whatsapp-seal: --controller-namespace is deprecated; use --keys-namespace")
     keys_namespace = (

@@ -3,8 +3,9 @@
 Each process (operator, facade, receiver) has one pydantic-settings class; its `main` loads it
 with `load_settings`, which refuses bad settings the same way everywhere: one line on stderr,
 naming the variables, and exit code 2 (`refuse`). A setting that is the same thing in several
-processes has one variable for all of them (`KEYS_NAMESPACE_VARIABLE`); an older spelling
-still works, with a deprecation warning (`DEPRECATED_VARIABLES`).
+processes has one variable for all of them (`CHANNELS_NAMESPACE_VARIABLE`,
+`KEYS_NAMESPACE_VARIABLE`); an older spelling still works, with a deprecation warning
+(`DEPRECATED_VARIABLES`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings
 
-from whatsapp_channel.model import DNS1123_SUBDOMAIN_PATTERN
+from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
 
 log = logging.getLogger(__name__)
 
 # Exit code of a process that refuses its settings (argparse's, for a bad command line).
 BAD_SETTINGS = 2
+
+# The namespace of the channels (the WhatsAppChannels and their Secrets): read by the
+# operator, the facade, the receiver and `whatsapp-seal` alike.
+CHANNELS_NAMESPACE_VARIABLE = "WA_CHANNELS_NAMESPACE"
 
 # The operator's own namespace (its sealing keys and their public ConfigMap): read by the
 # operator, the facade, `whatsapp-seal` and `whatsapp-operator rotate-key` alike.
@@ -31,6 +36,9 @@ KEYS_NAMESPACE_VARIABLE = "WA_KEYS_NAMESPACE"
 
 # Older spellings -> the variable that replaces them. Still read, with a warning.
 DEPRECATED_VARIABLES: Mapping[str, str] = {
+    "WA_OPERATOR_NAMESPACE": CHANNELS_NAMESPACE_VARIABLE,
+    "WA_FACADE_NAMESPACE": CHANNELS_NAMESPACE_VARIABLE,
+    "WA_RECEIVER_NAMESPACE": CHANNELS_NAMESPACE_VARIABLE,
     "WA_OPERATOR_KEYS_NAMESPACE": KEYS_NAMESPACE_VARIABLE,
     "WA_FACADE_SEALING_KEY_NAMESPACE": KEYS_NAMESPACE_VARIABLE,
 }
@@ -45,6 +53,18 @@ def _upper(value: object) -> object:
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
 ]
+
+
+def channels_namespace_field(deprecated: str, *, description: str) -> Any:
+    """The `namespace` field: `WA_CHANNELS_NAMESPACE`, else the process's deprecated spelling
+    (tests and launchers pass it by that variable's name too)."""
+    return Field(
+        default=DEFAULT_NAMESPACE,
+        validation_alias=AliasChoices(CHANNELS_NAMESPACE_VARIABLE, deprecated),
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        max_length=63,
+        description=description,
+    )
 
 
 def keys_namespace_field(*deprecated: str, description: str) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 GO_DIR = Path(__file__).resolve().parents[1] / "go"
-HELM_VERSION_VAR = "helm.sh/helm/v3/internal/version.version"
+HELM = "helm.sh/helm/v3"
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ def _go() -> str:
     return go
 
 
-def _pin_key(module: Path, go: str) -> str:
-    digest = hashlib.sha256()
+def _pin_key(module: Path, go: str, *stamps: str) -> str:
+    digest = hashlib.sha256(" ".join(stamps).encode())
     for name in sorted(p.name for p in module.iterdir() if p.suffix in {".go", ".mod", ".sum"}):
         digest.update(name.encode())
         digest.update((module / name).read_bytes())
@@ -70,6 +70,25 @@ def _kube_ldflags(version: str) -> str:
     )
 
 
+def helm_default_kube_version(module: Path) -> tuple[str, str]:
+    """The Kubernetes version helm assumes without a cluster or --kube-version: like Helm's
+    release builds (its Makefile), the one its client-go is for (v0.34.x -> 1.34)."""
+    client_go = pinned_version(module, "k8s.io/client-go").lstrip("v").split(".")
+    return str(int(client_go[0]) + 1), client_go[1]
+
+
+def _helm_ldflags(module: Path) -> str:
+    # Unstamped, helm's default Kubernetes version stays at 1.20, and `helm template` of a
+    # chart that requires a newer one fails without --kube-version.
+    major, minor = helm_default_kube_version(module)
+    stamps = [f"{HELM}/internal/version.version={pinned_version(module, HELM)}"] + [
+        f"{HELM}/pkg/{package}.k8sVersion{name}={value}"
+        for package in ("chartutil", "lint/rules")
+        for name, value in (("Major", major), ("Minor", minor))
+    ]
+    return " ".join(f"-X {stamp}" for stamp in stamps)
+
+
 def _build(module: Path, package: str, out: Path, ldflags: str, go: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial")
@@ -89,14 +108,12 @@ def ensure_built() -> Binaries:
     """Return the binaries, building whichever is missing for the current pins."""
     go = _go()
     kube_module, helm_module = GO_DIR / "kube", GO_DIR / "helm"
+    helm_ldflags = _helm_ldflags(helm_module)
     kube = cache_root() / f"kube-{_pin_key(kube_module, go)}" / "kube"
-    helm = cache_root() / f"helm-{_pin_key(helm_module, go)}" / "helm"
+    helm = cache_root() / f"helm-{_pin_key(helm_module, go, helm_ldflags)}" / "helm"
     if not kube.exists():
         version = pinned_version(kube_module, "k8s.io/kubernetes")
         _build(kube_module, ".", kube, _kube_ldflags(version), go)
     if not helm.exists():
-        version = pinned_version(helm_module, "helm.sh/helm/v3")
-        _build(
-            helm_module, "helm.sh/helm/v3/cmd/helm", helm, f"-X {HELM_VERSION_VAR}={version}", go
-        )
+        _build(helm_module, f"{HELM}/cmd/helm", helm, helm_ldflags, go)
     return Binaries(kube=kube, helm=helm)

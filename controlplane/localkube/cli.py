@@ -9,9 +9,10 @@ from pathlib import Path
 
 from localkube import node
 from localkube.build import ensure_built
-from localkube.cluster import Cluster, ClusterError
+from localkube.cluster import Cluster
 from localkube.image import ImageError
 from localkube.node import NodeError
+from localkube.processes import ClusterError
 
 DEFAULT_DIR = Path(".localkube")
 

@@ -2,26 +2,23 @@
 tokens issuable) and kube-controller-manager (garbage collector, namespace and
 service-account controllers), each on a free loopback port.
 
-Every process runs in its own process group and is recorded in `state.json`, so `stop()`
-(from this process or from `localkube down` in another) ends exactly what was started.
-When tied to its parent (tests), the kernel kills the children if the parent dies.
+Every process is one of the cluster's `Components` (localkube.processes), recorded in
+`state.json`, so `stop()` (from this process or from `localkube down` in another) ends exactly
+what was started.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ import yaml
 from localkube import node as node_mod
 from localkube.build import Binaries, ensure_built
 from localkube.pki import make_pki
+from localkube.processes import ClusterError, Components, end_process_group
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
@@ -41,10 +39,6 @@ NODE_CONTROLLERS = (
     "root-ca-certificate-publisher-controller,disruption-controller,ttl-after-finished-controller,"
     "node-lifecycle-controller"
 )
-
-
-class ClusterError(RuntimeError):
-    pass
 
 
 def free_port() -> int:
@@ -84,42 +78,6 @@ def write_kubeconfig(
     return path
 
 
-def die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: if the process that started us dies, so do we (no orphans).
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def end_process_group(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group led by `pid`, then SIGKILL what is left."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            waited, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: poll instead
-            waited = 0 if _pid_alive(pid) else pid
-        if waited == pid:
-            break
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 @dataclass
 class Cluster:
     """A running (or attachable) local control plane rooted at `state_dir`."""
@@ -132,6 +90,10 @@ class Cluster:
     ports: dict[str, int] = field(default_factory=dict)
     started_in: float = 0.0
     network: node_mod.Network | None = None  # the node's, when it has one (localkube.node)
+    components: Components = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.components = Components(self.state_dir, self.pids, recorded=self._save)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -186,12 +148,16 @@ class Cluster:
             if network
             else ["--endpoint-reconciler-type=none"]
         )
+        kube = str(binaries.kube)
+        spawn, wait = cluster.components.spawn, cluster.components.wait
         try:
             etcd_url = f"http://127.0.0.1:{ports['etcd']}"
             peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
-            cluster._spawn(
+            spawn(
                 "etcd",
                 [
+                    kube,
+                    "etcd",
                     "--name=localkube",
                     f"--data-dir={state_dir / 'etcd'}",
                     f"--listen-client-urls={etcd_url}",
@@ -205,10 +171,12 @@ class Cluster:
                 ],
                 tie_to_parent,
             )
-            cluster._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout)
-            cluster._spawn(
+            wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout)
+            spawn(
                 "kube-apiserver",
                 [
+                    kube,
+                    "kube-apiserver",
                     f"--etcd-servers={etcd_url}",
                     f"--bind-address={address}",
                     f"--advertise-address={address}",
@@ -228,10 +196,12 @@ class Cluster:
                 ],
                 tie_to_parent,
             )
-            cluster._wait("kube-apiserver", lambda: cluster._readyz(pki.ca_cert), timeout)
-            cluster._spawn(
+            wait("kube-apiserver", lambda: cluster._readyz(pki.ca_cert), timeout)
+            spawn(
                 "kube-controller-manager",
                 [
+                    kube,
+                    "kube-controller-manager",
                     f"--kubeconfig={cluster.kubeconfig}",
                     f"--controllers={NODE_CONTROLLERS if network else CONTROLLERS}",
                     "--leader-elect=false",
@@ -242,7 +212,7 @@ class Cluster:
                 ],
                 tie_to_parent,
             )
-            cluster._wait(
+            wait(
                 "kube-controller-manager",
                 lambda: cluster._has_default_service_account(),
                 timeout,
@@ -251,9 +221,11 @@ class Cluster:
                 # Its port is free on loopback (the default 10259 is taken by another
                 # cluster's scheduler); serving /healthz says it runs.
                 ports["scheduler"] = free_port()
-                cluster._spawn(
+                spawn(
                     "kube-scheduler",
                     [
+                        kube,
+                        "kube-scheduler",
                         f"--kubeconfig={cluster.kubeconfig}",
                         f"--authentication-kubeconfig={cluster.kubeconfig}",
                         f"--authorization-kubeconfig={cluster.kubeconfig}",
@@ -268,7 +240,7 @@ class Cluster:
                 unverified.check_hostname = False
                 unverified.verify_mode = ssl.CERT_NONE  # its own self-signed certificate
                 healthz = f"https://127.0.0.1:{ports['scheduler']}/healthz"
-                cluster._wait("kube-scheduler", lambda: _http_ok(healthz, unverified), timeout)
+                wait("kube-scheduler", lambda: _http_ok(healthz, unverified), timeout)
                 node_mod.start(cluster, network, tie_to_parent=tie_to_parent, timeout=timeout)
         except BaseException:
             cluster.stop()
@@ -295,7 +267,7 @@ class Cluster:
         )
 
     def running(self) -> bool:
-        return bool(self.pids) and all(_pid_alive(pid) for pid in self.pids.values())
+        return self.components.running()
 
     def stop(self) -> None:
         """End every process this cluster started, newest first, by pid; the node (if any)
@@ -304,18 +276,12 @@ class Cluster:
             node_mod.stop(self, self.network)
             self.network = None
         for name in reversed(list(self.pids)):
-            end_process_group(self.pids[name])
-        self.pids.clear()
+            end_process_group(self.pids.pop(name))
         self._save()
 
     def restart(self, component: str) -> None:
         """Kill one component and start it again with the same arguments (fault tests)."""
-        args = json.loads((self.state_dir / f"{component}.args.json").read_text())
-        program_file = self.state_dir / f"{component}.program.json"
-        program = json.loads(program_file.read_text()) if program_file.exists() else None
-        end_process_group(self.pids.pop(component))
-        self._spawn(component, args, tie_to_parent=True, program=program)
-        self._save()
+        self.components.restart(component)
 
     # --- using it ------------------------------------------------------------------------
 
@@ -361,50 +327,13 @@ class Cluster:
     def wait_until_served(self, resource: str, namespace: str, timeout: float = 30.0) -> None:
         """Wait until `resource` can be listed: a CRD reported Established may still answer
         429 "storage is (re)initializing" for a moment."""
-        self._wait(
+        self.components.wait(
             "kube-apiserver",
             lambda: self.kubectl("get", resource, "-n", namespace, check=False).returncode == 0,
             timeout,
         )
 
     # --- internals -----------------------------------------------------------------------
-
-    def _spawn(
-        self, name: str, args: list[str], tie_to_parent: bool, program: list[str] | None = None
-    ) -> None:
-        """Start `kube <name> <args>` (or `<program> <args>`) in a process group of its own."""
-        (self.state_dir / f"{name}.args.json").write_text(json.dumps(args))
-        if program is not None:
-            (self.state_dir / f"{name}.program.json").write_text(json.dumps(program))
-        with open(self.state_dir / "logs" / f"{name}.log", "ab") as log_file:
-            process = subprocess.Popen(
-                [*(program or [str(self.binaries.kube), name]), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent if tie_to_parent else None,
-            )
-        self.pids[name] = process.pid
-        self._save()
-
-    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_alive(self.pids[name]) or _reaped(self.pids[name]):
-                raise ClusterError(f"{name} exited during start-up; see {self.log_tail(name)}")
-            if ready():
-                return
-            time.sleep(0.1)
-        raise ClusterError(f"{name} not ready after {timeout:.0f}s; see {self.log_tail(name)}")
-
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        path = self.state_dir / "logs" / f"{name}.log"
-        try:
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-        except FileNotFoundError:
-            return str(path)
-        return f"{path}:\n" + "\n".join(tail)
 
     def _readyz(self, ca_cert: Path) -> bool:
         return _http_ok(f"{self.server}/readyz", ssl.create_default_context(cafile=str(ca_cert)))
@@ -436,18 +365,27 @@ class Cluster:
         (self.state_dir / "state.json").write_text(json.dumps(state, indent=2))
 
 
-def _reaped(pid: int) -> bool:
-    """Collect a child that exited (so a dead child is not mistaken for a zombie alive)."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return waited == pid
-
-
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
+
+
+def service_account_kubeconfig(
+    cluster: Cluster, namespace: str, name: str, folder: Path, *, duration: str = "1h"
+) -> Path:
+    """A kubeconfig that authenticates as service account `name` with a token of its own
+    (`kubectl create token`), against this cluster and its CA: what its pod would get."""
+    token = cluster.kubectl(
+        "create", "token", name, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    return write_kubeconfig(
+        folder / f"kubeconfig-{namespace}-{name}",
+        server=cluster.server,
+        ca=cluster.ca_cert,
+        user=name,
+        credentials={"token": token},
+        namespace=namespace,
+    )

@@ -32,14 +32,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
 from localkube import image
-
-if TYPE_CHECKING:
-    from localkube.cluster import Cluster
+from localkube.build import Binaries
+from localkube.processes import Components
 
 log = logging.getLogger(__name__)
 
@@ -306,13 +305,32 @@ def _kube_proxy_config(node_dir: Path, kubeconfig: Path) -> dict[str, Any]:
 # --- start and stop ----------------------------------------------------------------------
 
 
+class ControlPlane(Protocol):
+    """What the node needs of the control plane it joins (a localkube.cluster.Cluster, which
+    imports this module: hence a protocol, not an import)."""
+
+    components: Components
+    kubeconfig: Path
+    binaries: Binaries
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def ca_cert(self) -> Path: ...
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
 def node_dir(net: Network) -> Path:
     """Where the node keeps its runtime state: a short path of its own (unix sockets under
     it must stay below 108 bytes), linked from the cluster's state folder as `node`."""
     return RUNTIME_ROOT / net.id
 
 
-def start(cluster: Cluster, net: Network, *, tie_to_parent: bool, timeout: float) -> None:
+def start(cluster: ControlPlane, net: Network, *, tie_to_parent: bool, timeout: float) -> None:
     """Start containerd, import the images, then kubelet, kube-proxy and the DNS; wait until
     the node is Ready."""
     directory = node_dir(net)
@@ -330,20 +348,23 @@ def start(cluster: Cluster, net: Network, *, tie_to_parent: bool, timeout: float
     )
     socket = directory / "containerd.sock"
     archives = images()
-    cluster._spawn(
+    spawn, wait = cluster.components.spawn, cluster.components.wait
+    kube = str(cluster.binaries.kube)
+    spawn(
         "containerd",
-        ["--config", str(directory / "containerd.toml"), "--log-level", "warn"],
+        [*net.nsenter(), "containerd", "--config", str(directory / "containerd.toml"),
+         "--log-level", "warn"],
         tie_to_parent,
-        program=[*net.nsenter(), "containerd"],
-    )
-    cluster._wait(
-        "containerd", lambda: _ctr(socket, "version", check=False).returncode == 0, timeout
-    )
+    )  # fmt: skip
+    wait("containerd", lambda: _ctr(socket, "version", check=False).returncode == 0, timeout)
     for archive in archives:
         _ctr(socket, "images", "import", str(archive.path))
-    cluster._spawn(
+    spawn(
         "kubelet",
         [
+            *net.nsenter(),
+            kube,
+            "kubelet",
             f"--config={directory / 'kubelet.yaml'}",
             f"--kubeconfig={cluster.kubeconfig}",
             f"--root-dir={directory / 'kubelet'}",
@@ -353,29 +374,29 @@ def start(cluster: Cluster, net: Network, *, tie_to_parent: bool, timeout: float
             "--v=0",
         ],
         tie_to_parent,
-        program=[*net.nsenter(), str(cluster.binaries.kube), "kubelet"],
     )
     # Ready, untainted (the node lifecycle controller lifts the not-ready taint) and the CA
     # bundle every service-account token volume mounts published: pods can start now.
-    cluster._wait("kubelet", lambda: _node_ready(cluster), timeout)
-    cluster._wait("kube-controller-manager", lambda: _schedulable(cluster), timeout)
-    cluster._spawn(
+    wait("kubelet", lambda: _node_ready(cluster), timeout)
+    wait("kube-controller-manager", lambda: _schedulable(cluster), timeout)
+    spawn(
         "kube-proxy",
-        [f"--config={directory / 'kube-proxy.yaml'}", "--v=0"],
+        [*net.nsenter(), kube, "kube-proxy", f"--config={directory / 'kube-proxy.yaml'}", "--v=0"],
         tie_to_parent,
-        program=[*net.nsenter(), str(cluster.binaries.kube), "kube-proxy"],
     )
-    cluster._spawn(
+    spawn(
         "cluster-dns",
         [
+            sys.executable,
+            "-m",
+            "localkube.dns",
             f"--listen={net.host_ip}",
             f"--kubeconfig={cluster.kubeconfig}",
             f"--domain={CLUSTER_DOMAIN}",
         ],
         tie_to_parent,
-        program=[sys.executable, "-m", "localkube.dns"],
     )
-    cluster._wait("cluster-dns", lambda: _dns_answers(net.host_ip), timeout)
+    wait("cluster-dns", lambda: _dns_answers(net.host_ip), timeout)
 
 
 def image_tag() -> str:
@@ -402,7 +423,7 @@ def _ctr(socket: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-def _node_ready(cluster: Cluster) -> bool:
+def _node_ready(cluster: ControlPlane) -> bool:
     result = cluster.kubectl(
         "get", "node", NODE_NAME, "-o",
         'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
@@ -411,7 +432,7 @@ def _node_ready(cluster: Cluster) -> bool:
     return result.stdout.strip() == "True"
 
 
-def _schedulable(cluster: Cluster) -> bool:
+def _schedulable(cluster: ControlPlane) -> bool:
     taints = cluster.kubectl(
         "get", "node", NODE_NAME, "-o", "jsonpath={.spec.taints}", check=False
     )  # fmt: skip
@@ -428,19 +449,17 @@ def _dns_answers(server: str) -> bool:
         return False
 
 
-def stop(cluster: Cluster, net: Network) -> None:
+def stop(cluster: ControlPlane, net: Network) -> None:
     """End the node and take everything it made with it (see the module's docstring)."""
-    from localkube.cluster import end_process_group
-
     directory = node_dir(net)
     socket = directory / "containerd.sock"
     started = time.monotonic()
     for name in ("cluster-dns", "kube-proxy", "kubelet"):
-        if name in cluster.pids:
-            end_process_group(cluster.pids.pop(name))
+        if name in cluster.components.pids:
+            cluster.components.end(name)
             log.info("%s ended at %.1fs", name, time.monotonic() - started)
     containers: list[str] = []
-    if "containerd" in cluster.pids:
+    if "containerd" in cluster.components.pids:
         listed = _ctr(socket, "containers", "list", "--quiet", check=False)
         containers = listed.stdout.split() if listed.returncode == 0 else []
         subprocess.run(
@@ -450,7 +469,7 @@ def stop(cluster: Cluster, net: Network) -> None:
             check=False,
         )
         log.info("pods removed at %.1fs", time.monotonic() - started)
-        end_process_group(cluster.pids.pop("containerd"))
+        cluster.components.end("containerd")
         log.info("containerd ended at %.1fs", time.monotonic() - started)
     _end_shims(str(socket))
     _unmount_under(directory)

@@ -1,7 +1,7 @@
-"""Run the product's own processes (operator, facade, receiver) beside the local cluster:
-started with their environment, logged to a file, waited on until healthy, ended by pid.
-`localkube.product` says how each is started; `whatsapp-dev`, the tests and the benchmarks
-start them through it."""
+"""Run processes beside the local cluster (the product's operator, facade and receiver; a
+test's peer): started with their environment, logged to a file, waited on until healthy, ended
+by pid. `channel_launcher.product` says how each of the product's is started; `whatsapp-dev`,
+the tests and the benchmarks start them through it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from localkube.cluster import die_with_parent, end_process_group
+from localkube.processes import end_process_group, start_process
 
 
 class ServiceError(RuntimeError):
@@ -73,17 +73,9 @@ def start_service(
 ) -> Service:
     """Start `argv` (serving at `url`) in its own process group and wait until `health_url`
     answers 200."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            list(argv),
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent if tie_to_parent else None,
-        )
+    process = start_process(
+        argv, log_path=log_path, tie_to_parent=tie_to_parent, env={**os.environ, **env}
+    )
     service = Service(name=name, process=process, log_path=log_path, url=url)
     if health_url is None:
         return service

@@ -67,6 +67,11 @@ def cached_secrets(memo: kopf.Memo, **_: Any) -> int:
     return len(runtime_of(memo).secrets)
 
 
+@kopf.on.probe(id="backgroundTasks", errors=kopf.ErrorsMode.PERMANENT)
+def background_tasks(memo: kopf.Memo, **_: Any) -> str:
+    return startup.background_tasks(runtime_of(memo))
+
+
 @kopf.on.resume(**CHANNELS)
 @kopf.on.create(**CHANNELS)
 @kopf.on.update(**CHANNELS)

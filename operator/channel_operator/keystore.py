@@ -19,7 +19,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,28 @@ async def publish(kube: Kube, namespace: str, keyring: Keyring) -> None:
 
 
 async def rotate(kube: Kube, namespace: str) -> Keyring:
-    """Add a fresh key and make it the one new seals use; publish it. Returns the keyring.
+    """Add a fresh key and make it the one new seals use; publish it. Returns the keyring."""
+    keyring = await _rewrite(kube, namespace, rotated, "rotate the sealing key")
+    log.info("rotated: new seals use key %s", keyring.active_key_id)
+    return keyring
+
+
+async def remove_key(kube: Kube, namespace: str, key_id: str) -> Keyring:
+    """Remove a (retired) key from the keys Secret and the public ConfigMap."""
+
+    def remove(keyring: Keyring) -> Keyring:
+        return without(keyring, key_id) if key_id in keyring.private_keys else keyring
+
+    keyring = await _rewrite(kube, namespace, remove, "remove the sealing key")
+    log.info("removed sealing key %s", key_id)
+    return keyring
+
+
+async def _rewrite(
+    kube: Kube, namespace: str, change: Callable[[Keyring], Keyring], doing: str
+) -> Keyring:
+    """The keys Secret's keyring after `change`, written back on the resourceVersion it was
+    read at (read and changed again when another writer came first), then published.
 
     No keys Secret in `namespace` is an error, not a reason to create one: the operator
     creates it on start, and a keyring made in a mistaken namespace would seal to keys the
@@ -210,37 +231,18 @@ async def rotate(kube: Kube, namespace: str) -> Keyring:
                 f"no sealing keys in namespace {namespace} (Secret {SEALING_KEYS_SECRET}): "
                 "is it the operator's keys namespace, and has the operator started?"
             ) from None
-        keyring = rotated(keyring_from_secret(current))
-        body = build_keys_secret(namespace, keyring)
-        body["metadata"].update(_version(current))
-        try:
-            await kube.replace(path, body)
-        except Conflict:
-            continue
-        await publish(kube, namespace, keyring)
-        log.info("rotated: new seals use key %s", keyring.active_key_id)
-        return keyring
-    raise KeyringError("could not rotate the sealing key (conflicting writers)")
-
-
-async def remove_key(kube: Kube, namespace: str, key_id: str) -> Keyring:
-    """Remove a (retired) key from the keys Secret and the public ConfigMap."""
-    path = core_path("secrets", namespace, SEALING_KEYS_SECRET)
-    for _ in range(WRITE_ATTEMPTS):
-        current = await kube.get(path)
         keyring = keyring_from_secret(current)
-        if key_id in keyring.private_keys:
-            keyring = without(keyring, key_id)
-            body = build_keys_secret(namespace, keyring)
+        changed = change(keyring)
+        if changed != keyring:
+            body = build_keys_secret(namespace, changed)
             body["metadata"].update(_version(current))
             try:
                 await kube.replace(path, body)
             except Conflict:
                 continue
-        await publish(kube, namespace, keyring)
-        log.info("removed sealing key %s", key_id)
-        return keyring
-    raise KeyringError("could not remove the sealing key (conflicting writers)")
+        await publish(kube, namespace, changed)
+        return changed
+    raise KeyringError(f"could not {doing} (conflicting writers)")
 
 
 def _version(obj: Mapping[str, Any]) -> dict[str, str]:

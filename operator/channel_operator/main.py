@@ -1,11 +1,11 @@
 """`whatsapp-operator`: run the operator, or rotate its sealing key.
 
-    whatsapp-operator               reconcile the WhatsAppChannels of WA_OPERATOR_NAMESPACE
+    whatsapp-operator               reconcile the WhatsAppChannels of WA_CHANNELS_NAMESPACE
     whatsapp-operator rotate-key    add a sealing key that new seals use; old seals still open
     whatsapp-operator retire-key ID re-seal every channel on key ID to the active key, then
                                     remove ID (kept, and the channels named, if any fails)
 
-The sealing keys live in WA_KEYS_NAMESPACE (default: WA_OPERATOR_NAMESPACE), which
+The sealing keys live in WA_KEYS_NAMESPACE (default: WA_CHANNELS_NAMESPACE), which
 `rotate-key` follows too: in the operator's pod it needs no arguments.
 
 Settings are environment variables (see `channel_operator.settings`); cluster access is
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         "--keys-namespace",
         dest="keys_namespace",
         help="the namespace of the operator's sealing keys (default: the operator's own: "
-        "$WA_KEYS_NAMESPACE, else $WA_OPERATOR_NAMESPACE, else its default)",
+        "$WA_KEYS_NAMESPACE, else $WA_CHANNELS_NAMESPACE, else its default)",
     )
     rotate.add_argument(
         "--namespace", dest="deprecated_namespace", help="deprecated: --keys-namespace"
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     retire.add_argument(
         "--channels-namespace",
         dest="channels_namespace",
-        help="the namespace of the channels (default: $WA_OPERATOR_NAMESPACE, else its default)",
+        help="the namespace of the channels (default: $WA_CHANNELS_NAMESPACE, else its default)",
     )
     args = parser.parse_args(argv)
     if args.command == "retire-key":

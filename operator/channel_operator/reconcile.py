@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -82,6 +82,9 @@ class Runtime:
     # started with the operator); None: not known (then nothing is refused for it).
     phone_claims: tenancy.PhoneClaims | None = None
     claims_watcher: asyncio.Task[None] | None = None
+    # The background tasks above that ended while the operator runs (a bug): liveness fails
+    # with their names (`startup.supervise`), so Kubernetes restarts the operator.
+    ended: list[str] = field(default_factory=list)
 
 
 def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:

@@ -1,5 +1,5 @@
 """The operator's one settings class: environment variables prefixed `WA_OPERATOR_`, and
-`WA_KEYS_NAMESPACE`, which the facade and `whatsapp-seal` read too.
+`WA_CHANNELS_NAMESPACE` and `WA_KEYS_NAMESPACE`, which the facade and `whatsapp-seal` read too.
 
 Cluster access is the standard `KUBECONFIG`, or the in-cluster service account without it.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN, WebhookMode
-from whatsapp_channel.settings import LogLevel, keys_namespace_field
+from whatsapp_channel.model import WebhookMode
+from whatsapp_channel.settings import LogLevel, channels_namespace_field, keys_namespace_field
 
 
 class KeysSettings(BaseSettings):
@@ -17,10 +17,8 @@ class KeysSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WA_OPERATOR_", extra="ignore")
 
-    namespace: str = Field(
-        default=DEFAULT_NAMESPACE,
-        pattern=DNS1123_SUBDOMAIN_PATTERN,
-        max_length=63,
+    namespace: str = channels_namespace_field(
+        "WA_OPERATOR_NAMESPACE",
         description="The namespace whose WhatsAppChannels the operator reconciles, and where "
         "it writes their Secrets.",
     )

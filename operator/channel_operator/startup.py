@@ -4,7 +4,8 @@ Writes per new channel: Kopf's finalizer, the Secret, one status patch. An uncha
 on restart costs none. Two storages make that so:
 
 - progress (only while a handler retries) sits in annotations under our own prefix, without
-  Kopf's one-off `<prefix>/kopf-managed` marker, which would cost a patch per channel;
+  Kopf's one-off `<prefix>/kopf-managed` marker, which would cost a patch per channel (a
+  storage of our own: Kopf has no setting to drop the marker, see `ProgressAnnotations`);
 - "what was handled last" is `status.observedGeneration`, which the operator writes anyway
   when a generation is fully reconciled, instead of a copy of the spec in an annotation.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 from typing import Any, cast
 
 import kopf
@@ -32,33 +35,85 @@ from channel_operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 ANNOTATION_PREFIX = GROUP
+# An annotation's name part (after the prefix), and the one Kopf's touch() sets.
+ANNOTATION_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+TOUCH_KEY = "touch-dummy"
 SYNC_TIMEOUT = 60.0
 
 
-class ProgressAnnotations(kopf.AnnotationsProgressStorage):
-    """Kopf's annotation progress storage, with two changes.
+class ProgressAnnotations(kopf.ProgressStorage):
+    """Handler progress in annotations `<prefix>/<handler id>`, each record stamped with the
+    generation it was made for: a new spec (say, a fixed seal) is worked on at once with a
+    fresh backoff, instead of waiting out the old spec's delay.
 
-    Progress belongs to the generation it was made for: a new spec (say, a fixed seal) is
-    worked on at once with a fresh backoff, instead of waiting out the old spec's delay.
-    And no branding marker annotation, which would cost a patch per channel.
+    Kopf's own `AnnotationsProgressStorage` also brands every object it writes progress to
+    with a `<prefix>/kopf-managed` annotation, one more patch per channel. Kopf has no setting
+    for that: the marker is "not configurable ... except as by writing self-made storages"
+    (kopf/_cogs/configs/conventions.py), and its docs ("Handling progress") say how: inherit
+    from `kopf.ProgressStorage`. So this is one, on that public base class alone. Its keys
+    are the ones Kopf's storage wrote (v2 keys of short handler ids), so progress left by an
+    older operator is still read.
     """
 
-    # Records are Kopf's ProgressRecord (a TypedDict it does not export): typed Any here.
-    def fetch(self, *, key: Any, body: kopf.Body) -> Any:
-        stored: Any = super().fetch(key=key, body=body)
+    def __init__(self, *, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def name(self, key: str) -> str:
+        """The annotation of handler `key` (an id Kopf would not shorten or rewrite)."""
+        if not ANNOTATION_NAME.fullmatch(key):
+            raise ValueError(f"handler id {key!r} is not an annotation name")
+        return f"{self.prefix}/{key}"
+
+    def fetch(self, *, key: str, body: kopf.Body) -> kopf.ProgressRecord | None:
+        stored = body.metadata.annotations.get(self.name(key))
         if stored is None:
             return None
-        record = dict(stored)
+        record = json.loads(stored)
         if record.pop("generation", None) != body.metadata.get("generation"):
             return None
-        return record
+        return cast(kopf.ProgressRecord, record)
 
-    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
-        stamped: Any = {**record, "generation": body.metadata.get("generation")}
-        super().store(key=key, record=stamped, body=body, patch=patch)
+    def store(
+        self, *, key: str, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch
+    ) -> None:
+        stamped = {k: v for k, v in record.items() if v is not None}
+        stamped["generation"] = body.metadata.get("generation")
+        patch.metadata.annotations[self.name(key)] = json.dumps(stamped, separators=(",", ":"))
 
-    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
-        return None
+    def purge(self, *, key: str, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._unset(self.name(key), body, patch)
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        """Kopf's wake-up call after a delay: a dummy annotation set (or, None, removed)."""
+        name = self.name(TOUCH_KEY)
+        if value is None:
+            self._unset(name, body, patch)
+        elif body.metadata.annotations.get(name) != value:
+            patch.metadata.annotations[name] = value
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        essence = super().clear(essence=essence)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        self.remove_annotations(
+            essence, {k for k in annotations if k.startswith(f"{self.prefix}/")}
+        )
+        self.remove_empty_stanzas(essence)
+        return essence
+
+    @staticmethod
+    def _unset(name: str, body: kopf.Body, patch: kopf.Patch) -> None:
+        """Remove annotation `name`: from the object if it has it, else from the patch (an
+        empty patch is no write)."""
+        if name in body.metadata.annotations:
+            patch.metadata.annotations[name] = None
+            return
+        metadata = patch.get("metadata", {})
+        metadata.get("annotations", {}).pop(name, None)
+        if "annotations" in metadata and not metadata["annotations"]:
+            del metadata["annotations"]
+        if "metadata" in patch and not metadata:
+            del patch["metadata"]
 
 
 class ObservedGeneration(kopf.DiffBaseStorage):
@@ -86,7 +141,7 @@ class ObservedGeneration(kopf.DiffBaseStorage):
 
 def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX, v1=False)
+    settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = ObservedGeneration()
     # Events only for what a person should look at: the handlers post a Warning when a
     # channel starts failing; no event per success (two more writes per channel), and Kopf's
@@ -105,7 +160,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.reconnect_backoff = 1.0
     # A burst of thousands of new channels is worked on by a bounded number of workers. A
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
-    # 5 s, capped throughput at worker_limit / 5 s; see README, Benchmarks); apiserver
+    # 5 s, capped throughput at worker_limit / 5 s; see docs/benchmarks.md); apiserver
     # calls are bounded separately by the client's own concurrency.
     settings.batching.worker_limit = 1000
     settings.batching.idle_timeout = 0.5
@@ -125,6 +180,35 @@ def connection_info(kube: Kube) -> kopf.ConnectionInfo:
         private_key_path=config.key_file,
         token=token,
     )
+
+
+def supervise(rt: Runtime, task: asyncio.Task[None]) -> asyncio.Task[None]:
+    """A background task of the operator (the Secret watch, the claims watch, the health
+    schedule) runs until the operator stops. Should one end before that (a bug), it is
+    logged with its traceback and liveness fails naming it (`handlers.background_tasks`),
+    so Kubernetes restarts the operator instead of it running on without that task."""
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if done.cancelled():
+            return  # stopped by `stop` (or the operator's own shutdown)
+        error = done.exception()
+        rt.ended.append(done.get_name())
+        log.error(
+            "background task %r ended%s; the operator reports itself not live",
+            done.get_name(),
+            "" if error is None else f" with {type(error).__name__}",
+            exc_info=error,
+        )
+
+    task.add_done_callback(ended)
+    return task
+
+
+def background_tasks(rt: Runtime) -> str:
+    """The liveness probe's answer: 500 (a permanent probe failure) once a task ended."""
+    if rt.ended:
+        raise kopf.PermanentError(f"background task(s) ended: {', '.join(rt.ended)}")
+    return "running"
 
 
 async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
@@ -187,13 +271,15 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             reflect(kube, channels_path(namespace), claims.on_event, on_synced=claims.synced.set),
             name="phone claims",
         )
+        supervise(rt, task)
+        supervise(rt, claims_task)
         await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)
         await asyncio.wait_for(claims.synced.wait(), timeout=SYNC_TIMEOUT)
         listing = await kube.get(channels_path(namespace))
         names = [item["metadata"]["name"] for item in listing.get("items") or []]
         swept = await secrets.sweep(names)
         log.info("%d channel Secret(s) cached, %d left-over swept", len(secrets), swept)
-        rt.health_task = asyncio.create_task(rt.health.run(), name="health checks")
+        rt.health_task = supervise(rt, asyncio.create_task(rt.health.run(), name="health checks"))
         return rt
     except BaseException:
         for started in (task, claims_task):

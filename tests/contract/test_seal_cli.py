@@ -170,3 +170,22 @@ def test_the_public_key_is_read_from_the_operators_keys_namespace(
     run([*argv, "--keys-namespace", "ops"], environ={"WA_KEYS_NAMESPACE": "wa-system"})
     run([*argv, "--controller-namespace", "old"], environ={"WA_KEYS_NAMESPACE": "wa-system"})
     assert asked == ["tenants", "wa-system", "ops", "old"]
+
+
+def test_the_channels_namespace_is_the_flag_else_the_shared_variable(
+    monkeypatch: pytest.MonkeyPatch, keys: tuple[str, bytes]
+) -> None:
+    """--namespace, else $WA_CHANNELS_NAMESPACE (what every process reads), else the default;
+    it is also where the public key is looked for without a keys namespace."""
+    asked: list[str] = []
+
+    async def fetch(namespace: str, kubeconfig: str | None) -> PublicSealingKey:
+        asked.append(namespace)
+        return public_key_of(keys[1])
+
+    monkeypatch.setattr(seal_cli, "fetch_key", fetch)
+    shared = {"WA_CHANNELS_NAMESPACE": "tenants"}
+    run(["--fetch-public-key"])
+    run(["--fetch-public-key"], environ=shared)
+    run(["--fetch-public-key", "--namespace", "flagged"], environ=shared)
+    assert asked == ["whatsapp-channels", "tenants", "flagged"]

@@ -1,5 +1,6 @@
 """How every process starts: one settings loader, one refusal style, one log-level type, one
-variable for the keys namespace (older spellings still read, with a warning)."""
+variable for the channels' namespace and one for the keys namespace (older spellings still
+read, with a warning)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from whatsapp_channel.kube import Kube, KubeConfigError
 from whatsapp_channel.settings import (
     BAD_SETTINGS,
+    DEPRECATED_VARIABLES,
     LogLevel,
     load_settings,
     variable_names,
@@ -31,7 +33,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for settings_class in SETTINGS:
         for variable in variable_names(settings_class).values():
             monkeypatch.delenv(variable, raising=False)
-    for old in ("WA_OPERATOR_KEYS_NAMESPACE", "WA_FACADE_SEALING_KEY_NAMESPACE"):
+    for old in DEPRECATED_VARIABLES:
         monkeypatch.delenv(old, raising=False)
 
 
@@ -60,29 +62,62 @@ def test_the_keys_namespace_is_one_variable_for_every_process(
     assert variable_names(FacadeSettings)["keys_namespace"] == "WA_KEYS_NAMESPACE"
 
 
+def test_the_channels_namespace_is_one_variable_for_every_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _required_settings(monkeypatch, tmp_path)
+    monkeypatch.setenv("WA_CHANNELS_NAMESPACE", "tenants")
+    for settings_class in (*SETTINGS, KeysSettings):
+        assert settings_class().namespace == "tenants"
+        assert variable_names(settings_class)["namespace"] == "WA_CHANNELS_NAMESPACE"
+    assert KeysSettings().sealing_namespace == "tenants"  # no keys namespace: the same
+
+
+def _required_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WA_OPERATOR_WEBHOOK_BASE_URL", "https://hooks.example.com")
+    monkeypatch.setenv("WA_FACADE_API_KEYS_FILE", str(tmp_path / "keys"))
+    monkeypatch.setenv("WA_RECEIVER_FORWARD_URL_TEMPLATE", "http://agents/{instance_id}")
+    monkeypatch.setenv("WA_RECEIVER_FORWARD_SECRET_FILE", str(tmp_path / "secret"))
+
+
 @pytest.mark.parametrize(
-    ("settings_class", "old"),
+    ("settings_class", "old", "field"),
     [
-        (KeysSettings, "WA_OPERATOR_KEYS_NAMESPACE"),
-        (FacadeSettings, "WA_FACADE_SEALING_KEY_NAMESPACE"),
+        (KeysSettings, "WA_OPERATOR_KEYS_NAMESPACE", "sealing_namespace"),
+        (FacadeSettings, "WA_FACADE_SEALING_KEY_NAMESPACE", "sealing_namespace"),
+        (KeysSettings, "WA_OPERATOR_NAMESPACE", "namespace"),
+        (FacadeSettings, "WA_FACADE_NAMESPACE", "namespace"),
+        (ReceiverSettings, "WA_RECEIVER_NAMESPACE", "namespace"),
     ],
 )
 def test_an_old_spelling_still_works_and_says_it_is_deprecated(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
-    settings_class: type[KeysSettings | FacadeSettings],
+    settings_class: type[KeysSettings | FacadeSettings | ReceiverSettings],
     old: str,
+    field: str,
 ) -> None:
-    monkeypatch.setenv("WA_FACADE_API_KEYS_FILE", str(tmp_path / "keys"))
+    _required_settings(monkeypatch, tmp_path)
+    new = DEPRECATED_VARIABLES[old]
     monkeypatch.setenv(old, "old-home")
     with caplog.at_level(logging.WARNING):
         settings = load_settings(settings_class, "prog")
-    assert settings.sealing_namespace == "old-home"
-    assert f"{old} is deprecated; set WA_KEYS_NAMESPACE instead" in caplog.text
+    assert getattr(settings, field) == "old-home"
+    assert f"{old} is deprecated; set {new} instead" in caplog.text
 
-    monkeypatch.setenv("WA_KEYS_NAMESPACE", "new-home")  # the new spelling wins
-    assert load_settings(settings_class, "prog").sealing_namespace == "new-home"
+    monkeypatch.setenv(new, "new-home")  # the new spelling wins
+    assert getattr(load_settings(settings_class, "prog"), field) == "new-home"
+
+
+def test_an_old_spelling_is_read_only_by_the_process_it_was_made_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _required_settings(monkeypatch, tmp_path)
+    monkeypatch.setenv("WA_FACADE_NAMESPACE", "facade-only")
+    with caplog.at_level(logging.WARNING):
+        assert load_settings(ReceiverSettings, "prog").namespace == "whatsapp-channels"
+    assert "deprecated" not in caplog.text
 
 
 def test_no_warning_without_an_old_spelling(

@@ -158,6 +158,7 @@ def test_server_reports_the_pinned_release(cluster: Cluster):
     assert version["gitVersion"] == "v1.34.4"
 
 
+@pytest.mark.cluster
 def test_stop_ends_every_process_and_start_is_repeatable(tmp_path: Path):
     second = Cluster.start(tmp_path / "second")
     pids = dict(second.pids)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from schemathesis.checks import CheckFunction
 from whatsapp_channel.kube import Kube
 from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of
+from whatsapp_channel.settings import CHANNELS_NAMESPACE_VARIABLE
 
 from tests.support.facade_app import OWN_INSTANCE, ApiKeys, serving, write_keys_file
 from tests.support.fake_kube import OperatedKube
@@ -53,7 +54,7 @@ def fake_kube(sealing_pair: SealingPair) -> OperatedKube:
 def facade_settings(api_keys: ApiKeys, **overrides: Any) -> FacadeSettings:
     values: dict[str, Any] = {
         "api_keys_file": api_keys.file,
-        "namespace": NAMESPACE,
+        CHANNELS_NAMESPACE_VARIABLE: NAMESPACE,
         "ready_wait_seconds": 2.0,
         "kube_timeout_seconds": 0.5,
     }

@@ -11,7 +11,12 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
+from channel_api.bounded_http import HeadLimits, bounded_http
+from channel_api.facade.settings import FacadeSettings
 from fastapi import FastAPI
+
+# The limits of the facade's defaults (model_construct: no environment, no validation).
+DEFAULT_LIMITS = FacadeSettings.model_construct().head_limits()
 
 
 def free_port() -> int:
@@ -22,10 +27,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
+def serve_in_thread(app: FastAPI, limits: HeadLimits = DEFAULT_LIMITS) -> Iterator[str]:
+    """Served as `whatsapp-facade` serves it: request heads bounded by `limits`."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            http=bounded_http(limits),
+        )
     )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

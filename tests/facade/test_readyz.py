@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.product import service_account_kubeconfig
+from localkube.cluster import free_port, service_account_kubeconfig
 from localkube.services import Service
 from whatsapp_channel.model import GROUP, PLURAL, SEALING_PUBLIC_CONFIGMAP
 

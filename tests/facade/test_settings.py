@@ -44,7 +44,19 @@ def test_start_refuses_missing_or_broken_configuration(
     assert "line 1 (admin): a key is at least 32 printable characters" in err
     assert "tooshort" not in err
 
-    monkeypatch.setenv("WA_FACADE_NAMESPACE", "Not_A_Namespace")
+    monkeypatch.setenv("WA_CHANNELS_NAMESPACE", "Not_A_Namespace")
     with pytest.raises(SystemExit):
         main()
-    assert "WA_FACADE_NAMESPACE" in capsys.readouterr().err
+    assert "WA_CHANNELS_NAMESPACE" in capsys.readouterr().err
+
+
+def test_trusted_proxies_are_addresses_or_networks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WA_FACADE_API_KEYS_FILE", str(tmp_path / "keys"))
+    assert FacadeSettings().trusted_proxies == []
+    monkeypatch.setenv("WA_FACADE_TRUSTED_PROXIES", "10.0.0.0/8, 2001:db8::1")
+    assert FacadeSettings().trusted_proxies == ["10.0.0.0/8", "2001:db8::1"]
+    monkeypatch.setenv("WA_FACADE_TRUSTED_PROXIES", "ingress.example")
+    with pytest.raises(ValueError, match=r"ingress\.example"):
+        FacadeSettings()

@@ -23,7 +23,7 @@ import pytest
 from channel_operator.desired import ChannelRef, Credentials, build_secret
 from channel_operator.keystore import build_keys_secret, build_public_configmap, new_keyring
 from localkube import Cluster
-from localkube.product import service_account_kubeconfig
+from localkube.cluster import service_account_kubeconfig
 from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.kube import Forbidden, Kube, KubeError, channels_path, core_path
 from whatsapp_channel.model import (

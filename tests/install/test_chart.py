@@ -476,8 +476,7 @@ def test_a_channel_namespace_of_ones_choosing_may_exist_already(cluster: Cluster
         assert binding["subjects"][0]["namespace"] == "wa"  # the accounts stay with the pods
         deployment = deployments(rendered)[component]
         assert deployment["metadata"]["namespace"] == "wa"
-        _, prefix = SETTINGS[component]
-        assert env_of(deployment)[f"{prefix}NAMESPACE"] == "channels"
+        assert env_of(deployment)["WA_CHANNELS_NAMESPACE"] == "channels"
     created = one(render(cluster, "--set", "channelNamespace.name=channels"), "Namespace")
     assert created["metadata"]["name"] == "channels"
 

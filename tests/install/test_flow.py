@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from channel_launcher.product import PROCESSES, start
 from localkube import Cluster
-from localkube.cluster import free_port
-from localkube.product import PROCESSES, service_account_kubeconfig, start
+from localkube.cluster import free_port, service_account_kubeconfig
 from localkube.services import Service, running
 from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE, secret_name
 from whatsapp_channel.forward_proof import (
@@ -295,7 +295,7 @@ async def test_a_channel_lives_and_dies_with_only_the_charts_rbac(
         # A signed event reaches the instance, with the proof the chart's forward key makes.
         body = meta_bytes(notification([text_change(PHONE, "Hallo from the chart")]))
         forged = await http.post(webhook_url, content=body, headers=signed("not-the-secret", body))
-        assert forged.status_code == 403  # the README: a wrong signature is exactly 403
+        assert forged.status_code == 403  # docs/receiver.md: a wrong signature is exactly 403
         delivered = await http.post(webhook_url, content=body, headers=signed(APP_SECRET, body))
         assert delivered.status_code == 200, delivered.text
         [forwarded] = await product.sink.wait_for(1)

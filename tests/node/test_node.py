@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
 from localkube import Cluster
 from localkube.node import NETNS_DIR, NODE_NAME, mounts_under, node_dir
 
@@ -83,6 +84,7 @@ def _host_iptables() -> str:
     return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.cluster
 def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
     cluster = Cluster.start(tmp_path / "cluster", node=True, timeout=180)
     try:

@@ -21,7 +21,7 @@ from channel_operator import keystore, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.reconcile import Runtime
 from localkube import Cluster
-from localkube.product import service_account_kubeconfig
+from localkube.cluster import service_account_kubeconfig
 from whatsapp_channel.kube import (
     JSON,
     Conflict,
@@ -127,7 +127,9 @@ async def test_post_while_a_finalizer_holds_the_delete_is_409(
 ) -> None:
     await keystore.ensure(kube, namespace)  # the public key the facade seals to
     keys = write_keys_file(tmp_path / "api-keys")
-    settings = FacadeSettings(api_keys_file=keys.file, namespace=namespace, ready_wait_seconds=1.0)
+    settings = FacadeSettings(
+        api_keys_file=keys.file, ready_wait_seconds=1.0, WA_CHANNELS_NAMESPACE=namespace
+    )
     name = str(uuid.uuid4())
     url = f"/v1/instances/{name}/channels/whatsapp"
     setup = {
@@ -224,7 +226,9 @@ async def test_a_real_422_goes_through_the_facades_error_mapping(
     ]
     keyring = await keystore.ensure(kube, namespace)
     keys = write_keys_file(tmp_path / "api-keys")
-    settings = FacadeSettings(api_keys_file=keys.file, namespace=namespace, ready_wait_seconds=0)
+    settings = FacadeSettings(
+        api_keys_file=keys.file, ready_wait_seconds=0, WA_CHANNELS_NAMESPACE=namespace
+    )
     name = str(uuid.uuid4())
     url = f"/v1/instances/{name}/channels/whatsapp"
     setup = {

@@ -49,7 +49,7 @@ from whatsapp_channel.reasons import (
 from whatsapp_channel.sealing import PublicSealingKey, new_private_key, public_key_of, seal
 from whatsapp_channel.untrusted import MESSAGE_LIMIT
 
-from tests.operator.test_operator_reconcile import (
+from tests.operator.test_reconcile import (
     NS,
     VALUES,
     channel_body,

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from channel_launcher.product import OPERATOR
 from localkube import Cluster
 from localkube.cluster import free_port
-from localkube.product import OPERATOR
 from localkube.services import Service, running, script
 from whatsapp_channel.channel_secret import (
     DATA_HASH_ANNOTATION,

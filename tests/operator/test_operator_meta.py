@@ -5,6 +5,7 @@ a restart asks Meta (nothing for channels answered within the period)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 
@@ -102,5 +103,71 @@ async def test_the_schedule_checks_each_channel_when_due_and_never_before() -> N
         assert schedule.due_in("b") is not None
         schedule.after("c", None)  # not again until it changes
         assert len(schedule) == 1
+    finally:
+        runner.cancel()
+
+
+async def test_each_channel_is_checked_every_period_and_never_before_it_is_due() -> None:
+    """Issue 23: the schedule over many periods, with channels leaving it every way they can
+    (dropped by a reconcile, their check answering None as for a deleted or refused channel,
+    `after(None)` as for a disabled one), while the others keep being checked on time."""
+    period, step = 100.0, 5.0
+    now = [0.0]
+    checks: dict[str, list[float]] = {}
+    due_at: dict[str, float] = {}
+    gone = {"deleted"}  # their check answers None: not again until they change
+    failing = {"failing"}  # its first check fails (an apiserver error): retried, not lost
+    early: list[tuple[str, float]] = []
+
+    async def recheck(name: str) -> float | None:
+        if now[0] < due_at[name]:
+            early.append((name, now[0]))
+        checks.setdefault(name, []).append(now[0])
+        if name in failing:
+            failing.discard(name)
+            raise RuntimeError("the apiserver did not answer")
+        return None if name in gone else period
+
+    schedule = HealthSchedule(period, recheck, clock=lambda: now[0], rng=random.Random(7))
+    runner = asyncio.create_task(schedule.run())
+
+    def note_dues() -> None:
+        for name in names:
+            due = schedule.due_in(name)
+            if due is not None:
+                due_at[name] = now[0] + due
+
+    async def settle() -> None:
+        for _ in range(50):  # no real I/O: a bounded number of loop turns
+            await asyncio.sleep(0)
+
+    names = [f"c{i}" for i in range(12)] + ["failing", "deleted", "dropped", "disabled"]
+    try:
+        for name in names:
+            schedule.after(name, period)
+        note_dues()
+        for tick in range(int(10 * period / step)):
+            now[0] += step
+            schedule.after("wake", 10**9)  # wakes the loop (the clock is fake)
+            await settle()
+            note_dues()
+            if tick == 30:
+                schedule.drop("dropped")
+                schedule.after("disabled", None)
+                # A reconcile moves c0's next check later: the earlier entry is stale now.
+                schedule.after("c0", 3 * period)
+                note_dues()
+        assert not runner.done()
+        assert early == []
+        for name in names[1:13]:
+            times = checks[name]
+            assert len(times) >= 9, (name, times)
+            for earlier, later in itertools.pairwise(times):
+                assert 0.9 * period - step <= later - earlier <= 1.1 * period + step
+        assert len(checks["c0"]) >= 6
+        assert len(checks["deleted"]) == 1
+        for name in ("dropped", "disabled"):
+            assert all(t <= 31 * step for t in checks.get(name, []))
+        assert set(names) - {"deleted", "dropped", "disabled"} <= set(checks)
     finally:
         runner.cancel()

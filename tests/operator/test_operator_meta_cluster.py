@@ -459,6 +459,50 @@ async def test_drift_is_warned_and_repaired_and_health_is_reported(operated: Ope
     operated.assert_no_credential_logged()
 
 
+async def test_every_channel_keeps_being_checked_after_others_are_dropped(
+    operated: Operated,
+) -> None:
+    """A channel deleted, one disabled and one Meta refuses leave the health schedule; the
+    others are still checked at Meta every period afterwards (issue 23: the scheduler's task
+    must never end), and a healthy channel never gets a Warning (no drift on first sight)."""
+    standin = operated.standin
+    healthy_phone, healthy_values = new_phone(), credentials()
+    operated.seed(healthy_phone, healthy_values)
+    dropped: dict[str, tuple[str, dict[str, str]]] = {}
+    for what in ("deleted", "disabled", "refused"):
+        dropped[what] = new_phone(), credentials()
+        operated.seed(*dropped[what])
+    with operated.operator(health_period_seconds=1) as service:
+        healthy = await operated.create(healthy_phone, healthy_values, waba_id=None)
+        names = {what: await operated.create(*dropped[what]) for what in dropped}
+        for name in (healthy, *names.values()):
+            await operated.condition(name, READY, "True", reasons.CHANNEL_READY)
+        # Drop one channel each way a channel leaves the schedule.
+        await operated.kube.delete(channels_path(operated.namespace, names["deleted"]))
+        await operated.kube.merge_patch(
+            channels_path(operated.namespace, names["disabled"]), {"spec": {"enabled": False}}
+        )
+        standin.patch(dropped["refused"][0], NumberPatch(token_expired=True))
+        await operated.condition(
+            names["refused"], CREDENTIALS_VALID, "False", reasons.TOKEN_EXPIRED
+        )
+        await eventually(partial(_gone, operated, names["deleted"]), "the deleted channel is gone")
+        await operated.condition(names["disabled"], READY, "True", reasons.CHANNEL_DISABLED)
+        # From here on the healthy channel is still checked, period after period.
+        for _ in range(3):
+            before = standin.calls(healthy_phone, "check")
+            await eventually(
+                partial(_calls_beyond, standin, healthy_phone, before + 1),
+                "the healthy channel checked again",
+            )
+        assert "Traceback" not in Path(service.log_path).read_text(errors="replace")  # noqa: ASYNC240
+        assert await operated.warnings(healthy) == set()
+        async with httpx.AsyncClient() as http:  # liveness names every background task alive
+            live = await http.get(service.url + "/healthz")
+        assert (live.status_code, live.json().get("backgroundTasks")) == (200, "running")
+    operated.assert_no_credential_logged()
+
+
 async def test_manual_webhooks_follow_the_receivers_challenge(operated: Operated) -> None:
     standin = operated.standin
     phone, values = new_phone(), credentials()

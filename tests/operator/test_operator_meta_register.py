@@ -34,7 +34,7 @@ from whatsapp_channel import reasons
 from whatsapp_channel.kube import JSON, core_path
 from whatsapp_channel.model import READY, ChannelSpec, WebhookSpec, find_condition
 
-from tests.operator.test_operator_reconcile import NS, channel_body, public_key, sealed_spec
+from tests.operator.test_reconcile import NS, channel_body, public_key, sealed_spec
 from tests.support.fake_kube import MemoryKube
 
 WABA = "102290129340398"

@@ -18,7 +18,7 @@ from whatsapp_channel.channel_secret import WEBHOOK_MODE_ANNOTATION, parse
 from whatsapp_channel.kube import JSON, core_path
 from whatsapp_channel.model import WebhookMode
 
-from tests.operator.test_operator_reconcile import (
+from tests.operator.test_reconcile import (
     NS,
     VALUES,
     channel_body,

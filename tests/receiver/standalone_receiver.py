@@ -1,25 +1,31 @@
 """The receiver app under uvicorn, as `whatsapp-receiver` runs it (same settings class, same
-uvicorn options), but with its channel cache loaded from a file instead of a watch: for
-tests that attack a real receiver process and need no cluster.
+uvicorn options, same bounded request heads), but with its channel cache loaded from a file
+instead of a watch: for tests that attack a real receiver process and need no cluster.
 
     python -m tests.receiver.standalone_receiver <secrets.json>    # WA_RECEIVER_* as usual
+
+`started` runs it so for a test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from channel_api.receiver.admission import Admission
-from channel_api.receiver.app import Receiver
+from channel_api.receiver.app import Receiver, admission_of
 from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
+from channel_api.receiver.main import UVICORN_OPTIONS
 from channel_api.receiver.settings import ReceiverSettings
 from channel_api.receiver.status import StatusWriter
+from channel_api.serving import run
+from localkube.cluster import free_port
+from localkube.services import Service, running, start_service
 
 
 async def _no_status_writes(path: str, body: dict[str, Any]) -> None:
@@ -46,21 +52,38 @@ def main() -> None:
         forwarder,
         StatusWriter(_no_status_writes, settings.namespace, interval=60.0),
         max_body_bytes=settings.max_body_bytes,
-        admission=Admission(
-            max_requests=settings.max_concurrent_requests,
-            max_buffered_bytes=settings.max_buffered_bytes,
-            body_timeout=settings.body_timeout_seconds,
-        ),
+        admission=admission_of(settings),
     )
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        server_header=False,
-        lifespan="on",
+    run(app, settings.model_copy(update={"host": "127.0.0.1"}), **UVICORN_OPTIONS)
+
+
+@contextlib.contextmanager
+def started(
+    tmp_path: Path, forward_url_template: str, secrets: list[dict[str, Any]], env: Mapping[str, str]
+) -> Iterator[Service]:
+    """This receiver in a process of its own, serving `secrets` (channel Secrets), with `env`
+    (WA_RECEIVER_*) beside the forward settings; until the block ends."""
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps(secrets))
+    forward_secret = tmp_path / "forward-secret"
+    forward_secret.write_bytes(b"forward-secret-standalone-0123456789")
+    port = free_port()
+    service = start_service(
+        "receiver",
+        [sys.executable, "-m", "tests.receiver.standalone_receiver", str(secrets_file)],
+        env={
+            "WA_RECEIVER_FORWARD_URL_TEMPLATE": forward_url_template,
+            "WA_RECEIVER_FORWARD_SECRET_FILE": str(forward_secret),
+            "WA_RECEIVER_PORT": str(port),
+            "WA_RECEIVER_LOG_LEVEL": "info",
+            **env,
+        },
+        log_path=tmp_path / "receiver.log",
+        url=f"http://127.0.0.1:{port}",
+        health_url=f"http://127.0.0.1:{port}/readyz",
     )
+    with running(service):
+        yield service
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from channel_api.receiver.admission import (
+    CHANNEL_POOL,
     LARGE_SHARE,
     SMALL_BODY_BYTES,
     Admission,
@@ -30,9 +31,12 @@ async def _read(admission: Admission, *messages: dict[str, Any], max_body: int =
         assert pending, "read past the end of the body"
         return pending.pop(0)
 
-    body = await admission.read_body(receive, max_body)
+    body = await admission.read_body(receive, max_body, None)
     assert not pending, "stopped reading before the end of the body"
     return body
+
+
+CLIENT = "192.0.2.1"
 
 
 def _piece(data: bytes, *, more: bool = False) -> dict[str, Any]:
@@ -45,15 +49,15 @@ def _admission(budget: int) -> Admission:
 
 async def _fits(admission: Admission, size: int) -> bool:
     """Whether a body of `size` bytes is taken; the budget is given back either way."""
-    assert admission.admit()
+    assert admission.admit(CLIENT, CHANNEL_POOL)
     try:
         body = await _read(admission, _piece(b"x" * size))
     except OverBudget:
-        admission.release(0)
+        admission.release(CLIENT, CHANNEL_POOL, 0)
         assert admission.buffered == 0
         return False
     assert (len(body), admission.buffered) == (size, size)
-    admission.release(len(body))  # as the receiver does once it has answered
+    admission.release(CLIENT, CHANNEL_POOL, len(body))  # as the receiver does once it has answered
     assert admission.in_flight == admission.buffered == 0
     return True
 

@@ -9,7 +9,7 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
-from channel_api.receiver.admission import Admission
+from channel_api.receiver.admission import Admission, client_of
 from channel_api.receiver.app import Receiver
 from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
@@ -46,7 +46,7 @@ async def _nothing(path: str, body: object) -> None:
     return None
 
 
-def _setup(sink: Sink, admission: Admission) -> Setup:
+def _setup(sink: Sink, admission: Admission, max_body_bytes: int = 3 * 1024 * KIB) -> Setup:
     instance, disabled = new_instance_id(), new_instance_id()
     cache = ChannelCache()
     fill_cache(
@@ -67,7 +67,7 @@ def _setup(sink: Sink, admission: Admission) -> Setup:
         cache,
         forwarder,
         StatusWriter(_nothing, "tests", interval=60.0),
-        max_body_bytes=3 * 1024 * KIB,
+        max_body_bytes=max_body_bytes,
         admission=admission,
     )
     return Setup(receiver, admission, instance, disabled)
@@ -224,11 +224,14 @@ async def test_a_body_slower_than_a_deadline_check_but_within_its_deadline_is_re
 ):
     """The deadline is checked about once a second over every body being read; a check
     before a body's deadline leaves its read alone (a mutant cancelling every read at the
-    first check lived)."""
-    setup = _setup(
-        sink, Admission(max_requests=8, max_buffered_bytes=8 * 1024 * KIB, body_timeout=60.0)
-    )
+    first check lived). The body is of the largest size allowed, so its deadline is the whole
+    body_timeout."""
     body = meta_bytes(notification([text_change(PHONE, "slow but in time")]))
+    setup = _setup(
+        sink,
+        Admission(max_requests=8, max_buffered_bytes=8 * 1024 * KIB, body_timeout=60.0),
+        max_body_bytes=len(body),
+    )
     slow = Body()
     slow.feed(body[:10])
     task = asyncio.create_task(
@@ -252,3 +255,34 @@ async def test_a_body_slower_than_a_deadline_check_but_within_its_deadline_is_re
     assert setup.admission.in_flight == setup.admission.buffered == 0
     # With no body being read, the checks stop: an idle receiver keeps no timer.
     await _until(lambda: setup.admission._reaper is None, "the deadline checks stopped")
+
+
+async def test_a_body_gets_a_deadline_scaled_to_its_declared_length(sink: Sink):
+    """Issue 21, item 3: a trickled body declared small is cut off at the floor, long before
+    a deadline meant for the largest body (it used to hold its slot the whole time)."""
+    setup = _setup(
+        sink, Admission(max_requests=8, max_buffered_bytes=8 * 1024 * KIB, body_timeout=600.0)
+    )
+    stalled = Body()
+    stalled.feed(b"{")  # of 100 bytes declared, and then nothing
+    answer = await asyncio.wait_for(
+        call(
+            setup.receiver,
+            "POST",
+            f"/hooks/whatsapp/{setup.instance}",
+            stalled,
+            _post_headers(length=100),
+        ),
+        timeout=60,
+    )
+    assert answer.status == 408
+    assert setup.admission.in_flight == setup.admission.buffered == 0
+
+
+def test_a_client_counts_by_its_address_an_ipv6_one_by_its_64():
+    def key(host: str) -> str:
+        return client_of({"client": (host, 443)})
+
+    assert key("192.0.2.1") != key("192.0.2.2")
+    assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9") != key("2001:db8:1:3::1")
+    assert client_of({"client": None}) == client_of({}) == ""

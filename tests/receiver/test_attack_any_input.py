@@ -35,7 +35,7 @@ INSTANCE = "3f6c1b9e-2a4d-4e8f-9b1c-7d5e3a2f1c0b"
 DISABLED = "5a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 PHONE = "106540352245551"
 APP_SECRET = "any-input-app-secret-0123456789"
-# The receiver's documented answers on its webhook URLs (README, "Rules").
+# The receiver's documented answers on its webhook URLs (docs/receiver.md, "Rules").
 DOCUMENTED = {200, 400, 401, 403, 404, 405, 408, 413, 502, 503, 504}
 
 

@@ -9,16 +9,14 @@ JSON gets 400, and nothing ever logs a traceback."""
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from localkube.cluster import free_port
-from localkube.services import Service, running, start_service
+from localkube.services import Service
 
+from tests.receiver.standalone_receiver import started
 from tests.support.payloads import (
     channel_secret,
     meta_bytes,
@@ -27,6 +25,7 @@ from tests.support.payloads import (
     signed,
     text_change,
 )
+from tests.support.raw_http import memory_bytes
 from tests.support.sink import Sink
 
 APP_SECRET = "slow-bodies-app-secret-0123456789"
@@ -43,42 +42,17 @@ assert ATTACKERS * 64 * 1024 < BUDGET // 4 - 64 * 1024
 RSS_BOUND = 64 * MIB
 
 
-def _kib(field: str, pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} for {pid}")
-
-
 @pytest.fixture
 def receiver(sink: Sink, tmp_path: Path) -> Iterator[tuple[Service, str]]:
     instance = new_instance_id()
-    secrets_file = tmp_path / "secrets.json"
-    secrets_file.write_text(
-        json.dumps([channel_secret(instance, PHONE, app_secret=APP_SECRET, verify_token="t" * 20)])
-    )
-    forward_secret = tmp_path / "forward-secret"
-    forward_secret.write_bytes(b"forward-secret-slow-bodies-0123456789")
-    port = free_port()
+    secrets = [channel_secret(instance, PHONE, app_secret=APP_SECRET, verify_token="t" * 20)]
     env = {
-        "WA_RECEIVER_FORWARD_URL_TEMPLATE": sink.url_template,
-        "WA_RECEIVER_FORWARD_SECRET_FILE": str(forward_secret),
-        "WA_RECEIVER_PORT": str(port),
-        "WA_RECEIVER_LOG_LEVEL": "info",
         "WA_RECEIVER_MAX_BUFFERED_BYTES": str(BUDGET),
         "WA_RECEIVER_MAX_CONCURRENT_REQUESTS": "256",
         # Long enough that the attack is still held while honest events are sent.
         "WA_RECEIVER_BODY_TIMEOUT_SECONDS": "8",
     }
-    service = start_service(
-        "receiver",
-        [sys.executable, "-m", "tests.receiver.standalone_receiver", str(secrets_file)],
-        env=env,
-        log_path=tmp_path / "receiver.log",
-        url=f"http://127.0.0.1:{port}",
-        health_url=f"http://127.0.0.1:{port}/readyz",
-    )
-    with running(service):
+    with started(tmp_path, sink.url_template, secrets, env) as service:
         yield service, instance
 
 
@@ -136,7 +110,7 @@ async def test_slow_bodies_keep_memory_bounded_and_honest_events_flowing(
                 f"/hooks/whatsapp/{instance}", content=body, headers=signed(APP_SECRET, body)
             )
             assert answer.status_code == 200, answer.text
-        rss_before = _kib("VmRSS", pid)
+        rss_before = memory_bytes("VmRSS", pid)
 
         state = _Attack()
         paths = [f"/hooks/whatsapp/{instance}", "/hooks/whatsapp"]
@@ -149,7 +123,7 @@ async def test_slow_bodies_keep_memory_bounded_and_honest_events_flowing(
                 f"/hooks/whatsapp/{instance}", content=honest, headers=signed(APP_SECRET, honest)
             )
             assert answer.status_code == 200, answer.text
-        peak = _kib("VmHWM", pid)
+        peak = memory_bytes("VmHWM", pid)
         assert peak - rss_before < RSS_BOUND, (
             f"peak RSS {peak / MIB:.0f} MiB, {(peak - rss_before) / MIB:.0f} MiB over "
             f"{rss_before / MIB:.0f} MiB before the attack"

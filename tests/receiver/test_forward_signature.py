@@ -1,6 +1,6 @@
 """Issue 15, the header itself: every forwarded request carries `X-Hub-Signature-256` over the
 exact bytes the instance receives, with its own channel's app secret, checked here the way the
-README tells an instance without a library to check it."""
+docs/receiver.md tells an instance without a library to check it."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ PHONE_B = "106540352240002"
 TEXT = "Grüße, Zoë! ça coûte 10 € 😀"
 
 
-def readme_check(app_secret: str, forwarded: Forwarded) -> bool:
-    """The README's three lines."""
+def documented_check(app_secret: str, forwarded: Forwarded) -> bool:
+    """The three lines of docs/receiver.md."""
     expected = "sha256=" + hmac.new(app_secret.encode(), forwarded.body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, forwarded.headers.get("X-Hub-Signature-256", ""))
 
@@ -56,9 +56,9 @@ async def test_each_channel_url_forwards_metas_bytes_signed_with_its_own_secret(
     assert got[a].body == body_a
     assert got[b].body == body_b
     assert got[a].headers["X-Hub-Signature-256"] == meta_signature(SECRET_A, body_a)  # lower
-    assert readme_check(SECRET_A, got[a])
-    assert readme_check(SECRET_B, got[b])
-    assert not readme_check(SECRET_B, got[a])
+    assert documented_check(SECRET_A, got[a])
+    assert documented_check(SECRET_B, got[b])
+    assert not documented_check(SECRET_B, got[a])
     assert got[a].headers["Content-Type"] == "application/json"
 
 
@@ -82,7 +82,7 @@ async def test_a_shared_batch_is_split_and_each_part_signed_over_its_own_bytes(
         part = got[instance]
         assert part.body != body
         assert part.body.isascii()  # as Meta encodes: non-ASCII escaped
-        assert readme_check(SECRET_A, part)
+        assert documented_check(SECRET_A, part)
         assert part.headers["X-Hub-Signature-256"] != meta_signature(SECRET_A, body)
         event = json.loads(part.body)
         (change,) = event["entry"][0]["changes"]

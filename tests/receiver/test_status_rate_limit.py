@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
+from channel_launcher.product import start_receiver
 from localkube import Cluster
 from localkube.cluster import free_port
-from localkube.product import start_receiver
 from localkube.services import running
 from whatsapp_channel.kube import Kube, channels_path
 from whatsapp_channel.model import API_VERSION, KIND

@@ -1,6 +1,6 @@
 """The chart as the tests use it: render it, install it, and act as its service accounts
 (`kubectl auth can-i`; a kubeconfig holding one of their tokens is
-`localkube.product.service_account_kubeconfig`; the chart's identities for the end-to-end
+`localkube.cluster.service_account_kubeconfig`; the chart's identities for the end-to-end
 suites are `tests.support.identities`)."""
 
 from __future__ import annotations

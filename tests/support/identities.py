@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from localkube import Cluster
-from localkube.cluster import write_kubeconfig
-from localkube.product import service_account_kubeconfig
+from localkube.cluster import service_account_kubeconfig, write_kubeconfig
 
 from tests.support.chart import component_name, render
 

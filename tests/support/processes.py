@@ -1,5 +1,5 @@
 """The product's three processes, run as their console scripts (end-to-end suites), all the
-same way, with `localkube.product`'s launcher (what `whatsapp-dev` runs too):
+same way, with `channel_launcher.product`'s launcher (what `whatsapp-dev` runs too):
 
     with run_operator(kubeconfig, log_dir, namespace=ns, webhook_base_url=base) as op: ...
     with run_facade(kubeconfig, log_dir, namespace=ns, api_keys_file=f) as facade: ...
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Unpack
 
-from localkube import Cluster, product
+from channel_launcher import product
+from channel_launcher.product import FacadeEnv, OperatorEnv
+from localkube import Cluster
 from localkube.cluster import free_port
-from localkube.product import FacadeEnv, OperatorEnv
 from localkube.services import Service, running
 
 

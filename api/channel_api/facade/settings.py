@@ -1,5 +1,5 @@
 """The facade's one settings class: environment variables prefixed `WA_FACADE_`, and
-`WA_KEYS_NAMESPACE`, shared with the operator.
+`WA_CHANNELS_NAMESPACE` and `WA_KEYS_NAMESPACE`, shared with the operator.
 
 Cluster access is the standard `KUBECONFIG`, or the in-cluster service account without it.
 """
@@ -9,18 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN
-from whatsapp_channel.settings import LogLevel, keys_namespace_field
+from pydantic_settings import SettingsConfigDict
+from whatsapp_channel.settings import LogLevel, channels_namespace_field, keys_namespace_field
+
+from channel_api.bounded_http import ServingSettings
 
 
-class FacadeSettings(BaseSettings):
+class FacadeSettings(ServingSettings):
     model_config = SettingsConfigDict(env_prefix="WA_FACADE_", extra="ignore")
 
-    namespace: str = Field(
-        default=DEFAULT_NAMESPACE,
-        pattern=DNS1123_SUBDOMAIN_PATTERN,
-        description="Namespace of the WhatsAppChannel resources.",
+    namespace: str = channels_namespace_field(
+        "WA_FACADE_NAMESPACE", description="Namespace of the WhatsAppChannel resources."
     )
     keys_namespace: str | None = keys_namespace_field(
         "WA_FACADE_SEALING_KEY_NAMESPACE",

@@ -4,13 +4,21 @@ A webhook POST that passed the checks needing no body (its path, its signature h
 per-channel URL its channel) is admitted here before its body is read, and released once it
 is answered:
 
-- at most `max_requests` are admitted at once; past that, 503 with `Retry-After`;
+- at most `max_requests` are admitted at once on the shared URL, and as many again on the
+  per-channel URLs of known channels (separate slots: a flood of the one cannot starve the
+  other); past that, 503 with `Retry-After`;
+- at most `max_per_client` of them from one client address (an IPv6 address counts by its
+  /64, what one host is routed), so no single client can hold the slots; its address is
+  the TCP peer's, or the one a trusted proxy forwarded (uvicorn's proxy headers, only for
+  the proxies the settings name);
 - the body bytes held by all admitted requests together stay within `max_buffered_bytes`;
   a chunk that would pass it gets the request 503 with `Retry-After`. Bytes of one request
   past its first `SMALL_BODY_BYTES` may fill only `LARGE_SHARE` of the budget, so events
   of ordinary size (Meta's are a few KB) are still admitted while large bodies fill the rest;
-- the whole body must arrive within `body_timeout` seconds of the request's head; past
-  that, 408.
+- the whole body must arrive within a deadline scaled to its declared length: a body of
+  `max_body` bytes gets `body_timeout` seconds from the request's head, a smaller one its
+  share of that but at least `BODY_TIMEOUT_FLOOR` (without a declared length, the whole
+  `body_timeout`); past it, 408. A client trickling small bodies holds its slots briefly.
 
 Every refusal here is answered with `Connection: close`, so the unread rest of a body is
 never read.
@@ -19,6 +27,7 @@ never read.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -28,6 +37,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 # a few KB); what one request holds beyond them may fill only this share of it.
 SMALL_BODY_BYTES = 64 * 1024
 LARGE_SHARE = 0.75
+# The least time any body gets (Meta's events are a few KB and arrive in one read).
+BODY_TIMEOUT_FLOOR = 2.0
+SHARED_POOL, CHANNEL_POOL = 0, 1
 
 
 class BodyTooLarge(Exception):
@@ -51,7 +63,9 @@ class Admission:
     are exact on the one event loop."""
 
     __slots__ = (
+        "_by_client",
         "_expired",
+        "_in_pool",
         "_large_limit",
         "_reading",
         "_reaper",
@@ -59,15 +73,26 @@ class Admission:
         "buffered",
         "in_flight",
         "max_buffered_bytes",
+        "max_per_client",
         "max_requests",
     )
 
-    def __init__(self, *, max_requests: int, max_buffered_bytes: int, body_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_requests: int,
+        max_buffered_bytes: int,
+        body_timeout: float,
+        max_per_client: int | None = None,
+    ) -> None:
         self.max_requests = max_requests
+        self.max_per_client = max_requests if max_per_client is None else max_per_client
         self.max_buffered_bytes = max_buffered_bytes
         self.body_timeout = body_timeout
         self._large_limit = int(max_buffered_bytes * LARGE_SHARE)
-        self.in_flight = 0
+        self.in_flight = 0  # in both pools
+        self._in_pool = [0, 0]  # SHARED_POOL, CHANNEL_POOL
+        self._by_client: dict[str, int] = {}
         self.buffered = 0
         # The body deadline: one periodic check over the requests reading a body, instead of
         # a timer per request (asyncio.timeout costs ~6 us a request; this, well under 1).
@@ -75,16 +100,26 @@ class Admission:
         self._expired: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.TimerHandle | None = None
 
-    def admit(self) -> bool:
-        """Take a request slot; False when every slot is taken."""
-        if self.in_flight >= self.max_requests:
+    def admit(self, client: str, pool: int) -> bool:
+        """Take a slot of `pool` for `client` (`client_of`); False when the pool's slots or
+        the client's share are all taken."""
+        mine = self._by_client.get(client, 0)
+        if self._in_pool[pool] >= self.max_requests or mine >= self.max_per_client:
             return False
+        self._in_pool[pool] += 1
+        self._by_client[client] = mine + 1
         self.in_flight += 1
         return True
 
-    def release(self, held: int) -> None:
+    def release(self, client: str, pool: int, held: int) -> None:
         """Give back an admitted request's slot and the body bytes `read_body` counted."""
         self.in_flight -= 1
+        self._in_pool[pool] -= 1
+        left = self._by_client[client] - 1
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
         self.buffered -= held
 
     def _take(self, held: int, more: int) -> bool:
@@ -96,16 +131,19 @@ class Admission:
         self.buffered = total
         return True
 
-    async def read_body(self, receive: Receive, max_body: int) -> bytes:
-        """The whole body, counted against the budget (the caller releases `len(body)`).
-        Raises BodyTooLarge, OverBudget, BodyTimedOut or Disconnected, having given back
-        whatever it had counted."""
+    async def read_body(self, receive: Receive, max_body: int, declared: int | None) -> bytes:
+        """The whole body (of `declared` length, when the head said), counted against the
+        budget (the caller releases `len(body)`). Raises BodyTooLarge, OverBudget,
+        BodyTimedOut or Disconnected, having given back whatever it had counted."""
         chunks: list[bytes] = []
         held = 0
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        self._reading[task] = loop.time() + self.body_timeout
+        timeout = self.body_timeout
+        if declared is not None:
+            timeout = min(timeout, max(BODY_TIMEOUT_FLOOR, timeout * declared / max_body))
+        self._reading[task] = loop.time() + timeout
         if self._reaper is None:
             self._reaper = loop.call_later(self._reap_interval(), self._reap, loop)
         try:
@@ -139,7 +177,7 @@ class Admission:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _reap_interval(self) -> float:
-        return min(1.0, self.body_timeout / 4)
+        return min(self.body_timeout, BODY_TIMEOUT_FLOOR) / 4
 
     def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
         """Cancels every body read past its deadline (each such task is inside `read_body`,
@@ -152,3 +190,18 @@ class Admission:
         self._reaper = (
             loop.call_later(self._reap_interval(), self._reap, loop) if self._reading else None
         )
+
+
+def client_of(scope: MutableMapping[str, Any]) -> str:
+    """The key a request's client is counted by: its address (uvicorn puts a trusted proxy's
+    forwarded one there), an IPv6 address by its /64."""
+    client = scope.get("client")
+    if not client:
+        return ""
+    host: str = client[0]
+    if ":" not in host:
+        return host
+    try:
+        return str(ipaddress.IPv6Network((host, 64), strict=False).network_address)
+    except ValueError:
+        return host

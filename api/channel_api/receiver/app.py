@@ -23,7 +23,16 @@ from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Kube, core_path, reflect
 from whatsapp_channel.model import webhook_path
 
-from .admission import Admission, BodyTimedOut, BodyTooLarge, Disconnected, OverBudget
+from .admission import (
+    CHANNEL_POOL,
+    SHARED_POOL,
+    Admission,
+    BodyTimedOut,
+    BodyTooLarge,
+    Disconnected,
+    OverBudget,
+    client_of,
+)
 from .channel_cache import Channel, ChannelCache
 from .forward import Delivery, Forwarder, deliver_all
 from .meta import (
@@ -202,13 +211,16 @@ class Receiver:
             counted.unknown_channel.inc()
             return await _send(send, FORBIDDEN_EARLY)
         admission = self.admission
-        if not admission.admit():
+        client = client_of(scope)
+        pool = SHARED_POOL if instance_id is None else CHANNEL_POOL
+        if not admission.admit(client, pool):
             counted.overloaded.inc()
             return await _send(send, OVERLOADED)
         held = 0
         try:
             try:
-                body = await admission.read_body(receive, self._max_body)
+                declared = int(length) if length is not None else None
+                body = await admission.read_body(receive, self._max_body, declared)
             except BodyTooLarge:
                 counted.too_large.inc()
                 return await _send(send, TOO_LARGE_EARLY)
@@ -225,7 +237,7 @@ class Receiver:
                 answer = await self._channel_event(instance_id, body, signature)
             await _send(send, answer)
         finally:
-            admission.release(held)
+            admission.release(client, pool, held)
 
     async def _channel_event(
         self, instance_id: str, body: bytes, signature: bytes
@@ -301,14 +313,19 @@ class Receiver:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _default_admission() -> Admission:
-    """The admission the settings' defaults describe."""
-    fields = ReceiverSettings.model_fields
+def admission_of(settings: ReceiverSettings) -> Admission:
+    """The admission `settings` describe."""
     return Admission(
-        max_requests=fields["max_concurrent_requests"].default,
-        max_buffered_bytes=fields["max_buffered_bytes"].default,
-        body_timeout=fields["body_timeout_seconds"].default,
+        max_requests=settings.max_concurrent_requests,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        body_timeout=settings.body_timeout_seconds,
+        max_per_client=settings.max_requests_per_client,
     )
+
+
+def _default_admission() -> Admission:
+    """The admission the settings' defaults describe (model_construct: no environment)."""
+    return admission_of(ReceiverSettings.model_construct())
 
 
 def _delivered(deliveries: list[Delivery], counted: Endpoint) -> tuple[Message, Message]:
@@ -393,10 +410,6 @@ def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver
         status,
         max_body_bytes=settings.max_body_bytes,
         lifespan=lifespan,
-        admission=Admission(
-            max_requests=settings.max_concurrent_requests,
-            max_buffered_bytes=settings.max_buffered_bytes,
-            body_timeout=settings.body_timeout_seconds,
-        ),
+        admission=admission_of(settings),
     )
     return receiver

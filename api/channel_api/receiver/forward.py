@@ -37,6 +37,8 @@ _SIGNED = (
 ).encode()
 # Per-instance targets kept; past this the cache starts over (channels come and go).
 _TARGETS_CACHED = 65536
+# The share of all delivery slots kept for instances with no delivery in flight.
+_RESERVE = 0.25
 
 
 class Delivery(enum.Enum):
@@ -53,7 +55,20 @@ class Forwarder:
 
     At most `max_per_instance` deliveries to one instance are in flight at once, and
     `max_connections` in all. A delivery past either is not tried (`Delivery.BUSY`) rather
-    than queued, so a hung instance costs others neither connections nor deadline."""
+    than queued, so a hung instance costs others neither connections nor deadline.
+
+    So that a few hung instances cannot hold every slot between them (16 hung instances at
+    16 each were all 256), slots are shared out fairly (issue 21):
+
+    - an instance's first delivery in flight needs only a free slot; each further one needs
+      more than a quarter of all slots free (`_RESERVE`), so that quarter stays for the
+      first deliveries of the others;
+    - an instance whose last delivery timed out gets one delivery in flight, until one is
+      answered again.
+
+    The cap per tenant is the cap per instance (an instance is one tenant's agent); a cap
+    per forward host would add nothing to it: the URL template either gives each instance a
+    host of its own or gives all of them the same one."""
 
     def __init__(
         self,
@@ -74,8 +89,10 @@ class Forwarder:
         self._client = Http1Client(max_connections=max_connections, ssl_context=ssl_context)
         self._max_connections = max_connections
         self._max_per_instance = max_per_instance
+        self._reserve = int(max_connections * _RESERVE)
         self._in_flight = 0
         self._in_flight_to: dict[str, int] = {}
+        self._timed_out: set[str] = set()  # instances whose last delivery timed out
         self._targets: dict[str, Target] = {}
 
     async def start(self) -> None:
@@ -111,13 +128,22 @@ class Forwarder:
             log.warning("instance %s has no usable URL: %s", instance_id, exc)
             return Delivery.UNREACHABLE
         in_flight = self._in_flight_to.get(instance_id, 0)
-        if in_flight >= self._max_per_instance or self._in_flight >= self._max_connections:
+        if self._in_flight >= self._max_connections or (
+            in_flight and self._busy(instance_id, in_flight)
+        ):
             log.info("instance %s has too many events in flight", instance_id)
             return Delivery.BUSY
         self._in_flight_to[instance_id] = in_flight + 1
         self._in_flight += 1
         try:
-            return await self._deliver(target, instance_id, body, app_secret)
+            delivery = await self._deliver(target, instance_id, body, app_secret)
+            if delivery is Delivery.TIMED_OUT:
+                if len(self._timed_out) >= _TARGETS_CACHED:
+                    self._timed_out.clear()
+                self._timed_out.add(instance_id)
+            elif delivery is not Delivery.UNREACHABLE:  # it answered
+                self._timed_out.discard(instance_id)
+            return delivery
         finally:
             self._in_flight -= 1
             left = self._in_flight_to[instance_id] - 1
@@ -125,6 +151,14 @@ class Forwarder:
                 self._in_flight_to[instance_id] = left
             else:
                 del self._in_flight_to[instance_id]
+
+    def _busy(self, instance_id: str, in_flight: int) -> bool:
+        """Whether an instance with `in_flight` (at least one) deliveries may not have more."""
+        return (
+            in_flight >= self._max_per_instance
+            or instance_id in self._timed_out
+            or self._max_connections - self._in_flight <= self._reserve
+        )
 
     async def _deliver(
         self, target: Target, instance_id: str, body: bytes, app_secret: bytes

@@ -1,6 +1,6 @@
 """A lean keep-alive HTTP/1.1 client on asyncio streams: POST with a body, read the status.
 
-Deliberately small (the receiver's forward hop is its hot path; see README, Benchmarks):
+Deliberately small (the receiver's forward hop is its hot path; see docs/benchmarks.md):
 POST with a Content-Length body, an answer framed by Content-Length, chunked or the end of
 the connection, of which at most `ANSWER_READ_LIMIT` bytes are read. Connections are kept
 per (scheme, host, port), at most `max_connections` idle; how many are in use at once is

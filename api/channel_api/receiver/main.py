@@ -7,6 +7,11 @@ from channel_api.receiver.settings import ReceiverSettings
 from channel_api.serving import serve
 
 PROG = "whatsapp-receiver"
+UVICORN_OPTIONS = {
+    # The access log would print hub.verify_token from the challenge's query string.
+    "access_log": False,
+    "lifespan": "on",
+}
 
 
 def main() -> None:
@@ -16,9 +21,7 @@ def main() -> None:
         create_app,
         start_errors=(OSError, ValueError),
         start_error_prefix="cannot start",
-        # The access log would print hub.verify_token from the challenge's query string.
-        access_log=False,
-        lifespan="on",
+        **UVICORN_OPTIONS,
     )
 
 

@@ -1,19 +1,21 @@
-"""The receiver's one settings class: environment variables prefixed `WA_RECEIVER_`."""
+"""The receiver's one settings class: environment variables prefixed `WA_RECEIVER_`, and
+`WA_CHANNELS_NAMESPACE`, shared with the operator and the facade."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from whatsapp_channel.model import DEFAULT_NAMESPACE
-from whatsapp_channel.settings import LogLevel
+from pydantic_settings import SettingsConfigDict
+from whatsapp_channel.settings import LogLevel, channels_namespace_field
+
+from channel_api.bounded_http import ServingSettings
 
 # A forwarding secret shorter than this is a typo or a placeholder, not a key.
 MIN_FORWARD_SECRET_BYTES = 16
 
 
-class ReceiverSettings(BaseSettings):
+class ReceiverSettings(ServingSettings):
     """Where the channels live, where events go, and the limits that protect the process.
 
     The apiserver connection is not here: it comes from $KUBECONFIG or the in-cluster
@@ -22,7 +24,9 @@ class ReceiverSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WA_RECEIVER_", extra="ignore")
 
-    namespace: str = Field(default=DEFAULT_NAMESPACE, min_length=1)
+    namespace: str = channels_namespace_field(
+        "WA_RECEIVER_NAMESPACE", description="Namespace of the channels' Secrets."
+    )
     # Where a channel's verified events go; `{instance_id}` is replaced by the channel's.
     forward_url_template: str
     # A file holding the key that signs forwarded requests (the instance checks it).
@@ -38,11 +42,15 @@ class ReceiverSettings(BaseSettings):
     # Prometheus metrics (/metrics) on `host`, never on `port`, which faces the internet; 0: none.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: LogLevel = "INFO"
-    # What one process takes on at once (issue 13): webhook POSTs admitted, past which 503
-    # with Retry-After; the body bytes they hold together, ditto; and the time a whole body
-    # has to arrive, past which 408.
+    # What one process takes on at once (issue 13): webhook POSTs admitted on the shared URL,
+    # and as many on per-channel URLs, past which 503 with Retry-After; the body bytes they
+    # hold together, ditto; and the time a whole body has to arrive, past which 408.
     max_concurrent_requests: int = Field(default=1024, ge=1)
+    # Of those, what one client address may hold (issue 21): no single client holds them all.
+    # Behind a proxy, list it in trusted_proxies, or every client counts as the proxy.
+    max_requests_per_client: int = Field(default=64, ge=1)
     max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # (for a body of max_body_bytes; a smaller declared length gets its share, at least 2 s)
     body_timeout_seconds: float = Field(default=10.0, gt=0)
     # Deliveries in flight to one instance; past it that instance's events get 503 at once.
     forward_max_per_instance: int = Field(default=16, ge=1)

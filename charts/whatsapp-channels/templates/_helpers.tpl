@@ -268,3 +268,16 @@ to:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* The bounded-request-head settings of the facade or the receiver: (dict "prefix"
+"WA_RECEIVER_" "http" $values.http). */}}
+{{- define "whatsapp-channels.headLimitsEnv" -}}
+- name: {{ .prefix }}MAX_HEAD_BYTES
+  value: {{ .http.maxHeadBytes | int64 | quote }}
+- name: {{ .prefix }}HEAD_TIMEOUT_SECONDS
+  value: {{ .http.headTimeoutSeconds | quote }}
+- name: {{ .prefix }}MAX_CONNECTIONS
+  value: {{ .http.maxConnections | int64 | quote }}
+- name: {{ .prefix }}TRUSTED_PROXIES
+  value: {{ join "," .http.trustedProxies | quote }}
+{{- end }}

@@ -19,10 +19,12 @@ import threading
 from pathlib import Path
 
 from aiohttp import web
-
-from localkube.cluster import Cluster, ClusterError, free_port
-from localkube.product import apply_crd, start_facade, start_operator, start_receiver
+from localkube.cluster import Cluster, free_port
+from localkube.processes import ClusterError
 from localkube.services import Service, ServiceError, script, start_service
+from whatsapp_channel.settings import CHANNELS_NAMESPACE_VARIABLE, KEYS_NAMESPACE_VARIABLE
+
+from channel_launcher.product import apply_crd, start_facade, start_operator, start_receiver
 
 REPO = Path(__file__).resolve().parents[2]
 # As the chart lays it out: the channels and their Secrets in a namespace of their own (the
@@ -165,11 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             f"export WA_API_URL={api_url}\n"
             f"export WA_API_KEY={api_key}\n"
             f"export WA_WEBHOOK_BASE_URL={webhook_base}\n"
-            f"export WA_NAMESPACE={NAMESPACE}\n"
-            # whatsapp-seal's defaults: the channels' namespace and where the public key is
-            # (where `whatsapp-operator rotate-key` finds the keys too).
-            f"export WA_CHANNELS_NAMESPACE={NAMESPACE}\n"
-            f"export WA_KEYS_NAMESPACE={KEYS_NAMESPACE}\n"
+            # The channels' namespace and the keys' (docs/namespaces.md), as every process
+            # reads them: whatsapp-seal and `whatsapp-operator rotate-key` from this shell.
+            f"export {CHANNELS_NAMESPACE_VARIABLE}={NAMESPACE}\n"
+            f"export {KEYS_NAMESPACE_VARIABLE}={KEYS_NAMESPACE}\n"
             # where `whatsapp-graph-standin send-text` finds the stand-in
             + (f"export WA_GRAPH_STANDIN_URL={graph_url}\n" if args.graph_url is None else "")
         )

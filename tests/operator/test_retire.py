@@ -39,7 +39,7 @@ from tests.operator.test_operator_cluster import (
     wait_ready,
 )
 from tests.operator.test_operator_cluster import public_key as published_key
-from tests.operator.test_operator_reconcile import (
+from tests.operator.test_reconcile import (
     NS,
     VALUES,
     make_runtime,

@@ -2,10 +2,10 @@
 the three processes (operator, facade, receiver) and the kubeconfig of a service account.
 
 Each process is its console script with its `WA_<PROCESS>_*` variables (and the shared
-`WA_KEYS_NAMESPACE`), given as keywords named after its settings class's fields (the
-TypedDicts below; tests/controlplane/test_product.py checks them against the classes); it
-listens on loopback, logs to `<log_dir>/<script>-<namespace>-<port>.log` and is returned once
-its health URL answers 200.
+`WA_CHANNELS_NAMESPACE` and `WA_KEYS_NAMESPACE`), given as keywords named after its settings
+class's fields (the TypedDicts below; tests/launcher/test_product.py checks them against
+the classes); it listens on loopback, logs to `<log_dir>/<script>-<namespace>-<port>.log`
+and is returned once its health URL answers 200.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Required, TypedDict, Unpack
 
-from whatsapp_channel.settings import KEYS_NAMESPACE_VARIABLE, LogLevel
-
-from localkube.cluster import Cluster, free_port, write_kubeconfig
+from localkube.cluster import Cluster, free_port
 from localkube.services import Service, script, start_service
+from whatsapp_channel.settings import (
+    CHANNELS_NAMESPACE_VARIABLE,
+    KEYS_NAMESPACE_VARIABLE,
+    LogLevel,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "whatsappchannels.yaml"
 CRD_NAME = "whatsappchannels.whatsapp.hydracore.io"
 LOOPBACK = "127.0.0.1"
 # Settings read from one variable by every process that has them, instead of <prefix><NAME>.
-SHARED_VARIABLES = {"keys_namespace": KEYS_NAMESPACE_VARIABLE}
+SHARED_VARIABLES = {
+    "namespace": CHANNELS_NAMESPACE_VARIABLE,
+    "keys_namespace": KEYS_NAMESPACE_VARIABLE,
+}
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,12 @@ class Process:
     ready_path: str
 
     def env(self, **settings: object) -> dict[str, str]:
-        """`settings` (a settings field's name and value; None: its default) as variables."""
+        """`settings` (a settings field's name and value; None: its default) as variables; a
+        list comma-separated, as the settings read it."""
         return {
-            self.variable(name): str(value) for name, value in settings.items() if value is not None
+            self.variable(name): ",".join(value) if isinstance(value, list) else str(value)
+            for name, value in settings.items()
+            if value is not None
         }
 
     def variable(self, field: str) -> str:
@@ -86,7 +95,16 @@ class OperatorEnv(TypedDict, total=False):
     webhook_mode: Literal["managed", "manual"] | None
 
 
-class FacadeEnv(TypedDict, total=False):
+class ServingEnv(TypedDict, total=False):
+    """Fields of channel_api.bounded_http.ServingSettings, in the facade's and receiver's."""
+
+    max_head_bytes: int | None
+    head_timeout_seconds: float | None
+    max_connections: int | None
+    trusted_proxies: list[str] | None
+
+
+class FacadeEnv(ServingEnv, total=False):
     """Fields of channel_api.facade.settings.FacadeSettings (None: its default)."""
 
     namespace: Required[str]
@@ -100,7 +118,7 @@ class FacadeEnv(TypedDict, total=False):
     log_level: LogLevel | None
 
 
-class ReceiverEnv(TypedDict, total=False):
+class ReceiverEnv(ServingEnv, total=False):
     """Fields of channel_api.receiver.settings.ReceiverSettings (None: its default)."""
 
     namespace: Required[str]
@@ -113,6 +131,7 @@ class ReceiverEnv(TypedDict, total=False):
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
     max_concurrent_requests: int | None
+    max_requests_per_client: int | None
     max_buffered_bytes: int | None
     body_timeout_seconds: float | None
     forward_max_per_instance: int | None
@@ -131,7 +150,7 @@ def start(
     `port` (default: a free one); return once it is ready (or only alive: `ready=False`)."""
     port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
-    namespace = env.get(f"{process.prefix}NAMESPACE", "default")
+    namespace = env.get(process.variable("namespace"), "default")
     return start_service(
         process.script,
         [script(process.script)],
@@ -178,21 +197,3 @@ def apply_crd(cluster: Cluster, namespace: str = "default") -> Path:
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
     cluster.wait_until_served("whatsappchannels", namespace)
     return CRD_FILE
-
-
-def service_account_kubeconfig(
-    cluster: Cluster, namespace: str, name: str, folder: Path, *, duration: str = "1h"
-) -> Path:
-    """A kubeconfig that authenticates as service account `name` with a token of its own
-    (`kubectl create token`), against this cluster and its CA: what its pod would get."""
-    token = cluster.kubectl(
-        "create", "token", name, "-n", namespace, f"--duration={duration}"
-    ).stdout.strip()
-    return write_kubeconfig(
-        folder / f"kubeconfig-{namespace}-{name}",
-        server=cluster.server,
-        ca=cluster.ca_cert,
-        user=name,
-        credentials={"token": token},
-        namespace=namespace,
-    )

@@ -14,9 +14,12 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import script
+
+pytestmark = pytest.mark.cluster  # whatsapp-dev starts a local control plane of its own
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -1,6 +1,6 @@
-"""The launcher's keyword arguments (localkube.product's TypedDicts) are the settings classes'
-fields, with their types and their variables: a renamed or retyped setting fails here, not in
-a process that silently ignores a variable it no longer reads."""
+"""The launcher's keyword arguments (channel_launcher.product's TypedDicts) are the settings
+classes' fields, with their types and their variables: a renamed or retyped setting fails here,
+not in a process that silently ignores a variable it no longer reads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Annotated, Any, Required, Union, get_args, get_origin, get_ty
 import pytest
 from channel_api.facade.settings import FacadeSettings
 from channel_api.receiver.settings import ReceiverSettings
-from channel_operator.settings import OperatorSettings
-from localkube.product import (
+from channel_launcher.product import (
     FACADE,
     OPERATOR,
     RECEIVER,
@@ -20,6 +19,7 @@ from localkube.product import (
     Process,
     ReceiverEnv,
 )
+from channel_operator.settings import OperatorSettings
 from pydantic_settings import BaseSettings
 from whatsapp_channel.settings import variable_names
 

@@ -453,6 +453,27 @@ async def test_rotation_refuses_a_namespace_without_keys() -> None:
     assert kube.writes == []
 
 
+async def test_key_writers_at_once_each_write_on_the_others_result() -> None:
+    """Two rotations at once: the one that finds the Secret changed reads it again, so both
+    new keys are kept; removing a key no longer there writes no Secret."""
+    kube = MemoryKube()
+    first = await keystore.ensure(kube, NS)
+    kube.delay = 0.01  # every call yields: both read the Secret before either writes it
+    one, two = await asyncio.gather(keystore.rotate(kube, NS), keystore.rotate(kube, NS))
+    kube.delay = 0.0
+    secret = kube.objects[core_path("secrets", NS, SEALING_KEYS_SECRET)]
+    assert set(secret["data"]) == {first.active_key_id, one.active_key_id, two.active_key_id}
+    assert len({first.active_key_id, one.active_key_id, two.active_key_id}) == 3
+    assert public_key(kube).key_id == keystore.keyring_from_secret(secret).active_key_id
+    kept = await keystore.remove_key(kube, NS, first.active_key_id)
+    assert first.active_key_id not in kept.private_keys
+    kube.writes.clear()
+    assert await keystore.remove_key(kube, NS, first.active_key_id) == kept
+    assert kube.writes == []
+    with pytest.raises(keystore.KeyringError, match="no sealing keys in namespace"):
+        await keystore.remove_key(kube, KEYS_NS, first.active_key_id)
+
+
 def test_keyring_round_trips_through_its_secret() -> None:
     keyring = keystore.rotated(keystore.new_keyring())
     secret = keystore.build_keys_secret(NS, keyring)
@@ -489,7 +510,7 @@ def test_observed_generation_tells_kopf_what_was_handled() -> None:
 
 
 def test_progress_belongs_to_the_generation_it_was_made_for() -> None:
-    storage = ProgressAnnotations(prefix="whatsapp.hydracore.io", v1=False)
+    storage = ProgressAnnotations(prefix="whatsapp.hydracore.io")
     first = body_of({"metadata": {"generation": 1}})
     patch = kopf.Patch()
     storage.store(key="reconcile", record={"retries": 3, "delayed": "x"}, body=first, patch=patch)
@@ -499,3 +520,78 @@ def test_progress_belongs_to_the_generation_it_was_made_for() -> None:
     assert storage.fetch(key="reconcile", body=stored) == {"retries": 3, "delayed": "x"}
     newer = body_of({"metadata": {"generation": 2, "annotations": annotations}})
     assert storage.fetch(key="reconcile", body=newer) is None  # a new spec starts afresh
+
+
+def test_progress_is_purged_and_touched_without_a_marker_or_an_empty_write() -> None:
+    storage = ProgressAnnotations(prefix="whatsapp.hydracore.io")
+    clean = body_of({"metadata": {"generation": 1}})
+    patch = kopf.Patch()
+    storage.purge(key="reconcile", body=clean, patch=patch)
+    storage.touch(body=clean, patch=patch, value=None)
+    assert patch == {}  # nothing to remove: no write at all
+    storage.touch(body=clean, patch=patch, value="wake")
+    assert patch == {"metadata": {"annotations": {"whatsapp.hydracore.io/touch-dummy": "wake"}}}
+    storage.store(key="reconcile", record={"retries": 1}, body=clean, patch=patch)
+    storage.purge(key="reconcile", body=clean, patch=patch)  # stored and done in one cycle
+    assert set(patch["metadata"]["annotations"]) == {"whatsapp.hydracore.io/touch-dummy"}
+    touched = body_of(
+        {"metadata": {"generation": 1, "annotations": patch["metadata"]["annotations"]}}
+    )
+    again = kopf.Patch()
+    storage.touch(body=touched, patch=again, value="wake")
+    assert again == {}
+    storage.touch(body=touched, patch=again, value=None)
+    assert again == {"metadata": {"annotations": {"whatsapp.hydracore.io/touch-dummy": None}}}
+
+
+def test_progress_annotations_are_named_as_kopfs_own_storage_named_them() -> None:
+    """Progress an operator with Kopf's storage left behind is read after an upgrade."""
+    ours = ProgressAnnotations(prefix="whatsapp.hydracore.io")
+    kopfs = kopf.AnnotationsProgressStorage(prefix="whatsapp.hydracore.io", v1=False)
+    for key in ("reconcile", "release"):
+        assert list(kopfs.make_keys(key)) == [ours.name(key)]
+    with pytest.raises(ValueError, match="not an annotation name"):
+        ours.name("x" * 64)
+
+
+def test_progress_annotations_are_no_part_of_the_essence() -> None:
+    storage = ProgressAnnotations(prefix="whatsapp.hydracore.io")
+    essence = cast(
+        kopf.BodyEssence,
+        {"metadata": {"annotations": {"whatsapp.hydracore.io/reconcile": "{}", "other": "x"}}},
+    )
+    assert storage.clear(essence=essence) == {"metadata": {"annotations": {"other": "x"}}}
+
+
+# --- the operator's background tasks (issue 23) ---------------------------------------------
+
+
+async def test_a_background_task_that_ends_fails_liveness_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from channel_operator.startup import background_tasks, supervise
+
+    rt = await make_runtime(MemoryKube())
+    assert background_tasks(rt) == "running"
+
+    async def broken() -> None:
+        raise KeyError("a-channel")
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    cancelled = supervise(rt, asyncio.create_task(forever(), name="channel secrets"))
+    died = supervise(rt, asyncio.create_task(broken(), name="health checks"))
+    with pytest.raises(KeyError):
+        await died
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.sleep(0)  # done-callbacks run on the next turn of the loop
+    assert rt.ended == ["health checks"]  # a task stopped on purpose is no failure
+    with pytest.raises(kopf.PermanentError, match="health checks"):
+        background_tasks(rt)
+    record = next(r for r in caplog.records if "health checks" in r.getMessage())
+    assert record.levelname == "ERROR"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
