@@ -63,6 +63,9 @@ WarnFor = Callable[[Mapping[str, Any]], Warn]
 # How long the override waits for the Secret watch to deliver the operator's own write
 # (`ChannelSecrets.delivered`); then it is asked anyway, and a 2200 is retried.
 SECRET_DELIVERY_TIMEOUT = 5.0
+# A challenge the receiver noted makes the operator ask Meta at once, unless a check is due
+# within this many seconds anyway (the retry while Meta fails: a minute, jittered).
+CHALLENGE_RECHECK_SECONDS = 90.0
 
 
 @dataclass
@@ -439,6 +442,9 @@ async def challenge_seen(rt: Runtime, body: Mapping[str, Any]) -> None:
         spec = parse_spec(spec_body)
     except ChannelFailure:
         return
+    due = rt.health.due_in(ref.name)
+    if due is not None and due <= CHALLENGE_RECHECK_SECONDS:
+        return  # asked already, or about to be: challenges add no more than that
     if meta_steps.mode_of(spec, rt.meta.webhook_mode) == "manual":
         rt.health.after(ref.name, 0)
 
