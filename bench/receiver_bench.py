@@ -229,7 +229,7 @@ def make_channels(count: int) -> tuple[list[Channel], list[dict[str, Any]]]:
                 channel_secret.ChannelSecret(
                     namespace="bench",
                     channel=channel.instance_id,
-                    channel_uid=None,
+                    channel_uid=str(uuid.uuid4()),  # the receiver routes owned Secrets only
                     instance_id=channel.instance_id,
                     phone_number_id=channel.phone_number_id,
                     enabled=True,

@@ -35,7 +35,7 @@ from whatsapp_channel.model import (
     CREDENTIAL_FIELDS,
     KIND,
     LABEL_PREFIX,
-    PHONE_NUMBER_ID_PATTERN,
+    META_ID_PATTERN,
     WEBHOOK_MODES,
     WebhookMode,
     is_channel_name,
@@ -53,7 +53,7 @@ SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{INSTANCE_LABEL}"
 # The data keys (also those of a user's secretRef Secret).
 DATA_KEYS = tuple(CREDENTIAL_FIELDS.values())
 
-_PHONE_RE = re.compile(PHONE_NUMBER_ID_PATTERN)
+_PHONE_RE = re.compile(META_ID_PATTERN)
 
 
 def secret_name(channel_name: str) -> str:
@@ -141,6 +141,26 @@ def instance_of(secret: Mapping[str, Any]) -> str | None:
     labels = (secret.get("metadata") or {}).get("labels") or {}
     value = labels.get(INSTANCE_LABEL)
     return str(value) if value else None
+
+
+def is_generated(secret: Mapping[str, Any]) -> bool:
+    """True for a Secret shaped as the operator writes a channel's: named after its instance
+    id label (`whatsapp-<instance id>`) and controlled by the WhatsAppChannel of that name.
+    Anything else carrying the labels is forged: the receiver ignores it, the operator
+    deletes it."""
+    metadata = secret.get("metadata") or {}
+    instance = instance_of(secret)
+    if instance is None or not is_channel_name(instance):
+        return False
+    if metadata.get("name") != secret_name(instance):
+        return False
+    return any(
+        r.get("controller") is True
+        and r.get("apiVersion") == API_VERSION
+        and r.get("kind") == KIND
+        and r.get("name") == instance
+        for r in metadata.get("ownerReferences") or []
+    )
 
 
 def _decoded(value: object) -> str | None:

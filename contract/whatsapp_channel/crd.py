@@ -18,12 +18,14 @@ from whatsapp_channel.model import (
     E164_PATTERN,
     GROUP,
     KIND,
-    PHONE_NUMBER_ID_PATTERN,
+    META_ID_MAX_LENGTH,
+    META_ID_PATTERN,
     PLURAL,
     READY,
     SEALED_MAX_LENGTH,
     SHORT_NAMES,
     SINGULAR,
+    TIME_MAX_LENGTH,
     UUID_PATTERN,
     VERSION,
     WEBHOOK_MODES,
@@ -36,6 +38,12 @@ JSONSchema = dict[str, Any]
 
 def _string(description: str, **constraints: Any) -> JSONSchema:
     return {"type": "string", "description": description, **constraints}
+
+
+def _time(description: str) -> JSONSchema:
+    """An RFC 3339 time, bounded: the apiserver refuses anything else (the receiver, which
+    faces the internet, writes two of them)."""
+    return _string(description, format="date-time", maxLength=TIME_MAX_LENGTH)
 
 
 def _sealed_field(what: str) -> JSONSchema:
@@ -65,8 +73,8 @@ def spec_schema() -> JSONSchema:
             ),
             "phoneNumberId": _string(
                 "Meta's phone number id (digits only), from Embedded Signup.",
-                pattern=PHONE_NUMBER_ID_PATTERN,
-                maxLength=32,
+                pattern=META_ID_PATTERN,
+                maxLength=META_ID_MAX_LENGTH,
             ),
             "displayPhone": _string(
                 "The number as people dial it, in E.164 (e.g. +61400111222).",
@@ -76,8 +84,8 @@ def spec_schema() -> JSONSchema:
             "wabaId": _string(
                 "The number's WhatsApp Business Account id (digits only); the managed "
                 "webhook subscribes the app to it. Unset: found from the token (debug_token).",
-                pattern=PHONE_NUMBER_ID_PATTERN,
-                maxLength=32,
+                pattern=META_ID_PATTERN,
+                maxLength=META_ID_MAX_LENGTH,
             ),
             "webhook": {
                 "type": "object",
@@ -174,16 +182,31 @@ def status_schema() -> JSONSchema:
             },
             "webhookUrl": _string("The URL to give Meta as the webhook callback."),
             "secretName": _string("The Secret the operator generated for this channel."),
-            "lastChallengeAt": _string(
+            "lastChallengeAt": _time(
                 "When the receiver last answered Meta's challenge (manual webhooks only)."
             ),
-            "lastEventAt": _string("When the receiver last handed on an event."),
+            "lastEventAt": _time("When the receiver last handed on an event."),
             "verifiedName": _string("The number's verified business name, as Meta says."),
             "qualityRating": _string("Meta's quality rating of the number (GREEN, ...)."),
             "phoneStatus": _string("Meta's status of the number (CONNECTED, ...)."),
             "messagingLimit": _string("Meta's messaging limit tier of the number."),
-            "checkedAt": _string("When the operator last asked Meta about the number."),
+            "checkedAt": _time("When the operator last asked Meta about the number."),
             "wabaId": _string("The business account the managed webhook is registered under."),
+            "phoneClaim": {
+                "type": "object",
+                "description": "The channel's proven claim on its number (the operator's "
+                "record: Meta accepted its credentials for it), which decides who holds a "
+                "number several channels name.",
+                "required": ["phoneNumberId", "since"],
+                "properties": {
+                    "phoneNumberId": _string(
+                        "The number the claim is on.",
+                        pattern=META_ID_PATTERN,
+                        maxLength=META_ID_MAX_LENGTH,
+                    ),
+                    "since": _time("When the claim was proven."),
+                },
+            },
         },
     }
 

@@ -23,8 +23,11 @@ SINGULAR = "whatsappchannel"
 SHORT_NAMES = ("wac",)
 CATEGORIES = ("hydracore", "whatsapp")
 
-# Meta's phone number ids are numeric strings (15-16 digits today; leave headroom).
-PHONE_NUMBER_ID_PATTERN = r"^[0-9]{5,32}$"
+# Every Meta id (phone number, business account, app) is a numeric string that fits 20 digits
+# (15-16 today). One pattern for the REST body, the CRD and the Graph client alike: an id one
+# accepts and another refuses is a channel stuck `pending` forever.
+META_ID_MAX_LENGTH = 20
+META_ID_PATTERN = rf"^[0-9]{{5,{META_ID_MAX_LENGTH}}}$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -33,6 +36,8 @@ TOKEN_MAX_LENGTH = 2048
 # rejecting it here keeps every accepted token's seal within SEALED_MAX_LENGTH.
 TOKEN_PATTERN = r"^[\x21-\x7e]+$"
 SEALED_MAX_LENGTH = 8192
+# Status times are RFC 3339 (`now_rfc3339`: 20 characters); the CRD also checks the format.
+TIME_MAX_LENGTH = 40
 
 # Fields of a channel's credentials: the CR's sealed field names and the keys of the
 # generated Secret (and of a user's secretRef Secret).
@@ -127,11 +132,11 @@ class WebhookSpec(_CamelModel):
 
 class ChannelSpec(_CamelModel):
     instance_id: str = Field(alias="instanceId", pattern=UUID_PATTERN)
-    phone_number_id: str = Field(alias="phoneNumberId", pattern=PHONE_NUMBER_ID_PATTERN)
+    phone_number_id: str = Field(alias="phoneNumberId", pattern=META_ID_PATTERN)
     display_phone: str | None = Field(default=None, alias="displayPhone", pattern=E164_PATTERN)
     # The WhatsApp Business Account of the number (managed webhooks subscribe the app to it);
     # unset: the operator asks Meta (debug_token's granular scopes).
-    waba_id: str | None = Field(default=None, alias="wabaId", pattern=PHONE_NUMBER_ID_PATTERN)
+    waba_id: str | None = Field(default=None, alias="wabaId", pattern=META_ID_PATTERN)
     webhook: WebhookSpec | None = None
     enabled: bool = True
     sealed: SealedCredentials | None = None
@@ -147,21 +152,31 @@ class Condition(_CamelModel):
     observed_generation: int = Field(alias="observedGeneration")
 
 
+class PhoneClaim(_CamelModel):
+    """The operator's record of a proven claim on a number (`whatsapp_channel.phone_claims`)."""
+
+    phone_number_id: str = Field(alias="phoneNumberId", pattern=META_ID_PATTERN)
+    since: str = Field(max_length=TIME_MAX_LENGTH)
+
+
 class ChannelStatus(_CamelModel):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] = Field(default_factory=list)
     webhook_url: str | None = Field(default=None, alias="webhookUrl")
     secret_name: str | None = Field(default=None, alias="secretName")
-    last_challenge_at: str | None = Field(default=None, alias="lastChallengeAt")
-    last_event_at: str | None = Field(default=None, alias="lastEventAt")
+    last_challenge_at: str | None = Field(
+        default=None, alias="lastChallengeAt", max_length=TIME_MAX_LENGTH
+    )
+    last_event_at: str | None = Field(default=None, alias="lastEventAt", max_length=TIME_MAX_LENGTH)
     # What Meta's last check said about the number (issue 11), and when it was asked.
     verified_name: str | None = Field(default=None, alias="verifiedName")
     quality_rating: str | None = Field(default=None, alias="qualityRating")
     phone_status: str | None = Field(default=None, alias="phoneStatus")
     messaging_limit: str | None = Field(default=None, alias="messagingLimit")
-    checked_at: str | None = Field(default=None, alias="checkedAt")
+    checked_at: str | None = Field(default=None, alias="checkedAt", max_length=TIME_MAX_LENGTH)
     # The business account the managed webhook was registered under (spec.wabaId, or found).
     waba_id: str | None = Field(default=None, alias="wabaId")
+    phone_claim: PhoneClaim | None = Field(default=None, alias="phoneClaim")
 
 
 def channel_body(
@@ -302,7 +317,7 @@ class ChannelSetup(BaseModel):
     phone_number_id: str = Field(
         title="Phone Number Id",
         description="Meta phone number ID from Embedded Signup",
-        pattern=PHONE_NUMBER_ID_PATTERN,
+        pattern=META_ID_PATTERN,
     )
     verify_token: Annotated[SecretStr, _secret_token(8, 256)] | None = Field(
         default=None,
@@ -316,7 +331,7 @@ class ChannelSetup(BaseModel):
         description="The number's WhatsApp Business Account id, for the managed webhook "
         "(the app is subscribed to it). Optional: without it the operator finds the account "
         "from the token's granular scopes (debug_token).",
-        pattern=PHONE_NUMBER_ID_PATTERN,
+        pattern=META_ID_PATTERN,
     )
 
 

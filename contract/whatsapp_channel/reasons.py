@@ -111,8 +111,8 @@ UNKNOWN_SEALING_KEY = "UnknownSealingKey"
 SEAL_DOES_NOT_OPEN = "SealDoesNotOpen"
 # A seal made for another namespace, channel or field.
 SEAL_SCOPE_MISMATCH = "SealScopeMismatch"
-# Another channel of the namespace, older (creationTimestamp, then name), has this
-# spec.phoneNumberId: this one gets no Secret, so the receiver never routes to it.
+# Another channel's claim holds this spec.phoneNumberId (`whatsapp_channel.phone_claims`):
+# this one gets no Secret, so the receiver never routes to it.
 PHONE_NUMBER_TAKEN = "PhoneNumberTaken"
 # spec.secretRef names a Secret the operator generated (another channel's credentials).
 SECRET_REF_NOT_ALLOWED = "SecretRefNotAllowed"

@@ -53,6 +53,12 @@ def _name(obj: JSON) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
 
+def _is_forged(obj: JSON) -> bool:
+    """Selected by our labels (managed-by, instance id), yet not what we write."""
+    labelled = is_managed(obj) and channel_secret.instance_of(obj) is not None
+    return labelled and not channel_secret.is_generated(obj)
+
+
 class ChannelSecrets:
     def __init__(self, kube: Kube, namespace: str) -> None:
         self._kube = kube
@@ -140,7 +146,10 @@ class ChannelSecrets:
 
     def _on_event(self, kind: str, obj: JSON) -> None:
         if kind == "SYNC":
-            listed = {_name(item): item for item in obj.get("items") or []}
+            items = obj.get("items") or []
+            for item in filter(_is_forged, items):
+                self._forged(item)
+            listed = {_name(i): i for i in items if not _is_forged(i)}
             if self.synced.is_set():  # a re-list after a gap: check whatever moved meanwhile
                 for name, old in self._cache.items():
                     new = listed.get(name)
@@ -151,6 +160,9 @@ class ChannelSecrets:
             return
         self._watched_up_to(_version(obj))
         name = _name(obj)
+        if kind != "DELETED" and _is_forged(obj):
+            self._forged(obj)
+            return
         if kind == "DELETED":
             self._cache.pop(name, None)
         else:
@@ -184,6 +196,25 @@ class ChannelSecrets:
         finally:
             for kind, event in self._writing.pop(name, []):
                 self._judge(kind, event)
+
+    def _forged(self, obj: JSON) -> None:
+        """A Secret with our labels that we did not write (not `whatsapp-<instance id>`
+        controlled by that channel): deleted, so nothing routes by it."""
+        task = asyncio.create_task(self._delete_forged(obj), name=f"delete {_name(obj)}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delete_forged(self, obj: JSON) -> None:
+        name = _name(obj)
+        try:
+            async with self._lock(name):
+                await self._delete(obj)
+        except KubeError as exc:  # the next event or re-list tries again
+            log.warning("deleting forged Secret %s failed (%s)", shown(name), shown(exc.reason))
+            return
+        log.warning(
+            "deleted Secret %s: it carries the operator's labels, not its shape", shown(name)
+        )
 
     def _drifted(self, obj: JSON) -> None:
         channel = channel_secret.instance_of(obj)

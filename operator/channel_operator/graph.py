@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
+from whatsapp_channel.model import META_ID_PATTERN
 from yarl import URL
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ CHECK_FIELDS = (
     "health_status",
 )
 _VERSION_PATTERN = re.compile(r"^v[0-9]+\.[0-9]+$")
-_ID_PATTERN = re.compile(r"^[0-9]{1,20}$")
+_ID_PATTERN = re.compile(META_ID_PATTERN)  # the contract's: an id the CRD takes, we take
 REDACTED = "[redacted]"
 # Token-like text Graph may echo back that we were not given (e.g. another token's prefix).
 _TOKEN_LIKE = re.compile(r"\bEA[A-Za-z0-9]{20,}")
@@ -252,6 +253,11 @@ def classify(
     if code in (1, 2) or http_status >= 500:
         return GraphErrorKind.UNAVAILABLE
     return GraphErrorKind.UNEXPECTED
+
+
+class GraphInputError(ValueError):
+    """An argument refused before any call (a spec Meta could never take): the channel's
+    InvalidSpec, never a retry."""
 
 
 class GraphError(Exception):
@@ -561,7 +567,7 @@ class GraphClient:
         """The phone-level override. Meta calls the GET challenge on `callback_uri` during
         this call and fails it with 2200 unless the challenge is echoed."""
         if not callback_uri or not verify_token:
-            raise ValueError("an override needs a callback URI and a verify token")
+            raise GraphInputError("an override needs a callback URI and a verify token")
         body = await self._request(
             "override",
             "POST",
@@ -645,7 +651,7 @@ class GraphClient:
     ) -> dict[str, Any]:
         object_id = path.split("/", 1)[0]
         if object_id != "debug_token" and not _ID_PATTERN.match(object_id):
-            raise ValueError(f"a Graph object id is numeric, not {object_id!r}")
+            raise GraphInputError(f"a Graph object id is numeric, not {object_id!r}")
         secrets = (*credentials.secrets(), *extra_secrets)
         url = self.base_url / self.version / path
         query = {**(params or {}), "appsecret_proof": credentials.appsecret_proof}

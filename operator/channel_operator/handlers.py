@@ -115,10 +115,11 @@ def awaits_challenge(body: kopf.Body, **_: Any) -> bool:
     **{k: v for k, v in CHANNELS.items() if k not in ("errors", "backoff")},
     when=awaits_challenge,
 )
-async def challenged(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """A manual channel's WebhookRegistered follows the receiver's lastChallengeAt."""
+async def challenged(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A manual channel's receiver saw Meta's challenge: Meta is asked (its read-back
+    decides WebhookRegistered)."""
     if "runtime" in memo:
-        await channel.challenge_seen(runtime_of(memo), body, patch.status)
+        await channel.challenge_seen(runtime_of(memo), body)
 
 
 @kopf.on.delete(**CHANNELS)

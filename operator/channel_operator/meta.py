@@ -281,16 +281,7 @@ async def ask(
     )
     retry: ChannelFailure | None = None
     if mode == "manual":
-        challenged = status.get("lastChallengeAt")
-        webhook: ConditionState = (
-            (True, reasons.CHALLENGE_ANSWERED, f"Meta's challenge reached {url} at {challenged}")
-            if challenged
-            else (
-                None,
-                reasons.AWAITING_CHALLENGE,
-                f"enter {url} and the channel's verify token in the Meta app",
-            )
-        )
+        webhook: ConditionState = manual_webhook(check, status, url)
     else:
         readback = check.webhook_configuration.phone_number if check.webhook_configuration else None
         if readback == url:
@@ -325,6 +316,26 @@ async def ask(
         facts=facts(check, waba_id),
     )
     return Asked(report, retry=retry)
+
+
+def manual_webhook(check: PhoneNumberCheck, status: Mapping[str, Any], url: str) -> ConditionState:
+    """A manual webhook is registered when the receiver answered Meta's challenge
+    (lastChallengeAt, which the internet-facing receiver writes) and Meta's own read-back
+    says it delivers the number's events to the channel's URL or the shared one."""
+    delivered = check.webhook_configuration.effective if check.webhook_configuration else None
+    challenged = parse_time(status.get("lastChallengeAt")) is not None
+    if challenged and delivered in (url, url.rsplit("/", 1)[0]):
+        return (
+            True,
+            reasons.CHALLENGE_ANSWERED,
+            f"Meta's challenge reached {url}, and Meta delivers the number's events there",
+        )
+    where = f"; Meta delivers the number's events to {delivered[:200]}" if delivered else ""
+    return (
+        None,
+        reasons.AWAITING_CHALLENGE,
+        f"enter {url} and the channel's verify token in the Meta app{where}",
+    )
 
 
 async def find_account(

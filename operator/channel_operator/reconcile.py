@@ -7,26 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from whatsapp_channel import phone_claims
 from whatsapp_channel.channel_secret import secret_name
-from whatsapp_channel.kube import Kube, KubeError, NotFound, channels_path, core_path
+from whatsapp_channel.kube import JSON, Kube, KubeError, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
-    WEBHOOK_REGISTERED,
+    CREDENTIALS_VALID,
     ChannelSpec,
     SealedCredentials,
     WebhookMode,
     find_condition,
+    now_rfc3339,
     webhook_url,
 )
 from whatsapp_channel.reasons import (
     APISERVER_ERROR,
-    CHALLENGE_ANSWERED,
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
@@ -50,6 +52,7 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
+from channel_operator.graph import GraphInputError
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
 from channel_operator.meta import Meta, MetaReport, Warn
@@ -60,6 +63,9 @@ WarnFor = Callable[[Mapping[str, Any]], Warn]
 # How long the override waits for the Secret watch to deliver the operator's own write
 # (`ChannelSecrets.delivered`); then it is asked anyway, and a 2200 is retried.
 SECRET_DELIVERY_TIMEOUT = 5.0
+# A challenge the receiver noted makes the operator ask Meta at once, unless a check is due
+# within this many seconds anyway (the retry while Meta fails: a minute, jittered).
+CHALLENGE_RECHECK_SECONDS = 90.0
 
 
 @dataclass
@@ -191,24 +197,28 @@ def phone_holders(rt: Runtime, spec: ChannelSpec) -> set[str]:
 
 async def claim_phone(rt: Runtime, body: Mapping[str, Any], spec: ChannelSpec) -> None:
     """Raise PhoneNumberTaken (after deleting the channel's Secret, so the receiver never
-    routes to it) when an older channel holds the phone number id."""
+    routes to it) when another channel's claim holds the phone number id; when this one's
+    does, delete the Secrets of the claimants that lost it (a refused squatter's)."""
     if rt.phone_claims is None:
         return
     ref = ChannelRef.from_body(body)
-    created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+    holders = phone_holders(rt, spec)
     try:
-        tenancy.check_phone_claim(
-            ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
-        )
+        tenancy.check_phone_claim(body, rt.phone_claims, holders)
     except ChannelFailure:
-        try:
-            await rt.secrets.delete(ref)
-        except KubeError as exc:
-            raise ChannelFailure(
-                APISERVER_ERROR,
-                f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})",
-            ) from None
+        await _delete_secret(rt, ref)
         raise
+    for name in sorted(holders - {ref.name}):
+        await _delete_secret(rt, dataclasses.replace(ref, name=name, uid=""))
+
+
+async def _delete_secret(rt: Runtime, ref: ChannelRef) -> None:
+    try:
+        await rt.secrets.delete(ref)
+    except KubeError as exc:
+        raise ChannelFailure(
+            APISERVER_ERROR, f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})"
+        ) from None
 
 
 async def reconcile(
@@ -248,6 +258,8 @@ async def reconcile(
         settled=retry is None,
         ask_meta=rt.meta is not None,
     )
+    if failure is None:
+        record_claim(rt, body, desired)
     changes = status_changes(current, desired)
     status_patch.update(changes)
     _warn_transitions(current, desired, warn)
@@ -255,6 +267,23 @@ async def reconcile(
     if rt.health is not None and (failure is not None or not enabled):
         rt.health.drop(ref.name)
     return failure or retry
+
+
+def record_claim(rt: Runtime, body: Mapping[str, Any], desired: JSON) -> None:
+    """Once the channel's claim on its number is proven (Meta accepted its credentials for
+    this generation; without Meta, its Secret is written), `status.phoneClaim` says since
+    when (`whatsapp_channel.phone_claims`)."""
+    ref = ChannelRef.from_body(body)
+    if rt.meta is None:
+        accepted = True
+    else:
+        valid = find_condition(desired.get("conditions") or [], CREDENTIALS_VALID) or {}
+        generation = valid.get("observedGeneration")
+        accepted = valid.get("status") == "True" and generation == ref.generation
+    phone = str((body.get("spec") or {}).get("phoneNumberId") or "")
+    record = phone_claims.proof(body.get("status") or {}, phone, accepted, now_rfc3339())
+    if record is not None:
+        desired[phone_claims.STATUS_FIELD] = record
 
 
 async def ask_meta(
@@ -280,13 +309,9 @@ async def ask_meta(
         and meta_steps.is_settled(current, ref.generation, mode)
     ):
         meta_steps.remember(meta, ref, spec, credentials, current)
-        if mode == "manual" and current.get("lastChallengeAt"):
-            report = MetaReport(webhook=manual_webhook(rt, ref, current))
-        else:
-            report = None
         if rt.health is not None and not meta_steps.is_refused(current, ref.generation):
             rt.health.after(ref.name, meta.health_period - ago)
-        return report, None
+        return None, None
     url = webhook_url(rt.webhook_base_url, ref.name)
 
     async def secret_delivered() -> None:
@@ -298,23 +323,16 @@ async def ask_meta(
                 SECRET_DELIVERY_TIMEOUT,
             )
 
-    asked = await meta_steps.ask(
-        meta, ref, spec, credentials, current, url, warn, before_override=secret_delivered
-    )
+    try:
+        asked = await meta_steps.ask(
+            meta, ref, spec, credentials, current, url, warn, before_override=secret_delivered
+        )
+    except GraphInputError as exc:
+        await _delete_secret(rt, ref)  # no Secret for a channel Meta was never asked about
+        raise ChannelFailure(INVALID_SPEC, f"Meta cannot be asked: {shown(str(exc))}") from None
     if rt.health is not None:
         rt.health.after(ref.name, None if asked.refused else meta.health_period)
     return asked.report, asked.retry
-
-
-def manual_webhook(
-    rt: Runtime, ref: ChannelRef, status: Mapping[str, Any]
-) -> tuple[bool | None, str, str]:
-    url = webhook_url(rt.webhook_base_url, ref.name)
-    return (
-        True,
-        CHALLENGE_ANSWERED,
-        f"Meta's challenge reached {url} at {status.get('lastChallengeAt')}",
-    )
 
 
 def _warn_transitions(current: Mapping[str, Any], desired: Mapping[str, Any], warn: Warn) -> None:
@@ -382,6 +400,7 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
         meta=report,
         settled=True,
     )
+    record_claim(rt, body, desired)
     changes = status_changes(current, desired)
     if changes:
         await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
@@ -399,48 +418,36 @@ async def release(rt: Runtime, body: Mapping[str, Any]) -> None:
         rt.health.drop(ref.name)
     if rt.meta is not None:
         await release_at_meta(rt, ref, body)
-    try:
-        await rt.secrets.delete(ref)
-    except KubeError as exc:
-        raise ChannelFailure(
-            APISERVER_ERROR, f"deleting Secret {ref.secret_name} failed ({exc.status} {exc.reason})"
-        ) from None
+    await _delete_secret(rt, ref)
     metrics.released(ref.name)
 
 
-async def challenge_seen(
-    rt: Runtime, body: Mapping[str, Any], status_patch: MutableMapping[str, Any]
-) -> None:
-    """A manual channel's receiver saw Meta's challenge (status.lastChallengeAt): its
-    webhook is registered. No Graph call; no write for any other event."""
-    if rt.meta is None:
+async def challenge_seen(rt: Runtime, body: Mapping[str, Any]) -> None:
+    """A manual channel's receiver saw Meta's challenge (status.lastChallengeAt) after
+    Meta's last check: ask Meta now (the health check, which confirms the webhook only
+    from Meta's own read-back). No Graph call for any other event."""
+    if rt.meta is None or rt.health is None:
         return
     current = body.get("status") or {}
     spec_body = body.get("spec") or {}
-    if not current.get("lastChallengeAt") or not spec_body.get("enabled", True):
+    if not spec_body.get("enabled", True):
+        return
+    challenged = meta_steps.parse_time(current.get("lastChallengeAt"))
+    checked = meta_steps.parse_time(current.get("checkedAt"))
+    if challenged is None or (checked is not None and checked > challenged):
         return
     ref = ChannelRef.from_body(body)
     if current.get("observedGeneration") != ref.generation:
-        return  # the reconcile of this generation reads lastChallengeAt itself
-    webhook = find_condition(current.get("conditions") or [], WEBHOOK_REGISTERED) or {}
-    if webhook.get("status") == "True":
-        return
+        return  # the reconcile of this generation asks Meta itself
     try:
         spec = parse_spec(spec_body)
     except ChannelFailure:
         return
-    if meta_steps.mode_of(spec, rt.meta.webhook_mode) != "manual":
-        return
-    desired = build_status(
-        current,
-        ref,
-        webhook_base_url=rt.webhook_base_url,
-        enabled=True,
-        failure=None,
-        meta=MetaReport(webhook=manual_webhook(rt, ref, current)),
-    )
-    status_patch.update(status_changes(current, desired))
-    _count(ref, desired, None, True)
+    due = rt.health.due_in(ref.name)
+    if due is not None and due <= CHALLENGE_RECHECK_SECONDS:
+        return  # asked already, or about to be: challenges add no more than that
+    if meta_steps.mode_of(spec, rt.meta.webhook_mode) == "manual":
+        rt.health.after(ref.name, 0)
 
 
 async def release_at_meta(rt: Runtime, ref: ChannelRef, body: Mapping[str, Any]) -> None:
@@ -480,10 +487,7 @@ async def _restore(rt: Runtime, body: Mapping[str, Any]) -> None:
     try:
         spec = parse_spec(body.get("spec") or {})
         if rt.phone_claims is not None:  # a claimant's Secret is its reconcile's to delete
-            created = str(body["metadata"].get("creationTimestamp") or "")
-            tenancy.check_phone_claim(
-                ref, spec.phone_number_id, created, rt.phone_claims, phone_holders(rt, spec)
-            )
+            tenancy.check_phone_claim(body, rt.phone_claims, phone_holders(rt, spec))
         if await sync_secret(rt, ref, spec, locked=True) is not None:
             metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)

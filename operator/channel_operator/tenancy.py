@@ -19,7 +19,7 @@ from whatsapp_channel.model import (
     SECRET_REF_CHANNELS_ANNOTATION,
     is_channel_name,
 )
-from whatsapp_channel.phone_claims import NOT_CREATED, Claim, claim_of, owner
+from whatsapp_channel.phone_claims import Claim, claim_of, owner
 from whatsapp_channel.reasons import (
     PHONE_NUMBER_TAKEN,
     SECRET_REF_NOT_ALLOWED,
@@ -99,21 +99,22 @@ class PhoneClaimIndex(Mapping[str, Collection[Claim]]):
 
 
 def check_phone_claim(
-    ref: ChannelRef,
-    phone_number_id: str,
-    created: str,
-    claims: PhoneClaims,
-    holders: Collection[str] = (),
+    body: Mapping[str, Any], claims: PhoneClaims, holders: Collection[str] = ()
 ) -> None:
-    """Raise PhoneNumberTaken unless this channel is the oldest that claims the number
-    (`holders`: the claimants whose Secret holds it now, first within one second)."""
-    own = Claim(created or NOT_CREATED, ref.name)
-    holder = owner({*claims.get(phone_number_id, ()), own}, holders)
-    if holder is not None and holder.name != ref.name:
+    """Raise PhoneNumberTaken unless this channel's claim holds its number
+    (`whatsapp_channel.phone_claims`; `holders`: the claimants whose Secret holds it now).
+    The message names no other channel: tenants learn nothing of each other."""
+    claim = claim_of(body)
+    if claim is None:
+        return
+    phone, own = claim
+    others = {c for c in claims.get(phone, ()) if c.name != own.name}
+    holder = owner({*others, own}, holders)
+    if holder is not None and holder.name != own.name:
         raise ChannelFailure(
             PHONE_NUMBER_TAKEN,
-            f"phone number id {shown(phone_number_id)} belongs to channel {shown(holder.name)}, "
-            "created earlier; this channel gets no Secret until that one lets the number go",
+            f"phone number id {shown(phone)} is held by another channel; this channel gets "
+            "no Secret until that one lets the number go",
         )
 
 

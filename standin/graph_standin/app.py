@@ -352,8 +352,11 @@ class GraphStandin:
         config: dict[str, str] = {}
         if number.override_callback_uri:
             config["phone_number"] = number.override_callback_uri
-        config["application"] = self.app_callback_url
+        config["application"] = self._app_callback(number)
         return config
+
+    def _app_callback(self, number: PhoneNumber) -> str:
+        return self.world.apps[number.app_id].callback_url or self.app_callback_url
 
     def _health_status(self, number: PhoneNumber) -> dict[str, Any]:
         phone: dict[str, Any] = {
@@ -627,7 +630,7 @@ class GraphStandin:
                 text="the app is not subscribed to the number's business account: "
                 "Meta would deliver nothing"
             )
-        url = number.override_callback_uri or self.app_callback_url
+        url = number.override_callback_uri or self._app_callback(number)
         if not self._local(URL(url).host):
             raise web.HTTPConflict(text="the stand-in delivers to loopback callbacks only")
         event = text_notification(number, text, sender=sender, name=name)

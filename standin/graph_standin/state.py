@@ -87,6 +87,9 @@ class App:
     app_id: str
     secret: str
     name: str = "Stand-in App"
+    # The callback a person entered in the App Dashboard (Meta's `application` level, how a
+    # manual webhook is registered); None: the stand-in's own recorder.
+    callback_url: str | None = None
 
 
 @dataclass

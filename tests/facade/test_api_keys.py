@@ -58,7 +58,7 @@ def test_identify(tmp_path: Path) -> None:
     assert keys.identify("") is None
 
 
-def test_a_changed_file_is_read_again_and_a_broken_one_ignored(
+def test_a_changed_file_is_read_again_and_a_broken_one_adds_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(api_keys, "RECHECK_SECONDS", 0.0)
@@ -74,7 +74,36 @@ def test_a_changed_file_is_read_again_and_a_broken_one_ignored(
 
     path.write_text("broken\n")
     os.utime(path, ns=(2, 2))
-    assert keys.identify(KEY_B) is not None  # the previous keys stay
+    assert keys.identify(KEY_B) is None  # the new file lists no key: none stays
+
+
+def test_a_revocation_applies_even_when_another_line_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21 item 9; fails on the code before it, which kept the whole old file (the
+    revoked key included) when one line of the new one was refused."""
+    monkeypatch.setattr(api_keys, "RECHECK_SECONDS", 0.0)
+    key_c = "c" * 33
+    path = tmp_path / "keys"
+    path.write_text(f"x {KEY_A}\ny {KEY_B} {INSTANCE}\nz {key_c}\n")
+    keys = ApiKeyFile(path)
+    assert keys.identify(KEY_A) is not None
+
+    # x revoked, y's scope widened by mistake, a new key with a typo in its instance id.
+    new_key = "n" * 40
+    path.write_text(f"y {KEY_B}\nz {key_c}\nnew {new_key} not-a-uuid\n")
+    os.utime(path, ns=(3, 3))
+    assert keys.identify(KEY_A) is None  # the removal applies
+    assert keys.identify(KEY_B) is None  # changed: not kept in its old, narrower form either
+    assert keys.identify(new_key) is None  # nothing new from a refused file
+    kept = keys.identify(key_c)
+    assert kept is not None
+    assert kept.name == "z"
+
+    path.write_text(f"y {KEY_B}\nz {key_c}\nnew {new_key} {INSTANCE}\n")
+    os.utime(path, ns=(4, 4))
+    assert keys.identify(new_key) is not None  # the corrected file counts in full
+    assert keys.identify(KEY_B) is not None
 
 
 def test_a_broken_file_stops_the_start(tmp_path: Path) -> None:

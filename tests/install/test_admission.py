@@ -249,6 +249,73 @@ async def test_the_operator_writes_only_its_own_secrets_and_configmap(
     assert kubectl_json(cluster, "get", "configmap", SEALING_PUBLIC_CONFIGMAP, "-n", release.home)
 
 
+async def test_the_operator_deletes_only_what_carries_its_labels(
+    cluster: Cluster, release: Release, as_component: dict[str, Kube]
+) -> None:
+    """Issue 21 item 8; fails on the chart before it, where the operator's RBAC let it delete
+    any Secret of the channel namespace (users' secretRef Secrets included)."""
+    operator, policy = as_component["operator"], release.policy("operator-writes")
+    users = secret(release.channels, f"users-{uuid.uuid4().hex[:8]}", type="Opaque")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(users))
+    path = core_path("secrets", release.channels, users["metadata"]["name"])
+    await until_enforced(policy, lambda: operator.request("DELETE", path, params=DRY_RUN))
+    with pytest.raises(KubeError) as refused:
+        await operator.delete(path)
+    assert refused_by(policy, refused.value), refused.value
+    assert kubectl_json(cluster, "get", "secret", users["metadata"]["name"], "-n", release.channels)
+    # What carries its labels it may delete: its own channel Secrets, and forged ones.
+    instance = str(uuid.uuid4())
+    spec = ChannelSpec.model_validate({"instanceId": instance, "phoneNumberId": "106540352242922"})
+    ref = ChannelRef(namespace=release.channels, name=instance, uid=str(uuid.uuid4()), generation=1)
+    built = build_secret(ref, spec, Credentials("access-token", "app-secret", "verify-token"))
+    built["metadata"].pop("ownerReferences")  # a made-up owner: the GC would delete it
+    await operator.create(core_path("secrets", release.channels), built)
+    await operator.delete(core_path("secrets", release.channels, secret_name(instance)))
+
+
+async def test_only_the_operator_may_set_its_labels_on_a_secret(
+    cluster: Cluster, release: Release
+) -> None:
+    """Issue 21 item 5; fails on the chart before it: anyone who may create Secrets in the
+    channel namespace (which secretRef users need) could write one the receiver routes by.
+    Even the cluster's admin is refused (only the operator's account is exempt)."""
+    policy = release.policy("operator-labels")
+    victim = str(uuid.uuid4())
+    labels = {
+        "app.kubernetes.io/managed-by": "whatsapp-channel-operator",
+        "whatsapp.hydracore.io/instance-id": victim,
+    }
+
+    def apply(body: dict[str, Any]) -> Any:
+        return cluster.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+
+    def refused(result: Any) -> bool:
+        return bool(result.returncode != 0 and policy in result.stderr)
+
+    forged = secret(release.channels, "forged", type="Opaque", metadata={"labels": labels})
+    deadline = time.monotonic() + TIMEOUT
+    while not refused(result := apply(forged)):  # until the policy is loaded
+        cluster.kubectl("delete", "secret", "forged", "-n", release.channels, check=False)
+        assert time.monotonic() < deadline, result.stderr
+        await asyncio.sleep(0.2)
+    for one_label in labels.items():
+        assert refused(
+            apply(secret(release.channels, "forged", metadata={"labels": dict([one_label])}))
+        )
+    phone = {"whatsapp.hydracore.io/phone-number-id": "106540352242922"}
+    assert refused(apply(secret(release.channels, "forged", metadata={"labels": phone})))
+
+    # A user's own Secret: written, relabelled with labels of its own, never with ours.
+    own = secret(release.channels, "mine", type="Opaque", metadata={"labels": {"team": "a"}})
+    assert apply(own).returncode == 0
+    own["metadata"]["labels"] = {"team": "b", "app.kubernetes.io/managed-by": "Helm"}
+    assert apply(own).returncode == 0
+    own["metadata"]["labels"] = {**own["metadata"]["labels"], **labels}
+    assert refused(apply(own))
+    found = kubectl_json(cluster, "get", "secret", "mine", "-n", release.channels)
+    assert found["metadata"]["labels"] == {"team": "b", "app.kubernetes.io/managed-by": "Helm"}
+
+
 # --- the receiver -------------------------------------------------------------------------
 
 
@@ -291,6 +358,24 @@ def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
         "status"
     ]
     return found
+
+
+async def test_the_receivers_times_are_bounded_rfc3339(
+    cluster: Cluster, release: Release, as_component: dict[str, Kube]
+) -> None:
+    """Issue 21 item 7; fails on the CRD before it, which took any string: the receiver
+    faces the internet, and the operator reads lastChallengeAt."""
+    receiver = as_component["receiver"]
+    name = channel(cluster, release.channels)
+    path = channels_path(release.channels, name, "status")
+    for field in ("lastChallengeAt", "lastEventAt"):
+        for value in ("x" * 5000, "yesterday", "2026-01-01T00:00:00Z" + " " * 60):
+            with pytest.raises(KubeError) as refused:
+                await receiver.merge_patch(path, {"status": {field: value}})
+            assert refused.value.status == 422, (field, refused.value)
+        await receiver.merge_patch(path, {"status": {field: "2026-01-02T00:00:00Z"}})
+    status = status_of(cluster, release.channels, name)
+    assert status["lastChallengeAt"] == status["lastEventAt"] == "2026-01-02T00:00:00Z"
 
 
 async def test_the_receiver_cannot_forge_a_channels_status(
@@ -387,7 +472,7 @@ def test_the_policies_are_rendered_only_when_asked(cluster: Cluster) -> None:
     assert sorted((m["kind"], m["metadata"]["name"]) for m in on) == sorted(
         (kind, f"wa-whatsapp-channels-wa-{policy}")
         for kind in kinds
-        for policy in ("operator-writes", "receiver-status")
+        for policy in ("operator-writes", "receiver-status", "operator-labels")
     )
     for binding in (m for m in on if m["kind"] == "ValidatingAdmissionPolicyBinding"):
         assert binding["spec"]["validationActions"] == ["Deny"]

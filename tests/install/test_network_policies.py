@@ -6,12 +6,14 @@ accepts them as they are. (No CNI runs here: that they are enforced is the CNI's
 from __future__ import annotations
 
 import json
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from localkube import Cluster
 
-from tests.support.chart import COMPONENTS, Manifest, one, render
+from tests.support.chart import COMPONENTS, Manifest, install, one, render
 
 DNS = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
 APISERVER = [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
@@ -84,9 +86,15 @@ def test_each_component_admits_only_what_it_needs(manifests: list[Manifest]) -> 
         assert set(ingress_ports(policy)) <= set(container_ports(manifests, component))
         egress = policy["spec"]["egress"]
         assert [rule["ports"] for rule in egress[:2]] == [DNS, APISERVER], component
-        assert all("to" not in rule for rule in egress)  # the defaults: any address
-    assert len(found["operator"]["spec"]["egress"]) == len(found["facade"]["spec"]["egress"]) == 2
-    # The receiver also reaches the instances, on the forward URL's port only.
+        # The defaults, without a cluster to read the apiserver's address from: any address.
+        assert all("to" not in rule for rule in egress)
+    # The facade calls the apiserver only; the operator also Meta, on the Graph URL's port,
+    # by a rule of its own (issue 21 item 8); the receiver the instances, on the forward
+    # URL's port only.
+    assert len(found["facade"]["spec"]["egress"]) == 2
+    assert found["operator"]["spec"]["egress"][2:] == [
+        {"ports": [{"port": 443, "protocol": "TCP"}]}
+    ]
     assert found["receiver"]["spec"]["egress"][2:] == [{"ports": [{"port": 80, "protocol": "TCP"}]}]
 
 
@@ -129,6 +137,7 @@ def test_peers_narrow_each_rule(cluster: Cluster, tmp_path: Any) -> None:
     ingress_controller = {"namespaceSelector": {"matchLabels": {"name": "ingress"}}}
     prometheus = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
     agents = {"ipBlock": {"cidr": "10.20.0.0/16"}}
+    proxy = {"ipBlock": {"cidr": "10.30.0.7/32"}}
     apiserver = {"ipBlock": {"cidr": "172.18.0.2/32"}}
     dns = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
     values = tmp_path / "values.json"
@@ -140,6 +149,7 @@ def test_peers_narrow_each_rule(cluster: Cluster, tmp_path: Any) -> None:
                     "receiverFrom": [ingress_controller],
                     "metricsFrom": [prometheus],
                     "forwardTo": [agents],
+                    "graphTo": [proxy],
                     "dns": {"to": [dns]},
                     "apiServer": {"to": [apiserver], "ports": [6443]},
                 }
@@ -164,6 +174,8 @@ def test_peers_narrow_each_rule(cluster: Cluster, tmp_path: Any) -> None:
         assert egress[0]["to"] == [dns]
         assert egress[1] == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [apiserver]}
     assert found["receiver"]["spec"]["egress"][2]["to"] == [agents]
+    graph = {"ports": [{"port": 443, "protocol": "TCP"}], "to": [proxy]}
+    assert found["operator"]["spec"]["egress"][2:] == [graph]
     without_tests = policies(render(cluster, "-f", str(values), "--set", "tests.enabled=false"))
     assert ingress_ports(without_tests["facade"])["http"] == [platform]
 
@@ -183,3 +195,54 @@ def test_the_apiserver_accepts_the_policies(cluster: Cluster, manifests: list[Ma
     for policy in [*policies(manifests).values(), *without_metrics]:
         body = {**policy, "metadata": {**policy["metadata"], "namespace": "default"}}
         cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(body))
+
+
+def test_installed_the_apiserver_rule_names_the_apiservers_own_addresses(
+    cluster: Cluster, crd: Path
+) -> None:
+    """Issue 21 item 8; fails on the chart before it, where every component (the
+    internet-facing receiver's included) could reach any address on 443/6443 unless
+    apiServer.to was set: installed, the chart reads the `kubernetes` Service's endpoints."""
+    found_slice = cluster.kubectl(
+        "get", "endpointslice", "kubernetes", "-n", "default", "-o", "json", check=False
+    )
+    made = found_slice.returncode != 0  # a control plane without a node publishes none
+    if made:
+        port = int(cluster.server.rsplit(":", 1)[1])
+        made_slice = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.0.2.10"]}],  # documentation range: a stand-in
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(made_slice))
+    endpoint_slice = json.loads(
+        cluster.kubectl("get", "endpointslice", "kubernetes", "-n", "default", "-o", "json").stdout
+    )
+    addresses = [
+        {"ipBlock": {"cidr": f"{address}/32"}}
+        for endpoint in endpoint_slice["endpoints"]
+        for address in endpoint["addresses"]
+    ]
+    ports = [{"port": p["port"], "protocol": "TCP"} for p in endpoint_slice["ports"]]
+    namespace = f"wa-np-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", namespace)
+    try:
+        install(cluster, "np", namespace, "--set", "crds.enabled=false")
+        listed = json.loads(
+            cluster.kubectl("get", "networkpolicies", "-n", namespace, "-o", "json").stdout
+        )
+        found = policies(listed["items"])
+        assert set(found) == set(COMPONENTS)
+        for component, policy in found.items():
+            assert policy["spec"]["egress"][1] == {"ports": ports, "to": addresses}, component
+        # Still to any address: DNS, the operator's Graph rule and the receiver's forward
+        # port (narrowed by dns.to, graphTo and forwardTo); the facade nothing else.
+        assert [r for r in found["facade"]["spec"]["egress"] if "to" not in r] == [{"ports": DNS}]
+    finally:
+        cluster.helm("uninstall", "np", "-n", namespace, check=False)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if made:
+            cluster.kubectl("delete", "endpointslice", "kubernetes", "-n", "default", check=False)

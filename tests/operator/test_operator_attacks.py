@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from channel_operator import reconcile
+from channel_operator import graph, reconcile
+from channel_operator.desired import ChannelFailure
+from channel_operator.graph import GraphClient
+from channel_operator.meta import Meta
 from channel_operator.tenancy import PhoneClaimIndex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PublicKey, SealedBox
+from pydantic import ValidationError
+from whatsapp_channel import crd
 from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from whatsapp_channel.kube import JSON, channels_path, core_path
 from whatsapp_channel.model import (
@@ -25,6 +32,8 @@ from whatsapp_channel.model import (
     SEALED_MAX_LENGTH,
     SEALING_KEYS_SECRET,
     SECRET_REF_CHANNELS_ANNOTATION,
+    ChannelSetup,
+    ChannelSpec,
 )
 from whatsapp_channel.phone_claims import Claim
 from whatsapp_channel.reasons import (
@@ -65,75 +74,121 @@ def assert_safe_text(text: str) -> None:
     assert len(text) <= MESSAGE_LIMIT + 40
 
 
-# --- 5: a phone number id belongs to the oldest channel that claims it --------------------
+# --- 5: a phone number id belongs to the channel whose claim holds it ---------------------
+# (issue 21 item 1: a claim dates from its proof, not from the channel's creationTimestamp)
 
 
-async def test_a_younger_channel_claiming_a_phone_number_gets_no_secret() -> None:
+def claims_of(*bodies: JSON) -> PhoneClaimIndex:
+    """The claim index as the operator's channel watch fills it."""
+    index = PhoneClaimIndex()
+    index.on_event("SYNC", {"items": list(bodies)})
+    return index
+
+
+async def settle(rt: reconcile.Runtime, body: JSON) -> ChannelFailure | None:
+    """One reconcile, its status patch applied to `body` as the apiserver would."""
+    patch: JSON = {}
+    failure = await reconcile.reconcile(rt, body, patch)
+    body["status"] = {**body["status"], **patch}
+    return failure
+
+
+async def test_an_older_channel_moving_to_a_held_number_gets_no_secret() -> None:
+    """Fails on the code before issue 21: the older channel won by creationTimestamp, and the
+    victim's next reconcile deleted the victim's Secret."""
     kube = MemoryKube()
     rt = await make_runtime(kube)
     key = public_key(kube)
     victim, attacker = str(uuid.uuid4()), str(uuid.uuid4())
     theirs = {k: f"{v}-attacker" for k, v in VALUES.items()}
-    victim_body = channel_body(victim, sealed_spec(key, victim, VALUES))
     attacker_body = channel_body(attacker, sealed_spec(key, attacker, theirs))
-    victim_body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
-    attacker_body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+    attacker_body["spec"]["phoneNumberId"] = "106540352240001"
+    attacker_body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    victim_body = channel_body(victim, sealed_spec(key, victim, VALUES))
+    victim_body["metadata"]["creationTimestamp"] = "2026-06-01T00:00:00Z"
+    rt.phone_claims = claims_of(attacker_body, victim_body)
+    assert await settle(rt, attacker_body) is None
+    assert await settle(rt, victim_body) is None
+    assert victim_body["status"]["phoneClaim"]["phoneNumberId"] == PHONE
 
-    # The attacker's channel reconciled once before the claim was known (an index that had
-    # not seen the victim yet, or an operator of before this fix): it had a Secret.
-    assert await reconcile.reconcile(rt, attacker_body, {}) is None
-    assert secret_path(attacker) in kube.objects
-
-    rt.phone_claims = {
-        PHONE: {Claim("2026-01-01T00:00:00Z", victim), Claim("2026-01-01T00:00:01Z", attacker)}
-    }
+    # The older channel names the victim's number (a re-POST, or kubectl edit).
+    attacker_body["spec"]["phoneNumberId"] = PHONE
+    attacker_body["metadata"]["generation"] = 2
+    rt.phone_claims = claims_of(attacker_body, victim_body)
     patch: JSON = {}
     failure = await reconcile.reconcile(rt, attacker_body, patch)
     assert failure is not None
     assert failure.reason == PHONE_NUMBER_TAKEN
-    assert victim in failure.message
-    assert ready_of(patch)["reason"] == PHONE_NUMBER_TAKEN
-    assert secret_path(attacker) not in kube.objects  # so the receiver never routes to it
+    assert victim not in failure.message
+    assert victim not in json.dumps(patch)
+    assert secret_path(attacker) not in kube.objects
 
-    assert await reconcile.reconcile(rt, victim_body, {}) is None
-    assert secret_values(kube, victim) == VALUES
-
-    # The owner lets the number go (deleted, or moved to another number): the claimant's next
-    # retry finds itself the oldest claim and gets its Secret.
-    rt.phone_claims = {PHONE: {Claim("2026-01-01T00:00:01Z", attacker)}}
-    assert await reconcile.reconcile(rt, attacker_body, {}) is None
-    assert secret_values(kube, attacker) == theirs
+    # The victim's next reconciles (any edit, a restart) keep its Secret.
+    for _ in range(2):
+        assert await settle(rt, victim_body) is None
+        assert secret_values(kube, victim) == VALUES
 
 
-async def test_channels_made_in_the_same_second_are_ordered_by_name() -> None:
+async def test_a_claimant_meta_refuses_yields_at_once() -> None:
+    """A squatter that got the Secret first, whose credentials Meta refused, loses the number
+    to the real owner, and its Secret goes."""
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    key = public_key(kube)
+    squatter, owner = str(uuid.uuid4()), str(uuid.uuid4())
+    bogus = {k: f"{v}-bogus" for k, v in VALUES.items()}
+    squatter_body = channel_body(squatter, sealed_spec(key, squatter, bogus))
+    squatter_body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    rt.phone_claims = claims_of(squatter_body)
+    assert await reconcile.reconcile(rt, squatter_body, {}) is None
+    assert secret_path(squatter) in kube.objects
+    squatter_body["status"] = {
+        "conditions": [
+            {
+                "type": "CredentialsValid",
+                "status": "False",
+                "reason": "TokenInvalid",
+                "message": "Meta refused the access token",
+                "lastTransitionTime": "2026-01-01T00:00:01Z",
+                "observedGeneration": 1,
+            }
+        ]
+    }
+    owner_body = channel_body(owner, sealed_spec(key, owner, VALUES))
+    owner_body["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
+    rt.phone_claims = claims_of(squatter_body, owner_body)
+    assert await settle(rt, owner_body) is None
+    assert secret_values(kube, owner) == VALUES
+    assert secret_path(squatter) not in kube.objects
+    failure = await reconcile.reconcile(rt, squatter_body, {})
+    assert failure is not None
+    assert failure.reason == PHONE_NUMBER_TAKEN
+
+
+async def test_unproven_claims_go_by_age_then_name_and_the_holder_keeps() -> None:
     kube = MemoryKube()
     rt = await make_runtime(kube)
     key = public_key(kube)
     first, second = sorted(str(uuid.uuid4()) for _ in range(2))
-    rt.phone_claims = {PHONE: {Claim("2026-01-01T00:00:00Z", n) for n in (first, second)}}
     bodies = {n: channel_body(n, sealed_spec(key, n, VALUES)) for n in (first, second)}
     for body in bodies.values():
         body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    rt.phone_claims = claims_of(*bodies.values())
     failure = await reconcile.reconcile(rt, bodies[second], {})
     assert failure is not None
     assert failure.reason == PHONE_NUMBER_TAKEN
-    assert await reconcile.reconcile(rt, bodies[first], {}) is None
 
-
-async def test_in_one_second_the_channel_that_holds_the_number_keeps_it() -> None:
+    # `second` came alone first and holds the number (no proof yet: Meta not asked); `first`,
+    # a name that sorts lower, arrives within the same second.
     kube = MemoryKube()
     rt = await make_runtime(kube)
     key = public_key(kube)
-    first, second = sorted(str(uuid.uuid4()) for _ in range(2))
-    second_at = "2026-01-01T00:00:00Z"
     bodies = {n: channel_body(n, sealed_spec(key, n, VALUES)) for n in (first, second)}
     for body in bodies.values():
-        body["metadata"]["creationTimestamp"] = second_at
-    # `second` came first and holds the number; `first`, a name that sorts lower, arrives
-    # within the same second.
-    rt.phone_claims = {PHONE: {Claim(second_at, second)}}
+        body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    rt.phone_claims = claims_of(bodies[second])
     assert await reconcile.reconcile(rt, bodies[second], {}) is None
-    rt.phone_claims = {PHONE: {Claim(second_at, n) for n in (first, second)}}
+    rt.phone_claims = claims_of(*bodies.values())
     failure = await reconcile.reconcile(rt, bodies[first], {})
     assert failure is not None
     assert failure.reason == PHONE_NUMBER_TAKEN
@@ -144,15 +199,17 @@ async def test_in_one_second_the_channel_that_holds_the_number_keeps_it() -> Non
 def test_the_claim_index_follows_the_channels() -> None:
     index = PhoneClaimIndex()
 
-    def body(name: str, phone: str, created: str) -> JSON:
+    def body(name: str, phone: str, created: str, proven: str | None = None) -> JSON:
         spec = {"phoneNumberId": phone}
-        return {"metadata": {"name": name, "creationTimestamp": created}, "spec": spec}
+        status = {"phoneClaim": {"phoneNumberId": proven, "since": "t0"}} if proven else {}
+        metadata = {"name": name, "creationTimestamp": created}
+        return {"metadata": metadata, "spec": spec, "status": status}
 
-    index.on_event("SYNC", {"items": [body("a", PHONE, "t1"), body("b", PHONE, "t2")]})
-    assert index.get(PHONE) == {Claim("t1", "a"), Claim("t2", "b")}
-    index.on_event("MODIFIED", body("a", "12345", "t1"))  # a moved to another number
-    assert index.get(PHONE) == {Claim("t2", "b")}
-    assert index.get("12345") == {Claim("t1", "a")}
+    index.on_event("SYNC", {"items": [body("a", PHONE, "t1", PHONE), body("b", PHONE, "t2")]})
+    assert index.get(PHONE) == {Claim("a", "t0", proven=True), Claim("b", "t2")}
+    index.on_event("MODIFIED", body("a", "12345", "t1", PHONE))  # a moved to another number
+    assert index.get(PHONE) == {Claim("b", "t2")}
+    assert index.get("12345") == {Claim("a")}  # a new claim: as young as any
     index.on_event("DELETED", body("b", PHONE, "t2"))
     assert index.get(PHONE, ()) == ()
     assert list(index) == ["12345"]
@@ -421,3 +478,85 @@ async def test_a_write_for_an_older_generation_of_the_same_channel_is_skipped() 
     assert await reconcile.reconcile(rt, gen1, {}) is None
     assert kube.secret_writes() == []
     assert secret_values(kube, name) == newer
+
+
+# --- issue 21 item 6: one Meta id pattern, and the Graph client's input checks ------------
+
+
+def test_one_meta_id_pattern_for_the_facade_the_crd_and_the_graph_client() -> None:
+    """Fails on the code before issue 21: 21-32 digits passed the facade and the CRD, and the
+    Graph client raised on them (a channel `pending` forever, a traceback every 30 s)."""
+    spec_schema = crd.spec_schema()["properties"]
+    graph_ids = re.compile(graph._ID_PATTERN.pattern)
+    for digits, fits in ((5, True), (20, True), (21, False), (32, False)):
+        number = "1" * digits
+        assert bool(graph_ids.fullmatch(number)) is fits
+        for field in ("phoneNumberId", "wabaId"):
+            schema = spec_schema[field]
+            assert (
+                bool(re.fullmatch(schema["pattern"], number)) and digits <= schema["maxLength"]
+            ) is fits
+        body = {"access_token": "a", "app_secret": "b", "phone_number_id": number}
+        try:
+            ChannelSetup.model_validate(body)
+            ChannelSpec.model_validate({"instanceId": str(uuid.uuid4()), "phoneNumberId": number})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted is fits
+
+
+async def test_an_id_the_graph_client_refuses_is_invalid_spec_without_a_secret() -> None:
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    # A real client: its input checks run before any connection (nothing listens there).
+    rt.meta = Meta(graph=GraphClient("http://127.0.0.1:9", "v25.0"))
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    body["spec"]["phoneNumberId"] = "1" * 25
+    patch: JSON = {}
+    failure = await reconcile.reconcile(rt, body, patch)
+    assert failure is not None
+    assert failure.reason == INVALID_SPEC
+    assert ready_of(patch)["reason"] == INVALID_SPEC
+    assert secret_path(name) not in kube.objects
+
+    # Whatever else the client's checks refuse is InvalidSpec too, and no Secret stays.
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise graph.GraphInputError("a Graph object id is numeric, not 'x'")
+
+    body["spec"]["phoneNumberId"] = PHONE
+    rt.meta.graph.check_phone_number = refuse  # type: ignore[method-assign,assignment]
+    failure = await reconcile.reconcile(rt, body, {})
+    assert failure is not None
+    assert failure.reason == INVALID_SPEC
+    assert secret_path(name) not in kube.objects
+    await rt.meta.graph.close()
+
+
+# --- issue 21 item 5: labelled Secrets the operator did not write are deleted -------------
+
+
+async def test_labelled_secrets_the_operator_did_not_write_are_deleted() -> None:
+    """Fails on the code before issue 21, which cached and kept them (and the receiver
+    routed by them)."""
+    kube = MemoryKube()
+    rt = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    body = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    assert await reconcile.reconcile(rt, body, {}) is None
+    ours = kube.objects[secret_path(name)]
+    forged_names = ["hand-made-copy", f"whatsapp-{uuid.uuid4()}"]  # the same labels and owner
+    for forged_name in forged_names:
+        secret = copy.deepcopy(ours)
+        metadata = {
+            k: v for k, v in secret["metadata"].items() if k not in ("uid", "resourceVersion")
+        }
+        secret["metadata"] = {**metadata, "name": forged_name}
+        created = await kube.create(core_path("secrets", NS), secret)
+        rt.secrets._on_event("ADDED", created)
+    await asyncio.gather(*rt.secrets._tasks)
+    for forged_name in forged_names:
+        assert core_path("secrets", NS, forged_name) not in kube.objects
+        assert rt.secrets.get(forged_name) is None
+    assert secret_values(kube, name) == VALUES  # the operator's own stays

@@ -515,8 +515,10 @@ async def test_manual_webhooks_follow_the_receivers_challenge(operated: Operated
         assert rest_status(channel) == "pending"
         assert condition_of(channel, CREDENTIALS_VALID)["status"] == "True"
         assert standin.override(phone) is None  # manual: the operator registers nothing
-        # The person enters the webhook at Meta, which calls the challenge.
+        # The person enters the webhook at Meta, which calls the challenge; the operator
+        # then confirms it from Meta's read-back (issue 21 item 7).
         url = channel["status"]["webhookUrl"]
+        standin.enter_app_webhook(phone, url)
         async with httpx.AsyncClient() as http:
             answer = await http.get(
                 url,
@@ -573,6 +575,7 @@ async def test_only_a_manual_webhooks_challenge_is_noted_in_status(operated: Ope
             )
             assert secret["metadata"]["annotations"][WEBHOOK_MODE_ANNOTATION] == mode
         assert "lastChallengeAt" not in channel["status"]
+        standin.enter_app_webhook(manual_phone, channel["status"]["webhookUrl"])
         async with httpx.AsyncClient() as http:
             answer = await http.get(
                 channel["status"]["webhookUrl"],

@@ -26,14 +26,16 @@ from channel_operator.graph import (
     GraphError,
     GraphErrorKind,
     PhoneNumberCheck,
+    WebhookConfiguration,
 )
+from channel_operator.health import HealthSchedule
 from channel_operator.meta import Asked, Meta, MetaRetry, ask, subscription
 from channel_operator.reconcile import Runtime
 from whatsapp_channel import reasons
 from whatsapp_channel.kube import JSON, core_path
-from whatsapp_channel.model import READY, ChannelSpec, find_condition
+from whatsapp_channel.model import READY, ChannelSpec, WebhookSpec, find_condition
 
-from tests.operator.test_reconcile import NS, channel_body, public_key, sealed_spec
+from tests.operator.test_reconcile import NS, VALUES, channel_body, public_key, sealed_spec
 from tests.support.fake_kube import MemoryKube
 
 WABA = "102290129340398"
@@ -426,3 +428,89 @@ async def test_a_reconcile_overrides_only_after_its_watch_delivered_the_new_secr
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await secrets.close()
+
+
+class ReadBackGraph(FakeGraph):
+    """Meta's read-back of where it delivers the number's events (the app's callback)."""
+
+    def __init__(self, application: str) -> None:
+        super().__init__()
+        self.application = application
+
+    async def check_phone_number(
+        self,
+        phone_number_id: str,
+        credentials: GraphCredentials,
+        *,
+        fields: Iterable[str] = CHECK_FIELDS,
+        account: str | None = None,
+    ) -> PhoneNumberCheck:
+        check = await super().check_phone_number(
+            phone_number_id, credentials, fields=fields, account=account
+        )
+        configuration = WebhookConfiguration(application=self.application)
+        return check.model_copy(update={"webhook_configuration": configuration})
+
+
+async def test_a_manual_webhook_is_confirmed_by_meta_not_by_the_receivers_note_alone() -> None:
+    """Issue 21 item 7; fails on the code before it, where lastChallengeAt (which the
+    internet-facing receiver writes) alone made WebhookRegistered True."""
+    ref, spec, credentials = channel(7)
+    spec = spec.model_copy(update={"webhook": WebhookSpec(mode="manual")})
+    shared = URL.rsplit("/", 1)[0]
+    noted = {"lastChallengeAt": "2026-01-01T00:00:00Z"}
+    cases: list[tuple[str, dict[str, Any], tuple[bool | None, str]]] = [
+        # The receiver noted a challenge, but Meta delivers elsewhere (or nowhere of ours).
+        ("https://elsewhere.example/hook", noted, (None, reasons.AWAITING_CHALLENGE)),
+        (URL + "-other", noted, (None, reasons.AWAITING_CHALLENGE)),
+        # Meta delivers to us, but no challenge was answered, or the note is no time at all.
+        (URL, {}, (None, reasons.AWAITING_CHALLENGE)),
+        (URL, {"lastChallengeAt": "x" * 40}, (None, reasons.AWAITING_CHALLENGE)),
+        # Both: the channel's own URL or the shared one.
+        (URL, noted, (True, reasons.CHALLENGE_ANSWERED)),
+        (shared, noted, (True, reasons.CHALLENGE_ANSWERED)),
+    ]
+    for application, status, expected in cases:
+        graph = ReadBackGraph(application)
+        asked = await ask(meta_for(graph), ref, spec, credentials, status, URL, ignore)
+        assert webhook_of(asked) == expected, (application, status)
+        assert graph.made("override") == []  # manual: the operator registers nothing
+
+
+async def test_a_noted_challenge_asks_meta_once_not_on_every_event() -> None:
+    """The receiver's note only brings the next check forward (Meta's read-back decides),
+    once per challenge newer than Meta's last answer, and never more than once a minute."""
+    kube = MemoryKube()
+    keyring = await keystore.ensure(kube, NS)
+    rt = Runtime(
+        kube=kube,
+        namespace=NS,
+        webhook_base_url="https://hooks.example.test",
+        keys=keystore.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
+        secrets=ChannelSecrets(kube, NS),
+        meta=meta_for(FakeGraph()),
+    )
+
+    async def never(name: str) -> float | None:
+        raise AssertionError("not run here")
+
+    now = [1000.0]
+    rt.health = HealthSchedule(3600, never, clock=lambda: now[0])
+    name = str(uuid.uuid4())
+    spec = sealed_spec(public_key(kube), name, VALUES, webhook={"mode": "manual"})
+    status = {"observedGeneration": 1, "checkedAt": "2026-01-01T00:00:00Z"}
+    body = channel_body(name, spec, status=status)
+
+    await reconcile.challenge_seen(rt, body)  # no challenge noted yet
+    assert rt.health.due_in(name) is None
+    body["status"]["lastChallengeAt"] = "2025-12-31T23:59:59Z"  # older than Meta's answer
+    await reconcile.challenge_seen(rt, body)
+    assert rt.health.due_in(name) is None
+    body["status"]["lastChallengeAt"] = "2026-01-01T00:00:05Z"
+    rt.health.after(name, 3600)  # the regular check, an hour away
+    await reconcile.challenge_seen(rt, body)
+    assert rt.health.due_in(name) == 0
+    rt.health.after(name, 60)  # Meta failed: the check is retried within the minute
+    retry = rt.health.due_in(name)
+    await reconcile.challenge_seen(rt, body)  # another event of the same channel
+    assert rt.health.due_in(name) == retry

@@ -84,9 +84,11 @@ async def test_a_second_channel_for_a_phone_number_gets_no_secret_and_no_events(
     claimant = await wait_ready(
         kube, namespace, attacker, status="False", reason=PHONE_NUMBER_TAKEN
     )
-    assert victim in ready_of(claimant)["message"]
+    assert victim not in ready_of(claimant)["message"]
     assert await get_secret(kube, namespace, attacker) is None
-    assert any(e["reason"] == PHONE_NUMBER_TAKEN for e in events_of(cluster, namespace, attacker))
+    events = events_of(cluster, namespace, attacker)
+    assert any(e["reason"] == PHONE_NUMBER_TAKEN for e in events)
+    assert all(victim not in e["message"] for e in events)  # never names another instance
 
     with run_receiver(
         cluster.kubeconfig,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.receiver import meta_examples as meta
 from tests.receiver.bots import pywa_bot
 from tests.receiver.test_bots import assert_pywa_typed
 from tests.support.identities import identity
+from tests.support.owners import apply_owned
 from tests.support.payloads import channel_secret, meta_bytes, signed
 from tests.support.processes import log_dir, run_receiver
 from tests.support.scrape import scrape, value
@@ -34,9 +34,7 @@ EVENTS = "whatsapp_receiver_webhook_events_total"
 
 
 def _apply(cluster: Cluster, namespace: str, secret: dict[str, Any]) -> None:
-    secret["metadata"]["namespace"] = namespace
-    secret["metadata"].pop("ownerReferences", None)  # no channel object: GC would delete it
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    apply_owned(cluster, namespace, secret)
 
 
 async def test_the_receiver_process_forwards_to_a_pywa_bot_signed_with_the_channel_secret(

@@ -3,6 +3,7 @@ quite right becomes (issue 14: each found by a mutant that no other test noticed
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 
@@ -154,30 +155,27 @@ def _secret_with(**changes: object) -> dict[str, object]:
     return secret
 
 
-def test_the_channel_is_named_after_its_owning_channel_object():
-    secret = _secret_with(
-        metadata={
-            "ownerReferences": [
-                {"kind": "ConfigMap", "name": "not-this"},
-                {"kind": "WhatsAppChannel", "name": ""},
-                {"kind": "WhatsAppChannel", "name": "the-channel"},
-            ]
-        }
-    )
-    channel = channel_from_secret(secret)
-    assert channel is not None
-    assert channel.name == "the-channel"
-
-
-def test_without_an_owner_the_channel_is_named_after_its_instance():
-    secret = _secret_with(metadata={"ownerReferences": [{"kind": "ConfigMap", "name": "x"}]})
-    channel = channel_from_secret(secret)
+def test_only_a_secret_named_after_its_instance_and_owned_by_its_channel_routes():
+    """Issue 21 item 5; fails on the code before it, which routed by any Secret carrying the
+    operator's labels, whatever its name or owner (anyone who may create Secrets in the
+    channel namespace could silence another tenant)."""
+    genuine = _secret_with()
+    channel = channel_from_secret(genuine)
     assert channel is not None
     assert channel.name == channel.instance_id
-    del secret["metadata"]["ownerReferences"]  # type: ignore[attr-defined]
-    channel = channel_from_secret(secret)
-    assert channel is not None
-    assert channel.name == channel.instance_id
+    owner = genuine["metadata"]["ownerReferences"][0]  # type: ignore[index]
+    forged = [
+        {"name": "hand-made-copy"},
+        {"ownerReferences": []},
+        {"ownerReferences": [{**owner, "controller": False}]},
+        {"ownerReferences": [{**owner, "name": "another-channel"}]},
+        {"ownerReferences": [{**owner, "kind": "ConfigMap"}]},
+        {"ownerReferences": [{**owner, "apiVersion": "example.com/v1"}]},
+    ]
+    for metadata in forged:
+        secret = copy.deepcopy(genuine)
+        secret["metadata"].update(metadata)  # type: ignore[attr-defined]
+        assert channel_from_secret(secret) is None, metadata
 
 
 @pytest.mark.parametrize("value", ["c2VjcmV0!", "c2Vj cmV0", 12345, ["c2VjcmV0"], ""])

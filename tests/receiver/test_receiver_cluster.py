@@ -18,6 +18,7 @@ from whatsapp_channel.channel_secret import ENABLED_ANNOTATION
 from whatsapp_channel.model import API_VERSION, KIND
 
 from tests.support.identities import identity, service_account
+from tests.support.owners import apply_owned
 from tests.support.payloads import (
     channel_secret,
     meta_bytes,
@@ -133,9 +134,7 @@ async def test_replicas_follow_channel_secrets_through_the_watch(
             secret_2 = channel_secret(
                 second, PHONE_2, app_secret="second-secret", verify_token="t2"
             )
-            secret_2["metadata"]["namespace"] = namespace
-            del secret_2["metadata"]["ownerReferences"]  # no owner: GC would delete it
-            apply(cluster, secret_2)
+            apply_owned(cluster, namespace, secret_2)
             for r in replicas:
 
                 async def second_known(r: RunningReceiver = r) -> bool:

@@ -4,7 +4,6 @@ counted and timed, and no label value an instance id, a phone number or a secret
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ from localkube import Cluster
 from localkube.cluster import free_port
 
 from tests.support.identities import identity
+from tests.support.owners import apply_owned
 from tests.support.payloads import (
     channel_secret,
     meta_bytes,
@@ -35,9 +35,7 @@ async def test_events_are_counted_by_outcome_on_the_metrics_port_only(
 ) -> None:
     instance = new_instance_id()
     secret = channel_secret(instance, PHONE, app_secret=APP_SECRET, verify_token=VERIFY_TOKEN)
-    secret["metadata"]["namespace"] = namespace
-    del secret["metadata"]["ownerReferences"]  # no channel object: GC would delete it
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    apply_owned(cluster, namespace, secret)
     kubeconfig = identity(cluster, "receiver", namespace, tmp_path)
     metrics_port = free_port()
     with run_receiver(

@@ -78,6 +78,16 @@ class StandinThread:
             and token.app_id == number.app_id
         )
 
+    def enter_app_webhook(self, phone_number_id: str, callback_url: str) -> None:
+        """A person enters `callback_url` as the number's app's webhook in the App Dashboard
+        (a manual webhook; Meta then calls its challenge, which the test makes itself)."""
+
+        def enter() -> None:
+            world = self.standin.world
+            world.apps[world.numbers[phone_number_id].app_id].callback_url = callback_url
+
+        self._sync(enter)
+
     def fault(self, phone_number_id: str, fault: Fault) -> None:
         def add() -> None:
             self.standin.world.numbers[phone_number_id].faults.append(fault)

@@ -10,7 +10,8 @@ Fields are separated by spaces. `name` ([A-Za-z0-9._-], up to 64) only labels th
 logs. A key without instance ids may manage every instance; with ids, only those (any
 other instance is refused with 403 before the cluster is asked, so such a key cannot learn
 whether another instance has a channel). Blank lines and lines starting with `#` are
-ignored. The file is re-read when it changes; a broken new version keeps the old keys.
+ignored. The file is re-read when it changes; a new version with a refused line applies
+its removals anyway (only keys it still lists unchanged stay), never adds a key.
 """
 
 from __future__ import annotations
@@ -53,40 +54,59 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+def read_api_keys(text: str) -> tuple[tuple[ApiKey, ...], tuple[ApiKeysError, ...]]:
+    """The keys of every line the format accepts, and each refused line's complaint."""
     keys: list[ApiKey] = []
+    refused: list[ApiKeysError] = []
     names: set[str] = set()
     digests: set[bytes] = set()
     for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
+        try:
+            key = _parse_line(number, line)
+            if key is not None and (key.name in names or key.digest in digests):
+                raise ApiKeysError(f"line {number} ({key.name}): duplicate name or key")
+        except ApiKeysError as exc:
+            refused.append(exc)
             continue
-        if len(fields) < 2:
-            raise ApiKeysError(f"line {number}: expected `<name> <key> [<instance id> ...]`")
-        name, key, *ids = fields
-        if not _NAME.fullmatch(name):
-            raise ApiKeysError(f"line {number}: the name must match {_NAME.pattern}")
-        if len(key) < MIN_KEY_LENGTH or not _KEY.fullmatch(key):
+        if key is not None:
+            names.add(key.name)
+            digests.add(key.digest)
+            keys.append(key)
+    return tuple(keys), tuple(refused)
+
+
+def _parse_line(number: int, line: str) -> ApiKey | None:
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    if len(fields) < 2:
+        raise ApiKeysError(f"line {number}: expected `<name> <key> [<instance id> ...]`")
+    name, key, *ids = fields
+    if not _NAME.fullmatch(name):
+        raise ApiKeysError(f"line {number}: the name must match {_NAME.pattern}")
+    if len(key) < MIN_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise ApiKeysError(
+            f"line {number} ({name}): a key is at least {MIN_KEY_LENGTH} printable characters"
+        )
+    instances: set[str] = set()
+    for value in ids:
+        try:
+            instances.add(str(uuid.UUID(value)))
+        except ValueError:
             raise ApiKeysError(
-                f"line {number} ({name}): a key is at least {MIN_KEY_LENGTH} printable characters"
-            )
-        instances: set[str] = set()
-        for value in ids:
-            try:
-                instances.add(str(uuid.UUID(value)))
-            except ValueError:
-                raise ApiKeysError(
-                    f"line {number} ({name}): {value!r} is not an instance id (a UUID)"
-                ) from None
-        digest = _digest(key)
-        if name in names or digest in digests:
-            raise ApiKeysError(f"line {number} ({name}): duplicate name or key")
-        names.add(name)
-        digests.add(digest)
-        keys.append(ApiKey(name, digest, frozenset(instances) if instances else None))
+                f"line {number} ({name}): {value!r} is not an instance id (a UUID)"
+            ) from None
+    return ApiKey(name, _digest(key), frozenset(instances) if instances else None)
+
+
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """The keys of a file every line of which is right; ApiKeysError otherwise."""
+    keys, refused = read_api_keys(text)
+    if refused:
+        raise refused[0]
     if not keys:
         raise ApiKeysError("no API keys: the facade would refuse every request")
-    return tuple(keys)
+    return keys
 
 
 class ApiKeyFile:
@@ -111,11 +131,27 @@ class ApiKeyFile:
             stamp = self._file_stamp()
             if stamp == self._stamp:
                 return
-            self._keys = parse_api_keys(self.path.read_text())
-            self._stamp = stamp
+            keys, refused = read_api_keys(self.path.read_text())
+        except OSError as exc:
+            log.error("API keys file %s unreadable, keeping the previous keys: %s", self.path, exc)
+            return
+        self._stamp = stamp
+        if not refused and keys:
+            self._keys = keys
             log.info("API keys reloaded from %s (%d keys)", self.path, len(self._keys))
-        except (OSError, ApiKeysError) as exc:
-            log.error("API keys file %s unusable, keeping the previous keys: %s", self.path, exc)
+            return
+        # Fail closed: a removal is applied even when another line is refused; a key stays
+        # only if the new file still lists it unchanged (name, key and instances).
+        listed = set(keys)
+        self._keys = tuple(k for k in self._keys if k in listed)
+        complaint = refused[0] if refused else "no API keys"
+        log.error(
+            "API keys file %s has a refused line (%s); kept only the %d previous keys it "
+            "still lists unchanged",
+            self.path,
+            complaint,
+            len(self._keys),
+        )
 
     def identify(self, presented: str) -> ApiKey | None:
         """The key `presented` is, compared in constant time against every key."""

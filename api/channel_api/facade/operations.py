@@ -7,6 +7,7 @@ key before they leave this process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -25,7 +26,7 @@ from whatsapp_channel.model import (
     channel_view,
     rest_status,
 )
-from whatsapp_channel.phone_claims import NOT_CREATED, Claim, claim_of, owner
+from whatsapp_channel.phone_claims import Claim, claim_of, owner
 from whatsapp_channel.sealing import SealError, seal, seal_key_id
 
 from channel_api.facade.channel_watch import ChannelWaiter, ChannelWatch
@@ -50,7 +51,7 @@ class ChannelBusy(Exception):
 
 
 class PhoneNumberTaken(Exception):
-    """Another channel of the namespace, older than this one, holds the phone number id."""
+    """Another channel's claim holds the phone number id (`whatsapp_channel.phone_claims`)."""
 
 
 class ChannelStoreMissing(Exception):
@@ -159,16 +160,18 @@ class Channels:
         log.info("channel %s torn down", name)
 
     async def _check_phone(self, name: str, phone: str, existing: JSON | None) -> None:
-        """Refuse a phone number id an older channel holds (the operator's rule, in
+        """Refuse a phone number id another channel's claim holds (the operator's rule, in
         `whatsapp_channel.phone_claims`; it decides again, so a race here loses nothing).
         Found with a field selector on spec.phoneNumberId: the apiserver's index, no label."""
         listed = await self._kube.get(
             channels_path(self._namespace), {"fieldSelector": f"spec.phoneNumberId={phone}"}
         )
         claims = [claim_of(item) for item in listed.get("items") or []]
-        ours = claim_of(existing) if existing is not None else None
-        own = ours[1] if ours is not None else Claim(NOT_CREATED, name)
         others = {c[1] for c in claims if c is not None and c[0] == phone and c[1].name != name}
+        # Our claim as this write makes it: its credentials are new, so not refused (yet).
+        ours = existing or {"metadata": {"name": name}}
+        mine = claim_of({**ours, "spec": {"phoneNumberId": phone}})
+        own = dataclasses.replace(mine[1], refused=False) if mine is not None else Claim(name)
         holder = owner({*others, own})
         if holder is not None and holder.name != name:
             raise PhoneNumberTaken

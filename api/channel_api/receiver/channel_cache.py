@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from whatsapp_channel import channel_secret
+from whatsapp_channel.untrusted import shown
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
     """The channel a channel Secret describes, or None when it is not a channel's."""
     parsed = channel_secret.parse(secret)
     secret_name = str((secret.get("metadata") or {}).get("name") or "")
-    if parsed is None:
+    if parsed is None or not channel_secret.is_generated(secret):
         log.warning(
-            "secret %s has no valid %s label; ignored", secret_name, channel_secret.INSTANCE_LABEL
+            "secret %s is not named whatsapp-<its %s label> and owned by that channel; ignored",
+            shown(secret_name),
+            channel_secret.INSTANCE_LABEL,
         )
         return None
     return Channel(

@@ -235,11 +235,54 @@ annotations:
 
 {{/* The port of receiver.forwardUrlTemplate: the explicit one, else the scheme's. */}}
 {{- define "whatsapp-channels.forwardPort" -}}
-{{- $template := required "receiver.forwardUrlTemplate is required" .Values.receiver.forwardUrlTemplate }}
-{{- $authority := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*).*$" $template "${1}" }}
+{{- include "whatsapp-channels.urlPort" (required "receiver.forwardUrlTemplate is required" .Values.receiver.forwardUrlTemplate) }}
+{{- end }}
+
+{{/* The port of a URL: the explicit one, else the scheme's. */}}
+{{- define "whatsapp-channels.urlPort" -}}
+{{- $authority := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*).*$" . "${1}" }}
 {{- $authority = regexReplaceAll "^.*@" $authority "" }}
 {{- $port := regexFind ":[0-9]+$" $authority | trimPrefix ":" }}
-{{- if $port }}{{ $port }}{{ else if hasPrefix "https:" (lower $template) }}443{{ else }}80{{ end }}
+{{- if $port }}{{ $port }}{{ else if hasPrefix "https:" (lower .) }}443{{ else }}80{{ end }}
+{{- end }}
+
+{{/*
+The egress rule to the Kubernetes API server, as YAML: networkPolicy.apiServer.to on its
+ports when given; else the addresses and ports of the `kubernetes` Service's EndpointSlice,
+read from the cluster at install (helm `lookup`); else (helm template, no cluster) any address on
+networkPolicy.apiServer.ports.
+*/}}
+{{- define "whatsapp-channels.apiServerEgress" -}}
+{{- $np := .Values.networkPolicy }}
+{{- $to := $np.apiServer.to }}
+{{- $ports := $np.apiServer.ports }}
+{{- if not $to }}
+{{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" }}
+{{- $found := list }}
+{{- $foundPorts := list }}
+{{- range $endpoint := (dig "endpoints" list $slice) }}
+{{- range $address := (dig "addresses" list $endpoint) }}
+{{- $bits := ternary "128" "32" (contains ":" $address) }}
+{{- $found = append $found (dict "ipBlock" (dict "cidr" (printf "%s/%s" $address $bits))) }}
+{{- end }}
+{{- end }}
+{{- range $port := (dig "ports" list $slice) }}
+{{- $foundPorts = append $foundPorts (int $port.port) }}
+{{- end }}
+{{- if and $found $foundPorts }}
+{{- $to = $found }}
+{{- $ports = $foundPorts | uniq }}
+{{- end }}
+{{- end }}
+ports:
+  {{- range $ports }}
+  - port: {{ . }}
+    protocol: TCP
+  {{- end }}
+{{- with $to }}
+to:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* The bounded-request-head settings of the facade or the receiver: (dict "prefix"
