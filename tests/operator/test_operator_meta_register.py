@@ -481,7 +481,7 @@ async def test_a_noted_challenge_asks_meta_once_not_on_every_event() -> None:
     """The receiver's note only brings the next check forward (Meta's read-back decides),
     once per challenge newer than Meta's last answer, and never more than once a minute."""
     kube = MemoryKube()
-    keyring = await keystore.ensure(kube, NS)
+    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
     rt = Runtime(
         kube=kube,
         namespace=NS,
