@@ -48,7 +48,13 @@ APP_SECRET_MISMATCH = "AppSecretMismatch"
 # CredentialsValid=False: the phone number (or its business account) does not exist for
 # this token (100/33).
 PHONE_NUMBER_NOT_FOUND = "PhoneNumberNotFound"
-# CredentialsValid=False: the token lacks a permission the channel needs (10, 200-299).
+# CredentialsValid=False: none of the business accounts that granted the token holds the
+# phone number (each was asked for its numbers); give the right token or spec.wabaId.
+ACCOUNT_NOT_FOUND = "AccountNotFound"
+# CredentialsValid=False: the phone number is not one of spec.wabaId's numbers.
+PHONE_NUMBER_NOT_IN_ACCOUNT = "PhoneNumberNotInAccount"
+# CredentialsValid=False: the token lacks a permission the channel needs (10, 200-299, or a
+# WhatsApp scope missing from debug_token's answer).
 PERMISSION_DENIED = "PermissionDenied"
 # Unknown (any Meta condition; Ready too until a first answer): Meta could not be reached or
 # failed (codes 1, 2, HTTP 5xx, timeouts); checked again with backoff.

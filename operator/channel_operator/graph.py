@@ -55,6 +55,10 @@ CHECK_FIELDS = (
     "webhook_configuration",
     "health_status",
 )
+# What a channel's token must grant: managing the account (subscriptions, the override,
+# the number's fields) and messaging (https://developers.facebook.com/docs/whatsapp/
+# access-tokens: "whatsapp_business_management" and "whatsapp_business_messaging").
+WHATSAPP_SCOPES = ("whatsapp_business_management", "whatsapp_business_messaging")
 _VERSION_PATTERN = re.compile(r"^v[0-9]+\.[0-9]+$")
 _ID_PATTERN = re.compile(r"^[0-9]{1,20}$")
 REDACTED = "[redacted]"
@@ -62,7 +66,20 @@ REDACTED = "[redacted]"
 _TOKEN_LIKE = re.compile(r"\bEA[A-Za-z0-9]{20,}")
 _SECRET_PARAM = re.compile(r"(access_token|appsecret_proof|verify_token)=[^&\s\"']+")
 
-Call = Literal["check", "subscribe", "unsubscribe", "subscriptions", "override", "debug_token"]
+Call = Literal[
+    "check",
+    "subscribe",
+    "unsubscribe",
+    "subscriptions",
+    "override",
+    "debug_token",
+    "app",
+    "phone_numbers",
+]
+# Graph paths that are not a numeric object id.
+_NAMED_NODES = frozenset({"debug_token", "app"})
+# Pages of `GET /{waba}/phone_numbers` read at most (100 numbers a page: Meta's maximum).
+MAX_NUMBER_PAGES = 50
 
 
 # -- results ------------------------------------------------------------------------------
@@ -144,6 +161,15 @@ class SubscribedApp(_GraphModel):
     override_callback_uri: str | None = None
 
 
+class TokenApp(_GraphModel):
+    """`GET /app` with a user or system user token: the app the token was issued for
+    (https://developers.facebook.com/docs/graph-api/reference/application/: "id: The app
+    ID")."""
+
+    id: str
+    name: str | None = None
+
+
 class GranularScope(_GraphModel):
     scope: str
     target_ids: tuple[str, ...] = ()
@@ -160,6 +186,11 @@ class TokenInfo(_GraphModel):
     data_access_expires_at: int | None = None
     scopes: tuple[str, ...] = ()
     granular_scopes: tuple[GranularScope, ...] = ()
+
+    @property
+    def missing_scopes(self) -> tuple[str, ...]:
+        """The WhatsApp permissions a channel needs that the token lacks."""
+        return tuple(scope for scope in WHATSAPP_SCOPES if scope not in self.scopes)
 
     @property
     def waba_ids(self) -> tuple[str, ...]:
@@ -591,20 +622,63 @@ class GraphClient:
         )
         self._succeeded("override", body)
 
-    async def debug_token(self, credentials: GraphCredentials) -> TokenInfo:
-        """The token's own debug_token: `waba_ids` finds the business account of a channel
-        created without `waba_id`."""
+    async def token_app(self, credentials: GraphCredentials) -> TokenApp:
+        """`GET /app`: the app the channel's token belongs to (its id keys subscriptions and
+        makes the app access token for `debug_token`)."""
+        body = await self._request("app", "GET", "app", credentials, params={"fields": "id,name"})
+        return self._parse("app", TokenApp, body, credentials)
+
+    async def debug_token(self, credentials: GraphCredentials, app_id: str) -> TokenInfo:
+        """`GET /debug_token?input_token=<the channel's token>`, asked with the app access
+        token `{app_id}|{app_secret}`: Meta's reference requires "an app access token or an
+        app developer's user access token for the app associated with the input_token"
+        (https://developers.facebook.com/docs/graph-api/reference/debug_token), and a token
+        asking about itself is refused with (#100). `waba_ids` lists the accounts that
+        granted the app the token's whatsapp_business_management."""
+        if not _ID_PATTERN.match(app_id):
+            raise ValueError("an app id is numeric")
+        app_token = GraphCredentials(f"{app_id}|{credentials.app_secret}", credentials.app_secret)
         body = await self._request(
             "debug_token",
             "GET",
             "debug_token",
-            credentials,
+            app_token,
             params={"input_token": credentials.access_token},
+            extra_secrets=credentials.secrets(),
         )
         data = body.get("data")
         return self._parse(
             "debug_token", TokenInfo, data if isinstance(data, dict) else {}, credentials
         )
+
+    async def phone_number_ids(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> frozenset[str]:
+        """`GET /{waba_id}/phone_numbers?fields=id`, every page (Meta's cursor paging:
+        `paging.cursors.after` while `paging.next` is given; `limit` at most 100 per the
+        OpenAPI description): the ids of the account's numbers."""
+        ids: set[str] = set()
+        params = {"fields": "id", "limit": "100"}
+        for _ in range(MAX_NUMBER_PAGES):
+            body = await self._request(
+                "phone_numbers",
+                "GET",
+                f"{waba_id}/phone_numbers",
+                credentials,
+                params=params,
+                account=account or waba_id,
+            )
+            data = body.get("data")
+            for item in data if isinstance(data, list) else []:
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    ids.add(item["id"])
+            paging = body.get("paging")
+            cursors = paging.get("cursors") if isinstance(paging, dict) else None
+            after = cursors.get("after") if isinstance(cursors, dict) else None
+            if not isinstance(paging, dict) or "next" not in paging or not isinstance(after, str):
+                break
+            params = {**params, "after": after}
+        return frozenset(ids)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -644,7 +718,7 @@ class GraphClient:
         extra_secrets: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         object_id = path.split("/", 1)[0]
-        if object_id != "debug_token" and not _ID_PATTERN.match(object_id):
+        if object_id not in _NAMED_NODES and not _ID_PATTERN.match(object_id):
             raise ValueError(f"a Graph object id is numeric, not {object_id!r}")
         secrets = (*credentials.secrets(), *extra_secrets)
         url = self.base_url / self.version / path

@@ -32,6 +32,7 @@ from whatsapp_channel.model import (
 
 from channel_operator.desired import ChannelFailure, ChannelRef, ConditionState, Credentials
 from channel_operator.desired import MetaReport as MetaReport
+from channel_operator.discovery import Discovery, DiscoveryRefused
 from channel_operator.graph import (
     CanSendMessage,
     GraphClient,
@@ -106,6 +107,7 @@ class Meta:
     webhook_mode: WebhookMode = "managed"
     health_period: float = 3600.0
     accounts: Accounts = field(default_factory=Accounts)
+    discovery: Discovery = field(default_factory=Discovery)
     # Waits between override attempts when Meta's challenge fails (the receiver may not
     # have the channel's Secret in its cache yet); then Kopf's own backoff.
     callback_retries: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
@@ -135,6 +137,12 @@ def mode_of(spec: ChannelSpec, default: WebhookMode) -> WebhookMode:
 def waba_of(spec: ChannelSpec, status: Mapping[str, Any]) -> str | None:
     known = status.get("wabaId")
     return spec.waba_id or (str(known) if known else None)
+
+
+def account_confirmed(spec: ChannelSpec, status: Mapping[str, Any]) -> bool:
+    """The status names the number's account, found or checked at Meta for this spec."""
+    known = status.get("wabaId")
+    return bool(known) and (spec.waba_id is None or known == spec.waba_id)
 
 
 def parse_time(value: object) -> float | None:
@@ -241,6 +249,27 @@ def facts(check: PhoneNumberCheck, waba_id: str | None) -> dict[str, str]:
     return found
 
 
+def _refused(reason: str, message: str) -> Asked:
+    """Meta ruled the channel out: nothing more is asked until the spec changes."""
+    not_asked = (None, reasons.NOT_CHECKED, "not registered: Meta refused the credentials")
+    return Asked(
+        MetaReport(
+            credentials=(False, reason, message),
+            webhook=not_asked,
+            facts={"checkedAt": now_rfc3339()},
+        ),
+        refused=True,
+    )
+
+
+def _failed(error: GraphError, credentials: Credentials) -> Asked:
+    """A Graph call failed: a refusal of the credentials, else Unknown and tried again."""
+    if error.kind.credentials_refused:
+        return _refused(_CREDENTIAL_REASONS[error.kind], _text(error, credentials))
+    state = _transient(error, credentials)
+    return Asked(MetaReport(credentials=state), retry=MetaRetry(state[1], state[2]))
+
+
 async def ask(
     meta: Meta,
     ref: ChannelRef,
@@ -263,17 +292,16 @@ async def ask(
             spec.phone_number_id, graph_credentials, account=budget
         )
     except GraphError as error:
-        if error.kind.credentials_refused:
-            refused = (False, _CREDENTIAL_REASONS[error.kind], _text(error, credentials))
-            not_asked = (None, reasons.NOT_CHECKED, "not registered: Meta refused the credentials")
-            return Asked(
-                MetaReport(
-                    credentials=refused, webhook=not_asked, facts={"checkedAt": now_rfc3339()}
-                ),
-                refused=True,
+        return _failed(error, credentials)
+    if mode == "managed" and not account_confirmed(spec, status):
+        try:
+            waba_id = await meta.discovery.account_of(
+                meta.graph, graph_credentials, spec.phone_number_id, spec.waba_id
             )
-        state = _transient(error, credentials)
-        return Asked(MetaReport(credentials=state), retry=MetaRetry(state[1], state[2]))
+        except DiscoveryRefused as refusal:
+            return _refused(refusal.reason, _text(refusal.message, credentials))
+        except GraphError as error:
+            return _failed(error, credentials)
     accepted = (
         True,
         reasons.CREDENTIALS_ACCEPTED,
@@ -327,28 +355,6 @@ async def ask(
     return Asked(report, retry=retry)
 
 
-async def find_account(
-    meta: Meta, credentials: Credentials
-) -> tuple[str | None, ConditionState | None]:
-    """The business account of a channel given without waba_id: the first account that
-    granted the token whatsapp_business_management (debug_token's granular scopes)."""
-    try:
-        info = await meta.graph.debug_token(
-            GraphCredentials(credentials.access_token, credentials.app_secret)
-        )
-    except GraphError as error:
-        if error.kind.transient:
-            return None, _transient(error, credentials)
-        return None, (False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials))
-    if not info.waba_ids:
-        return None, (
-            False,
-            reasons.APP_NOT_SUBSCRIBED,
-            "no business account known for the number: give waba_id (spec.wabaId)",
-        )
-    return info.waba_ids[0], None
-
-
 async def subscribe_once(
     meta: Meta, key: str, waba_id: str, graph_credentials: GraphCredentials
 ) -> None:
@@ -398,10 +404,8 @@ async def register(
     likely has the channel's Secret, so the first override usually passes Meta's challenge
     instead of costing a 2200, a pause and a second call; the retries stay the fallback."""
     graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
-    if waba_id is None:
-        waba_id, problem = await find_account(meta, credentials)
-        if problem is not None or waba_id is None:
-            return problem or (None, reasons.NOT_CHECKED, ""), None
+    if waba_id is None:  # ask finds or checks the account before it registers
+        return (None, reasons.NOT_CHECKED, "the number's business account is not known"), None
     key = subscription(credentials, waba_id)
     try:
         await subscribe_once(meta, key, waba_id, graph_credentials)

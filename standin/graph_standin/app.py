@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -59,6 +60,29 @@ PHONE_FIELDS = frozenset(
         "health_status",
     }
 )
+# `GET /{WABA-ID}/phone_numbers` (Meta's OpenAPI description): the fields it lists, those
+# answered without `fields` (the example's first ones), the page size's maximum.
+PHONE_LIST_FIELDS = frozenset(
+    {
+        "id",
+        "display_phone_number",
+        "verified_name",
+        "status",
+        "quality_rating",
+        "code_verification_status",
+        "account_mode",
+        "messaging_limit_tier",
+        "is_official_business_account",
+    }
+)
+PHONE_LIST_DEFAULT_FIELDS = (
+    "verified_name",
+    "code_verification_status",
+    "display_phone_number",
+    "quality_rating",
+    "id",
+)
+PHONE_NUMBERS_MAX_LIMIT = 100
 MAX_CALLBACK_URI = 200  # Meta: "Maximum 200 characters."
 HEALTH_ORDER = {"AVAILABLE": 0, "LIMITED": 1, "BLOCKED": 2}
 BLOCKED_ERROR = {
@@ -180,7 +204,9 @@ class GraphStandin:
             web.get(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscriptions),
             web.post(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscribe),
             web.delete(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._unsubscribe),
+            web.get(f"/{{version:{VERSION}}}/{{id}}/phone_numbers", self._phone_numbers),
             web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
+            web.get(f"/{{version:{VERSION}}}/app", self._app),
             web.get(f"/{{version:{VERSION}}}/{{id}}", self._get_node),
             web.post(f"/{{version:{VERSION}}}/{{id}}", self._post_node),
         ]
@@ -245,12 +271,37 @@ class GraphStandin:
                     params.update((await request.post()).items())
         return params
 
-    def _authorize(self, request: web.Request, params: dict[str, Any]) -> Token:
+    @staticmethod
+    def _token_text(request: web.Request, params: dict[str, Any]) -> str:
         header = request.headers.get("Authorization", "")
         token_text = header[7:].strip() if header[:7].lower() == "bearer " else ""
         token_text = token_text or str(params.get("access_token", ""))
         if not token_text:
             raise errors.token_missing()
+        return token_text
+
+    def _authorize_app(self, request: web.Request, params: dict[str, Any]) -> str:
+        """An app access token, `{app-id}|{app-secret}`
+        (https://developers.facebook.com/docs/facebook-login/guides/access-tokens#apptokens):
+        the app's id. A user token here is Meta's (#100) refusal."""
+        token_text = self._token_text(request, params)
+        app_id, bar, secret = token_text.partition("|")
+        if not bar:
+            if token_text in self.world.tokens:
+                raise errors.app_token_required()
+            raise errors.token_malformed(token_text)
+        app = self.world.apps.get(app_id)
+        if app is None or not hmac.compare_digest(secret.encode(), app.secret.encode()):
+            raise errors.token_invalid()
+        proof = str(params.get("appsecret_proof", ""))
+        if proof and not hmac.compare_digest(
+            proof.encode(), appsecret_proof(app.secret, token_text).encode()
+        ):
+            raise errors.proof_invalid()
+        return app_id
+
+    def _authorize(self, request: web.Request, params: dict[str, Any]) -> Token:
+        token_text = self._token_text(request, params)
         token = self.world.tokens.get(token_text)
         if token is None:
             raise errors.token_malformed(token_text)
@@ -501,12 +552,12 @@ class GraphStandin:
     async def _debug_token(self, request: web.Request) -> web.Response:
         params = await self._params(request)
         self.world.calls[("debug_token", "debug_token")] += 1
-        self._authorize(request, params)
+        app_id = self._authorize_app(request, params)
         input_token = str(params.get("input_token", ""))
         if not input_token:
             raise errors.invalid_parameter("The parameter input_token is required")
         token = self.world.tokens.get(input_token)
-        if token is None:
+        if token is None or token.app_id != app_id:
             invalid = {"code": 190, "message": "Invalid OAuth access token."}
             return web.json_response({"data": {"error": invalid, "is_valid": False, "scopes": []}})
         newest_first = list(reversed(token.wabas))
@@ -523,6 +574,51 @@ class GraphStandin:
             "user_id": "10222270944537964",
         }
         return web.json_response({"data": data})
+
+    # -- Graph: the token's app, an account's numbers -------------------------------------
+
+    async def _app(self, request: web.Request) -> web.Response:
+        """`GET /app`: the app a user or system user token belongs to."""
+        params = await self._params(request)
+        self.world.calls[("app", "app")] += 1
+        token = self._authorize(request, params)
+        app = self.world.apps[token.app_id]
+        node = {"name": app.name, "id": app.app_id}
+        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
+        if fields:
+            unknown = [f for f in fields if f not in node]
+            if unknown:
+                raise errors.nonexisting_field(unknown[0], "Application")
+            node = {name: node[name] for name in fields if name != "id"} | {"id": app.app_id}
+        return web.json_response(node)
+
+    async def _phone_numbers(self, request: web.Request) -> web.Response:
+        """`GET /{WABA-ID}/phone_numbers`: the account's numbers, `limit` (1-100, default 25)
+        a page, cursor paging (`after`), as Meta's OpenAPI description gives it."""
+        _, waba_id = await self._waba_call(request, "phone_numbers")
+        params = dict(request.query)
+        try:
+            limit = int(params.get("limit", "25"))
+        except ValueError:
+            raise errors.invalid_parameter("Param limit must be an integer") from None
+        if not 1 <= limit <= PHONE_NUMBERS_MAX_LIMIT:
+            raise errors.invalid_parameter(f"Param limit must be at most {PHONE_NUMBERS_MAX_LIMIT}")
+        fields = [f.strip() for f in params.get("fields", "").split(",") if f.strip()]
+        for name in fields:
+            if name not in PHONE_LIST_FIELDS:
+                raise errors.nonexisting_field(name)
+        numbers = self.world.waba_numbers(waba_id)
+        start = _cursor_index(params.get("after"))
+        page = numbers[start : start + limit]
+        data = [self._phone_node(n, fields or list(PHONE_LIST_DEFAULT_FIELDS)) for n in page]
+        body: dict[str, Any] = {"data": data}
+        if page:
+            cursors = {"before": _cursor(start), "after": _cursor(start + len(page))}
+            body["paging"] = {"cursors": cursors}
+            if start + limit < len(numbers):
+                following = URL(str(request.url)).update_query({"after": cursors["after"]})
+                body["paging"]["next"] = str(following.without_query_params("access_token"))
+        return web.json_response(body)
 
     # -- admin API -------------------------------------------------------------------------
 
@@ -655,6 +751,20 @@ class GraphStandin:
     async def _app_callback_event(self, request: web.Request) -> web.Response:
         self.app_callback_events.append(await request.json())
         return web.Response(text="EVENT_RECEIVED")
+
+
+def _cursor(index: int) -> str:
+    return base64.urlsafe_b64encode(f"cursor:{index}".encode()).decode()
+
+
+def _cursor_index(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        return max(int(text.removeprefix("cursor:")), 0)
+    except ValueError:
+        raise errors.invalid_parameter("Invalid cursor") from None
 
 
 def text_notification(number: PhoneNumber, text: str, *, sender: str, name: str) -> dict[str, Any]:

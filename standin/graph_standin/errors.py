@@ -99,11 +99,23 @@ def object_not_found(object_id: str, method: str) -> GraphFailure:
     )
 
 
-def nonexisting_field(field: str) -> GraphFailure:
+def app_token_required() -> GraphFailure:
+    """debug_token asked with a user token (the token about itself): Meta's refusal, as
+    quoted in nyaruka/rapidpro PR 3734 and Meta's debug_token reference ("An app access
+    token or an app developer's user access token ... is required")."""
     return GraphFailure(
         400,
-        f"(#100) Tried accessing nonexisting field ({field}) on node type "
-        "(WhatsAppBusinessPhoneNumber)",
+        "(#100) You must provide an app access token, or a user access token that is an "
+        "owner or developer of the app",
+        100,
+        type_="OAuthException",
+    )
+
+
+def nonexisting_field(field: str, node_type: str = "WhatsAppBusinessPhoneNumber") -> GraphFailure:
+    return GraphFailure(
+        400,
+        f"(#100) Tried accessing nonexisting field ({field}) on node type ({node_type})",
         100,
     )
 

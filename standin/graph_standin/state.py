@@ -14,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 CanSendMessage = Literal["AVAILABLE", "LIMITED", "BLOCKED"]
 
 # Which Graph call a request is, for fault filters and call counts.
-CallName = Literal["check", "override", "subscribe", "unsubscribe", "subscriptions", "debug_token"]
+CallName = Literal[
+    "check",
+    "override",
+    "subscribe",
+    "unsubscribe",
+    "subscriptions",
+    "debug_token",
+    "app",
+    "phone_numbers",
+]
 
 
 class FaultKind(StrEnum):

@@ -502,15 +502,38 @@ async def test_the_standins_account_budget_answers_80007() -> None:
     ]
 
 
-async def test_debug_token_finds_the_business_account(
+async def test_the_token_app_then_debug_token_asked_with_the_app_token(
     graph: GraphClient, standin: GraphStandin, number: PhoneNumber
 ) -> None:
-    info = await graph.debug_token(CREDENTIALS)
+    app = await graph.token_app(CREDENTIALS)
+    assert app.id == number.app_id
+    info = await graph.debug_token(CREDENTIALS, app.id)
     assert info.is_valid
     assert info.waba_ids == (WABA,)
     assert info.app_id == number.app_id
-    error = await _fails(graph.debug_token(GraphCredentials(TOKEN, "wrong-secret")))
+    assert info.missing_scopes == ()
+    wrong = GraphCredentials(TOKEN, "wrong-secret")
+    error = await _fails(graph.token_app(wrong))
     assert error.kind is GraphErrorKind.APP_SECRET_MISMATCH
+    # The app token `{app-id}|{wrong secret}` is no app's token; no secret in the text.
+    error = await _fails(graph.debug_token(wrong, app.id))
+    assert error.kind is GraphErrorKind.TOKEN_INVALID
+    assert "wrong-secret" not in str(error)
+    assert TOKEN not in str(error)
+
+
+async def test_phone_number_ids_reads_every_page(
+    graph: GraphClient, standin: GraphStandin, number: PhoneNumber
+) -> None:
+    many = {f"1065403522{index:05d}" for index in range(130)}
+    for phone in many:
+        standin.seed(
+            NumberSeed(
+                phone_number_id=phone, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET
+            )
+        )
+    assert await graph.phone_number_ids(WABA, CREDENTIALS) == {PHONE, *many}
+    assert standin.calls(WABA, "phone_numbers") == 2  # 100 a page, Meta's maximum
 
 
 def test_plain_http_off_loopback_only_to_the_one_named_test_host() -> None:

@@ -84,6 +84,13 @@ class FakeGraph:
         if self.subscribe_errors:
             raise self.subscribe_errors.pop(0)
 
+    async def phone_number_ids(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> frozenset[str]:
+        """The account holds every number `channel` makes, and the reconcile tests' one."""
+        self.calls.append(("phone_numbers", waba_id, credentials.access_token))
+        return frozenset({"106540352242922", *(f"1065{index:011d}" for index in range(100))})
+
     async def set_webhook_override(
         self,
         phone_number_id: str,
@@ -314,7 +321,7 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     await asyncio.wait_for(waiting.wait(), 60)
     # The task went on into `delivered` without a pause: had it not waited there, the
     # override would be recorded by now.
-    assert [c[0] for c in graph.calls] == ["check", "subscribe"]
+    assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "subscribe"]
     assert not task.done()
 
     # An older event (another Secret's) does not count; our own does.
@@ -326,7 +333,7 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     asked = await asyncio.wait_for(task, 60)
     assert answered == [True]
     assert webhook_of(asked) == (True, reasons.OVERRIDE_REGISTERED)
-    assert [c[0] for c in graph.calls] == ["check", "subscribe", "override"]
+    assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "subscribe", "override"]
     assert graph.delivered_at_override == [True]
 
 
@@ -416,7 +423,7 @@ async def test_a_reconcile_overrides_only_after_its_watch_delivered_the_new_secr
             await asyncio.wait_for(reconcile.reconcile(rt, channel_body(name, spec), patch), 60)
             is None
         )
-        assert [c[0] for c in graph.calls] == ["check", "override"]
+        assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "override"]
         assert graph.delivered_at_override == [True]
         ready = find_condition(patch["conditions"], READY)
         assert ready is not None

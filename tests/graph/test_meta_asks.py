@@ -1,0 +1,111 @@
+"""Issue 19: what `meta.ask` and `meta.release` do against the stand-in made as strict as
+Meta documents (tests/graph/meta_documented.py quotes the sources)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from channel_operator.desired import ChannelRef, Credentials
+from channel_operator.graph import GraphClient
+from channel_operator.meta import Asked, Meta, ask
+from graph_standin import GraphStandin, NumberSeed
+from graph_standin.state import PhoneNumber
+from whatsapp_channel import reasons
+from whatsapp_channel.model import ChannelSpec
+
+from tests.graph.conftest import APP_SECRET, PHONE, TOKEN, VERIFY_TOKEN, WABA, Callback
+
+CREDENTIALS = Credentials(TOKEN, APP_SECRET, VERIFY_TOKEN)
+
+
+@pytest.fixture
+def meta(graph: GraphClient) -> Meta:
+    return Meta(graph=graph, callback_retries=())
+
+
+def override(standin: GraphStandin, phone: str) -> str | None:
+    return standin.world.numbers[phone].override_callback_uri
+
+
+def subscribed(standin: GraphStandin, waba_id: str, app_id: str) -> bool:
+    return app_id in standin.world.wabas[waba_id].subscribed_apps
+
+
+def ignore(reason: str, message: str) -> None:
+    return None
+
+
+def channel(phone: str = PHONE, waba_id: str | None = None) -> tuple[ChannelRef, ChannelSpec]:
+    name = str(uuid.uuid4())
+    spec = ChannelSpec(instance_id=name, phone_number_id=phone, waba_id=waba_id)
+    return ChannelRef("ns", name, f"uid-{name}", 1), spec
+
+
+async def asked(
+    meta: Meta,
+    callback: Callback,
+    spec: ChannelSpec,
+    ref: ChannelRef,
+    status: dict[str, Any] | None = None,
+) -> Asked:
+    return await ask(meta, ref, spec, CREDENTIALS, status or {}, callback.url, ignore)
+
+
+async def test_the_seeds_own_body_without_waba_id_registers_the_numbers_account(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    # The token was also granted a newer account that does not hold the number.
+    standin.seed(
+        NumberSeed(
+            phone_number_id="106540352245555",
+            waba_id="102290129345555",
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+        )
+    )
+    ref, spec = channel()
+    answer = await asked(meta, callback, spec, ref)
+    assert answer.report.credentials is not None
+    assert answer.report.credentials[:2] == (True, reasons.CREDENTIALS_ACCEPTED)
+    assert answer.report.webhook is not None
+    assert answer.report.webhook[:2] == (True, reasons.OVERRIDE_REGISTERED)
+    assert answer.report.facts is not None
+    assert answer.report.facts["wabaId"] == WABA
+    assert override(standin, PHONE) == callback.url
+    assert subscribed(standin, WABA, number.app_id)
+    assert not subscribed(standin, "102290129345555", number.app_id)
+
+
+async def test_a_given_account_without_the_number_is_refused_with_its_own_reason(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    standin.seed(
+        NumberSeed(
+            phone_number_id="106540352245555",
+            waba_id="102290129345555",
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+        )
+    )
+    ref, spec = channel(waba_id="102290129345555")
+    answer = await asked(meta, callback, spec, ref)
+    assert answer.refused
+    assert answer.report.credentials is not None
+    assert answer.report.credentials[:2] == (False, reasons.PHONE_NUMBER_NOT_IN_ACCOUNT)
+    assert standin.calls(call="subscribe") == 0
+    assert override(standin, PHONE) is None
+
+
+async def test_a_restart_over_a_confirmed_account_asks_no_discovery(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    ref, spec = channel()
+    first = await asked(meta, callback, spec, ref)
+    assert first.report.facts is not None
+    status = {"wabaId": first.report.facts["wabaId"]}
+    again = Meta(graph=meta.graph, callback_retries=())  # a new process: nothing cached
+    await asked(again, callback, spec, ref, status)
+    assert standin.calls(call="debug_token") == 1
+    assert standin.calls(call="app") == 1
