@@ -184,6 +184,11 @@ def status_schema() -> JSONSchema:
             "messagingLimit": _string("Meta's messaging limit tier of the number."),
             "checkedAt": _string("When the operator last asked Meta about the number."),
             "wabaId": _string("The business account the managed webhook is registered under."),
+            "appId": _string("The Meta app of the channel's token."),
+            "appSubscription": _string(
+                "Who subscribed the app to the business account: operator (undone with the "
+                "account's last channel) or preexisting (never undone)."
+            ),
         },
     }
 

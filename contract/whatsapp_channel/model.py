@@ -162,6 +162,11 @@ class ChannelStatus(_CamelModel):
     checked_at: str | None = Field(default=None, alias="checkedAt")
     # The business account the managed webhook was registered under (spec.wabaId, or found).
     waba_id: str | None = Field(default=None, alias="wabaId")
+    # The token's Meta app (subscriptions are keyed by it, issue 19), and who subscribed the
+    # app to the account: "operator" (undone with the account's last channel) or
+    # "preexisting" (never undone).
+    app_id: str | None = Field(default=None, alias="appId")
+    app_subscription: str | None = Field(default=None, alias="appSubscription")
 
 
 def channel_body(

@@ -564,10 +564,16 @@ class GraphClient:
         self._succeeded("unsubscribe", body)
 
     async def subscribed_apps(
-        self, waba_id: str, credentials: GraphCredentials
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
     ) -> list[SubscribedApp]:
+        """`GET /{waba_id}/subscribed_apps`: the apps subscribed to the account, each with its
+        account-level override when one is set."""
         body = await self._request(
-            "subscriptions", "GET", f"{waba_id}/subscribed_apps", credentials, account=waba_id
+            "subscriptions",
+            "GET",
+            f"{waba_id}/subscribed_apps",
+            credentials,
+            account=account or waba_id,
         )
         data = body.get("data")
         apps = []

@@ -12,7 +12,6 @@ rate limits) is Unknown, never False.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,10 @@ from channel_operator.graph import (
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 400
+# status.appSubscription: the operator subscribed the app to the account (and undoes it with
+# the account's last channel), or found it subscribed (and never undoes it).
+OWNED_BY_OPERATOR = "operator"
+PREEXISTING = "preexisting"
 _CREDENTIAL_REASONS = {
     GraphErrorKind.TOKEN_INVALID: reasons.TOKEN_INVALID,
     GraphErrorKind.TOKEN_EXPIRED: reasons.TOKEN_EXPIRED,
@@ -74,19 +77,28 @@ class MetaRetry(ChannelFailure):
 
 @dataclass
 class Accounts:
-    """The business accounts this operator subscribed the app to, and the managed channels
-    registered under each (known from their status after a restart, with no Graph call)."""
+    """Per (app, business account) key: whether the app is known subscribed, whether this
+    operator made that subscription (`owned`: only those are ever undone), and the channels
+    of the account, managed or manual (known from their status after a restart, with no
+    Graph call)."""
 
     subscribed: set[str] = field(default_factory=set)
+    owned: set[str] = field(default_factory=set)
     channels: dict[str, set[str]] = field(default_factory=dict)
-    # The subscribe call in flight per account, awaited by every channel that needs it.
+    # The subscription read (and subscribe) in flight per key, awaited by every channel
+    # that needs it.
     subscribing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
-    def bind(self, channel: str, waba_id: str) -> None:
+    def bind(self, channel: str, key: str) -> None:
         for names in self.channels.values():
             names.discard(channel)
-        self.channels.setdefault(waba_id, set()).add(channel)
-        self.subscribed.add(waba_id)
+        self.channels.setdefault(key, set()).add(channel)
+
+    def ownership(self, key: str) -> str | None:
+        """status.appSubscription: who made the app's subscription to the account."""
+        if key in self.owned:
+            return OWNED_BY_OPERATOR
+        return PREEXISTING if key in self.subscribed else None
 
     def unbind(self, channel: str, waba_id: str) -> bool:
         """Forget `channel`; True when it was the account's last channel."""
@@ -124,10 +136,22 @@ class Asked:
     refused: bool = False
 
 
-def subscription(credentials: Credentials, waba_id: str) -> str:
-    """The key of an (app, account) subscription: the app is known by its secret's hash."""
-    app = hashlib.sha256(credentials.app_secret.encode()).hexdigest()[:16]
-    return f"{app}/{waba_id}"
+def subscription(app_id: str, waba_id: str) -> str:
+    """The key of an (app, account) subscription: the app by its id (a reset app secret is
+    the same app)."""
+    return f"{app_id}/{waba_id}"
+
+
+def app_of(check: PhoneNumberCheck) -> str | None:
+    """The token's app, named by the check itself: `health_status.entities[]` holds an
+    `APP` entity with the app's id (https://developers.facebook.com/docs/whatsapp/cloud-api/
+    health-status: "entity_type: PHONE_NUMBER, WABA, BUSINESS, APP ... id")."""
+    if check.health_status is None:
+        return None
+    for entity in check.health_status.entities:
+        if entity.entity_type == "APP":
+            return entity.id
+    return None
 
 
 def mode_of(spec: ChannelSpec, default: WebhookMode) -> WebhookMode:
@@ -198,13 +222,19 @@ def remember(
     """A channel seen without asking Meta (a restart): what it tells about its account."""
     webhook = find_condition(status.get("conditions") or [], WEBHOOK_REGISTERED)
     waba_id = waba_of(spec, status)
+    app_id = status.get("appId")
+    if not waba_id or not isinstance(app_id, str):
+        return
+    key = subscription(app_id, waba_id)
+    meta.accounts.bind(ref.name, key)
+    if status.get("appSubscription") == OWNED_BY_OPERATOR:
+        meta.accounts.owned.add(key)
     if (
-        waba_id
-        and webhook is not None
+        webhook is not None
         and webhook.get("status") == "True"
         and webhook.get("reason") == reasons.OVERRIDE_REGISTERED
     ):
-        meta.accounts.bind(ref.name, subscription(credentials, waba_id))
+        meta.accounts.subscribed.add(key)
 
 
 def _text(error: GraphError | str, credentials: Credentials) -> str:
@@ -236,13 +266,17 @@ def can_send(health: HealthStatus | None, credentials: Credentials) -> Condition
     return True, reasons.MESSAGING_AVAILABLE, message
 
 
-def facts(check: PhoneNumberCheck, waba_id: str | None) -> dict[str, str]:
+def facts(
+    check: PhoneNumberCheck, waba_id: str | None, app_id: str | None, ownership: str | None
+) -> dict[str, str]:
     values = {
         "verifiedName": check.verified_name,
         "qualityRating": check.quality_rating,
         "phoneStatus": check.status,
         "messagingLimit": check.messaging_limit_tier,
         "wabaId": waba_id,
+        "appId": app_id,
+        "appSubscription": ownership,
     }
     found = {key: value[:200] for key, value in values.items() if value}
     found["checkedAt"] = now_rfc3339()
@@ -285,8 +319,9 @@ async def ask(
     graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
     mode = mode_of(spec, meta.webhook_mode)
     waba_id = waba_of(spec, status)
+    known_app = status.get("appId")
     # Meta budgets management calls per app and business account: so does the operator.
-    budget = subscription(credentials, waba_id) if waba_id else None
+    budget = subscription(known_app, waba_id) if waba_id and isinstance(known_app, str) else waba_id
     try:
         check = await meta.graph.check_phone_number(
             spec.phone_number_id, graph_credentials, account=budget
@@ -302,6 +337,15 @@ async def ask(
             return _refused(refusal.reason, _text(refusal.message, credentials))
         except GraphError as error:
             return _failed(error, credentials)
+    app_id = app_of(check) or (known_app if isinstance(known_app, str) else None)
+    if app_id is None and mode == "managed":
+        try:
+            app_id = await meta.discovery.app_id(meta.graph, graph_credentials)
+        except GraphError as error:
+            return _failed(error, credentials)
+    key = subscription(app_id, waba_id) if app_id and waba_id else None
+    if key is not None:
+        meta.accounts.bind(ref.name, key)
     accepted = (
         True,
         reasons.CREDENTIALS_ACCEPTED,
@@ -327,8 +371,8 @@ async def ask(
                 reasons.OVERRIDE_REGISTERED,
                 f"Meta delivers the number's events to {url}",
             )
-            if waba_id:
-                meta.accounts.bind(ref.name, subscription(credentials, waba_id))
+            if key is not None:
+                meta.accounts.subscribed.add(key)
         else:
             if readback:
                 warn(
@@ -340,7 +384,7 @@ async def ask(
                     ),
                 )
             webhook, waba_id = await register(
-                meta, ref, spec, credentials, url, waba_id, before_override
+                meta, ref, spec, credentials, url, waba_id, app_id, before_override
             )
             if webhook[0] is None or webhook[1] == reasons.CALLBACK_VERIFICATION_FAILED:
                 retry = MetaRetry(webhook[1], webhook[2])
@@ -350,24 +394,24 @@ async def ask(
         credentials=accepted,
         webhook=webhook,
         can_send=can_send(check.health_status, credentials),
-        facts=facts(check, waba_id),
+        facts=facts(check, waba_id, app_id, meta.accounts.ownership(key) if key else None),
     )
     return Asked(report, retry=retry)
 
 
 async def subscribe_once(
-    meta: Meta, key: str, waba_id: str, graph_credentials: GraphCredentials
+    meta: Meta, key: str, waba_id: str, app_id: str, graph_credentials: GraphCredentials
 ) -> None:
-    """Subscribe the app to the account unless this operator already did. Channels of one
-    account registered at once share a single call: the first asks Meta, the others await
-    its answer. A transient failure reaches them all (each retries later); a refusal was
-    about the first channel's token, so each of the others then asks with its own."""
+    """Make sure the app is subscribed to the account, once per key. Channels of one account
+    registered at once share a single read (and subscribe): the first asks Meta, the others
+    await its answer. A transient failure reaches them all (each retries later); a refusal
+    was about the first channel's token, so each of the others then asks with its own."""
     if key in meta.accounts.subscribed:
         return
     pending = meta.accounts.subscribing.get(key)
     if pending is None:
         pending = asyncio.ensure_future(
-            meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
+            _subscribe_unless_subscribed(meta, key, waba_id, app_id, graph_credentials)
         )
         meta.accounts.subscribing[key] = pending
         pending.add_done_callback(lambda done: _subscribed(meta.accounts, key, done))
@@ -379,8 +423,23 @@ async def subscribe_once(
     except GraphError as error:
         if error.kind.transient:
             raise
-        await meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
+        await _subscribe_unless_subscribed(meta, key, waba_id, app_id, graph_credentials)
         meta.accounts.subscribed.add(key)
+
+
+async def _subscribe_unless_subscribed(
+    meta: Meta, key: str, waba_id: str, app_id: str, graph_credentials: GraphCredentials
+) -> None:
+    """`GET /{waba}/subscribed_apps` first; `POST` only when the app is not there. Never a
+    second body-less POST: Meta's webhook override page, "Subscribing without post body
+    parameters removes the alternate callback URL from the WABA"
+    (https://developers.facebook.com/docs/whatsapp/embedded-signup/webhooks/override). A
+    subscription found is not ours: the operator never undoes it."""
+    apps = await meta.graph.subscribed_apps(waba_id, graph_credentials, account=key)
+    if any(app.id == app_id for app in apps):
+        return
+    await meta.graph.subscribe_app(waba_id, graph_credentials, account=key)
+    meta.accounts.owned.add(key)
 
 
 def _subscribed(accounts: Accounts, key: str, done: asyncio.Future[None]) -> None:
@@ -396,6 +455,7 @@ async def register(
     credentials: Credentials,
     url: str,
     waba_id: str | None,
+    app_id: str | None,
     before_override: BeforeOverride | None = None,
 ) -> tuple[ConditionState, str | None]:
     """Subscribe the app to the account (once per account) and set the number's override;
@@ -404,11 +464,11 @@ async def register(
     likely has the channel's Secret, so the first override usually passes Meta's challenge
     instead of costing a 2200, a pause and a second call; the retries stay the fallback."""
     graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
-    if waba_id is None:  # ask finds or checks the account before it registers
-        return (None, reasons.NOT_CHECKED, "the number's business account is not known"), None
-    key = subscription(credentials, waba_id)
+    if waba_id is None or app_id is None:  # ask finds both before it registers
+        return (None, reasons.NOT_CHECKED, "the number's account or app is not known"), None
+    key = subscription(app_id, waba_id)
     try:
-        await subscribe_once(meta, key, waba_id, graph_credentials)
+        await subscribe_once(meta, key, waba_id, app_id, graph_credentials)
     except GraphError as error:
         if error.kind.transient:
             return _transient(error, credentials), waba_id
@@ -455,28 +515,36 @@ async def release(
     credentials: Credentials,
     status: Mapping[str, Any],
 ) -> None:
-    """The channel is being deleted: clear its override; unsubscribe the app from the
-    account with the account's last channel. Transient failures raise MetaRetry (the
-    finalizer tries again); a refusal (say, a revoked token) leaves Meta as it is."""
-    if mode_of(spec, meta.webhook_mode) != "managed":
-        return
-    webhook = find_condition(status.get("conditions") or [], WEBHOOK_REGISTERED)
-    if webhook is None or webhook.get("reason") not in (
-        reasons.OVERRIDE_REGISTERED,
-        reasons.WEBHOOK_DRIFT,
-        reasons.CALLBACK_VERIFICATION_FAILED,
-    ):
-        return  # never registered by us
-    graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
+    """The channel is being deleted: clear its override (managed, when registered by us);
+    with the account's last channel (managed or manual), unsubscribe the app, only when the
+    operator made that subscription. Transient failures raise MetaRetry (the finalizer tries
+    again); a refusal (say, a revoked token) leaves Meta as it is."""
     waba_id = waba_of(spec, status)
-    try:
-        key = subscription(credentials, waba_id) if waba_id else None
-        await meta.graph.clear_webhook_override(
-            spec.phone_number_id, graph_credentials, account=key
+    app_id = status.get("appId")
+    key = subscription(app_id, waba_id) if waba_id and isinstance(app_id, str) else None
+    webhook = find_condition(status.get("conditions") or [], WEBHOOK_REGISTERED)
+    ours = (
+        mode_of(spec, meta.webhook_mode) == "managed"
+        and webhook is not None
+        and webhook.get("reason")
+        in (
+            reasons.OVERRIDE_REGISTERED,
+            reasons.WEBHOOK_DRIFT,
+            reasons.CALLBACK_VERIFICATION_FAILED,
         )
-        if waba_id is not None and key is not None and meta.accounts.unbind(ref.name, key):
+    )
+    graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
+    try:
+        if ours:
+            await meta.graph.clear_webhook_override(
+                spec.phone_number_id, graph_credentials, account=key
+            )
+        if waba_id is None or key is None or not meta.accounts.unbind(ref.name, key):
+            return  # other channels (managed or manual) of the account remain
+        if key in meta.accounts.owned:  # only a subscription the operator made
             await meta.graph.unsubscribe_app(waba_id, graph_credentials, account=key)
-            meta.accounts.subscribed.discard(key)
+            meta.accounts.owned.discard(key)
+        meta.accounts.subscribed.discard(key)
     except GraphError as error:
         if error.kind.transient:
             _, reason, message = _transient(error, credentials)

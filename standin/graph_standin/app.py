@@ -403,6 +403,9 @@ class GraphStandin:
         config: dict[str, str] = {}
         if number.override_callback_uri:
             config["phone_number"] = number.override_callback_uri
+        waba_override = self.world.wabas[number.waba_id].overrides.get(number.app_id)
+        if waba_override:
+            config["whatsapp_business_account"] = waba_override
         config["application"] = self.app_callback_url
         return config
 
@@ -521,19 +524,40 @@ class GraphStandin:
         if waba_id not in self.world.wabas or waba_id not in token.wabas:
             raise errors.object_not_found(waba_id, request.method)
         self._charge(token, waba_id)
-        if "override_callback_uri" in params:
-            # An account-level override: Meta supports it; this stand-in does not.
-            raise errors.invalid_parameter("override_callback_uri on an account: not supported")
         return token, waba_id
 
     async def _subscribe(self, request: web.Request) -> web.Response:
+        """Subscribes the app; with `override_callback_uri` and `verify_token`, sets the
+        WABA-level alternate callback (Meta calls its challenge first); without them, removes
+        it: "Subscribing without post body parameters removes the alternate callback URL from
+        the WABA" (https://developers.facebook.com/docs/whatsapp/embedded-signup/webhooks/
+        override)."""
         token, waba_id = await self._waba_call(request, "subscribe")
-        self.world.wabas[waba_id].subscribed_apps.add(token.app_id)
+        params = await self._params(request)
+        waba = self.world.wabas[waba_id]
+        uri = params.get("override_callback_uri")
+        if uri is None:
+            waba.overrides.pop(token.app_id, None)
+        else:
+            verify_token = params.get("verify_token")
+            if not isinstance(uri, str) or not isinstance(verify_token, str) or not verify_token:
+                raise errors.invalid_parameter(
+                    "override_callback_uri needs verify_token (both strings)"
+                )
+            if len(uri) > MAX_CALLBACK_URI:
+                raise errors.invalid_parameter(
+                    f"Param override_callback_uri must be at most {MAX_CALLBACK_URI} chars long"
+                )
+            await self._verify_callback(uri, verify_token)
+            waba.overrides[token.app_id] = uri
+        waba.subscribed_apps.add(token.app_id)
         return web.json_response({"success": True})
 
     async def _unsubscribe(self, request: web.Request) -> web.Response:
         token, waba_id = await self._waba_call(request, "unsubscribe")
-        self.world.wabas[waba_id].subscribed_apps.discard(token.app_id)
+        waba = self.world.wabas[waba_id]
+        waba.subscribed_apps.discard(token.app_id)
+        waba.overrides.pop(token.app_id, None)
         return web.json_response({"success": True})
 
     async def _subscriptions(self, request: web.Request) -> web.Response:
@@ -542,9 +566,13 @@ class GraphStandin:
         for app_id in sorted(self.world.wabas[waba_id].subscribed_apps):
             app = self.world.apps[app_id]
             link = f"https://www.facebook.com/games/?app_id={app_id}"
-            data.append(
-                {"whatsapp_business_api_data": {"id": app_id, "link": link, "name": app.name}}
-            )
+            item: dict[str, Any] = {
+                "whatsapp_business_api_data": {"id": app_id, "link": link, "name": app.name}
+            }
+            override = self.world.wabas[waba_id].overrides.get(app_id)
+            if override:
+                item["override_callback_uri"] = override
+            data.append(item)
         return web.json_response({"data": data})
 
     # -- Graph: debug_token (which accounts granted the app this token's permissions) ------
@@ -723,7 +751,11 @@ class GraphStandin:
                 text="the app is not subscribed to the number's business account: "
                 "Meta would deliver nothing"
             )
-        url = number.override_callback_uri or self.app_callback_url
+        url = (
+            number.override_callback_uri
+            or self.world.wabas[number.waba_id].overrides.get(number.app_id)
+            or self.app_callback_url
+        )
         if not self._local(URL(url).host):
             raise web.HTTPConflict(text="the stand-in delivers to loopback callbacks only")
         event = text_notification(number, text, sender=sender, name=name)

@@ -114,6 +114,10 @@ class Waba:
     waba_id: str
     subscribed_apps: set[str] = field(default_factory=set)
     numbers: set[str] = field(default_factory=set)
+    # The WABA-level alternate callback per app (Meta's webhook override page: set with
+    # `override_callback_uri` and `verify_token` on POST subscribed_apps, removed by a
+    # POST without a body).
+    overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -9,11 +9,19 @@ from typing import Any
 import pytest
 from channel_operator.desired import ChannelRef, Credentials
 from channel_operator.graph import GraphClient
-from channel_operator.meta import Asked, Meta, ask
+from channel_operator.meta import (
+    OWNED_BY_OPERATOR,
+    PREEXISTING,
+    Asked,
+    Meta,
+    ask,
+    release,
+    remember,
+)
 from graph_standin import GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
 from whatsapp_channel import reasons
-from whatsapp_channel.model import ChannelSpec
+from whatsapp_channel.model import WEBHOOK_REGISTERED, ChannelSpec, WebhookSpec
 
 from tests.graph.conftest import APP_SECRET, PHONE, TOKEN, VERIFY_TOKEN, WABA, Callback
 
@@ -109,3 +117,64 @@ async def test_a_restart_over_a_confirmed_account_asks_no_discovery(
     await asked(again, callback, spec, ref, status)
     assert standin.calls(call="debug_token") == 1
     assert standin.calls(call="app") == 1
+
+
+def registered(answer: Asked) -> dict[str, Any]:
+    """The status the reconcile writes from a registered channel's answer."""
+    assert answer.report.webhook is not None
+    assert answer.report.webhook[:2] == (True, reasons.OVERRIDE_REGISTERED)
+    assert answer.report.facts is not None
+    condition = {"type": WEBHOOK_REGISTERED, "status": "True", "reason": answer.report.webhook[1]}
+    return {**answer.report.facts, "conditions": [condition]}
+
+
+async def test_a_subscription_that_predates_the_operator_and_its_override_are_left_alone(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    waba = standin.world.wabas[WABA]
+    waba.subscribed_apps.add(number.app_id)
+    waba.overrides[number.app_id] = "https://waba-level.example.test/hook"
+    ref, spec = channel(waba_id=WABA)
+    answer = await asked(meta, callback, spec, ref)
+    status = registered(answer)
+    assert status["appSubscription"] == PREEXISTING
+    assert standin.calls(WABA, "subscriptions") == 1
+    assert standin.calls(WABA, "subscribe") == 0  # a body-less POST would clear the override
+    assert waba.overrides[number.app_id] == "https://waba-level.example.test/hook"
+    # The account's last channel goes: the subscription and the override stay.
+    restarted = Meta(graph=meta.graph, callback_retries=())
+    await release(restarted, ref, spec, CREDENTIALS, status)
+    assert standin.calls(WABA, "unsubscribe") == 0
+    assert subscribed(standin, WABA, number.app_id)
+    assert waba.overrides[number.app_id] == "https://waba-level.example.test/hook"
+    assert override(standin, PHONE) is None  # the number's own override was ours: cleared
+
+
+async def test_the_operators_own_subscription_goes_with_the_accounts_last_channel(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    second = "106540352246666"
+    standin.seed(
+        NumberSeed(phone_number_id=second, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET)
+    )
+    ref, spec = channel(waba_id=WABA)
+    status = registered(await asked(meta, callback, spec, ref))
+    assert status["appSubscription"] == OWNED_BY_OPERATOR
+    assert standin.calls(WABA, "subscribe") == 1
+    # A manual channel of the same account (its own number) is still there.
+    manual_ref, manual_spec = channel(second, waba_id=WABA)
+    manual_spec = manual_spec.model_copy(update={"webhook": WebhookSpec(mode="manual")})
+    manual = await asked(meta, callback, manual_spec, manual_ref)
+    assert manual.report.facts is not None
+    manual_status = dict(manual.report.facts)
+    # A restart: what the operator owns is learned from the statuses alone.
+    restarted = Meta(graph=meta.graph, callback_retries=())
+    remember(restarted, ref, spec, CREDENTIALS, status)
+    remember(restarted, manual_ref, manual_spec, CREDENTIALS, manual_status)
+    await release(restarted, ref, spec, CREDENTIALS, status)
+    assert standin.calls(WABA, "unsubscribe") == 0
+    assert subscribed(standin, WABA, number.app_id)
+    # The manual channel goes too: no channel of the account remains, the subscription was ours.
+    await release(restarted, manual_ref, manual_spec, CREDENTIALS, manual_status)
+    assert standin.calls(WABA, "unsubscribe") == 1
+    assert not subscribed(standin, WABA, number.app_id)

@@ -25,7 +25,10 @@ from channel_operator.graph import (
     GraphCredentials,
     GraphError,
     GraphErrorKind,
+    HealthEntity,
+    HealthStatus,
     PhoneNumberCheck,
+    SubscribedApp,
 )
 from channel_operator.meta import Asked, Meta, MetaRetry, ask, subscription
 from channel_operator.reconcile import Runtime
@@ -39,6 +42,7 @@ from tests.support.fake_kube import MemoryKube
 WABA = "102290129340398"
 URL = "https://hooks.example.test/hooks/whatsapp/channel"
 APP_SECRET = "app-secret-shared"  # one app: one subscription key per account
+APP_ID = "670843887433847"
 
 
 class FakeGraph:
@@ -73,7 +77,20 @@ class FakeGraph:
         self.calls.append(("check", phone_number_id, credentials.access_token))
         if len(self.made("check")) == self.expect_checks:
             self.all_checked.set()
-        return PhoneNumberCheck(id=phone_number_id, verified_name="Seed Co", status="CONNECTED")
+        app = HealthEntity(entity_type="APP", id=APP_ID, can_send_message="AVAILABLE")
+        return PhoneNumberCheck(
+            id=phone_number_id,
+            verified_name="Seed Co",
+            status="CONNECTED",
+            health_status=HealthStatus(can_send_message="AVAILABLE", entities=(app,)),
+        )
+
+    async def subscribed_apps(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> list[SubscribedApp]:
+        """No app is subscribed to the account before the operator."""
+        self.calls.append(("subscriptions", waba_id, credentials.access_token))
+        return []
 
     async def subscribe_app(
         self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
@@ -144,7 +161,7 @@ async def all_answers(tasks: list[asyncio.Task[Asked]]) -> list[Asked]:
     return list(await asyncio.wait_for(asyncio.gather(*tasks), 60))
 
 
-KEY = subscription(Credentials("any token", APP_SECRET, "v"), WABA)
+KEY = subscription(APP_ID, WABA)
 N = 12
 
 # --- one subscribe call per account ------------------------------------------------------------
@@ -321,7 +338,7 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     await asyncio.wait_for(waiting.wait(), 60)
     # The task went on into `delivered` without a pause: had it not waited there, the
     # override would be recorded by now.
-    assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "subscribe"]
+    assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "subscriptions", "subscribe"]
     assert not task.done()
 
     # An older event (another Secret's) does not count; our own does.
@@ -333,7 +350,13 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     asked = await asyncio.wait_for(task, 60)
     assert answered == [True]
     assert webhook_of(asked) == (True, reasons.OVERRIDE_REGISTERED)
-    assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "subscribe", "override"]
+    assert [c[0] for c in graph.calls] == [
+        "check",
+        "phone_numbers",
+        "subscriptions",
+        "subscribe",
+        "override",
+    ]
     assert graph.delivered_at_override == [True]
 
 
