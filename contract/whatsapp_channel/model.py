@@ -159,6 +159,9 @@ class ChannelStatus(_CamelModel):
     quality_rating: str | None = Field(default=None, alias="qualityRating")
     phone_status: str | None = Field(default=None, alias="phoneStatus")
     messaging_limit: str | None = Field(default=None, alias="messagingLimit")
+    name_status: str | None = Field(default=None, alias="nameStatus")
+    throughput: str | None = None
+    platform_type: str | None = Field(default=None, alias="platformType")
     checked_at: str | None = Field(default=None, alias="checkedAt")
     # The business account the managed webhook was registered under (spec.wabaId, or found).
     waba_id: str | None = Field(default=None, alias="wabaId")

@@ -33,32 +33,60 @@ from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from yarl import URL
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v25.0"
-# One call proves token, number and app secret, and reads everything the status shows.
-CHECK_FIELDS = (
-    "id",
-    "display_phone_number",
-    "verified_name",
-    "code_verification_status",
-    "name_status",
-    "quality_rating",
-    "status",
-    "platform_type",
-    "throughput",
-    "messaging_limit_tier",
-    "webhook_configuration",
-    "health_status",
-)
+# The messaging limit's field by version: "The `messaging_limit_tier` field, which used to
+# return a business phone number's messaging limit, has been deprecated. Request the
+# `whatsapp_business_manager_messaging_limit` field instead"
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits);
+# from v24.0 the old field has no value (david-lev/pywa issue 221).
+MESSAGING_LIMIT_FIELD_SINCE = (24, 0)
+
+
+def check_fields(version: str) -> tuple[str, ...]:
+    """One call proves token, number and app secret, and reads everything the status shows,
+    each fact by the field the version has."""
+    major, minor = (int(part) for part in version.removeprefix("v").split("."))
+    limit = (
+        "whatsapp_business_manager_messaging_limit"
+        if (major, minor) >= MESSAGING_LIMIT_FIELD_SINCE
+        else "messaging_limit_tier"
+    )
+    return (
+        "id",
+        "display_phone_number",
+        "verified_name",
+        "code_verification_status",
+        "name_status",
+        "quality_rating",
+        "status",
+        "platform_type",
+        "throughput",
+        limit,
+        "webhook_configuration",
+        "health_status",
+    )
+
+
+# Meta's answer to a field the version does not have: "(#100) Tried accessing nonexisting
+# field (<name>) on node type (...)".
+_NONEXISTING_FIELD = re.compile(r"nonexisting field \(([a-z_]+)\)")
 # What a channel's token must grant: managing the account (subscriptions, the override,
 # the number's fields) and messaging (https://developers.facebook.com/docs/whatsapp/
 # access-tokens: "whatsapp_business_management" and "whatsapp_business_messaging").
 WHATSAPP_SCOPES = ("whatsapp_business_management", "whatsapp_business_messaging")
+CHECK_FIELDS = check_fields(DEFAULT_VERSION)
 _VERSION_PATTERN = re.compile(r"^v[0-9]+\.[0-9]+$")
 _ID_PATTERN = re.compile(r"^[0-9]{1,20}$")
 REDACTED = "[redacted]"
@@ -137,6 +165,16 @@ class Throughput(_GraphModel):
     level: str
 
 
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A fact Meta answers in a shape or enum value this client does not know is None: it
+    degrades that one fact, never the whole check."""
+    try:
+        return handler(value)
+    except ValidationError:
+        log.debug("an unknown shape or value of a phone number field: left out")
+        return None
+
+
 class PhoneNumberCheck(_GraphModel):
     """`GET /{phone_number_id}?fields=...`: what a field list asked for (others are None)."""
 
@@ -150,8 +188,36 @@ class PhoneNumberCheck(_GraphModel):
     platform_type: str | None = None
     throughput: Throughput | None = None
     messaging_limit_tier: str | None = None
+    whatsapp_business_manager_messaging_limit: str | None = None
     webhook_configuration: WebhookConfiguration | None = None
     health_status: HealthStatus | None = None
+
+    _tolerant = field_validator(
+        "display_phone_number",
+        "verified_name",
+        "code_verification_status",
+        "name_status",
+        "quality_rating",
+        "status",
+        "platform_type",
+        "throughput",
+        "messaging_limit_tier",
+        "webhook_configuration",
+        "health_status",
+        mode="wrap",
+    )(_or_none)
+
+    @field_validator("whatsapp_business_manager_messaging_limit", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        """A tier name; an object is read for its `current_limit` (any other shape: None)."""
+        if isinstance(value, dict):
+            value = value.get("current_limit")
+        return value if isinstance(value, str) else None
+
+    @property
+    def messaging_limit(self) -> str | None:
+        return self.whatsapp_business_manager_messaging_limit or self.messaging_limit_tier
 
 
 class SubscribedApp(_GraphModel):
@@ -484,6 +550,7 @@ class GraphClient:
         self._observe = observe
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
+        self._unknown_fields: set[str] = set()
 
     def __repr__(self) -> str:
         return f"GraphClient({str(self.base_url)!r}, {self.version!r})"
@@ -513,20 +580,37 @@ class GraphClient:
         phone_number_id: str,
         credentials: GraphCredentials,
         *,
-        fields: Iterable[str] = CHECK_FIELDS,
+        fields: Iterable[str] | None = None,
         account: str | None = None,
     ) -> PhoneNumberCheck:
         """The credentials check: token, number and app secret in one call, plus the
-        number's names, rating, limits, webhook configuration and health."""
-        body = await self._request(
-            "check",
-            "GET",
-            phone_number_id,
-            credentials,
-            params={"fields": ",".join(fields)},
-            account=account,
-        )
-        return self._parse("check", PhoneNumberCheck, body, credentials)
+        number's names, rating, limits, webhook configuration and health (the version's
+        fields by default). A field Meta says the version does not have is left out of this
+        and every later check: it degrades that one fact, never the check."""
+        asked = [
+            name
+            for name in (fields if fields is not None else check_fields(self.version))
+            if name not in self._unknown_fields
+        ]
+        while True:
+            try:
+                body = await self._request(
+                    "check",
+                    "GET",
+                    phone_number_id,
+                    credentials,
+                    params={"fields": ",".join(asked)},
+                    account=account,
+                )
+            except GraphError as error:
+                unknown = _NONEXISTING_FIELD.search(error.message) if error.code == 100 else None
+                if unknown is None or unknown.group(1) not in asked or unknown.group(1) == "id":
+                    raise
+                log.warning("Graph %s has no field %s: not asked again", self.version, unknown[1])
+                self._unknown_fields.add(unknown.group(1))
+                asked.remove(unknown.group(1))
+                continue
+            return self._parse("check", PhoneNumberCheck, body, credentials)
 
     async def webhook_configuration(
         self, phone_number_id: str, credentials: GraphCredentials, *, account: str | None = None

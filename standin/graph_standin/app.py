@@ -54,12 +54,34 @@ PHONE_FIELDS = frozenset(
         "name_status",
         "status",
         "messaging_limit_tier",
+        "whatsapp_business_manager_messaging_limit",
         "account_mode",
         "is_official_business_account",
         "webhook_configuration",
         "health_status",
     }
 )
+# "The `messaging_limit_tier` field ... has been deprecated. Request the
+# `whatsapp_business_manager_messaging_limit` field instead"
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits):
+# the new field exists from v24.0, where the old one has no value (david-lev/pywa issue 221).
+MESSAGING_LIMIT_SINCE = (24, 0)
+
+
+def version_of(request: web.Request) -> tuple[int, int]:
+    major, minor = request.match_info["version"].removeprefix("v").split(".")
+    return int(major), int(minor)
+
+
+def fields_of(version: tuple[int, int], fields: list[str], known: Collection[str]) -> None:
+    """Meta's (#100) for a field the node or the version does not have."""
+    for name in fields:
+        if name not in known or (
+            name == "whatsapp_business_manager_messaging_limit" and version < MESSAGING_LIMIT_SINCE
+        ):
+            raise errors.nonexisting_field(name)
+
+
 # `GET /{WABA-ID}/phone_numbers` (Meta's OpenAPI description): the fields it lists, those
 # answered without `fields` (the example's first ones), the page size's maximum.
 PHONE_LIST_FIELDS = frozenset(
@@ -374,12 +396,13 @@ class GraphStandin:
             raise errors.object_not_found(object_id, "GET")
         self._charge(token, number.waba_id)
         fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
-        for name in fields:
-            if name not in PHONE_FIELDS:
-                raise errors.nonexisting_field(name)
-        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS)))
+        version = version_of(request)
+        fields_of(version, fields, PHONE_FIELDS)
+        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS), version))
 
-    def _phone_node(self, number: PhoneNumber, fields: list[str]) -> dict[str, Any]:
+    def _phone_node(
+        self, number: PhoneNumber, fields: list[str], version: tuple[int, int]
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {
             "verified_name": number.verified_name,
             "code_verification_status": number.code_verification_status,
@@ -390,12 +413,15 @@ class GraphStandin:
             "name_status": number.name_status,
             "status": number.status,
             "messaging_limit_tier": number.messaging_limit_tier,
+            "whatsapp_business_manager_messaging_limit": number.messaging_limit_tier,
             "account_mode": "LIVE",
             "is_official_business_account": False,
             "webhook_configuration": self._webhook_configuration(number),
             "health_status": self._health_status(number),
         }
-        node = {name: values[name] for name in fields if name != "id"}
+        if version >= MESSAGING_LIMIT_SINCE:
+            del values["messaging_limit_tier"]  # no value any more: Meta leaves it out
+        node = {name: values[name] for name in fields if name != "id" and name in values}
         node["id"] = number.id  # Meta always adds the node's id, last
         return node
 
@@ -632,13 +658,14 @@ class GraphStandin:
         if not 1 <= limit <= PHONE_NUMBERS_MAX_LIMIT:
             raise errors.invalid_parameter(f"Param limit must be at most {PHONE_NUMBERS_MAX_LIMIT}")
         fields = [f.strip() for f in params.get("fields", "").split(",") if f.strip()]
-        for name in fields:
-            if name not in PHONE_LIST_FIELDS:
-                raise errors.nonexisting_field(name)
+        version = version_of(request)
+        fields_of(version, fields, PHONE_LIST_FIELDS)
         numbers = self.world.waba_numbers(waba_id)
         start = _cursor_index(params.get("after"))
         page = numbers[start : start + limit]
-        data = [self._phone_node(n, fields or list(PHONE_LIST_DEFAULT_FIELDS)) for n in page]
+        data = [
+            self._phone_node(n, fields or list(PHONE_LIST_DEFAULT_FIELDS), version) for n in page
+        ]
         body: dict[str, Any] = {"data": data}
         if page:
             cursors = {"before": _cursor(start), "after": _cursor(start + len(page))}

@@ -249,6 +249,12 @@ DEBUG_TOKEN_NEEDS_APP_TOKEN = (
     "or developer of the app"
 )
 
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits:
+# "The `messaging_limit_tier` field, which used to return a business phone number's messaging
+# limit, has been deprecated. Request the `whatsapp_business_manager_messaging_limit` field
+# instead." From v24.0 the old field returns no value (david-lev/pywa issue 221).
+MESSAGING_LIMIT_DEPRECATED = ("messaging_limit_tier", "whatsapp_business_manager_messaging_limit")
+
 # -- the token's app --------------------------------------------------------------------------
 
 # https://developers.facebook.com/docs/graph-api/reference/application/ (fields "id: numeric

@@ -19,7 +19,9 @@ from channel_operator.graph import (
     GraphCredentials,
     GraphError,
     GraphErrorKind,
+    PhoneNumberCheck,
     RetryPolicy,
+    check_fields,
     classify,
     scrub,
 )
@@ -59,7 +61,9 @@ async def test_the_check_returns_typed_results(
     assert check.display_phone_number == "+61 400 111 222"
     assert check.quality_rating == "GREEN"
     assert check.status == "CONNECTED"
-    assert check.messaging_limit_tier == "TIER_1K"
+    assert check.messaging_limit == "TIER_1K"  # v25.0: whatsapp_business_manager_messaging_limit
+    assert check.name_status == "APPROVED"
+    assert check.platform_type == "CLOUD_API"
     assert check.throughput is not None
     assert check.throughput.level == "STANDARD"
     assert check.health_status is not None
@@ -119,9 +123,9 @@ async def test_each_refusal_is_classified_and_never_retried(
         assert not error.transient, what
         assert (error.attempts, standin.calls() - before) == (1, 1), what
 
-    error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, fields=("not_a_field",)))
-    assert (error.kind, error.code) == (GraphErrorKind.INVALID_REQUEST, 100)
-    assert not error.kind.credentials_refused
+    # A field Meta does not have is a 100 that blames nothing; the check leaves it out.
+    check = await graph.check_phone_number(PHONE, CREDENTIALS, fields=("id", "not_a_field"))
+    assert check.id == PHONE
 
     await admin(standin, "PATCH", f"/numbers/{PHONE}", {"token_expired": True})
     error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
@@ -463,15 +467,60 @@ def test_scrub_removes_secrets_and_token_like_text() -> None:
     assert "EAAJiSomeOther" not in clean
 
 
-def test_the_check_asks_for_what_the_status_needs() -> None:
+def test_the_check_asks_for_what_the_status_needs_by_version() -> None:
     assert {
         "health_status",
         "webhook_configuration",
         "verified_name",
         "quality_rating",
         "status",
-        "messaging_limit_tier",
+        "name_status",
+        "throughput",
+        "platform_type",
+        "whatsapp_business_manager_messaging_limit",
     } <= set(CHECK_FIELDS)
+    assert "messaging_limit_tier" not in CHECK_FIELDS
+    assert "messaging_limit_tier" in check_fields("v23.0")
+    assert "whatsapp_business_manager_messaging_limit" not in check_fields("v23.0")
+
+
+async def test_an_older_version_reads_the_limit_from_its_own_field(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    async with GraphClient(standin.url, "v23.0", retry=FAST) as old:
+        check = await old.check_phone_number(PHONE, CREDENTIALS)
+    assert check.messaging_limit == "TIER_1K"
+    assert check.messaging_limit_tier == "TIER_1K"
+
+
+async def test_a_field_the_version_lacks_degrades_that_fact_only(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    async with GraphClient(standin.url, "v23.0", retry=FAST) as old:
+        fields = check_fields("v25.0")  # a field v23.0 does not have
+        check = await old.check_phone_number(PHONE, CREDENTIALS, fields=fields)
+        assert check.messaging_limit is None
+        assert check.verified_name == "Jasper's Market"
+        assert check.health_status is not None
+        calls = standin.calls(PHONE, "check")
+        await old.check_phone_number(PHONE, CREDENTIALS, fields=fields)
+        assert standin.calls(PHONE, "check") == calls + 1  # not asked again
+
+
+def test_an_unknown_enum_value_degrades_that_fact_only() -> None:
+    check = PhoneNumberCheck.model_validate(
+        {
+            "id": PHONE,
+            "verified_name": "Jasper's Market",
+            "health_status": {"can_send_message": "SOMETIMES", "entities": []},
+            "throughput": {"level": {"new": "shape"}},
+            "whatsapp_business_manager_messaging_limit": {"current_limit": "TIER_2K"},
+        }
+    )
+    assert check.health_status is None
+    assert check.throughput is None
+    assert check.verified_name == "Jasper's Market"
+    assert check.messaging_limit == "TIER_2K"
 
 
 async def test_the_standins_account_budget_answers_80007() -> None:

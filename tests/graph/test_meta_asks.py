@@ -81,6 +81,11 @@ async def test_the_seeds_own_body_without_waba_id_registers_the_numbers_account(
     assert answer.report.webhook[:2] == (True, reasons.OVERRIDE_REGISTERED)
     assert answer.report.facts is not None
     assert answer.report.facts["wabaId"] == WABA
+    # The default version's facts: the limit by its v24.0+ field, name review, throughput.
+    assert answer.report.facts["messagingLimit"] == "TIER_1K"
+    assert answer.report.facts["nameStatus"] == "APPROVED"
+    assert answer.report.facts["throughput"] == "STANDARD"
+    assert answer.report.facts["platformType"] == "CLOUD_API"
     assert override(standin, PHONE) == callback.url
     assert subscribed(standin, WABA, number.app_id)
     assert not subscribed(standin, "102290129345555", number.app_id)

@@ -388,3 +388,26 @@ async def test_an_accounts_numbers_come_in_pages(
     assert "next" not in body["paging"]
     seen += [item["id"] for item in body["data"]]
     assert sorted(seen) == sorted({PHONE, "106540352240000", "106540352240001"})
+
+
+async def test_the_messaging_limit_field_by_version(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    # doc.MESSAGING_LIMIT_DEPRECATED: the old field has no value from v24.0, the new one has.
+    fields = {"fields": "messaging_limit_tier,whatsapp_business_manager_messaging_limit"}
+    status, body = await graph_get(standin, PHONE, fields)
+    assert status == 200
+    assert "messaging_limit_tier" not in body
+    assert body["whatsapp_business_manager_messaging_limit"] == "TIER_1K"
+    async with aiohttp.ClientSession() as session:
+        from channel_operator.graph import GraphCredentials
+
+        proof = GraphCredentials(TOKEN, APP_SECRET).appsecret_proof
+        async with session.get(
+            f"{standin.url}/v23.0/{PHONE}",
+            params={**fields, "appsecret_proof": proof},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response:
+            assert response.status == 400
+            error = _assert_graph_error(await response.json(), 100)
+    assert "whatsapp_business_manager_messaging_limit" in str(error["message"])
