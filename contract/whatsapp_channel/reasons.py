@@ -96,6 +96,17 @@ MESSAGING_AVAILABLE = "Available"
 MESSAGING_LIMITED = "Limited"
 # CanSendMessage=False: BLOCKED (the message carries Meta's error codes).
 MESSAGING_BLOCKED = "Blocked"
+# CanSendMessage=False (and Ready=False), from the number's `status` (issue 19): PENDING, the
+# number is not registered for the Cloud API yet.
+NUMBER_NOT_REGISTERED = "NumberNotRegistered"
+# CanSendMessage=False: BANNED, "banned from sending or receiving any messages".
+NUMBER_BANNED = "NumberBanned"
+# CanSendMessage=False: RESTRICTED, the number reached its messaging limit (replies only).
+NUMBER_RESTRICTED = "NumberRestricted"
+# CanSendMessage=False: DISCONNECTED, the number is not connected to WhatsApp.
+NUMBER_DISCONNECTED = "NumberDisconnected"
+# CanSendMessage=False: FLAGGED, the quality rating fell to low (Meta's warned state).
+NUMBER_FLAGGED = "NumberFlagged"
 
 # --- failures: SecretSynced=False and Ready=False ------------------------------------------
 

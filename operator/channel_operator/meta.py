@@ -62,11 +62,30 @@ Warn = Callable[[str, str], None]
 # Awaited right before the override call: until the receiver likely knows the channel.
 BeforeOverride = Callable[[], Awaitable[None]]
 META_CONDITIONS = (CREDENTIALS_VALID, WEBHOOK_REGISTERED, CAN_SEND_MESSAGE)
+# A number `status` that cannot send (issue 19), with Meta's meaning
+# (https://developers.facebook.com/docs/whatsapp/business-management-api/manage-phone-numbers
+# and WhatsApp Manager's phone number statuses).
+STATUS_REASONS = {
+    "PENDING": (reasons.NUMBER_NOT_REGISTERED, "the number is not registered for the Cloud API"),
+    "BANNED": (reasons.NUMBER_BANNED, "the number is banned from sending or receiving messages"),
+    "RESTRICTED": (
+        reasons.NUMBER_RESTRICTED,
+        "the number reached its messaging limit and can only reply to customers",
+    ),
+    "DISCONNECTED": (reasons.NUMBER_DISCONNECTED, "the number is disconnected from WhatsApp"),
+    "FLAGGED": (
+        reasons.NUMBER_FLAGGED,
+        "the number's quality rating fell to low; its messaging limit drops unless it recovers",
+    ),
+}
+
+
 # The CanSendMessage gauge's value for each reason.
 CAN_SEND_VALUES = {
     reasons.MESSAGING_AVAILABLE: "AVAILABLE",
     reasons.MESSAGING_LIMITED: "LIMITED",
     reasons.MESSAGING_BLOCKED: "BLOCKED",
+    **{reason: "BLOCKED" for reason, _ in STATUS_REASONS.values()},
 }
 
 
@@ -251,7 +270,13 @@ def _transient(error: GraphError, credentials: Credentials) -> ConditionState:
     return None, reason, _text(error, credentials)
 
 
-def can_send(health: HealthStatus | None, credentials: Credentials) -> ConditionState | None:
+def can_send(
+    health: HealthStatus | None, credentials: Credentials, phone_status: str | None = None
+) -> ConditionState | None:
+    """CanSendMessage from Meta's health, overruled by a number status that cannot send."""
+    if phone_status in STATUS_REASONS:
+        reason, meaning = STATUS_REASONS[phone_status]
+        return False, reason, f"Meta: status {phone_status} ({meaning})"
     if health is None:
         return None
     detail = "; ".join(
@@ -396,7 +421,7 @@ async def ask(
     report = MetaReport(
         credentials=accepted,
         webhook=webhook,
-        can_send=can_send(check.health_status, credentials),
+        can_send=can_send(check.health_status, credentials, check.status),
         facts=facts(check, waba_id, app_id, meta.accounts.ownership(key) if key else None),
     )
     return Asked(report, retry=retry)

@@ -183,3 +183,29 @@ async def test_the_operators_own_subscription_goes_with_the_accounts_last_channe
     await release(restarted, manual_ref, manual_spec, CREDENTIALS, manual_status)
     assert standin.calls(WABA, "unsubscribe") == 1
     assert not subscribed(standin, WABA, number.app_id)
+
+
+@pytest.mark.parametrize(
+    ("phone_status", "reason"),
+    [
+        ("PENDING", reasons.NUMBER_NOT_REGISTERED),
+        ("BANNED", reasons.NUMBER_BANNED),
+        ("RESTRICTED", reasons.NUMBER_RESTRICTED),
+        ("DISCONNECTED", reasons.NUMBER_DISCONNECTED),
+        ("FLAGGED", reasons.NUMBER_FLAGGED),
+    ],
+)
+async def test_a_number_status_that_cannot_send_is_can_send_false(
+    meta: Meta,
+    standin: GraphStandin,
+    callback: Callback,
+    number: PhoneNumber,
+    phone_status: str,
+    reason: str,
+) -> None:
+    number.status = phone_status  # health_status itself still says AVAILABLE
+    ref, spec = channel(waba_id=WABA)
+    answer = await asked(meta, callback, spec, ref)
+    assert answer.report.can_send is not None
+    assert answer.report.can_send[:2] == (False, reason)
+    assert phone_status in answer.report.can_send[2]

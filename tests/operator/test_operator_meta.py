@@ -12,7 +12,13 @@ from channel_operator.desired import ChannelRef, MetaReport, build_status
 from channel_operator.health import HealthSchedule
 from channel_operator.meta import checked_ago, is_settled
 from whatsapp_channel import reasons
-from whatsapp_channel.model import READY, find_condition, now_rfc3339, rest_status
+from whatsapp_channel.model import (
+    CAN_SEND_MESSAGE,
+    READY,
+    find_condition,
+    now_rfc3339,
+    rest_status,
+)
 
 BASE = "https://hooks.example.test"
 
@@ -104,3 +110,35 @@ async def test_the_schedule_checks_each_channel_when_due_and_never_before() -> N
         assert len(schedule) == 1
     finally:
         runner.cancel()
+
+
+def test_ready_means_the_number_can_send() -> None:
+    """Issue 19: CanSendMessage=False (BLOCKED, or a number status that cannot send) takes
+    Ready to False with its own reason; LIMITED still sends."""
+    r = ref()
+    for can_send in (
+        (False, reasons.MESSAGING_BLOCKED, "Meta: BLOCKED (141006: payment method)"),
+        (False, reasons.NUMBER_BANNED, "Meta: status BANNED"),
+        (False, reasons.NUMBER_NOT_REGISTERED, "Meta: status PENDING"),
+    ):
+        report = MetaReport(
+            credentials=(True, reasons.CREDENTIALS_ACCEPTED, "ok"),
+            webhook=(True, reasons.OVERRIDE_REGISTERED, "ok"),
+            can_send=can_send,
+            facts={"checkedAt": now_rfc3339()},
+        )
+        st = status({}, r, report)
+        ready = find_condition(st["conditions"], READY)  # type: ignore[arg-type]
+        assert ready is not None
+        assert (ready["status"], ready["reason"]) == ("False", can_send[1])
+        assert view(r, st) == "error"
+        # ... and back to Ready once Meta says it can send again.
+        fine = MetaReport(can_send=(True, reasons.MESSAGING_AVAILABLE, "Meta: AVAILABLE"))
+        healed = status(st, r, fine)
+        assert view(r, healed) == "active"
+    limited = status({}, r, accepted())
+    limited = status(
+        limited, r, MetaReport(can_send=(True, reasons.MESSAGING_LIMITED, "Meta: LIMITED"))
+    )
+    assert view(r, limited) == "active"
+    assert find_condition(limited["conditions"], CAN_SEND_MESSAGE) is not None  # type: ignore[arg-type]
