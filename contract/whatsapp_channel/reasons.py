@@ -56,6 +56,20 @@ PHONE_NUMBER_NOT_IN_ACCOUNT = "PhoneNumberNotInAccount"
 # CredentialsValid=False: the token lacks a permission the channel needs (10, 200-299, or a
 # WhatsApp scope missing from debug_token's answer).
 PERMISSION_DENIED = "PermissionDenied"
+# CredentialsValid=False: the id given as phoneNumberId is another kind of object (say, the
+# business account's id): Meta's 100 "Tried accessing nonexisting field" on that node type.
+WRONG_OBJECT_TYPE = "WrongObjectType"
+# CredentialsValid=False: the token has no access to the number or account (200), fixed in
+# Business Settings by assigning the asset to the system user.
+ASSET_ACCESS_MISSING = "AssetAccessMissing"
+# CredentialsValid=False: the app lacks the capability for the call (3).
+CAPABILITY_MISSING = "CapabilityMissing"
+# CredentialsValid=False: Meta temporarily blocked the account for policy violations (368).
+POLICY_BLOCKED = "PolicyBlocked"
+# CredentialsValid=False: the business account is locked (131031).
+ACCOUNT_LOCKED = "AccountLocked"
+# CredentialsValid=False: Meta refused the request as invalid (100 with no other meaning).
+INVALID_REQUEST = "InvalidRequest"
 # Unknown (any Meta condition; Ready too until a first answer): Meta could not be reached or
 # failed (codes 1, 2, HTTP 5xx, timeouts); checked again with backoff.
 META_UNAVAILABLE = "MetaUnavailable"

@@ -81,7 +81,8 @@ def check_fields(version: str) -> tuple[str, ...]:
 
 # Meta's answer to a field the version does not have: "(#100) Tried accessing nonexisting
 # field (<name>) on node type (...)".
-_NONEXISTING_FIELD = re.compile(r"nonexisting field \(([a-z_]+)\)")
+_NONEXISTING_FIELD = re.compile(r"nonexisting field \(([a-z_]+)\) on node type \((\w+)\)")
+_PHONE_NODE = "WhatsAppBusinessPhoneNumber"
 # What a channel's token must grant: managing the account (subscriptions, the override,
 # the number's fields) and messaging (https://developers.facebook.com/docs/whatsapp/
 # access-tokens: "whatsapp_business_management" and "whatsapp_business_messaging").
@@ -272,14 +273,22 @@ class TokenInfo(_GraphModel):
 
 
 class GraphErrorKind(StrEnum):
-    """What went wrong, in the terms the reconcile maps to condition reasons."""
+    """What went wrong, in the terms the reconcile maps to condition reasons. Transient or
+    refusal by Meta's documented meaning of each code
+    (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes and
+    https://developers.facebook.com/docs/graph-api/guides/error-handling)."""
 
-    TOKEN_INVALID = "token_invalid"  # 190 (not 463), 102, 104
+    TOKEN_INVALID = "token_invalid"  # 190 (not 463), 102, 104, 0 (AuthException)
     TOKEN_EXPIRED = "token_expired"  # 190 / 463
     APP_SECRET_MISMATCH = "app_secret_mismatch"  # 100 "Invalid appsecret_proof"
     PHONE_NUMBER_NOT_FOUND = "phone_number_not_found"  # 100 / 33 on the number
     ACCOUNT_NOT_FOUND = "account_not_found"  # 100 / 33 on the business account
-    PERMISSION_DENIED = "permission_denied"  # 10, 200-299
+    WRONG_OBJECT_TYPE = "wrong_object_type"  # 100 "nonexisting field" on another node type
+    PERMISSION_DENIED = "permission_denied"  # 10, 201-299
+    ASSET_ACCESS_MISSING = "asset_access_missing"  # 200: no access to the asset
+    CAPABILITY_MISSING = "capability_missing"  # 3: the app lacks the capability
+    POLICY_BLOCKED = "policy_blocked"  # 368: temporarily blocked for policy violations
+    ACCOUNT_LOCKED = "account_locked"  # 131031: the business account is locked
     APP_NOT_SUBSCRIBED = "app_not_subscribed"  # 100 "... must be subscribed ..."
     CALLBACK_VERIFICATION_FAILED = "callback_verification_failed"  # 2200
     OVERRIDE_REFUSED = "override_refused"  # any other 100 on the override call
@@ -310,9 +319,23 @@ _CREDENTIALS_REFUSED = frozenset(
         GraphErrorKind.APP_SECRET_MISMATCH,
         GraphErrorKind.PHONE_NUMBER_NOT_FOUND,
         GraphErrorKind.ACCOUNT_NOT_FOUND,
+        GraphErrorKind.WRONG_OBJECT_TYPE,
         GraphErrorKind.PERMISSION_DENIED,
+        GraphErrorKind.ASSET_ACCESS_MISSING,
+        GraphErrorKind.CAPABILITY_MISSING,
+        GraphErrorKind.POLICY_BLOCKED,
+        GraphErrorKind.ACCOUNT_LOCKED,
+        GraphErrorKind.INVALID_REQUEST,
     }
 )
+# Codes whose meaning is a refusal Meta documents (WhatsApp's error codes page): each its own
+# kind, never retried (asked again only on the slow refusal period).
+_REFUSAL_CODES = {
+    3: GraphErrorKind.CAPABILITY_MISSING,  # "Capability or permissions issue"
+    200: GraphErrorKind.ASSET_ACCESS_MISSING,  # "Permission error": no access to the asset
+    368: GraphErrorKind.POLICY_BLOCKED,  # "Temporarily blocked for policies violations"
+    131031: GraphErrorKind.ACCOUNT_LOCKED,  # "Business Account locked"
+}
 _RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80007, 80008, 130429})
 
 
@@ -323,8 +346,10 @@ def classify(
     consulted only where Meta gives no subcode (appsecret_proof, subscription required)."""
     if code in (190, 102):
         return GraphErrorKind.TOKEN_EXPIRED if subcode == 463 else GraphErrorKind.TOKEN_INVALID
-    if code == 104:
+    if code in (0, 104):
         return GraphErrorKind.TOKEN_INVALID
+    if code in _REFUSAL_CODES:
+        return _REFUSAL_CODES[code]
     if code == 100:
         lowered = message.lower()
         if "appsecret_proof" in lowered:
@@ -337,6 +362,9 @@ def classify(
             )
         if "must be subscribed" in lowered:
             return GraphErrorKind.APP_NOT_SUBSCRIBED
+        wrong = _NONEXISTING_FIELD.search(message)
+        if wrong is not None and wrong.group(2) != _PHONE_NODE:
+            return GraphErrorKind.WRONG_OBJECT_TYPE
         if call == "override":
             return GraphErrorKind.OVERRIDE_REFUSED
         return GraphErrorKind.INVALID_REQUEST
@@ -349,6 +377,24 @@ def classify(
     if code in (1, 2) or http_status >= 500:
         return GraphErrorKind.UNAVAILABLE
     return GraphErrorKind.UNEXPECTED
+
+
+MESSAGE_CAP = 500
+
+
+def _explained(graph_error: dict[str, Any]) -> str:
+    """Graph's message with Meta's own explanation when it gives one: `error_user_msg`
+    (error-handling guide: "the message to display to the user") and `error_data.details`
+    (WhatsApp's error codes page: "details: Error details")."""
+    parts = [str(graph_error.get("message", ""))]
+    user_msg = graph_error.get("error_user_msg")
+    if isinstance(user_msg, str) and user_msg and user_msg not in parts[0]:
+        parts.append(user_msg)
+    data = graph_error.get("error_data")
+    details = data.get("details") if isinstance(data, dict) else None
+    if isinstance(details, str) and details and details not in " ".join(parts):
+        parts.append(details)
+    return "; ".join(parts)
 
 
 class GraphError(Exception):
@@ -604,7 +650,12 @@ class GraphClient:
                 )
             except GraphError as error:
                 unknown = _NONEXISTING_FIELD.search(error.message) if error.code == 100 else None
-                if unknown is None or unknown.group(1) not in asked or unknown.group(1) == "id":
+                if (
+                    unknown is None
+                    or unknown.group(2) != _PHONE_NODE
+                    or unknown.group(1) not in asked
+                    or unknown.group(1) == "id"
+                ):
                     raise
                 log.warning("Graph %s has no field %s: not asked again", self.version, unknown[1])
                 self._unknown_fields.add(unknown.group(1))
@@ -910,7 +961,7 @@ class GraphClient:
         subcode = graph_error.get("error_subcode")
         code = code if isinstance(code, int) else None
         subcode = subcode if isinstance(subcode, int) else None
-        message = scrub(str(graph_error.get("message", "")), secrets)[:500]
+        message = scrub(_explained(graph_error), secrets)[:MESSAGE_CAP]
         trace = graph_error.get("fbtrace_id")
         error = GraphError(
             classify(call, status, code, subcode, message),

@@ -28,6 +28,7 @@ from whatsapp_channel.model import (
     find_condition,
     now_rfc3339,
 )
+from whatsapp_channel.untrusted import shown
 
 from channel_operator.desired import ChannelFailure, ChannelRef, ConditionState, Credentials
 from channel_operator.desired import MetaReport as MetaReport
@@ -57,6 +58,12 @@ _CREDENTIAL_REASONS = {
     GraphErrorKind.PHONE_NUMBER_NOT_FOUND: reasons.PHONE_NUMBER_NOT_FOUND,
     GraphErrorKind.ACCOUNT_NOT_FOUND: reasons.PHONE_NUMBER_NOT_FOUND,
     GraphErrorKind.PERMISSION_DENIED: reasons.PERMISSION_DENIED,
+    GraphErrorKind.WRONG_OBJECT_TYPE: reasons.WRONG_OBJECT_TYPE,
+    GraphErrorKind.ASSET_ACCESS_MISSING: reasons.ASSET_ACCESS_MISSING,
+    GraphErrorKind.CAPABILITY_MISSING: reasons.CAPABILITY_MISSING,
+    GraphErrorKind.POLICY_BLOCKED: reasons.POLICY_BLOCKED,
+    GraphErrorKind.ACCOUNT_LOCKED: reasons.ACCOUNT_LOCKED,
+    GraphErrorKind.INVALID_REQUEST: reasons.INVALID_REQUEST,
 }
 Warn = Callable[[str, str], None]
 # Awaited right before the override call: until the receiver likely knows the channel.
@@ -137,6 +144,9 @@ class Meta:
     graph: GraphClient
     webhook_mode: WebhookMode = "managed"
     health_period: float = 3600.0
+    # A refusal (CredentialsValid=False) is asked again this often: most are fixed in
+    # Business Settings, not in the channel's spec.
+    refusal_period: float = 6 * 3600.0
     accounts: Accounts = field(default_factory=Accounts)
     discovery: Discovery = field(default_factory=Discovery)
     # Waits between override attempts when Meta's challenge fails (the receiver may not
@@ -144,11 +154,16 @@ class Meta:
     callback_retries: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
+    def next_check(self, status: Mapping[str, Any], generation: int) -> float:
+        """Seconds from Meta's last answer to the next question: the slow refusal period
+        for a refused channel, else the health period."""
+        return self.refusal_period if is_refused(status, generation) else self.health_period
+
 
 @dataclass(frozen=True)
 class Asked:
     """One round of questions: the report for the status, whether to try again soon, and
-    whether the credentials were refused (no more calls until the spec changes)."""
+    whether the credentials were refused (asked again only on the slow refusal period)."""
 
     report: MetaReport
     retry: ChannelFailure | None = None
@@ -257,8 +272,9 @@ def remember(
 
 
 def _text(error: GraphError | str, credentials: Credentials) -> str:
+    """A message for a condition or an Event: secrets scrubbed, escaped, capped."""
     secrets = (credentials.access_token, credentials.app_secret, credentials.verify_token)
-    return scrub(str(error), secrets)[:MESSAGE_LIMIT]
+    return shown(scrub(str(error), secrets), MESSAGE_LIMIT)
 
 
 def _transient(error: GraphError, credentials: Credentials) -> ConditionState:

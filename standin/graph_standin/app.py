@@ -381,6 +381,16 @@ class GraphStandin:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), fault.seconds)
                 raise errors.service_unavailable()
+            case FaultKind.AUTH_EXCEPTION:
+                raise errors.auth_exception()
+            case FaultKind.CAPABILITY_MISSING:
+                raise errors.capability_missing()
+            case FaultKind.ASSET_ACCESS_MISSING:
+                raise errors.asset_access_missing()
+            case FaultKind.POLICY_BLOCKED:
+                raise errors.policy_blocked()
+            case FaultKind.ACCOUNT_LOCKED:
+                raise errors.account_locked()
             case FaultKind.SLOW:
                 await asyncio.sleep(0.1 if fault.seconds is None else fault.seconds)
 
@@ -392,10 +402,14 @@ class GraphStandin:
         number = self.world.numbers.get(object_id)
         await self._fault([number] if number else [], "check", object_id)
         token = self._authorize(request, params)
+        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
+        if number is None and object_id in token.wabas and fields:
+            # A business account's id where a number's belongs: its node has no such fields.
+            phone_only = [f for f in fields if f != "id"] or ["display_phone_number"]
+            raise errors.nonexisting_field(phone_only[0], "WhatsAppBusinessAccount")
         if number is None or object_id not in token.numbers:
             raise errors.object_not_found(object_id, "GET")
         self._charge(token, number.waba_id)
-        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
         version = version_of(request)
         fields_of(version, fields, PHONE_FIELDS)
         return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS), version))

@@ -17,11 +17,24 @@ def fbtrace_id() -> str:
 
 
 def error_body(
-    message: str, code: int, *, type_: str = "OAuthException", subcode: int | None = None
+    message: str,
+    code: int,
+    *,
+    type_: str = "OAuthException",
+    subcode: int | None = None,
+    details: str | None = None,
+    user_msg: str | None = None,
 ) -> dict[str, Any]:
+    """`details`: WhatsApp's `error_data.details`; `user_msg`: Graph's `error_user_title` and
+    `error_user_msg` (Meta's error-handling guide and WhatsApp's error codes page)."""
     error: dict[str, Any] = {"message": message, "type": type_, "code": code}
     if subcode is not None:
         error["error_subcode"] = subcode
+    if user_msg is not None:
+        error["error_user_title"] = message.removeprefix("(#" + str(code) + ") ")
+        error["error_user_msg"] = user_msg
+    if details is not None:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
     error["fbtrace_id"] = fbtrace_id()
     return {"error": error}
 
@@ -37,10 +50,14 @@ class GraphFailure(Exception):
         *,
         type_: str = "OAuthException",
         subcode: int | None = None,
+        details: str | None = None,
+        user_msg: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = error_body(message, code, type_=type_, subcode=subcode)
+        self.body = error_body(
+            message, code, type_=type_, subcode=subcode, details=details, user_msg=user_msg
+        )
 
     def response(self) -> web.Response:
         return web.json_response(self.body, status=self.status)
@@ -157,3 +174,56 @@ def unknown_error() -> GraphFailure:
 
 def service_unavailable() -> GraphFailure:
     return GraphFailure(503, "Service temporarily unavailable", 2)
+
+
+# WhatsApp's error codes page (https://developers.facebook.com/docs/whatsapp/cloud-api/support/
+# error-codes): the refusals a check can meet, with Meta's explanation in error_data.details.
+
+
+def auth_exception() -> GraphFailure:
+    return GraphFailure(
+        401,
+        "(#0) AuthException",
+        0,
+        details="We were unable to authenticate the app user.",
+    )
+
+
+def capability_missing() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#3) API Method",
+        3,
+        details="Capability or permissions issue.",
+    )
+
+
+def asset_access_missing() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#200) Permission error",
+        200,
+        user_msg="The system user has no access to this WhatsApp Business Account; assign "
+        "it in Business Settings.",
+    )
+
+
+def policy_blocked() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#368) Temporarily blocked for policies violations",
+        368,
+        details="The WhatsApp Business Account associated with the app has been restricted "
+        "or disabled for violating a platform policy.",
+    )
+
+
+def account_locked() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#131031) Business Account locked",
+        131031,
+        details="The WhatsApp Business Account associated with the app has been restricted "
+        "or disabled for violating a platform policy, or we were unable to verify data "
+        "included in the request against data set on the WhatsApp Business Account.",
+    )

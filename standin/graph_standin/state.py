@@ -37,6 +37,11 @@ class FaultKind(StrEnum):
     SERVER_ERROR = "server_error"  # HTTP 502 with a non-Graph body
     TIMEOUT = "timeout"  # no answer for `seconds` (default: until the stand-in stops)
     SLOW = "slow"  # a normal answer after `seconds`
+    AUTH_EXCEPTION = "auth_exception"  # 0
+    CAPABILITY_MISSING = "capability_missing"  # 3
+    ASSET_ACCESS_MISSING = "asset_access_missing"  # 200
+    POLICY_BLOCKED = "policy_blocked"  # 368
+    ACCOUNT_LOCKED = "account_locked"  # 131031
 
 
 class Fault(BaseModel):

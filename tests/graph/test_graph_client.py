@@ -370,11 +370,11 @@ async def test_the_version_is_in_every_path(standin: GraphStandin, number: Phone
     assert error.kind is GraphErrorKind.UNEXPECTED
 
 
-def test_the_classification_follows_the_issue() -> None:
+def test_the_classification_follows_metas_meaning() -> None:
     assert classify("check", 401, 190, None, "") is GraphErrorKind.TOKEN_INVALID
     assert classify("check", 401, 190, 463, "") is GraphErrorKind.TOKEN_EXPIRED
     assert classify("check", 403, 10, None, "") is GraphErrorKind.PERMISSION_DENIED
-    assert classify("check", 403, 200, None, "") is GraphErrorKind.PERMISSION_DENIED
+    assert classify("check", 403, 200, None, "") is GraphErrorKind.ASSET_ACCESS_MISSING
     assert classify("check", 403, 299, None, "") is GraphErrorKind.PERMISSION_DENIED
     assert classify("check", 400, 100, 33, "") is GraphErrorKind.PHONE_NUMBER_NOT_FOUND
     assert classify("subscribe", 400, 100, 33, "") is GraphErrorKind.ACCOUNT_NOT_FOUND
@@ -385,7 +385,21 @@ def test_the_classification_follows_the_issue() -> None:
     assert classify("check", 503, 2, None, "") is GraphErrorKind.UNAVAILABLE
     assert classify("check", 502, None, None, "") is GraphErrorKind.UNAVAILABLE
     assert classify("override", 400, 2200, None, "") is GraphErrorKind.CALLBACK_VERIFICATION_FAILED
-    assert classify("check", 400, 368, None, "") is GraphErrorKind.UNEXPECTED
+    # Issue 19: refusals by Meta's documented meaning, each its own kind, none transient.
+    for code, kind in (
+        (0, GraphErrorKind.TOKEN_INVALID),
+        (3, GraphErrorKind.CAPABILITY_MISSING),
+        (368, GraphErrorKind.POLICY_BLOCKED),
+        (131031, GraphErrorKind.ACCOUNT_LOCKED),
+    ):
+        assert classify("check", 403, code, None, "") is kind
+        assert kind.credentials_refused
+        assert not kind.transient
+    waba_as_number = (
+        "(#100) Tried accessing nonexisting field (status) on node type (WhatsAppBusinessAccount)"
+    )
+    assert classify("check", 400, 100, None, waba_as_number) is GraphErrorKind.WRONG_OBJECT_TYPE
+    assert GraphErrorKind.INVALID_REQUEST.credentials_refused
     assert classify("check", 429, None, None, "") is GraphErrorKind.RATE_LIMITED
     assert classify("check", 404, None, None, "") is GraphErrorKind.UNEXPECTED
     with pytest.raises(ValueError, match="attempt"):

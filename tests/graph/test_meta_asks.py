@@ -18,7 +18,7 @@ from channel_operator.meta import (
     release,
     remember,
 )
-from graph_standin import GraphStandin, NumberSeed
+from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
 from whatsapp_channel import reasons
 from whatsapp_channel.model import WEBHOOK_REGISTERED, ChannelSpec, WebhookSpec
@@ -209,3 +209,72 @@ async def test_a_number_status_that_cannot_send_is_can_send_false(
     assert answer.report.can_send is not None
     assert answer.report.can_send[:2] == (False, reason)
     assert phone_status in answer.report.can_send[2]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "explained"),
+    [
+        (FaultKind.AUTH_EXCEPTION, reasons.TOKEN_INVALID, "unable to authenticate"),
+        (FaultKind.CAPABILITY_MISSING, reasons.CAPABILITY_MISSING, "Capability"),
+        (FaultKind.ASSET_ACCESS_MISSING, reasons.ASSET_ACCESS_MISSING, "Business Settings"),
+        (FaultKind.POLICY_BLOCKED, reasons.POLICY_BLOCKED, "platform policy"),
+        (FaultKind.ACCOUNT_LOCKED, reasons.ACCOUNT_LOCKED, "unable to verify data"),
+    ],
+)
+async def test_a_refusal_has_its_own_reason_and_metas_explanation(
+    meta: Meta,
+    standin: GraphStandin,
+    callback: Callback,
+    number: PhoneNumber,
+    fault: FaultKind,
+    reason: str,
+    explained: str,
+) -> None:
+    number.faults.append(Fault(kind=fault, times=1))
+    ref, spec = channel(waba_id=WABA)
+    answer = await asked(meta, callback, spec, ref)
+    assert answer.refused
+    assert answer.retry is None  # never retried in a loop: the slow refusal period asks again
+    assert standin.calls(PHONE, "check") == 1
+    assert answer.report.credentials is not None
+    state, got, message = answer.report.credentials
+    assert (state, got) == (False, reason)
+    assert explained in message
+    assert TOKEN not in message
+    assert APP_SECRET not in message
+
+
+async def test_a_business_account_id_given_as_the_number_is_the_wrong_object(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    ref, spec = channel(phone=WABA)
+    answer = await asked(meta, callback, spec, ref)
+    assert answer.refused
+    assert answer.report.credentials is not None
+    assert answer.report.credentials[:2] == (False, reasons.WRONG_OBJECT_TYPE)
+    assert standin.calls(WABA, "check") == 1  # not a field-by-field retry
+
+
+async def test_metas_explanation_is_escaped_and_capped(
+    meta: Meta,
+    standin: GraphStandin,
+    callback: Callback,
+    number: PhoneNumber,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from graph_standin import errors
+
+    hostile = "line\nbreak\x1b[31m " + TOKEN + " x" * 900
+    monkeypatch.setattr(
+        errors, "policy_blocked", lambda: errors.GraphFailure(403, "(#368) b", 368, details=hostile)
+    )
+    number.faults.append(Fault(kind=FaultKind.POLICY_BLOCKED, times=1))
+    ref, spec = channel(waba_id=WABA)
+    answer = await asked(meta, callback, spec, ref)
+    assert answer.report.credentials is not None
+    message = answer.report.credentials[2]
+    assert "line\\x0abreak\\x1b" in message  # escaped, visible
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert TOKEN not in message
+    assert "more characters" in message  # capped

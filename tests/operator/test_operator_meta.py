@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from typing import cast
 
 from channel_operator.desired import ChannelRef, MetaReport, build_status
+from channel_operator.graph import GraphClient
 from channel_operator.health import HealthSchedule
-from channel_operator.meta import checked_ago, is_settled
+from channel_operator.meta import Meta, checked_ago, is_settled
 from whatsapp_channel import reasons
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
@@ -142,3 +144,13 @@ def test_ready_means_the_number_can_send() -> None:
     )
     assert view(r, limited) == "active"
     assert find_condition(limited["conditions"], CAN_SEND_MESSAGE) is not None  # type: ignore[arg-type]
+
+
+def test_a_refusal_is_asked_again_on_the_slow_period() -> None:
+    """Issue 19: most refusals are fixed in Business Settings, not in the spec: a refused
+    channel is asked again after `refusal_period` (hours), an accepted one after the health
+    period."""
+    meta = Meta(graph=cast(GraphClient, None), health_period=3600, refusal_period=6 * 3600)
+    r = ref()
+    assert meta.next_check(status({}, r, EXPIRED), r.generation) == 6 * 3600
+    assert meta.next_check(status({}, r, accepted()), r.generation) == 3600
