@@ -234,7 +234,10 @@ def is_settled(status: Mapping[str, Any], generation: int, mode: WebhookMode) ->
         return False
     if webhook.get("observedGeneration") != generation:
         return False
-    return webhook.get("status") == "True" or mode == "manual"
+    # Manual: settled once the app's subscription is known (status.appSubscription).
+    return webhook.get("status") == "True" or (
+        mode == "manual" and bool(status.get("appSubscription"))
+    )
 
 
 def is_refused(status: Mapping[str, Any], generation: int) -> bool:
@@ -266,7 +269,7 @@ def remember(
     if (
         webhook is not None
         and webhook.get("status") == "True"
-        and webhook.get("reason") == reasons.OVERRIDE_REGISTERED
+        and webhook.get("reason") in (reasons.OVERRIDE_REGISTERED, reasons.CHALLENGE_ANSWERED)
     ):
         meta.accounts.subscribed.add(key)
 
@@ -372,7 +375,7 @@ async def ask(
         )
     except GraphError as error:
         return _failed(error, credentials)
-    if mode == "managed" and not account_confirmed(spec, status):
+    if not account_confirmed(spec, status):
         try:
             waba_id = await meta.discovery.account_of(
                 meta.graph, graph_credentials, spec.phone_number_id, spec.waba_id
@@ -382,7 +385,7 @@ async def ask(
         except GraphError as error:
             return _failed(error, credentials)
     app_id = app_of(check) or (known_app if isinstance(known_app, str) else None)
-    if app_id is None and mode == "managed":
+    if app_id is None:
         try:
             app_id = await meta.discovery.app_id(meta.graph, graph_credentials)
         except GraphError as error:
@@ -397,9 +400,12 @@ async def ask(
     )
     retry: ChannelFailure | None = None
     if mode == "manual":
+        # Without the app's subscription to the account Meta delivers nothing, wherever the
+        # webhook was entered: WebhookRegistered needs both (issue 19).
+        problem = await subscription_problem(meta, waba_id, app_id, graph_credentials, credentials)
         challenged = status.get("lastChallengeAt")
-        webhook: ConditionState = (
-            (True, reasons.CHALLENGE_ANSWERED, f"Meta's challenge reached {url} at {challenged}")
+        webhook: ConditionState = problem or (
+            (True, reasons.CHALLENGE_ANSWERED, manual_message(url, challenged))
             if challenged
             else (
                 None,
@@ -407,6 +413,8 @@ async def ask(
                 f"enter {url} and the channel's verify token in the Meta app",
             )
         )
+        if problem is not None and problem[0] is None:
+            retry = MetaRetry(problem[1], problem[2])
     else:
         readback = check.webhook_configuration.phone_number if check.webhook_configuration else None
         if readback == url:
@@ -441,6 +449,32 @@ async def ask(
         facts=facts(check, waba_id, app_id, meta.accounts.ownership(key) if key else None),
     )
     return Asked(report, retry=retry)
+
+
+def manual_message(url: str, challenged: object) -> str:
+    return f"Meta's challenge reached {url} at {challenged}; the app is subscribed to the account"
+
+
+async def subscription_problem(
+    meta: Meta,
+    waba_id: str | None,
+    app_id: str | None,
+    graph_credentials: GraphCredentials,
+    credentials: Credentials,
+) -> ConditionState | None:
+    """Make sure the app is subscribed to the account: None when it is, else the
+    WebhookRegistered state that says why not (Unknown when Meta only failed)."""
+    if waba_id is None or app_id is None:
+        return None, reasons.NOT_CHECKED, "the number's account or app is not known"
+    try:
+        await subscribe_once(
+            meta, subscription(app_id, waba_id), waba_id, app_id, graph_credentials
+        )
+    except GraphError as error:
+        if error.kind.transient:
+            return _transient(error, credentials)
+        return False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)
+    return None
 
 
 async def subscribe_once(
@@ -511,12 +545,9 @@ async def register(
     if waba_id is None or app_id is None:  # ask finds both before it registers
         return (None, reasons.NOT_CHECKED, "the number's account or app is not known"), None
     key = subscription(app_id, waba_id)
-    try:
-        await subscribe_once(meta, key, waba_id, app_id, graph_credentials)
-    except GraphError as error:
-        if error.kind.transient:
-            return _transient(error, credentials), waba_id
-        return (False, reasons.APP_NOT_SUBSCRIBED, _text(error, credentials)), waba_id
+    problem = await subscription_problem(meta, waba_id, app_id, graph_credentials, credentials)
+    if problem is not None:
+        return problem, waba_id
     if before_override is not None:
         await before_override()
     for delay in (*meta.callback_retries, None):

@@ -309,7 +309,7 @@ def manual_webhook(
     return (
         True,
         CHALLENGE_ANSWERED,
-        f"Meta's challenge reached {url} at {status.get('lastChallengeAt')}",
+        meta_steps.manual_message(url, status.get("lastChallengeAt")),
     )
 
 

@@ -278,3 +278,29 @@ async def test_metas_explanation_is_escaped_and_capped(
     assert "\x1b" not in message
     assert TOKEN not in message
     assert "more characters" in message  # capped
+
+
+async def test_manual_mode_subscribes_the_app_and_needs_both(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    ref, spec = channel()  # the seed's body: no waba_id
+    spec = spec.model_copy(update={"webhook": WebhookSpec(mode="manual")})
+    answer = await asked(meta, callback, spec, ref)
+    assert subscribed(standin, WABA, number.app_id)  # else Meta delivers nothing
+    assert override(standin, PHONE) is None  # manual: no override
+    assert answer.report.webhook is not None
+    assert answer.report.webhook[:2] == (None, reasons.AWAITING_CHALLENGE)
+    assert answer.report.facts is not None
+    assert answer.report.facts["appSubscription"] == OWNED_BY_OPERATOR
+    # The challenge answered, and the subscription in place: True.
+    challenged = {**answer.report.facts, "lastChallengeAt": "2026-12-07T20:00:00Z"}
+    again = await asked(meta, callback, spec, ref, challenged)
+    assert again.report.webhook is not None
+    assert again.report.webhook[:2] == (True, reasons.CHALLENGE_ANSWERED)
+    # Meta refuses the subscription: the challenge alone is not enough.
+    standin.world.wabas[WABA].subscribed_apps.clear()
+    fresh = Meta(graph=meta.graph, callback_retries=())
+    number.faults.append(Fault(kind=FaultKind.PERMISSION_DENIED, call="subscribe", times=1))
+    refused = await asked(fresh, callback, spec, ref, challenged)
+    assert refused.report.webhook is not None
+    assert refused.report.webhook[:2] == (False, reasons.APP_NOT_SUBSCRIBED)
