@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
@@ -336,6 +336,34 @@ _REFUSAL_CODES = {
     368: GraphErrorKind.POLICY_BLOCKED,  # "Temporarily blocked for policies violations"
     131031: GraphErrorKind.ACCOUNT_LOCKED,  # "Business Account locked"
 }
+# Meta's rate limiting (https://developers.facebook.com/docs/graph-api/overview/rate-limiting):
+# the `X-Business-Use-Case-Usage` header maps a business object id to entries carrying
+# `estimated_time_to_regain_access` ("time, in minutes, until calls will not be throttled");
+# `X-App-Usage` carries percentages only. Without a stated time, this long.
+DEFAULT_THROTTLE_SECONDS = 60.0
+_APP_WIDE = ""  # the key of a throttle of the whole app (code 4: "Application request limit")
+
+
+def regain_seconds(headers: Mapping[str, str]) -> float | None:
+    """The longest `estimated_time_to_regain_access` Meta states in the usage headers, in
+    seconds; None when it states none (a malformed header counts as none)."""
+    raw = headers.get("X-Business-Use-Case-Usage")
+    if not raw:
+        return None
+    try:
+        usage = json.loads(raw)
+    except ValueError:
+        return None
+    minutes = [
+        entry.get("estimated_time_to_regain_access")
+        for entries in (usage.values() if isinstance(usage, dict) else ())
+        for entry in (entries if isinstance(entries, list) else ())
+        if isinstance(entry, dict)
+    ]
+    stated = [m for m in minutes if isinstance(m, int | float) and m >= 0]
+    return max(stated) * 60.0 if stated else None
+
+
 _RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80007, 80008, 130429})
 
 
@@ -412,8 +440,10 @@ class GraphError(Exception):
         subcode: int | None = None,
         fbtrace_id: str | None = None,
         attempts: int = 1,
+        retry_after: float | None = None,
     ) -> None:
         self.kind = kind
+        self.retry_after = retry_after  # Meta's stated throttle window, in seconds
         self.call = call
         self.message = message  # already scrubbed
         self.http_status = http_status
@@ -565,6 +595,8 @@ class GraphClient:
         observe: Callable[[Call, str], None] | None = None,
         trust_env: bool = False,
         plain_http_host: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        throttle_seconds: float = DEFAULT_THROTTLE_SECONDS,
     ) -> None:
         """`observe(call, outcome)` is told every attempt's outcome ("ok" or an error kind),
         e.g. for `whatsapp_operator_graph_calls_total{call,outcome}`; `trust_env` lets
@@ -597,6 +629,11 @@ class GraphClient:
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._unknown_fields: set[str] = set()
+        self._clock = clock
+        self.throttle_seconds = throttle_seconds
+        # Throttled until (clock time), per budget key and for the whole app: no call to Meta
+        # for those within the window Meta stated (never a retry of 4 or 80007 in it).
+        self._throttled: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"GraphClient({str(self.base_url)!r}, {self.version!r})"
@@ -868,6 +905,7 @@ class GraphClient:
         attempt = 0
         while True:
             attempt += 1
+            self._not_throttled(call, account)
             if (
                 self.budget is not None
                 and account is not None
@@ -889,6 +927,9 @@ class GraphClient:
                 self._observe(call, "ok" if isinstance(outcome, dict) else outcome.kind.value)
             if isinstance(outcome, dict):
                 return outcome
+            if outcome.kind is GraphErrorKind.RATE_LIMITED:
+                self._throttle(outcome, account)
+                raise outcome  # never retried within Meta's window
             if not outcome.transient or attempt >= self.retry.attempts:
                 raise outcome
             delay = self.retry.delay(attempt - 1, self._rng)
@@ -896,6 +937,26 @@ class GraphClient:
                 "graph %s %s: %s, retry %d in %.2fs", call, object_id, outcome.kind, attempt, delay
             )
             await self._sleep(delay)
+
+    def _not_throttled(self, call: Call, account: str | None) -> None:
+        now = self._clock()
+        for key in (_APP_WIDE, account):
+            until = self._throttled.get(key) if key is not None else None
+            if until is not None and now < until:
+                if self._observe is not None:
+                    self._observe(call, GraphErrorKind.RATE_LIMITED.value)
+                raise GraphError(
+                    GraphErrorKind.RATE_LIMITED,
+                    call,
+                    message=f"Meta's rate limit: no call for {until - now:.0f}s more "
+                    "(estimated_time_to_regain_access)",
+                    retry_after=until - now,
+                )
+
+    def _throttle(self, error: GraphError, account: str | None) -> None:
+        window = self.throttle_seconds if error.retry_after is None else error.retry_after
+        key = _APP_WIDE if error.code == 4 or account is None else account
+        self._throttled[key] = max(self._throttled.get(key, 0.0), self._clock() + window)
 
     async def _attempt(
         self,
@@ -925,6 +986,7 @@ class GraphClient:
             ):
                 status = response.status
                 raw = await response.read()
+                regain = regain_seconds(response.headers)
         except TimeoutError:
             log.debug("graph %s %s: attempt %d timed out", call, object_id, attempt)
             return GraphError(
@@ -972,6 +1034,7 @@ class GraphClient:
             subcode=subcode,
             fbtrace_id=scrub(trace, secrets)[:64] if isinstance(trace, str) else None,
             attempts=attempt,
+            retry_after=regain,
         )
         log.debug(
             "graph %s %s: HTTP %d, code %s/%s (%s)",

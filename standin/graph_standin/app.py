@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -346,7 +347,8 @@ class GraphStandin:
         while calls and calls[0] <= now - self.account_call_window:
             calls.popleft()
         if len(calls) >= self.account_call_limit:
-            raise errors.account_rate_limited()
+            regain = calls[0] + self.account_call_window - now
+            raise errors.account_rate_limited(waba_id, math.ceil(regain / 60))
         calls.append(now)
 
     async def _fault(self, numbers: list[PhoneNumber], call: CallName, object_id: str) -> None:
@@ -369,7 +371,9 @@ class GraphStandin:
             case FaultKind.APP_RATE_LIMITED:
                 raise errors.app_rate_limited()
             case FaultKind.ACCOUNT_RATE_LIMITED:
-                raise errors.account_rate_limited()
+                # `seconds`: the window Meta states (in whole minutes); none by default.
+                minutes = math.ceil((fault.seconds or 0) / 60)
+                raise errors.account_rate_limited(minutes=minutes)
             case FaultKind.UNKNOWN_ERROR:
                 raise errors.unknown_error()
             case FaultKind.SERVICE_UNAVAILABLE:

@@ -6,6 +6,7 @@ The texts are Meta's own where known (quoted in tests/graph/meta_documented.py w
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -52,15 +53,17 @@ class GraphFailure(Exception):
         subcode: int | None = None,
         details: str | None = None,
         user_msg: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
         self.body = error_body(
             message, code, type_=type_, subcode=subcode, details=details, user_msg=user_msg
         )
 
     def response(self) -> web.Response:
-        return web.json_response(self.body, status=self.status)
+        return web.json_response(self.body, status=self.status, headers=self.headers)
 
 
 def token_missing() -> GraphFailure:
@@ -160,12 +163,35 @@ def permission_denied() -> GraphFailure:
     return GraphFailure(403, "(#10) Application does not have permission for this action", 10)
 
 
+def usage_header(object_id: str, kind: str, minutes: int) -> dict[str, str]:
+    """`X-Business-Use-Case-Usage` as Meta's rate-limiting page shows it: per business object,
+    the use case's percentages and `estimated_time_to_regain_access` in minutes."""
+    entry = {
+        "type": kind,
+        "call_count": 100,
+        "total_cputime": 1,
+        "total_time": 1,
+        "estimated_time_to_regain_access": minutes,
+    }
+    return {"X-Business-Use-Case-Usage": json.dumps({object_id: [entry]})}
+
+
 def app_rate_limited() -> GraphFailure:
-    return GraphFailure(400, "(#4) Application request limit reached", 4)
+    return GraphFailure(
+        400, "(#4) Application request limit reached", 4, headers={"X-App-Usage": APP_FULL}
+    )
 
 
-def account_rate_limited() -> GraphFailure:
-    return GraphFailure(400, "(#80007) Rate limit hit for WhatsApp Business Account", 80007)
+def account_rate_limited(object_id: str = "0", minutes: int = 0) -> GraphFailure:
+    return GraphFailure(
+        400,
+        "(#80007) Rate limit hit for WhatsApp Business Account",
+        80007,
+        headers=usage_header(object_id, "whatsapp_business_management", minutes),
+    )
+
+
+APP_FULL = json.dumps({"call_count": 100, "total_cputime": 1, "total_time": 1})
 
 
 def unknown_error() -> GraphFailure:

@@ -23,6 +23,7 @@ from channel_operator.graph import (
     RetryPolicy,
     check_fields,
     classify,
+    regain_seconds,
     scrub,
 )
 from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
@@ -33,6 +34,7 @@ from tests.graph.conftest import (
     CREDENTIALS,
     FAST,
     OTHER_PHONE,
+    OTHER_WABA,
     PHONE,
     TOKEN,
     VERIFY_TOKEN,
@@ -164,8 +166,6 @@ async def test_injected_refusals_are_not_retried(
 @pytest.mark.parametrize(
     ("fault", "kind"),
     [
-        (FaultKind.APP_RATE_LIMITED, GraphErrorKind.RATE_LIMITED),
-        (FaultKind.ACCOUNT_RATE_LIMITED, GraphErrorKind.RATE_LIMITED),
         (FaultKind.UNKNOWN_ERROR, GraphErrorKind.UNAVAILABLE),
         (FaultKind.SERVICE_UNAVAILABLE, GraphErrorKind.UNAVAILABLE),
         (FaultKind.SERVER_ERROR, GraphErrorKind.UNAVAILABLE),
@@ -232,7 +232,7 @@ async def test_backoff_grows_exponentially_up_to_its_cap(
         delays.append(delay)
 
     policy = RetryPolicy(attempts=5, base_delay=1.0, max_delay=3.0, jitter=False)
-    number.faults.append(Fault(kind=FaultKind.ACCOUNT_RATE_LIMITED))
+    number.faults.append(Fault(kind=FaultKind.SERVICE_UNAVAILABLE))
     async with GraphClient(standin.url, retry=policy, sleep=record) as graph:
         error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
     assert error.attempts == 5
@@ -547,22 +547,57 @@ async def test_the_standins_account_budget_answers_80007() -> None:
     outcomes: list[tuple[str, str]] = []
     try:
         async with GraphClient(
-            limited.url, retry=FAST, observe=lambda call, outcome: outcomes.append((call, outcome))
+            limited.url,
+            retry=FAST,
+            observe=lambda call, outcome: outcomes.append((call, outcome)),
+            clock=lambda: now[0],
         ) as graph:
-            await graph.check_phone_number(PHONE, CREDENTIALS)
+            await graph.check_phone_number(PHONE, CREDENTIALS, account=WABA)
             await graph.subscribe_app(WABA, CREDENTIALS)
-            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
+            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, account=WABA))
             assert (error.kind, error.code) == (GraphErrorKind.RATE_LIMITED, 80007)
-            now[0] += 61
-            await graph.check_phone_number(PHONE, CREDENTIALS)
+            assert error.retry_after == 60.0  # Meta's estimated_time_to_regain_access: 1 min
+            # Within Meta's window: not asked at all (never a retry of 80007 in it).
+            now[0] += 30
+            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, account=WABA))
+            assert error.kind is GraphErrorKind.RATE_LIMITED
+            assert limited.calls(PHONE, "check") == 2
+            now[0] += 31
+            await graph.check_phone_number(PHONE, CREDENTIALS, account=WABA)
     finally:
         await limited.stop()
     assert outcomes == [
         ("check", "ok"),
         ("subscribe", "ok"),
-        *[("check", "rate_limited")] * FAST.attempts,
+        ("check", "rate_limited"),  # one attempt: Meta stated a window
+        ("check", "rate_limited"),  # refused here, within it
         ("check", "ok"),
     ]
+
+
+async def test_app_wide_rate_limit_without_a_stated_window_waits_the_default(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    now = [0.0]
+    async with GraphClient(
+        standin.url, retry=FAST, clock=lambda: now[0], throttle_seconds=60
+    ) as graph:
+        number.faults.append(Fault(kind=FaultKind.APP_RATE_LIMITED, times=1))
+        error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, account=WABA))
+        assert (error.kind, error.code, error.attempts) == (GraphErrorKind.RATE_LIMITED, 4, 1)
+        # Code 4 throttles the whole app: another account's call waits too.
+        await _fails(graph.subscribed_apps(OTHER_WABA, CREDENTIALS))
+        assert standin.calls() == 1
+        now[0] += 61
+        assert (await graph.check_phone_number(PHONE, CREDENTIALS, account=WABA)).id == PHONE
+
+
+def test_the_usage_header_gives_metas_window() -> None:
+    usage = '{"102290129340398": [{"type": "whatsapp_business_management", "call_count": 100,'
+    usage += ' "total_cputime": 3, "total_time": 4, "estimated_time_to_regain_access": 5}]}'
+    assert regain_seconds({"X-Business-Use-Case-Usage": usage}) == 300.0
+    assert regain_seconds({"X-Business-Use-Case-Usage": "not json"}) is None
+    assert regain_seconds({}) is None
 
 
 async def test_the_token_app_then_debug_token_asked_with_the_app_token(
