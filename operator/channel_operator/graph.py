@@ -752,7 +752,9 @@ class GraphClient:
         for item in data if isinstance(data, list) else []:
             if not isinstance(item, dict):
                 continue
-            app = dict(item.get("whatsapp_business_api_data") or {})
+            # Meta's reference page nests the app in whatsapp_business_api_data; its OpenAPI
+            # description (SubscribedApp) puts id and name on the item itself: either is read.
+            app = dict(item.get("whatsapp_business_api_data") or item)
             if "override_callback_uri" in item:  # an account-level override, when set
                 app["override_callback_uri"] = item["override_callback_uri"]
             apps.append(self._parse("subscriptions", SubscribedApp, app, credentials))

@@ -98,14 +98,25 @@ PHONE_LIST_FIELDS = frozenset(
         "is_official_business_account",
     }
 )
+PHONE_LIST_REQUIRED = ("display_phone_number", "status", "id")
 PHONE_LIST_DEFAULT_FIELDS = (
     "verified_name",
     "code_verification_status",
     "display_phone_number",
     "quality_rating",
+    "status",
     "id",
 )
 PHONE_NUMBERS_MAX_LIMIT = 100
+# In the account's list, `status` is the number's link to the account (the description's
+# WhatsAppPhoneNumberStatus: PENDING, LINKED, UNLINKED, DELETED, MIGRATED, BANNED,
+# RESTRICTED), not the node's connection status (CONNECTED, ...).
+LINK_STATUS = {
+    "PENDING": "PENDING",
+    "BANNED": "BANNED",
+    "RESTRICTED": "RESTRICTED",
+    "DISCONNECTED": "UNLINKED",
+}
 MAX_CALLBACK_URI = 200  # Meta: "Maximum 200 characters."
 HEALTH_ORDER = {"AVAILABLE": 0, "LIMITED": 1, "BLOCKED": 2}
 BLOCKED_ERROR = {
@@ -681,9 +692,14 @@ class GraphStandin:
         numbers = self.world.waba_numbers(waba_id)
         start = _cursor_index(params.get("after"))
         page = numbers[start : start + limit]
+        # The description requires id, display_phone_number and status on every item.
+        asked = [*PHONE_LIST_REQUIRED, *(f for f in fields if f not in PHONE_LIST_REQUIRED)]
         data = [
-            self._phone_node(n, fields or list(PHONE_LIST_DEFAULT_FIELDS), version) for n in page
+            self._phone_node(n, asked if fields else list(PHONE_LIST_DEFAULT_FIELDS), version)
+            for n in page
         ]
+        for item in data:  # the list's status is the number's link to the account
+            item["status"] = LINK_STATUS.get(item["status"], "LINKED")
         body: dict[str, Any] = {"data": data}
         if page:
             cursors = {"before": _cursor(start), "after": _cursor(start + len(page))}
