@@ -126,6 +126,11 @@ class Discovery:
             try:
                 return await self._account_of(graph, credentials, phone_number_id, waba_id)
             except DiscoveryRefused:
+                # What was kept may predate the number (a token's new number): ask afresh once.
+                self.forget(credentials)
+            try:
+                return await self._account_of(graph, credentials, phone_number_id, waba_id)
+            except DiscoveryRefused:
                 self.forget(credentials)
                 raise
 

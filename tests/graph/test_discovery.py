@@ -73,4 +73,18 @@ async def test_a_number_in_no_granted_account_is_refused_and_asked_again_next_ti
         NumberSeed(phone_number_id=missing, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET)
     )
     assert await discovery.account_of(graph, CREDENTIALS, missing, None) == WABA
-    assert standin.calls(call="debug_token") == 2
+    assert standin.calls(call="debug_token") == 3  # the refusal asked afresh once
+
+
+async def test_a_tokens_number_added_after_the_first_lookup_is_found(
+    graph: GraphClient, standin: GraphStandin, two_accounts: PhoneNumber
+) -> None:
+    discovery = Discovery()
+    assert await discovery.account_of(graph, CREDENTIALS, PHONE, None) == WABA
+    later = "106540352247777"
+    standin.seed(
+        NumberSeed(phone_number_id=later, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET)
+    )
+    # The kept listing of the account predates the number: a miss asks Meta afresh.
+    assert await discovery.account_of(graph, CREDENTIALS, later, None) == WABA
+    assert await discovery.account_of(graph, CREDENTIALS, later, WABA) == WABA
