@@ -649,7 +649,7 @@ class GraphStandin:
             "app_id": token.app_id,
             "application": self.world.apps[token.app_id].name,
             "data_access_expires_at": 0,
-            "expires_at": 0,  # a system user token that never expires
+            "expires_at": token.expires_at,  # 0: a system user token that never expires
             "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
             "is_valid": not token.expired,
             "scopes": [*scopes, "public_profile"],
