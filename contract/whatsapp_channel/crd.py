@@ -207,6 +207,17 @@ def status_schema() -> JSONSchema:
                     "since": _time("When the claim was proven."),
                 },
             },
+            "nameStatus": _string("Meta's review of the display name (APPROVED, ...)."),
+            "throughput": _string("Meta's throughput level of the number (STANDARD, ...)."),
+            "platformType": _string("Where the number is hosted (CLOUD_API, ...)."),
+            "appId": _string("The Meta app of the channel's token."),
+            "tokenType": _string("The access token's type (SYSTEM_USER, USER, ...)."),
+            "tokenExpiresAt": _string("When the access token expires (or never)."),
+            "dataAccessExpiresAt": _string("When the token's data access expires (or never)."),
+            "appSubscription": _string(
+                "Who subscribed the app to the business account: operator (undone with the "
+                "account's last channel) or preexisting (never undone)."
+            ),
         },
     }
 

@@ -177,6 +177,19 @@ class ChannelStatus(_CamelModel):
     # The business account the managed webhook was registered under (spec.wabaId, or found).
     waba_id: str | None = Field(default=None, alias="wabaId")
     phone_claim: PhoneClaim | None = Field(default=None, alias="phoneClaim")
+    name_status: str | None = Field(default=None, alias="nameStatus")
+    throughput: str | None = None
+    platform_type: str | None = Field(default=None, alias="platformType")
+    # The token's Meta app (subscriptions are keyed by it, issue 19), and who subscribed the
+    # app to the account: "operator" (undone with the account's last channel) or
+    # "preexisting" (never undone).
+    app_id: str | None = Field(default=None, alias="appId")
+    app_subscription: str | None = Field(default=None, alias="appSubscription")
+    # What Meta's debug_token says of the access token (issue 19): its type, when it and its
+    # data access expire (RFC 3339, or "never").
+    token_type: str | None = Field(default=None, alias="tokenType")
+    token_expires_at: str | None = Field(default=None, alias="tokenExpiresAt")
+    data_access_expires_at: str | None = Field(default=None, alias="dataAccessExpiresAt")
 
 
 def channel_body(

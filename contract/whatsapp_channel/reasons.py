@@ -48,8 +48,31 @@ APP_SECRET_MISMATCH = "AppSecretMismatch"
 # CredentialsValid=False: the phone number (or its business account) does not exist for
 # this token (100/33).
 PHONE_NUMBER_NOT_FOUND = "PhoneNumberNotFound"
-# CredentialsValid=False: the token lacks a permission the channel needs (10, 200-299).
+# CredentialsValid=False: none of the business accounts that granted the token holds the
+# phone number (each was asked for its numbers); give the right token or spec.wabaId.
+ACCOUNT_NOT_FOUND = "AccountNotFound"
+# CredentialsValid=False: the phone number is not one of spec.wabaId's numbers.
+PHONE_NUMBER_NOT_IN_ACCOUNT = "PhoneNumberNotInAccount"
+# CredentialsValid=False: the token lacks a permission the channel needs (10, 200-299, or a
+# WhatsApp scope missing from debug_token's answer).
 PERMISSION_DENIED = "PermissionDenied"
+# CredentialsValid=False: the id given as phoneNumberId is another kind of object (say, the
+# business account's id): Meta's 100 "Tried accessing nonexisting field" on that node type.
+WRONG_OBJECT_TYPE = "WrongObjectType"
+# CredentialsValid=False: the token has no access to the number or account (200), fixed in
+# Business Settings by assigning the asset to the system user.
+ASSET_ACCESS_MISSING = "AssetAccessMissing"
+# CredentialsValid=False: the app lacks the capability for the call (3).
+CAPABILITY_MISSING = "CapabilityMissing"
+# CredentialsValid=False: Meta temporarily blocked the account for policy violations (368).
+POLICY_BLOCKED = "PolicyBlocked"
+# CredentialsValid=False: the business account is locked (131031).
+ACCOUNT_LOCKED = "AccountLocked"
+# CredentialsValid=False: Meta refused the request as invalid (100 with no other meaning).
+INVALID_REQUEST = "InvalidRequest"
+# Warning event: the access token expires within days (debug_token's expires_at); post a
+# new one before it does.
+TOKEN_EXPIRES_SOON = "TokenExpiresSoon"
 # Unknown (any Meta condition; Ready too until a first answer): Meta could not be reached or
 # failed (codes 1, 2, HTTP 5xx, timeouts); checked again with backoff.
 META_UNAVAILABLE = "MetaUnavailable"
@@ -90,6 +113,17 @@ MESSAGING_AVAILABLE = "Available"
 MESSAGING_LIMITED = "Limited"
 # CanSendMessage=False: BLOCKED (the message carries Meta's error codes).
 MESSAGING_BLOCKED = "Blocked"
+# CanSendMessage=False (and Ready=False), from the number's `status` (issue 19): PENDING, the
+# number is not registered for the Cloud API yet.
+NUMBER_NOT_REGISTERED = "NumberNotRegistered"
+# CanSendMessage=False: BANNED, "banned from sending or receiving any messages".
+NUMBER_BANNED = "NumberBanned"
+# CanSendMessage=False: RESTRICTED, the number reached its messaging limit (replies only).
+NUMBER_RESTRICTED = "NumberRestricted"
+# CanSendMessage=False: DISCONNECTED, the number is not connected to WhatsApp.
+NUMBER_DISCONNECTED = "NumberDisconnected"
+# CanSendMessage=False: FLAGGED, the quality rating fell to low (Meta's warned state).
+NUMBER_FLAGGED = "NumberFlagged"
 
 # --- failures: SecretSynced=False and Ready=False ------------------------------------------
 

@@ -91,6 +91,7 @@ class OperatorEnv(TypedDict, total=False):
     graph_proxy_from_env: bool | None
     graph_plain_http_host: str | None  # tests only: a non-loopback stand-in over http
     graph_account_call_budget: int | None
+    graph_throttle_seconds: float | None
     health_period_seconds: float | None
     webhook_mode: Literal["managed", "manual"] | None
     leader_election_lease: str | None

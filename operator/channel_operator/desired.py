@@ -261,6 +261,11 @@ def _ready_from_meta(
     for status, reason, c in states:
         if status == "False":
             return False, reason, str(c.get("message", ""))
+    # Ready means the number can send (issue 19): CanSendMessage=False (Meta's BLOCKED, or a
+    # number status that cannot send) takes Ready to False with its own reason.
+    can_send = find_condition(conditions, CAN_SEND_MESSAGE) or {}
+    if can_send.get("status") == "False":
+        return False, str(can_send.get("reason", "")), str(can_send.get("message", ""))
     if all(status == "True" for status, _, _ in states):
         return True, CHANNEL_READY, f"Meta accepts the credentials and delivers events to {url}"
     status, reason, c = next(state for state in states if state[0] != "True")

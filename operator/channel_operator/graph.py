@@ -27,13 +27,19 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from whatsapp_channel.model import META_ID_PATTERN
 from yarl import URL
 
@@ -41,21 +47,48 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v25.0"
-# One call proves token, number and app secret, and reads everything the status shows.
-CHECK_FIELDS = (
-    "id",
-    "display_phone_number",
-    "verified_name",
-    "code_verification_status",
-    "name_status",
-    "quality_rating",
-    "status",
-    "platform_type",
-    "throughput",
-    "messaging_limit_tier",
-    "webhook_configuration",
-    "health_status",
-)
+# The messaging limit's field by version: "The `messaging_limit_tier` field, which used to
+# return a business phone number's messaging limit, has been deprecated. Request the
+# `whatsapp_business_manager_messaging_limit` field instead"
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits);
+# from v24.0 the old field has no value (david-lev/pywa issue 221).
+MESSAGING_LIMIT_FIELD_SINCE = (24, 0)
+
+
+def check_fields(version: str) -> tuple[str, ...]:
+    """One call proves token, number and app secret, and reads everything the status shows,
+    each fact by the field the version has."""
+    major, minor = (int(part) for part in version.removeprefix("v").split("."))
+    limit = (
+        "whatsapp_business_manager_messaging_limit"
+        if (major, minor) >= MESSAGING_LIMIT_FIELD_SINCE
+        else "messaging_limit_tier"
+    )
+    return (
+        "id",
+        "display_phone_number",
+        "verified_name",
+        "code_verification_status",
+        "name_status",
+        "quality_rating",
+        "status",
+        "platform_type",
+        "throughput",
+        limit,
+        "webhook_configuration",
+        "health_status",
+    )
+
+
+# Meta's answer to a field the version does not have: "(#100) Tried accessing nonexisting
+# field (<name>) on node type (...)".
+_NONEXISTING_FIELD = re.compile(r"nonexisting field \(([a-z_]+)\) on node type \((\w+)\)")
+_PHONE_NODE = "WhatsAppBusinessPhoneNumber"
+# What a channel's token must grant: managing the account (subscriptions, the override,
+# the number's fields) and messaging (https://developers.facebook.com/docs/whatsapp/
+# access-tokens: "whatsapp_business_management" and "whatsapp_business_messaging").
+WHATSAPP_SCOPES = ("whatsapp_business_management", "whatsapp_business_messaging")
+CHECK_FIELDS = check_fields(DEFAULT_VERSION)
 _VERSION_PATTERN = re.compile(r"^v[0-9]+\.[0-9]+$")
 _ID_PATTERN = re.compile(META_ID_PATTERN)  # the contract's: an id the CRD takes, we take
 REDACTED = "[redacted]"
@@ -63,7 +96,20 @@ REDACTED = "[redacted]"
 _TOKEN_LIKE = re.compile(r"\bEA[A-Za-z0-9]{20,}")
 _SECRET_PARAM = re.compile(r"(access_token|appsecret_proof|verify_token)=[^&\s\"']+")
 
-Call = Literal["check", "subscribe", "unsubscribe", "subscriptions", "override", "debug_token"]
+Call = Literal[
+    "check",
+    "subscribe",
+    "unsubscribe",
+    "subscriptions",
+    "override",
+    "debug_token",
+    "app",
+    "phone_numbers",
+]
+# Graph paths that are not a numeric object id.
+_NAMED_NODES = frozenset({"debug_token", "app"})
+# Pages of `GET /{waba}/phone_numbers` read at most (100 numbers a page: Meta's maximum).
+MAX_NUMBER_PAGES = 50
 
 
 # -- results ------------------------------------------------------------------------------
@@ -121,6 +167,16 @@ class Throughput(_GraphModel):
     level: str
 
 
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A fact Meta answers in a shape or enum value this client does not know is None: it
+    degrades that one fact, never the whole check."""
+    try:
+        return handler(value)
+    except ValidationError:
+        log.debug("an unknown shape or value of a phone number field: left out")
+        return None
+
+
 class PhoneNumberCheck(_GraphModel):
     """`GET /{phone_number_id}?fields=...`: what a field list asked for (others are None)."""
 
@@ -134,8 +190,36 @@ class PhoneNumberCheck(_GraphModel):
     platform_type: str | None = None
     throughput: Throughput | None = None
     messaging_limit_tier: str | None = None
+    whatsapp_business_manager_messaging_limit: str | None = None
     webhook_configuration: WebhookConfiguration | None = None
     health_status: HealthStatus | None = None
+
+    _tolerant = field_validator(
+        "display_phone_number",
+        "verified_name",
+        "code_verification_status",
+        "name_status",
+        "quality_rating",
+        "status",
+        "platform_type",
+        "throughput",
+        "messaging_limit_tier",
+        "webhook_configuration",
+        "health_status",
+        mode="wrap",
+    )(_or_none)
+
+    @field_validator("whatsapp_business_manager_messaging_limit", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        """A tier name; an object is read for its `current_limit` (any other shape: None)."""
+        if isinstance(value, dict):
+            value = value.get("current_limit")
+        return value if isinstance(value, str) else None
+
+    @property
+    def messaging_limit(self) -> str | None:
+        return self.whatsapp_business_manager_messaging_limit or self.messaging_limit_tier
 
 
 class SubscribedApp(_GraphModel):
@@ -143,6 +227,15 @@ class SubscribedApp(_GraphModel):
     name: str | None = None
     link: str | None = None
     override_callback_uri: str | None = None
+
+
+class TokenApp(_GraphModel):
+    """`GET /app` with a user or system user token: the app the token was issued for
+    (https://developers.facebook.com/docs/graph-api/reference/application/: "id: The app
+    ID")."""
+
+    id: str
+    name: str | None = None
 
 
 class GranularScope(_GraphModel):
@@ -163,6 +256,11 @@ class TokenInfo(_GraphModel):
     granular_scopes: tuple[GranularScope, ...] = ()
 
     @property
+    def missing_scopes(self) -> tuple[str, ...]:
+        """The WhatsApp permissions a channel needs that the token lacks."""
+        return tuple(scope for scope in WHATSAPP_SCOPES if scope not in self.scopes)
+
+    @property
     def waba_ids(self) -> tuple[str, ...]:
         """The business accounts that granted whatsapp_business_management, newest first
         (Meta: "capture the first ID in the target_ids array")."""
@@ -176,14 +274,22 @@ class TokenInfo(_GraphModel):
 
 
 class GraphErrorKind(StrEnum):
-    """What went wrong, in the terms the reconcile maps to condition reasons."""
+    """What went wrong, in the terms the reconcile maps to condition reasons. Transient or
+    refusal by Meta's documented meaning of each code
+    (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes and
+    https://developers.facebook.com/docs/graph-api/guides/error-handling)."""
 
-    TOKEN_INVALID = "token_invalid"  # 190 (not 463), 102, 104
+    TOKEN_INVALID = "token_invalid"  # 190 (not 463), 102, 104, 0 (AuthException)
     TOKEN_EXPIRED = "token_expired"  # 190 / 463
     APP_SECRET_MISMATCH = "app_secret_mismatch"  # 100 "Invalid appsecret_proof"
     PHONE_NUMBER_NOT_FOUND = "phone_number_not_found"  # 100 / 33 on the number
     ACCOUNT_NOT_FOUND = "account_not_found"  # 100 / 33 on the business account
-    PERMISSION_DENIED = "permission_denied"  # 10, 200-299
+    WRONG_OBJECT_TYPE = "wrong_object_type"  # 100 "nonexisting field" on another node type
+    PERMISSION_DENIED = "permission_denied"  # 10, 201-299
+    ASSET_ACCESS_MISSING = "asset_access_missing"  # 200: no access to the asset
+    CAPABILITY_MISSING = "capability_missing"  # 3: the app lacks the capability
+    POLICY_BLOCKED = "policy_blocked"  # 368: temporarily blocked for policy violations
+    ACCOUNT_LOCKED = "account_locked"  # 131031: the business account is locked
     APP_NOT_SUBSCRIBED = "app_not_subscribed"  # 100 "... must be subscribed ..."
     CALLBACK_VERIFICATION_FAILED = "callback_verification_failed"  # 2200
     OVERRIDE_REFUSED = "override_refused"  # any other 100 on the override call
@@ -214,9 +320,51 @@ _CREDENTIALS_REFUSED = frozenset(
         GraphErrorKind.APP_SECRET_MISMATCH,
         GraphErrorKind.PHONE_NUMBER_NOT_FOUND,
         GraphErrorKind.ACCOUNT_NOT_FOUND,
+        GraphErrorKind.WRONG_OBJECT_TYPE,
         GraphErrorKind.PERMISSION_DENIED,
+        GraphErrorKind.ASSET_ACCESS_MISSING,
+        GraphErrorKind.CAPABILITY_MISSING,
+        GraphErrorKind.POLICY_BLOCKED,
+        GraphErrorKind.ACCOUNT_LOCKED,
+        GraphErrorKind.INVALID_REQUEST,
     }
 )
+# Codes whose meaning is a refusal Meta documents (WhatsApp's error codes page): each its own
+# kind, never retried (asked again only on the slow refusal period).
+_REFUSAL_CODES = {
+    3: GraphErrorKind.CAPABILITY_MISSING,  # "Capability or permissions issue"
+    200: GraphErrorKind.ASSET_ACCESS_MISSING,  # "Permission error": no access to the asset
+    368: GraphErrorKind.POLICY_BLOCKED,  # "Temporarily blocked for policies violations"
+    131031: GraphErrorKind.ACCOUNT_LOCKED,  # "Business Account locked"
+}
+# Meta's rate limiting (https://developers.facebook.com/docs/graph-api/overview/rate-limiting):
+# the `X-Business-Use-Case-Usage` header maps a business object id to entries carrying
+# `estimated_time_to_regain_access` ("time, in minutes, until calls will not be throttled");
+# `X-App-Usage` carries percentages only. Without a stated time, this long.
+DEFAULT_THROTTLE_SECONDS = 60.0
+_APP_WIDE = ""  # the key of a throttle of the whole app (code 4: "Application request limit")
+
+
+def regain_seconds(headers: Mapping[str, str]) -> float | None:
+    """The longest `estimated_time_to_regain_access` Meta states in the usage headers, in
+    seconds; None when it states none (a malformed header counts as none)."""
+    raw = headers.get("X-Business-Use-Case-Usage")
+    if not raw:
+        return None
+    try:
+        usage = json.loads(raw)
+    except ValueError:
+        return None
+    minutes = [
+        entry.get("estimated_time_to_regain_access")
+        for entries in (usage.values() if isinstance(usage, dict) else ())
+        for entry in (entries if isinstance(entries, list) else ())
+        if isinstance(entry, dict)
+    ]
+    stated = [m for m in minutes if isinstance(m, int | float) and m >= 0]
+    return max(stated) * 60.0 if stated else None
+
+
 _RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80007, 80008, 130429})
 
 
@@ -227,8 +375,10 @@ def classify(
     consulted only where Meta gives no subcode (appsecret_proof, subscription required)."""
     if code in (190, 102):
         return GraphErrorKind.TOKEN_EXPIRED if subcode == 463 else GraphErrorKind.TOKEN_INVALID
-    if code == 104:
+    if code in (0, 104):
         return GraphErrorKind.TOKEN_INVALID
+    if code in _REFUSAL_CODES:
+        return _REFUSAL_CODES[code]
     if code == 100:
         lowered = message.lower()
         if "appsecret_proof" in lowered:
@@ -241,6 +391,9 @@ def classify(
             )
         if "must be subscribed" in lowered:
             return GraphErrorKind.APP_NOT_SUBSCRIBED
+        wrong = _NONEXISTING_FIELD.search(message)
+        if wrong is not None and wrong.group(2) != _PHONE_NODE:
+            return GraphErrorKind.WRONG_OBJECT_TYPE
         if call == "override":
             return GraphErrorKind.OVERRIDE_REFUSED
         return GraphErrorKind.INVALID_REQUEST
@@ -260,6 +413,24 @@ class GraphInputError(ValueError):
     InvalidSpec, never a retry."""
 
 
+MESSAGE_CAP = 500
+
+
+def _explained(graph_error: dict[str, Any]) -> str:
+    """Graph's message with Meta's own explanation when it gives one: `error_user_msg`
+    (error-handling guide: "the message to display to the user") and `error_data.details`
+    (WhatsApp's error codes page: "details: Error details")."""
+    parts = [str(graph_error.get("message", ""))]
+    user_msg = graph_error.get("error_user_msg")
+    if isinstance(user_msg, str) and user_msg and user_msg not in parts[0]:
+        parts.append(user_msg)
+    data = graph_error.get("error_data")
+    details = data.get("details") if isinstance(data, dict) else None
+    if isinstance(details, str) and details and details not in " ".join(parts):
+        parts.append(details)
+    return "; ".join(parts)
+
+
 class GraphError(Exception):
     """A Graph call that failed, after any retries. Its text holds Meta's code, subcode,
     fbtrace_id and Graph's message with every secret scrubbed, never a credential."""
@@ -275,8 +446,10 @@ class GraphError(Exception):
         subcode: int | None = None,
         fbtrace_id: str | None = None,
         attempts: int = 1,
+        retry_after: float | None = None,
     ) -> None:
         self.kind = kind
+        self.retry_after = retry_after  # Meta's stated throttle window, in seconds
         self.call = call
         self.message = message  # already scrubbed
         self.http_status = http_status
@@ -428,6 +601,8 @@ class GraphClient:
         observe: Callable[[Call, str], None] | None = None,
         trust_env: bool = False,
         plain_http_host: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        throttle_seconds: float = DEFAULT_THROTTLE_SECONDS,
     ) -> None:
         """`observe(call, outcome)` is told every attempt's outcome ("ok" or an error kind),
         e.g. for `whatsapp_operator_graph_calls_total{call,outcome}`; `trust_env` lets
@@ -459,6 +634,12 @@ class GraphClient:
         self._observe = observe
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
+        self._unknown_fields: set[str] = set()
+        self._clock = clock
+        self.throttle_seconds = throttle_seconds
+        # Throttled until (clock time), per budget key and for the whole app: no call to Meta
+        # for those within the window Meta stated (never a retry of 4 or 80007 in it).
+        self._throttled: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"GraphClient({str(self.base_url)!r}, {self.version!r})"
@@ -488,20 +669,42 @@ class GraphClient:
         phone_number_id: str,
         credentials: GraphCredentials,
         *,
-        fields: Iterable[str] = CHECK_FIELDS,
+        fields: Iterable[str] | None = None,
         account: str | None = None,
     ) -> PhoneNumberCheck:
         """The credentials check: token, number and app secret in one call, plus the
-        number's names, rating, limits, webhook configuration and health."""
-        body = await self._request(
-            "check",
-            "GET",
-            phone_number_id,
-            credentials,
-            params={"fields": ",".join(fields)},
-            account=account,
-        )
-        return self._parse("check", PhoneNumberCheck, body, credentials)
+        number's names, rating, limits, webhook configuration and health (the version's
+        fields by default). A field Meta says the version does not have is left out of this
+        and every later check: it degrades that one fact, never the check."""
+        asked = [
+            name
+            for name in (fields if fields is not None else check_fields(self.version))
+            if name not in self._unknown_fields
+        ]
+        while True:
+            try:
+                body = await self._request(
+                    "check",
+                    "GET",
+                    phone_number_id,
+                    credentials,
+                    params={"fields": ",".join(asked)},
+                    account=account,
+                )
+            except GraphError as error:
+                unknown = _NONEXISTING_FIELD.search(error.message) if error.code == 100 else None
+                if (
+                    unknown is None
+                    or unknown.group(2) != _PHONE_NODE
+                    or unknown.group(1) not in asked
+                    or unknown.group(1) == "id"
+                ):
+                    raise
+                log.warning("Graph %s has no field %s: not asked again", self.version, unknown[1])
+                self._unknown_fields.add(unknown.group(1))
+                asked.remove(unknown.group(1))
+                continue
+            return self._parse("check", PhoneNumberCheck, body, credentials)
 
     async def webhook_configuration(
         self, phone_number_id: str, credentials: GraphCredentials, *, account: str | None = None
@@ -539,17 +742,25 @@ class GraphClient:
         self._succeeded("unsubscribe", body)
 
     async def subscribed_apps(
-        self, waba_id: str, credentials: GraphCredentials
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
     ) -> list[SubscribedApp]:
+        """`GET /{waba_id}/subscribed_apps`: the apps subscribed to the account, each with its
+        account-level override when one is set."""
         body = await self._request(
-            "subscriptions", "GET", f"{waba_id}/subscribed_apps", credentials, account=waba_id
+            "subscriptions",
+            "GET",
+            f"{waba_id}/subscribed_apps",
+            credentials,
+            account=account or waba_id,
         )
         data = body.get("data")
         apps = []
         for item in data if isinstance(data, list) else []:
             if not isinstance(item, dict):
                 continue
-            app = dict(item.get("whatsapp_business_api_data") or {})
+            # Meta's reference page nests the app in whatsapp_business_api_data; its OpenAPI
+            # description (SubscribedApp) puts id and name on the item itself: either is read.
+            app = dict(item.get("whatsapp_business_api_data") or item)
             if "override_callback_uri" in item:  # an account-level override, when set
                 app["override_callback_uri"] = item["override_callback_uri"]
             apps.append(self._parse("subscriptions", SubscribedApp, app, credentials))
@@ -597,20 +808,63 @@ class GraphClient:
         )
         self._succeeded("override", body)
 
-    async def debug_token(self, credentials: GraphCredentials) -> TokenInfo:
-        """The token's own debug_token: `waba_ids` finds the business account of a channel
-        created without `waba_id`."""
+    async def token_app(self, credentials: GraphCredentials) -> TokenApp:
+        """`GET /app`: the app the channel's token belongs to (its id keys subscriptions and
+        makes the app access token for `debug_token`)."""
+        body = await self._request("app", "GET", "app", credentials, params={"fields": "id,name"})
+        return self._parse("app", TokenApp, body, credentials)
+
+    async def debug_token(self, credentials: GraphCredentials, app_id: str) -> TokenInfo:
+        """`GET /debug_token?input_token=<the channel's token>`, asked with the app access
+        token `{app_id}|{app_secret}`: Meta's reference requires "an app access token or an
+        app developer's user access token for the app associated with the input_token"
+        (https://developers.facebook.com/docs/graph-api/reference/debug_token), and a token
+        asking about itself is refused with (#100). `waba_ids` lists the accounts that
+        granted the app the token's whatsapp_business_management."""
+        if not _ID_PATTERN.match(app_id):
+            raise ValueError("an app id is numeric")
+        app_token = GraphCredentials(f"{app_id}|{credentials.app_secret}", credentials.app_secret)
         body = await self._request(
             "debug_token",
             "GET",
             "debug_token",
-            credentials,
+            app_token,
             params={"input_token": credentials.access_token},
+            extra_secrets=credentials.secrets(),
         )
         data = body.get("data")
         return self._parse(
             "debug_token", TokenInfo, data if isinstance(data, dict) else {}, credentials
         )
+
+    async def phone_number_ids(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> frozenset[str]:
+        """`GET /{waba_id}/phone_numbers?fields=id`, every page (Meta's cursor paging:
+        `paging.cursors.after` while `paging.next` is given; `limit` at most 100 per the
+        OpenAPI description): the ids of the account's numbers."""
+        ids: set[str] = set()
+        params = {"fields": "id", "limit": "100"}
+        for _ in range(MAX_NUMBER_PAGES):
+            body = await self._request(
+                "phone_numbers",
+                "GET",
+                f"{waba_id}/phone_numbers",
+                credentials,
+                params=params,
+                account=account or waba_id,
+            )
+            data = body.get("data")
+            for item in data if isinstance(data, list) else []:
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    ids.add(item["id"])
+            paging = body.get("paging")
+            cursors = paging.get("cursors") if isinstance(paging, dict) else None
+            after = cursors.get("after") if isinstance(cursors, dict) else None
+            if not isinstance(paging, dict) or "next" not in paging or not isinstance(after, str):
+                break
+            params = {**params, "after": after}
+        return frozenset(ids)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -650,7 +904,7 @@ class GraphClient:
         extra_secrets: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         object_id = path.split("/", 1)[0]
-        if object_id != "debug_token" and not _ID_PATTERN.match(object_id):
+        if object_id not in _NAMED_NODES and not _ID_PATTERN.match(object_id):
             raise GraphInputError(f"a Graph object id is numeric, not {object_id!r}")
         secrets = (*credentials.secrets(), *extra_secrets)
         url = self.base_url / self.version / path
@@ -659,6 +913,7 @@ class GraphClient:
         attempt = 0
         while True:
             attempt += 1
+            self._not_throttled(call, account)
             if (
                 self.budget is not None
                 and account is not None
@@ -680,6 +935,9 @@ class GraphClient:
                 self._observe(call, "ok" if isinstance(outcome, dict) else outcome.kind.value)
             if isinstance(outcome, dict):
                 return outcome
+            if outcome.kind is GraphErrorKind.RATE_LIMITED:
+                self._throttle(outcome, account)
+                raise outcome  # never retried within Meta's window
             if not outcome.transient or attempt >= self.retry.attempts:
                 raise outcome
             delay = self.retry.delay(attempt - 1, self._rng)
@@ -687,6 +945,26 @@ class GraphClient:
                 "graph %s %s: %s, retry %d in %.2fs", call, object_id, outcome.kind, attempt, delay
             )
             await self._sleep(delay)
+
+    def _not_throttled(self, call: Call, account: str | None) -> None:
+        now = self._clock()
+        for key in (_APP_WIDE, account):
+            until = self._throttled.get(key) if key is not None else None
+            if until is not None and now < until:
+                if self._observe is not None:
+                    self._observe(call, GraphErrorKind.RATE_LIMITED.value)
+                raise GraphError(
+                    GraphErrorKind.RATE_LIMITED,
+                    call,
+                    message=f"Meta's rate limit: no call for {until - now:.0f}s more "
+                    "(estimated_time_to_regain_access)",
+                    retry_after=until - now,
+                )
+
+    def _throttle(self, error: GraphError, account: str | None) -> None:
+        window = self.throttle_seconds if error.retry_after is None else error.retry_after
+        key = _APP_WIDE if error.code == 4 or account is None else account
+        self._throttled[key] = max(self._throttled.get(key, 0.0), self._clock() + window)
 
     async def _attempt(
         self,
@@ -716,6 +994,7 @@ class GraphClient:
             ):
                 status = response.status
                 raw = await response.read()
+                regain = regain_seconds(response.headers)
         except TimeoutError:
             log.debug("graph %s %s: attempt %d timed out", call, object_id, attempt)
             return GraphError(
@@ -752,7 +1031,7 @@ class GraphClient:
         subcode = graph_error.get("error_subcode")
         code = code if isinstance(code, int) else None
         subcode = subcode if isinstance(subcode, int) else None
-        message = scrub(str(graph_error.get("message", "")), secrets)[:500]
+        message = scrub(_explained(graph_error), secrets)[:MESSAGE_CAP]
         trace = graph_error.get("fbtrace_id")
         error = GraphError(
             classify(call, status, code, subcode, message),
@@ -763,6 +1042,7 @@ class GraphClient:
             subcode=subcode,
             fbtrace_id=scrub(trace, secrets)[:64] if isinstance(trace, str) else None,
             attempts=attempt,
+            retry_after=regain,
         )
         log.debug(
             "graph %s %s: HTTP %d, code %s/%s (%s)",

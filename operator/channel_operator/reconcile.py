@@ -309,8 +309,8 @@ async def ask_meta(
         and meta_steps.is_settled(current, ref.generation, mode)
     ):
         meta_steps.remember(meta, ref, spec, credentials, current)
-        if rt.health is not None and not meta_steps.is_refused(current, ref.generation):
-            rt.health.after(ref.name, meta.health_period - ago)
+        if rt.health is not None:
+            rt.health.after(ref.name, meta.next_check(current, ref.generation) - ago)
         return None, None
     url = webhook_url(rt.webhook_base_url, ref.name)
 
@@ -331,7 +331,7 @@ async def ask_meta(
         await _delete_secret(rt, ref)  # no Secret for a channel Meta was never asked about
         raise ChannelFailure(INVALID_SPEC, f"Meta cannot be asked: {shown(str(exc))}") from None
     if rt.health is not None:
-        rt.health.after(ref.name, None if asked.refused else meta.health_period)
+        rt.health.after(ref.name, meta.refusal_period if asked.refused else meta.health_period)
     return asked.report, asked.retry
 
 
@@ -383,8 +383,6 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
         return None
     ref = ChannelRef.from_body(body)
     current = body.get("status") or {}
-    if meta_steps.is_refused(current, ref.generation):
-        return None  # never asked again until the spec changes
     if (current.get("observedGeneration") or 0) != ref.generation:
         return rt.meta.health_period  # Kopf is still at it
     spec = parse_spec(spec_body)

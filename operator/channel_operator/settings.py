@@ -95,6 +95,13 @@ class OperatorSettings(KeysSettings):
         description="Graph calls per business account per hour the operator allows itself "
         "(Meta's budget is about 200 per app and account; past ours, RateLimited).",
     )
+    graph_throttle_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="After Meta's rate limit (4, 80007) without a stated "
+        "estimated_time_to_regain_access, no Graph call for this long (that scope: the "
+        "business account, or the whole app for 4).",
+    )
     health_period_seconds: float = Field(
         default=3600.0,
         ge=1,

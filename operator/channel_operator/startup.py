@@ -255,6 +255,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
                 observe=metrics.graph_call,
                 trust_env=settings.graph_proxy_from_env,
                 plain_http_host=settings.graph_plain_http_host or None,
+                throttle_seconds=settings.graph_throttle_seconds,
             ),
             webhook_mode=settings.webhook_mode,
             health_period=settings.health_period_seconds,

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -53,12 +55,68 @@ PHONE_FIELDS = frozenset(
         "name_status",
         "status",
         "messaging_limit_tier",
+        "whatsapp_business_manager_messaging_limit",
         "account_mode",
         "is_official_business_account",
         "webhook_configuration",
         "health_status",
     }
 )
+# "The `messaging_limit_tier` field ... has been deprecated. Request the
+# `whatsapp_business_manager_messaging_limit` field instead"
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits):
+# the new field exists from v24.0, where the old one has no value (david-lev/pywa issue 221).
+MESSAGING_LIMIT_SINCE = (24, 0)
+
+
+def version_of(request: web.Request) -> tuple[int, int]:
+    major, minor = request.match_info["version"].removeprefix("v").split(".")
+    return int(major), int(minor)
+
+
+def fields_of(version: tuple[int, int], fields: list[str], known: Collection[str]) -> None:
+    """Meta's (#100) for a field the node or the version does not have."""
+    for name in fields:
+        if name not in known or (
+            name == "whatsapp_business_manager_messaging_limit" and version < MESSAGING_LIMIT_SINCE
+        ):
+            raise errors.nonexisting_field(name)
+
+
+# `GET /{WABA-ID}/phone_numbers` (Meta's OpenAPI description): the fields it lists, those
+# answered without `fields` (the example's first ones), the page size's maximum.
+PHONE_LIST_FIELDS = frozenset(
+    {
+        "id",
+        "display_phone_number",
+        "verified_name",
+        "status",
+        "quality_rating",
+        "code_verification_status",
+        "account_mode",
+        "messaging_limit_tier",
+        "is_official_business_account",
+    }
+)
+PHONE_LIST_REQUIRED = ("display_phone_number", "status", "id")
+PHONE_LIST_DEFAULT_FIELDS = (
+    "verified_name",
+    "code_verification_status",
+    "display_phone_number",
+    "quality_rating",
+    "status",
+    "id",
+)
+PHONE_NUMBERS_MAX_LIMIT = 100
+# In the account's list, `status` is the number's link to the account (the description's
+# WhatsAppPhoneNumberStatus: PENDING, LINKED, UNLINKED, DELETED, MIGRATED, BANNED,
+# RESTRICTED), not the node's connection status (CONNECTED, ...).
+LINK_STATUS = {
+    "PENDING": "PENDING",
+    "BANNED": "BANNED",
+    "RESTRICTED": "RESTRICTED",
+    "DISCONNECTED": "UNLINKED",
+}
 MAX_CALLBACK_URI = 200  # Meta: "Maximum 200 characters."
 HEALTH_ORDER = {"AVAILABLE": 0, "LIMITED": 1, "BLOCKED": 2}
 BLOCKED_ERROR = {
@@ -180,7 +238,9 @@ class GraphStandin:
             web.get(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscriptions),
             web.post(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscribe),
             web.delete(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._unsubscribe),
+            web.get(f"/{{version:{VERSION}}}/{{id}}/phone_numbers", self._phone_numbers),
             web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
+            web.get(f"/{{version:{VERSION}}}/app", self._app),
             web.get(f"/{{version:{VERSION}}}/{{id}}", self._get_node),
             web.post(f"/{{version:{VERSION}}}/{{id}}", self._post_node),
         ]
@@ -245,12 +305,37 @@ class GraphStandin:
                     params.update((await request.post()).items())
         return params
 
-    def _authorize(self, request: web.Request, params: dict[str, Any]) -> Token:
+    @staticmethod
+    def _token_text(request: web.Request, params: dict[str, Any]) -> str:
         header = request.headers.get("Authorization", "")
         token_text = header[7:].strip() if header[:7].lower() == "bearer " else ""
         token_text = token_text or str(params.get("access_token", ""))
         if not token_text:
             raise errors.token_missing()
+        return token_text
+
+    def _authorize_app(self, request: web.Request, params: dict[str, Any]) -> str:
+        """An app access token, `{app-id}|{app-secret}`
+        (https://developers.facebook.com/docs/facebook-login/guides/access-tokens#apptokens):
+        the app's id. A user token here is Meta's (#100) refusal."""
+        token_text = self._token_text(request, params)
+        app_id, bar, secret = token_text.partition("|")
+        if not bar:
+            if token_text in self.world.tokens:
+                raise errors.app_token_required()
+            raise errors.token_malformed(token_text)
+        app = self.world.apps.get(app_id)
+        if app is None or not hmac.compare_digest(secret.encode(), app.secret.encode()):
+            raise errors.token_invalid()
+        proof = str(params.get("appsecret_proof", ""))
+        if proof and not hmac.compare_digest(
+            proof.encode(), appsecret_proof(app.secret, token_text).encode()
+        ):
+            raise errors.proof_invalid()
+        return app_id
+
+    def _authorize(self, request: web.Request, params: dict[str, Any]) -> Token:
+        token_text = self._token_text(request, params)
         token = self.world.tokens.get(token_text)
         if token is None:
             raise errors.token_malformed(token_text)
@@ -273,7 +358,8 @@ class GraphStandin:
         while calls and calls[0] <= now - self.account_call_window:
             calls.popleft()
         if len(calls) >= self.account_call_limit:
-            raise errors.account_rate_limited()
+            regain = calls[0] + self.account_call_window - now
+            raise errors.account_rate_limited(waba_id, math.ceil(regain / 60))
         calls.append(now)
 
     async def _fault(self, numbers: list[PhoneNumber], call: CallName, object_id: str) -> None:
@@ -296,7 +382,9 @@ class GraphStandin:
             case FaultKind.APP_RATE_LIMITED:
                 raise errors.app_rate_limited()
             case FaultKind.ACCOUNT_RATE_LIMITED:
-                raise errors.account_rate_limited()
+                # `seconds`: the window Meta states (in whole minutes); none by default.
+                minutes = math.ceil((fault.seconds or 0) / 60)
+                raise errors.account_rate_limited(minutes=minutes)
             case FaultKind.UNKNOWN_ERROR:
                 raise errors.unknown_error()
             case FaultKind.SERVICE_UNAVAILABLE:
@@ -308,6 +396,16 @@ class GraphStandin:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), fault.seconds)
                 raise errors.service_unavailable()
+            case FaultKind.AUTH_EXCEPTION:
+                raise errors.auth_exception()
+            case FaultKind.CAPABILITY_MISSING:
+                raise errors.capability_missing()
+            case FaultKind.ASSET_ACCESS_MISSING:
+                raise errors.asset_access_missing()
+            case FaultKind.POLICY_BLOCKED:
+                raise errors.policy_blocked()
+            case FaultKind.ACCOUNT_LOCKED:
+                raise errors.account_locked()
             case FaultKind.SLOW:
                 await asyncio.sleep(0.1 if fault.seconds is None else fault.seconds)
 
@@ -319,16 +417,21 @@ class GraphStandin:
         number = self.world.numbers.get(object_id)
         await self._fault([number] if number else [], "check", object_id)
         token = self._authorize(request, params)
+        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
+        if number is None and object_id in token.wabas and fields:
+            # A business account's id where a number's belongs: its node has no such fields.
+            phone_only = [f for f in fields if f != "id"] or ["display_phone_number"]
+            raise errors.nonexisting_field(phone_only[0], "WhatsAppBusinessAccount")
         if number is None or object_id not in token.numbers:
             raise errors.object_not_found(object_id, "GET")
         self._charge(token, number.waba_id)
-        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
-        for name in fields:
-            if name not in PHONE_FIELDS:
-                raise errors.nonexisting_field(name)
-        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS)))
+        version = version_of(request)
+        fields_of(version, fields, PHONE_FIELDS)
+        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS), version))
 
-    def _phone_node(self, number: PhoneNumber, fields: list[str]) -> dict[str, Any]:
+    def _phone_node(
+        self, number: PhoneNumber, fields: list[str], version: tuple[int, int]
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {
             "verified_name": number.verified_name,
             "code_verification_status": number.code_verification_status,
@@ -339,12 +442,15 @@ class GraphStandin:
             "name_status": number.name_status,
             "status": number.status,
             "messaging_limit_tier": number.messaging_limit_tier,
+            "whatsapp_business_manager_messaging_limit": number.messaging_limit_tier,
             "account_mode": "LIVE",
             "is_official_business_account": False,
             "webhook_configuration": self._webhook_configuration(number),
             "health_status": self._health_status(number),
         }
-        node = {name: values[name] for name in fields if name != "id"}
+        if version >= MESSAGING_LIMIT_SINCE:
+            del values["messaging_limit_tier"]  # no value any more: Meta leaves it out
+        node = {name: values[name] for name in fields if name != "id" and name in values}
         node["id"] = number.id  # Meta always adds the node's id, last
         return node
 
@@ -352,6 +458,9 @@ class GraphStandin:
         config: dict[str, str] = {}
         if number.override_callback_uri:
             config["phone_number"] = number.override_callback_uri
+        waba_override = self.world.wabas[number.waba_id].overrides.get(number.app_id)
+        if waba_override:
+            config["whatsapp_business_account"] = waba_override
         config["application"] = self._app_callback(number)
         return config
 
@@ -473,19 +582,40 @@ class GraphStandin:
         if waba_id not in self.world.wabas or waba_id not in token.wabas:
             raise errors.object_not_found(waba_id, request.method)
         self._charge(token, waba_id)
-        if "override_callback_uri" in params:
-            # An account-level override: Meta supports it; this stand-in does not.
-            raise errors.invalid_parameter("override_callback_uri on an account: not supported")
         return token, waba_id
 
     async def _subscribe(self, request: web.Request) -> web.Response:
+        """Subscribes the app; with `override_callback_uri` and `verify_token`, sets the
+        WABA-level alternate callback (Meta calls its challenge first); without them, removes
+        it: "Subscribing without post body parameters removes the alternate callback URL from
+        the WABA" (https://developers.facebook.com/docs/whatsapp/embedded-signup/webhooks/
+        override)."""
         token, waba_id = await self._waba_call(request, "subscribe")
-        self.world.wabas[waba_id].subscribed_apps.add(token.app_id)
+        params = await self._params(request)
+        waba = self.world.wabas[waba_id]
+        uri = params.get("override_callback_uri")
+        if uri is None:
+            waba.overrides.pop(token.app_id, None)
+        else:
+            verify_token = params.get("verify_token")
+            if not isinstance(uri, str) or not isinstance(verify_token, str) or not verify_token:
+                raise errors.invalid_parameter(
+                    "override_callback_uri needs verify_token (both strings)"
+                )
+            if len(uri) > MAX_CALLBACK_URI:
+                raise errors.invalid_parameter(
+                    f"Param override_callback_uri must be at most {MAX_CALLBACK_URI} chars long"
+                )
+            await self._verify_callback(uri, verify_token)
+            waba.overrides[token.app_id] = uri
+        waba.subscribed_apps.add(token.app_id)
         return web.json_response({"success": True})
 
     async def _unsubscribe(self, request: web.Request) -> web.Response:
         token, waba_id = await self._waba_call(request, "unsubscribe")
-        self.world.wabas[waba_id].subscribed_apps.discard(token.app_id)
+        waba = self.world.wabas[waba_id]
+        waba.subscribed_apps.discard(token.app_id)
+        waba.overrides.pop(token.app_id, None)
         return web.json_response({"success": True})
 
     async def _subscriptions(self, request: web.Request) -> web.Response:
@@ -494,9 +624,13 @@ class GraphStandin:
         for app_id in sorted(self.world.wabas[waba_id].subscribed_apps):
             app = self.world.apps[app_id]
             link = f"https://www.facebook.com/games/?app_id={app_id}"
-            data.append(
-                {"whatsapp_business_api_data": {"id": app_id, "link": link, "name": app.name}}
-            )
+            item: dict[str, Any] = {
+                "whatsapp_business_api_data": {"id": app_id, "link": link, "name": app.name}
+            }
+            override = self.world.wabas[waba_id].overrides.get(app_id)
+            if override:
+                item["override_callback_uri"] = override
+            data.append(item)
         return web.json_response({"data": data})
 
     # -- Graph: debug_token (which accounts granted the app this token's permissions) ------
@@ -504,12 +638,12 @@ class GraphStandin:
     async def _debug_token(self, request: web.Request) -> web.Response:
         params = await self._params(request)
         self.world.calls[("debug_token", "debug_token")] += 1
-        self._authorize(request, params)
+        app_id = self._authorize_app(request, params)
         input_token = str(params.get("input_token", ""))
         if not input_token:
             raise errors.invalid_parameter("The parameter input_token is required")
         token = self.world.tokens.get(input_token)
-        if token is None:
+        if token is None or token.app_id != app_id:
             invalid = {"code": 190, "message": "Invalid OAuth access token."}
             return web.json_response({"data": {"error": invalid, "is_valid": False, "scopes": []}})
         newest_first = list(reversed(token.wabas))
@@ -518,7 +652,7 @@ class GraphStandin:
             "app_id": token.app_id,
             "application": self.world.apps[token.app_id].name,
             "data_access_expires_at": 0,
-            "expires_at": 0,  # a system user token that never expires
+            "expires_at": token.expires_at,  # 0: a system user token that never expires
             "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
             "is_valid": not token.expired,
             "scopes": [*scopes, "public_profile"],
@@ -526,6 +660,57 @@ class GraphStandin:
             "user_id": "10222270944537964",
         }
         return web.json_response({"data": data})
+
+    # -- Graph: the token's app, an account's numbers -------------------------------------
+
+    async def _app(self, request: web.Request) -> web.Response:
+        """`GET /app`: the app a user or system user token belongs to."""
+        params = await self._params(request)
+        self.world.calls[("app", "app")] += 1
+        token = self._authorize(request, params)
+        app = self.world.apps[token.app_id]
+        node = {"name": app.name, "id": app.app_id}
+        fields = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()]
+        if fields:
+            unknown = [f for f in fields if f not in node]
+            if unknown:
+                raise errors.nonexisting_field(unknown[0], "Application")
+            node = {name: node[name] for name in fields if name != "id"} | {"id": app.app_id}
+        return web.json_response(node)
+
+    async def _phone_numbers(self, request: web.Request) -> web.Response:
+        """`GET /{WABA-ID}/phone_numbers`: the account's numbers, `limit` (1-100, default 25)
+        a page, cursor paging (`after`), as Meta's OpenAPI description gives it."""
+        _, waba_id = await self._waba_call(request, "phone_numbers")
+        params = dict(request.query)
+        try:
+            limit = int(params.get("limit", "25"))
+        except ValueError:
+            raise errors.invalid_parameter("Param limit must be an integer") from None
+        if not 1 <= limit <= PHONE_NUMBERS_MAX_LIMIT:
+            raise errors.invalid_parameter(f"Param limit must be at most {PHONE_NUMBERS_MAX_LIMIT}")
+        fields = [f.strip() for f in params.get("fields", "").split(",") if f.strip()]
+        version = version_of(request)
+        fields_of(version, fields, PHONE_LIST_FIELDS)
+        numbers = self.world.waba_numbers(waba_id)
+        start = _cursor_index(params.get("after"))
+        page = numbers[start : start + limit]
+        # The description requires id, display_phone_number and status on every item.
+        asked = [*PHONE_LIST_REQUIRED, *(f for f in fields if f not in PHONE_LIST_REQUIRED)]
+        data = [
+            self._phone_node(n, asked if fields else list(PHONE_LIST_DEFAULT_FIELDS), version)
+            for n in page
+        ]
+        for item in data:  # the list's status is the number's link to the account
+            item["status"] = LINK_STATUS.get(item["status"], "LINKED")
+        body: dict[str, Any] = {"data": data}
+        if page:
+            cursors = {"before": _cursor(start), "after": _cursor(start + len(page))}
+            body["paging"] = {"cursors": cursors}
+            if start + limit < len(numbers):
+                following = URL(str(request.url)).update_query({"after": cursors["after"]})
+                body["paging"]["next"] = str(following.without_query_params("access_token"))
+        return web.json_response(body)
 
     # -- admin API -------------------------------------------------------------------------
 
@@ -630,7 +815,11 @@ class GraphStandin:
                 text="the app is not subscribed to the number's business account: "
                 "Meta would deliver nothing"
             )
-        url = number.override_callback_uri or self._app_callback(number)
+        url = (
+            number.override_callback_uri
+            or self.world.wabas[number.waba_id].overrides.get(number.app_id)
+            or self._app_callback(number)
+        )
         if not self._local(URL(url).host):
             raise web.HTTPConflict(text="the stand-in delivers to loopback callbacks only")
         event = text_notification(number, text, sender=sender, name=name)
@@ -658,6 +847,20 @@ class GraphStandin:
     async def _app_callback_event(self, request: web.Request) -> web.Response:
         self.app_callback_events.append(await request.json())
         return web.Response(text="EVENT_RECEIVED")
+
+
+def _cursor(index: int) -> str:
+    return base64.urlsafe_b64encode(f"cursor:{index}".encode()).decode()
+
+
+def _cursor_index(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        return max(int(text.removeprefix("cursor:")), 0)
+    except ValueError:
+        raise errors.invalid_parameter("Invalid cursor") from None
 
 
 def text_notification(number: PhoneNumber, text: str, *, sender: str, name: str) -> dict[str, Any]:

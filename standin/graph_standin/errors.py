@@ -6,6 +6,7 @@ The texts are Meta's own where known (quoted in tests/graph/meta_documented.py w
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -17,11 +18,24 @@ def fbtrace_id() -> str:
 
 
 def error_body(
-    message: str, code: int, *, type_: str = "OAuthException", subcode: int | None = None
+    message: str,
+    code: int,
+    *,
+    type_: str = "OAuthException",
+    subcode: int | None = None,
+    details: str | None = None,
+    user_msg: str | None = None,
 ) -> dict[str, Any]:
+    """`details`: WhatsApp's `error_data.details`; `user_msg`: Graph's `error_user_title` and
+    `error_user_msg` (Meta's error-handling guide and WhatsApp's error codes page)."""
     error: dict[str, Any] = {"message": message, "type": type_, "code": code}
     if subcode is not None:
         error["error_subcode"] = subcode
+    if user_msg is not None:
+        error["error_user_title"] = message.removeprefix("(#" + str(code) + ") ")
+        error["error_user_msg"] = user_msg
+    if details is not None:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
     error["fbtrace_id"] = fbtrace_id()
     return {"error": error}
 
@@ -37,13 +51,19 @@ class GraphFailure(Exception):
         *,
         type_: str = "OAuthException",
         subcode: int | None = None,
+        details: str | None = None,
+        user_msg: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = error_body(message, code, type_=type_, subcode=subcode)
+        self.headers = headers or {}
+        self.body = error_body(
+            message, code, type_=type_, subcode=subcode, details=details, user_msg=user_msg
+        )
 
     def response(self) -> web.Response:
-        return web.json_response(self.body, status=self.status)
+        return web.json_response(self.body, status=self.status, headers=self.headers)
 
 
 def token_missing() -> GraphFailure:
@@ -99,11 +119,23 @@ def object_not_found(object_id: str, method: str) -> GraphFailure:
     )
 
 
-def nonexisting_field(field: str) -> GraphFailure:
+def app_token_required() -> GraphFailure:
+    """debug_token asked with a user token (the token about itself): Meta's refusal, as
+    quoted in nyaruka/rapidpro PR 3734 and Meta's debug_token reference ("An app access
+    token or an app developer's user access token ... is required")."""
     return GraphFailure(
         400,
-        f"(#100) Tried accessing nonexisting field ({field}) on node type "
-        "(WhatsAppBusinessPhoneNumber)",
+        "(#100) You must provide an app access token, or a user access token that is an "
+        "owner or developer of the app",
+        100,
+        type_="OAuthException",
+    )
+
+
+def nonexisting_field(field: str, node_type: str = "WhatsAppBusinessPhoneNumber") -> GraphFailure:
+    return GraphFailure(
+        400,
+        f"(#100) Tried accessing nonexisting field ({field}) on node type ({node_type})",
         100,
     )
 
@@ -131,12 +163,35 @@ def permission_denied() -> GraphFailure:
     return GraphFailure(403, "(#10) Application does not have permission for this action", 10)
 
 
+def usage_header(object_id: str, kind: str, minutes: int) -> dict[str, str]:
+    """`X-Business-Use-Case-Usage` as Meta's rate-limiting page shows it: per business object,
+    the use case's percentages and `estimated_time_to_regain_access` in minutes."""
+    entry = {
+        "type": kind,
+        "call_count": 100,
+        "total_cputime": 1,
+        "total_time": 1,
+        "estimated_time_to_regain_access": minutes,
+    }
+    return {"X-Business-Use-Case-Usage": json.dumps({object_id: [entry]})}
+
+
 def app_rate_limited() -> GraphFailure:
-    return GraphFailure(400, "(#4) Application request limit reached", 4)
+    return GraphFailure(
+        400, "(#4) Application request limit reached", 4, headers={"X-App-Usage": APP_FULL}
+    )
 
 
-def account_rate_limited() -> GraphFailure:
-    return GraphFailure(400, "(#80007) Rate limit hit for WhatsApp Business Account", 80007)
+def account_rate_limited(object_id: str = "0", minutes: int = 0) -> GraphFailure:
+    return GraphFailure(
+        400,
+        "(#80007) Rate limit hit for WhatsApp Business Account",
+        80007,
+        headers=usage_header(object_id, "whatsapp_business_management", minutes),
+    )
+
+
+APP_FULL = json.dumps({"call_count": 100, "total_cputime": 1, "total_time": 1})
 
 
 def unknown_error() -> GraphFailure:
@@ -145,3 +200,56 @@ def unknown_error() -> GraphFailure:
 
 def service_unavailable() -> GraphFailure:
     return GraphFailure(503, "Service temporarily unavailable", 2)
+
+
+# WhatsApp's error codes page (https://developers.facebook.com/docs/whatsapp/cloud-api/support/
+# error-codes): the refusals a check can meet, with Meta's explanation in error_data.details.
+
+
+def auth_exception() -> GraphFailure:
+    return GraphFailure(
+        401,
+        "(#0) AuthException",
+        0,
+        details="We were unable to authenticate the app user.",
+    )
+
+
+def capability_missing() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#3) API Method",
+        3,
+        details="Capability or permissions issue.",
+    )
+
+
+def asset_access_missing() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#200) Permission error",
+        200,
+        user_msg="The system user has no access to this WhatsApp Business Account; assign "
+        "it in Business Settings.",
+    )
+
+
+def policy_blocked() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#368) Temporarily blocked for policies violations",
+        368,
+        details="The WhatsApp Business Account associated with the app has been restricted "
+        "or disabled for violating a platform policy.",
+    )
+
+
+def account_locked() -> GraphFailure:
+    return GraphFailure(
+        403,
+        "(#131031) Business Account locked",
+        131031,
+        details="The WhatsApp Business Account associated with the app has been restricted "
+        "or disabled for violating a platform policy, or we were unable to verify data "
+        "included in the request against data set on the WhatsApp Business Account.",
+    )

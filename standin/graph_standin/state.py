@@ -14,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 CanSendMessage = Literal["AVAILABLE", "LIMITED", "BLOCKED"]
 
 # Which Graph call a request is, for fault filters and call counts.
-CallName = Literal["check", "override", "subscribe", "unsubscribe", "subscriptions", "debug_token"]
+CallName = Literal[
+    "check",
+    "override",
+    "subscribe",
+    "unsubscribe",
+    "subscriptions",
+    "debug_token",
+    "app",
+    "phone_numbers",
+]
 
 
 class FaultKind(StrEnum):
@@ -28,6 +37,11 @@ class FaultKind(StrEnum):
     SERVER_ERROR = "server_error"  # HTTP 502 with a non-Graph body
     TIMEOUT = "timeout"  # no answer for `seconds` (default: until the stand-in stops)
     SLOW = "slow"  # a normal answer after `seconds`
+    AUTH_EXCEPTION = "auth_exception"  # 0
+    CAPABILITY_MISSING = "capability_missing"  # 3
+    ASSET_ACCESS_MISSING = "asset_access_missing"  # 200
+    POLICY_BLOCKED = "policy_blocked"  # 368
+    ACCOUNT_LOCKED = "account_locked"  # 131031
 
 
 class Fault(BaseModel):
@@ -74,6 +88,8 @@ class NumberPatch(BaseModel):
     messaging_limit_tier: str | None = None
     access_token: str | None = Field(default=None, min_length=1)
     token_expired: bool | None = None
+    # debug_token's expires_at of the number's token (epoch seconds; 0: never).
+    token_expires_at: int | None = Field(default=None, ge=0)
     app_secret: str | None = Field(default=None, min_length=1)
 
 
@@ -96,6 +112,7 @@ class App:
 class Token:
     app_id: str
     expired: bool = False
+    expires_at: int = 0  # debug_token's expires_at: 0 is Meta's "never"
     # What the token may see: Meta answers anything else as not existing (100/33).
     numbers: set[str] = field(default_factory=set)
     # Business accounts that granted the app this token's permissions, oldest first (a dict
@@ -108,6 +125,10 @@ class Waba:
     waba_id: str
     subscribed_apps: set[str] = field(default_factory=set)
     numbers: set[str] = field(default_factory=set)
+    # The WABA-level alternate callback per app (Meta's webhook override page: set with
+    # `override_callback_uri` and `verify_token` on POST subscribed_apps, removed by a
+    # POST without a body).
+    overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -206,3 +227,5 @@ class World:
             number.access_token = patch.access_token
         if patch.token_expired is not None:
             self.tokens[number.access_token].expired = patch.token_expired
+        if patch.token_expires_at is not None:
+            self.tokens[number.access_token].expires_at = patch.token_expires_at

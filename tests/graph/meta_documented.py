@@ -240,6 +240,48 @@ DEBUG_TOKEN: dict[str, Any] = {
     }
 }
 
+# https://developers.facebook.com/docs/graph-api/reference/debug_token ("Permissions: An app
+# access token or an app developer's user access token for the app associated with the
+# input_token being inspected is required"); the refusal of a token asking about itself, as
+# quoted in nyaruka/rapidpro PR 3734 ("(#100) You must provide an app access token ...").
+DEBUG_TOKEN_NEEDS_APP_TOKEN = (
+    "(#100) You must provide an app access token, or a user access token that is an owner "
+    "or developer of the app"
+)
+
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits:
+# "The `messaging_limit_tier` field, which used to return a business phone number's messaging
+# limit, has been deprecated. Request the `whatsapp_business_manager_messaging_limit` field
+# instead." From v24.0 the old field returns no value (david-lev/pywa issue 221).
+MESSAGING_LIMIT_DEPRECATED = ("messaging_limit_tier", "whatsapp_business_manager_messaging_limit")
+
+# -- the token's app --------------------------------------------------------------------------
+
+# https://developers.facebook.com/docs/graph-api/reference/application/ (fields "id: numeric
+# string, The app ID", "name"); `/app` is the token's own app.
+APP: dict[str, Any] = {"name": "JaspersMarket", "id": "670843887433847"}
+
+# -- an account's numbers ---------------------------------------------------------------------
+
+# Meta's OpenAPI description (../shared/meta, getWhatsAppBusinessAccountPhoneNumbers, example
+# "multiple_phone_numbers"), the fields asked for; `paging.next` and `cursors.before` are the
+# Graph API's cursor paging (https://developers.facebook.com/docs/graph-api/results).
+PHONE_NUMBERS_PAGE: dict[str, Any] = {
+    "data": [
+        {
+            "id": "1906385232743451",
+            "display_phone_number": "+1 631-555-5555",
+            "verified_name": "Jasper's Market",
+            "status": "LINKED",
+            "quality_rating": "GREEN",
+        }
+    ],
+    "paging": {
+        "cursors": {"before": "MTAxNTExOTQ1MjAwNzI5NDE=", "after": "MTAxNTExOTQ1MjAwNzI5NDE="},
+        "next": "https://graph.facebook.com/v23.0/1234567890123456/phone_numbers?after=...",
+    },
+}
+
 # -- what Meta delivers ---------------------------------------------------------------------
 
 # The envelope of a `messages` webhook

@@ -19,8 +19,11 @@ from channel_operator.graph import (
     GraphCredentials,
     GraphError,
     GraphErrorKind,
+    PhoneNumberCheck,
     RetryPolicy,
+    check_fields,
     classify,
+    regain_seconds,
     scrub,
 )
 from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
@@ -31,6 +34,7 @@ from tests.graph.conftest import (
     CREDENTIALS,
     FAST,
     OTHER_PHONE,
+    OTHER_WABA,
     PHONE,
     TOKEN,
     VERIFY_TOKEN,
@@ -59,7 +63,9 @@ async def test_the_check_returns_typed_results(
     assert check.display_phone_number == "+61 400 111 222"
     assert check.quality_rating == "GREEN"
     assert check.status == "CONNECTED"
-    assert check.messaging_limit_tier == "TIER_1K"
+    assert check.messaging_limit == "TIER_1K"  # v25.0: whatsapp_business_manager_messaging_limit
+    assert check.name_status == "APPROVED"
+    assert check.platform_type == "CLOUD_API"
     assert check.throughput is not None
     assert check.throughput.level == "STANDARD"
     assert check.health_status is not None
@@ -119,9 +125,9 @@ async def test_each_refusal_is_classified_and_never_retried(
         assert not error.transient, what
         assert (error.attempts, standin.calls() - before) == (1, 1), what
 
-    error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, fields=("not_a_field",)))
-    assert (error.kind, error.code) == (GraphErrorKind.INVALID_REQUEST, 100)
-    assert not error.kind.credentials_refused
+    # A field Meta does not have is a 100 that blames nothing; the check leaves it out.
+    check = await graph.check_phone_number(PHONE, CREDENTIALS, fields=("id", "not_a_field"))
+    assert check.id == PHONE
 
     await admin(standin, "PATCH", f"/numbers/{PHONE}", {"token_expired": True})
     error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
@@ -160,8 +166,6 @@ async def test_injected_refusals_are_not_retried(
 @pytest.mark.parametrize(
     ("fault", "kind"),
     [
-        (FaultKind.APP_RATE_LIMITED, GraphErrorKind.RATE_LIMITED),
-        (FaultKind.ACCOUNT_RATE_LIMITED, GraphErrorKind.RATE_LIMITED),
         (FaultKind.UNKNOWN_ERROR, GraphErrorKind.UNAVAILABLE),
         (FaultKind.SERVICE_UNAVAILABLE, GraphErrorKind.UNAVAILABLE),
         (FaultKind.SERVER_ERROR, GraphErrorKind.UNAVAILABLE),
@@ -228,7 +232,7 @@ async def test_backoff_grows_exponentially_up_to_its_cap(
         delays.append(delay)
 
     policy = RetryPolicy(attempts=5, base_delay=1.0, max_delay=3.0, jitter=False)
-    number.faults.append(Fault(kind=FaultKind.ACCOUNT_RATE_LIMITED))
+    number.faults.append(Fault(kind=FaultKind.SERVICE_UNAVAILABLE))
     async with GraphClient(standin.url, retry=policy, sleep=record) as graph:
         error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
     assert error.attempts == 5
@@ -366,11 +370,11 @@ async def test_the_version_is_in_every_path(standin: GraphStandin, number: Phone
     assert error.kind is GraphErrorKind.UNEXPECTED
 
 
-def test_the_classification_follows_the_issue() -> None:
+def test_the_classification_follows_metas_meaning() -> None:
     assert classify("check", 401, 190, None, "") is GraphErrorKind.TOKEN_INVALID
     assert classify("check", 401, 190, 463, "") is GraphErrorKind.TOKEN_EXPIRED
     assert classify("check", 403, 10, None, "") is GraphErrorKind.PERMISSION_DENIED
-    assert classify("check", 403, 200, None, "") is GraphErrorKind.PERMISSION_DENIED
+    assert classify("check", 403, 200, None, "") is GraphErrorKind.ASSET_ACCESS_MISSING
     assert classify("check", 403, 299, None, "") is GraphErrorKind.PERMISSION_DENIED
     assert classify("check", 400, 100, 33, "") is GraphErrorKind.PHONE_NUMBER_NOT_FOUND
     assert classify("subscribe", 400, 100, 33, "") is GraphErrorKind.ACCOUNT_NOT_FOUND
@@ -381,7 +385,21 @@ def test_the_classification_follows_the_issue() -> None:
     assert classify("check", 503, 2, None, "") is GraphErrorKind.UNAVAILABLE
     assert classify("check", 502, None, None, "") is GraphErrorKind.UNAVAILABLE
     assert classify("override", 400, 2200, None, "") is GraphErrorKind.CALLBACK_VERIFICATION_FAILED
-    assert classify("check", 400, 368, None, "") is GraphErrorKind.UNEXPECTED
+    # Issue 19: refusals by Meta's documented meaning, each its own kind, none transient.
+    for code, kind in (
+        (0, GraphErrorKind.TOKEN_INVALID),
+        (3, GraphErrorKind.CAPABILITY_MISSING),
+        (368, GraphErrorKind.POLICY_BLOCKED),
+        (131031, GraphErrorKind.ACCOUNT_LOCKED),
+    ):
+        assert classify("check", 403, code, None, "") is kind
+        assert kind.credentials_refused
+        assert not kind.transient
+    waba_as_number = (
+        "(#100) Tried accessing nonexisting field (status) on node type (WhatsAppBusinessAccount)"
+    )
+    assert classify("check", 400, 100, None, waba_as_number) is GraphErrorKind.WRONG_OBJECT_TYPE
+    assert GraphErrorKind.INVALID_REQUEST.credentials_refused
     assert classify("check", 429, None, None, "") is GraphErrorKind.RATE_LIMITED
     assert classify("check", 404, None, None, "") is GraphErrorKind.UNEXPECTED
     with pytest.raises(ValueError, match="attempt"):
@@ -463,15 +481,60 @@ def test_scrub_removes_secrets_and_token_like_text() -> None:
     assert "EAAJiSomeOther" not in clean
 
 
-def test_the_check_asks_for_what_the_status_needs() -> None:
+def test_the_check_asks_for_what_the_status_needs_by_version() -> None:
     assert {
         "health_status",
         "webhook_configuration",
         "verified_name",
         "quality_rating",
         "status",
-        "messaging_limit_tier",
+        "name_status",
+        "throughput",
+        "platform_type",
+        "whatsapp_business_manager_messaging_limit",
     } <= set(CHECK_FIELDS)
+    assert "messaging_limit_tier" not in CHECK_FIELDS
+    assert "messaging_limit_tier" in check_fields("v23.0")
+    assert "whatsapp_business_manager_messaging_limit" not in check_fields("v23.0")
+
+
+async def test_an_older_version_reads_the_limit_from_its_own_field(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    async with GraphClient(standin.url, "v23.0", retry=FAST) as old:
+        check = await old.check_phone_number(PHONE, CREDENTIALS)
+    assert check.messaging_limit == "TIER_1K"
+    assert check.messaging_limit_tier == "TIER_1K"
+
+
+async def test_a_field_the_version_lacks_degrades_that_fact_only(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    async with GraphClient(standin.url, "v23.0", retry=FAST) as old:
+        fields = check_fields("v25.0")  # a field v23.0 does not have
+        check = await old.check_phone_number(PHONE, CREDENTIALS, fields=fields)
+        assert check.messaging_limit is None
+        assert check.verified_name == "Jasper's Market"
+        assert check.health_status is not None
+        calls = standin.calls(PHONE, "check")
+        await old.check_phone_number(PHONE, CREDENTIALS, fields=fields)
+        assert standin.calls(PHONE, "check") == calls + 1  # not asked again
+
+
+def test_an_unknown_enum_value_degrades_that_fact_only() -> None:
+    check = PhoneNumberCheck.model_validate(
+        {
+            "id": PHONE,
+            "verified_name": "Jasper's Market",
+            "health_status": {"can_send_message": "SOMETIMES", "entities": []},
+            "throughput": {"level": {"new": "shape"}},
+            "whatsapp_business_manager_messaging_limit": {"current_limit": "TIER_2K"},
+        }
+    )
+    assert check.health_status is None
+    assert check.throughput is None
+    assert check.verified_name == "Jasper's Market"
+    assert check.messaging_limit == "TIER_2K"
 
 
 async def test_the_standins_account_budget_answers_80007() -> None:
@@ -484,33 +547,91 @@ async def test_the_standins_account_budget_answers_80007() -> None:
     outcomes: list[tuple[str, str]] = []
     try:
         async with GraphClient(
-            limited.url, retry=FAST, observe=lambda call, outcome: outcomes.append((call, outcome))
+            limited.url,
+            retry=FAST,
+            observe=lambda call, outcome: outcomes.append((call, outcome)),
+            clock=lambda: now[0],
         ) as graph:
-            await graph.check_phone_number(PHONE, CREDENTIALS)
+            await graph.check_phone_number(PHONE, CREDENTIALS, account=WABA)
             await graph.subscribe_app(WABA, CREDENTIALS)
-            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS))
+            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, account=WABA))
             assert (error.kind, error.code) == (GraphErrorKind.RATE_LIMITED, 80007)
-            now[0] += 61
-            await graph.check_phone_number(PHONE, CREDENTIALS)
+            assert error.retry_after == 60.0  # Meta's estimated_time_to_regain_access: 1 min
+            # Within Meta's window: not asked at all (never a retry of 80007 in it).
+            now[0] += 30
+            error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, account=WABA))
+            assert error.kind is GraphErrorKind.RATE_LIMITED
+            assert limited.calls(PHONE, "check") == 2
+            now[0] += 31
+            await graph.check_phone_number(PHONE, CREDENTIALS, account=WABA)
     finally:
         await limited.stop()
     assert outcomes == [
         ("check", "ok"),
         ("subscribe", "ok"),
-        *[("check", "rate_limited")] * FAST.attempts,
+        ("check", "rate_limited"),  # one attempt: Meta stated a window
+        ("check", "rate_limited"),  # refused here, within it
         ("check", "ok"),
     ]
 
 
-async def test_debug_token_finds_the_business_account(
+async def test_app_wide_rate_limit_without_a_stated_window_waits_the_default(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    now = [0.0]
+    async with GraphClient(
+        standin.url, retry=FAST, clock=lambda: now[0], throttle_seconds=60
+    ) as graph:
+        number.faults.append(Fault(kind=FaultKind.APP_RATE_LIMITED, times=1))
+        error = await _fails(graph.check_phone_number(PHONE, CREDENTIALS, account=WABA))
+        assert (error.kind, error.code, error.attempts) == (GraphErrorKind.RATE_LIMITED, 4, 1)
+        # Code 4 throttles the whole app: another account's call waits too.
+        await _fails(graph.subscribed_apps(OTHER_WABA, CREDENTIALS))
+        assert standin.calls() == 1
+        now[0] += 61
+        assert (await graph.check_phone_number(PHONE, CREDENTIALS, account=WABA)).id == PHONE
+
+
+def test_the_usage_header_gives_metas_window() -> None:
+    usage = '{"102290129340398": [{"type": "whatsapp_business_management", "call_count": 100,'
+    usage += ' "total_cputime": 3, "total_time": 4, "estimated_time_to_regain_access": 5}]}'
+    assert regain_seconds({"X-Business-Use-Case-Usage": usage}) == 300.0
+    assert regain_seconds({"X-Business-Use-Case-Usage": "not json"}) is None
+    assert regain_seconds({}) is None
+
+
+async def test_the_token_app_then_debug_token_asked_with_the_app_token(
     graph: GraphClient, standin: GraphStandin, number: PhoneNumber
 ) -> None:
-    info = await graph.debug_token(CREDENTIALS)
+    app = await graph.token_app(CREDENTIALS)
+    assert app.id == number.app_id
+    info = await graph.debug_token(CREDENTIALS, app.id)
     assert info.is_valid
     assert info.waba_ids == (WABA,)
     assert info.app_id == number.app_id
-    error = await _fails(graph.debug_token(GraphCredentials(TOKEN, "wrong-secret")))
+    assert info.missing_scopes == ()
+    wrong = GraphCredentials(TOKEN, "wrong-secret")
+    error = await _fails(graph.token_app(wrong))
     assert error.kind is GraphErrorKind.APP_SECRET_MISMATCH
+    # The app token `{app-id}|{wrong secret}` is no app's token; no secret in the text.
+    error = await _fails(graph.debug_token(wrong, app.id))
+    assert error.kind is GraphErrorKind.TOKEN_INVALID
+    assert "wrong-secret" not in str(error)
+    assert TOKEN not in str(error)
+
+
+async def test_phone_number_ids_reads_every_page(
+    graph: GraphClient, standin: GraphStandin, number: PhoneNumber
+) -> None:
+    many = {f"1065403522{index:05d}" for index in range(130)}
+    for phone in many:
+        standin.seed(
+            NumberSeed(
+                phone_number_id=phone, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET
+            )
+        )
+    assert await graph.phone_number_ids(WABA, CREDENTIALS) == {PHONE, *many}
+    assert standin.calls(WABA, "phone_numbers") == 2  # 100 a page, Meta's maximum
 
 
 def test_plain_http_off_loopback_only_to_the_one_named_test_host() -> None:

@@ -334,10 +334,80 @@ async def test_debug_token_lists_the_accounts_newest_first(
             app_secret=APP_SECRET,
         )
     )
-    status, body = await graph_get(standin, "debug_token", {"input_token": TOKEN})
+    app_token = f"{number.app_id}|{APP_SECRET}"
+    status, body = await graph_get(standin, "debug_token", {"input_token": TOKEN}, app_token)
     assert status == 200
     doc.assert_same_shape(body, doc.DEBUG_TOKEN)
     management = body["data"]["granular_scopes"][0]
     assert management["scope"] == "whatsapp_business_management"
     assert management["target_ids"] == ["102290129343333", WABA]
     assert body["data"]["is_valid"] is True
+
+
+async def test_debug_token_refuses_a_token_asking_about_itself(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    status, body = await graph_get(standin, "debug_token", {"input_token": TOKEN})
+    assert status == 400
+    error = _assert_graph_error(body, 100)
+    assert error["message"] == doc.DEBUG_TOKEN_NEEDS_APP_TOKEN
+
+
+async def test_app_names_the_tokens_app(standin: GraphStandin, number: PhoneNumber) -> None:
+    status, body = await graph_get(standin, "app", {"fields": "id,name"})
+    assert status == 200
+    doc.assert_same_shape(body, doc.APP)
+    assert body["id"] == number.app_id
+
+
+async def test_an_accounts_numbers_come_in_pages(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    from graph_standin import NumberSeed
+
+    for index in range(2):
+        standin.seed(
+            NumberSeed(
+                phone_number_id=f"10654035224{index:04d}",
+                waba_id=WABA,
+                access_token=TOKEN,
+                app_secret=APP_SECRET,
+            )
+        )
+    seen: list[str] = []
+    params = {"fields": "id,display_phone_number,verified_name,status,quality_rating"}
+    params["limit"] = "2"
+    status, body = await graph_get(standin, f"{WABA}/phone_numbers", params)
+    assert status == 200
+    doc.assert_same_shape(body, doc.PHONE_NUMBERS_PAGE, optional=frozenset({"before", "next"}))
+    seen += [item["id"] for item in body["data"]]
+    assert "next" in body["paging"]
+    params["after"] = body["paging"]["cursors"]["after"]
+    status, body = await graph_get(standin, f"{WABA}/phone_numbers", params)
+    assert status == 200
+    assert "next" not in body["paging"]
+    seen += [item["id"] for item in body["data"]]
+    assert sorted(seen) == sorted({PHONE, "106540352240000", "106540352240001"})
+
+
+async def test_the_messaging_limit_field_by_version(
+    standin: GraphStandin, number: PhoneNumber
+) -> None:
+    # doc.MESSAGING_LIMIT_DEPRECATED: the old field has no value from v24.0, the new one has.
+    fields = {"fields": "messaging_limit_tier,whatsapp_business_manager_messaging_limit"}
+    status, body = await graph_get(standin, PHONE, fields)
+    assert status == 200
+    assert "messaging_limit_tier" not in body
+    assert body["whatsapp_business_manager_messaging_limit"] == "TIER_1K"
+    async with aiohttp.ClientSession() as session:
+        from channel_operator.graph import GraphCredentials
+
+        proof = GraphCredentials(TOKEN, APP_SECRET).appsecret_proof
+        async with session.get(
+            f"{standin.url}/v23.0/{PHONE}",
+            params={**fields, "appsecret_proof": proof},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response:
+            assert response.status == 400
+            error = _assert_graph_error(await response.json(), 100)
+    assert "whatsapp_business_manager_messaging_limit" in str(error["message"])

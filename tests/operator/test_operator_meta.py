@@ -8,12 +8,20 @@ import asyncio
 import itertools
 import random
 import uuid
+from typing import cast
 
 from channel_operator.desired import ChannelRef, MetaReport, build_status
+from channel_operator.graph import GraphClient
 from channel_operator.health import HealthSchedule
-from channel_operator.meta import checked_ago, is_settled
+from channel_operator.meta import Meta, checked_ago, is_settled
 from whatsapp_channel import reasons
-from whatsapp_channel.model import READY, find_condition, now_rfc3339, rest_status
+from whatsapp_channel.model import (
+    CAN_SEND_MESSAGE,
+    READY,
+    find_condition,
+    now_rfc3339,
+    rest_status,
+)
 
 BASE = "https://hooks.example.test"
 
@@ -171,3 +179,45 @@ async def test_each_channel_is_checked_every_period_and_never_before_it_is_due()
         assert set(names) - {"deleted", "dropped", "disabled"} <= set(checks)
     finally:
         runner.cancel()
+
+
+def test_ready_means_the_number_can_send() -> None:
+    """Issue 19: CanSendMessage=False (BLOCKED, or a number status that cannot send) takes
+    Ready to False with its own reason; LIMITED still sends."""
+    r = ref()
+    for can_send in (
+        (False, reasons.MESSAGING_BLOCKED, "Meta: BLOCKED (141006: payment method)"),
+        (False, reasons.NUMBER_BANNED, "Meta: status BANNED"),
+        (False, reasons.NUMBER_NOT_REGISTERED, "Meta: status PENDING"),
+    ):
+        report = MetaReport(
+            credentials=(True, reasons.CREDENTIALS_ACCEPTED, "ok"),
+            webhook=(True, reasons.OVERRIDE_REGISTERED, "ok"),
+            can_send=can_send,
+            facts={"checkedAt": now_rfc3339()},
+        )
+        st = status({}, r, report)
+        ready = find_condition(st["conditions"], READY)  # type: ignore[arg-type]
+        assert ready is not None
+        assert (ready["status"], ready["reason"]) == ("False", can_send[1])
+        assert view(r, st) == "error"
+        # ... and back to Ready once Meta says it can send again.
+        fine = MetaReport(can_send=(True, reasons.MESSAGING_AVAILABLE, "Meta: AVAILABLE"))
+        healed = status(st, r, fine)
+        assert view(r, healed) == "active"
+    limited = status({}, r, accepted())
+    limited = status(
+        limited, r, MetaReport(can_send=(True, reasons.MESSAGING_LIMITED, "Meta: LIMITED"))
+    )
+    assert view(r, limited) == "active"
+    assert find_condition(limited["conditions"], CAN_SEND_MESSAGE) is not None  # type: ignore[arg-type]
+
+
+def test_a_refusal_is_asked_again_on_the_slow_period() -> None:
+    """Issue 19: most refusals are fixed in Business Settings, not in the spec: a refused
+    channel is asked again after `refusal_period` (hours), an accepted one after the health
+    period."""
+    meta = Meta(graph=cast(GraphClient, None), health_period=3600, refusal_period=6 * 3600)
+    r = ref()
+    assert meta.next_check(status({}, r, EXPIRED), r.generation) == 6 * 3600
+    assert meta.next_check(status({}, r, accepted()), r.generation) == 3600

@@ -21,11 +21,16 @@ from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.desired import ChannelRef, Credentials, build_secret
 from channel_operator.graph import (
     CHECK_FIELDS,
+    WHATSAPP_SCOPES,
     GraphClient,
     GraphCredentials,
     GraphError,
     GraphErrorKind,
+    HealthEntity,
+    HealthStatus,
     PhoneNumberCheck,
+    SubscribedApp,
+    TokenInfo,
     WebhookConfiguration,
 )
 from channel_operator.health import HealthSchedule
@@ -41,6 +46,7 @@ from tests.support.fake_kube import MemoryKube
 WABA = "102290129340398"
 URL = "https://hooks.example.test/hooks/whatsapp/channel"
 APP_SECRET = "app-secret-shared"  # one app: one subscription key per account
+APP_ID = "670843887433847"
 
 
 class FakeGraph:
@@ -75,7 +81,24 @@ class FakeGraph:
         self.calls.append(("check", phone_number_id, credentials.access_token))
         if len(self.made("check")) == self.expect_checks:
             self.all_checked.set()
-        return PhoneNumberCheck(id=phone_number_id, verified_name="Seed Co", status="CONNECTED")
+        app = HealthEntity(entity_type="APP", id=APP_ID, can_send_message="AVAILABLE")
+        return PhoneNumberCheck(
+            id=phone_number_id,
+            verified_name="Seed Co",
+            status="CONNECTED",
+            health_status=HealthStatus(can_send_message="AVAILABLE", entities=(app,)),
+        )
+
+    async def debug_token(self, credentials: GraphCredentials, app_id: str) -> TokenInfo:
+        self.calls.append(("debug_token", app_id, credentials.access_token))
+        return TokenInfo(is_valid=True, app_id=app_id, scopes=WHATSAPP_SCOPES)
+
+    async def subscribed_apps(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> list[SubscribedApp]:
+        """No app is subscribed to the account before the operator."""
+        self.calls.append(("subscriptions", waba_id, credentials.access_token))
+        return []
 
     async def subscribe_app(
         self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
@@ -85,6 +108,13 @@ class FakeGraph:
         await self.subscribe_gate.wait()
         if self.subscribe_errors:
             raise self.subscribe_errors.pop(0)
+
+    async def phone_number_ids(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> frozenset[str]:
+        """The account holds every number `channel` makes, and the reconcile tests' one."""
+        self.calls.append(("phone_numbers", waba_id, credentials.access_token))
+        return frozenset({"106540352242922", *(f"1065{index:011d}" for index in range(100))})
 
     async def set_webhook_override(
         self,
@@ -139,7 +169,7 @@ async def all_answers(tasks: list[asyncio.Task[Asked]]) -> list[Asked]:
     return list(await asyncio.wait_for(asyncio.gather(*tasks), 60))
 
 
-KEY = subscription(Credentials("any token", APP_SECRET, "v"), WABA)
+KEY = subscription(APP_ID, WABA)
 N = 12
 
 # --- one subscribe call per account ------------------------------------------------------------
@@ -316,7 +346,13 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     await asyncio.wait_for(waiting.wait(), 60)
     # The task went on into `delivered` without a pause: had it not waited there, the
     # override would be recorded by now.
-    assert [c[0] for c in graph.calls] == ["check", "subscribe"]
+    assert [c[0] for c in graph.calls] == [
+        "check",
+        "phone_numbers",
+        "debug_token",
+        "subscriptions",
+        "subscribe",
+    ]
     assert not task.done()
 
     # An older event (another Secret's) does not count; our own does.
@@ -328,7 +364,14 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     asked = await asyncio.wait_for(task, 60)
     assert answered == [True]
     assert webhook_of(asked) == (True, reasons.OVERRIDE_REGISTERED)
-    assert [c[0] for c in graph.calls] == ["check", "subscribe", "override"]
+    assert [c[0] for c in graph.calls] == [
+        "check",
+        "phone_numbers",
+        "debug_token",
+        "subscriptions",
+        "subscribe",
+        "override",
+    ]
     assert graph.delivered_at_override == [True]
 
 
@@ -418,7 +461,7 @@ async def test_a_reconcile_overrides_only_after_its_watch_delivered_the_new_secr
             await asyncio.wait_for(reconcile.reconcile(rt, channel_body(name, spec), patch), 60)
             is None
         )
-        assert [c[0] for c in graph.calls] == ["check", "override"]
+        assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "debug_token", "override"]
         assert graph.delivered_at_override == [True]
         ready = find_condition(patch["conditions"], READY)
         assert ready is not None

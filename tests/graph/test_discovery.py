@@ -1,0 +1,103 @@
+"""Issue 19, step 1: the number's business account found the way Meta allows it (the token's
+app, debug_token asked with the app token, each granted account asked for its numbers), a
+given account checked the same way, and what was learned kept per token."""
+
+from __future__ import annotations
+
+import pytest
+from channel_operator.discovery import Discovery, DiscoveryRefused
+from channel_operator.graph import GraphClient, TokenInfo
+from graph_standin import GraphStandin, NumberSeed
+from graph_standin.state import PhoneNumber
+from whatsapp_channel import reasons
+
+from tests.graph.conftest import APP_SECRET, CREDENTIALS, PHONE, TOKEN, WABA
+
+NEWER_WABA = "102290129345555"
+NEWER_PHONE = "106540352245555"
+
+
+@pytest.fixture
+def two_accounts(standin: GraphStandin, number: PhoneNumber) -> PhoneNumber:
+    """The token was granted a second, newer account: debug_token lists it first, and the
+    channel's number is not in it."""
+    standin.seed(
+        NumberSeed(
+            phone_number_id=NEWER_PHONE,
+            waba_id=NEWER_WABA,
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+        )
+    )
+    return number
+
+
+async def test_the_numbers_own_account_is_found_not_the_newest(
+    graph: GraphClient, standin: GraphStandin, two_accounts: PhoneNumber
+) -> None:
+    discovery = Discovery()
+    assert await discovery.account_of(graph, CREDENTIALS, PHONE, None) == WABA
+    assert standin.calls(call="app") == 1
+    assert standin.calls(call="debug_token") == 1
+    assert standin.calls(NEWER_WABA, "phone_numbers") == 1
+    assert standin.calls(WABA, "phone_numbers") == 1
+    # Per token, not per request: the same token's other number costs no Graph call.
+    before = standin.calls()
+    assert await discovery.account_of(graph, CREDENTIALS, NEWER_PHONE, None) == NEWER_WABA
+    assert await discovery.account_of(graph, CREDENTIALS, PHONE, WABA) == WABA
+    assert standin.calls() == before
+
+
+async def test_a_given_account_must_hold_the_number(
+    graph: GraphClient, standin: GraphStandin, two_accounts: PhoneNumber
+) -> None:
+    discovery = Discovery()
+    assert await discovery.account_of(graph, CREDENTIALS, PHONE, WABA) == WABA
+    assert standin.calls(call="debug_token") == 0  # a given account needs only its numbers
+    with pytest.raises(DiscoveryRefused) as refused:
+        await discovery.account_of(graph, CREDENTIALS, PHONE, NEWER_WABA)
+    assert refused.value.reason == reasons.PHONE_NUMBER_NOT_IN_ACCOUNT
+    assert NEWER_WABA in refused.value.message
+
+
+async def test_a_number_in_no_granted_account_is_refused_and_asked_again_next_time(
+    graph: GraphClient, standin: GraphStandin, two_accounts: PhoneNumber
+) -> None:
+    discovery = Discovery()
+    missing = "106540352249999"
+    with pytest.raises(DiscoveryRefused) as refused:
+        await discovery.account_of(graph, CREDENTIALS, missing, None)
+    assert refused.value.reason == reasons.ACCOUNT_NOT_FOUND
+    # The number joins the account (say, added in WhatsApp Manager): the refusal was not kept.
+    standin.seed(
+        NumberSeed(phone_number_id=missing, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET)
+    )
+    assert await discovery.account_of(graph, CREDENTIALS, missing, None) == WABA
+    assert standin.calls(call="debug_token") == 3  # the refusal asked afresh once
+
+
+async def test_a_tokens_number_added_after_the_first_lookup_is_found(
+    graph: GraphClient, standin: GraphStandin, two_accounts: PhoneNumber
+) -> None:
+    discovery = Discovery()
+    assert await discovery.account_of(graph, CREDENTIALS, PHONE, None) == WABA
+    later = "106540352247777"
+    standin.seed(
+        NumberSeed(phone_number_id=later, waba_id=WABA, access_token=TOKEN, app_secret=APP_SECRET)
+    )
+    # The kept listing of the account predates the number: a miss asks Meta afresh.
+    assert await discovery.account_of(graph, CREDENTIALS, later, None) == WABA
+    assert await discovery.account_of(graph, CREDENTIALS, later, WABA) == WABA
+
+
+async def test_a_token_without_the_whatsapp_scopes_is_permission_denied(
+    graph: GraphClient, standin: GraphStandin, number: PhoneNumber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def management_only(credentials: object, app_id: str) -> TokenInfo:
+        return TokenInfo(is_valid=True, app_id=app_id, scopes=("whatsapp_business_management",))
+
+    monkeypatch.setattr(graph, "debug_token", management_only)
+    with pytest.raises(DiscoveryRefused) as refused:
+        await Discovery().token(graph, CREDENTIALS, number.app_id)
+    assert refused.value.reason == reasons.PERMISSION_DENIED
+    assert "whatsapp_business_messaging" in refused.value.message
