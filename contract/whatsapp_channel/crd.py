@@ -101,10 +101,12 @@ def spec_schema() -> JSONSchema:
                 "type": "object",
                 "description": "Credentials sealed to the operator's public key "
                 "(`whatsapp-seal`). Give either sealed or secretRef.",
-                "required": ["accessToken", "appSecret", "verifyToken"],
+                "required": ["accessToken", "verifyToken"],
                 "properties": {
                     "accessToken": _sealed_field("WABA access token"),
-                    "appSecret": _sealed_field("Meta app secret"),
+                    "appSecret": _sealed_field(
+                        "Meta app secret (unset: the operator's platform app's)"
+                    ),
                     "verifyToken": _sealed_field("webhook verify token"),
                 },
             },

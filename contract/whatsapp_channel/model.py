@@ -98,10 +98,13 @@ class _CamelModel(BaseModel):
 
 
 class SealedCredentials(_CamelModel):
-    """Each field is a seal made by `whatsapp_channel.sealing.seal` for this channel."""
+    """Each field is a seal made by `whatsapp_channel.sealing.seal` for this channel.
+    `appSecret` unset: the operator's platform app's secret (docs/embedded-signup.md)."""
 
     access_token: str = Field(alias="accessToken", min_length=1, max_length=SEALED_MAX_LENGTH)
-    app_secret: str = Field(alias="appSecret", min_length=1, max_length=SEALED_MAX_LENGTH)
+    app_secret: str | None = Field(
+        default=None, alias="appSecret", min_length=1, max_length=SEALED_MAX_LENGTH
+    )
     verify_token: str = Field(alias="verifyToken", min_length=1, max_length=SEALED_MAX_LENGTH)
 
 
@@ -297,9 +300,12 @@ class ChannelSetup(BaseModel):
         title="Access Token",
         description="WABA access token (stored encrypted via MCP credentials)",
     )
-    app_secret: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
+    app_secret: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] | None = Field(
+        default=None,
         title="App Secret",
-        description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks",
+        description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks. "
+        "Required unless the platform holds a Meta app of its own (docs/embedded-signup.md), "
+        "whose secret is then used.",
     )
     display_phone: str | None = Field(
         default=None,

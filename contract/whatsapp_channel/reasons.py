@@ -150,6 +150,8 @@ SECRET_REF_NOT_ALLOWED = "SecretRefNotAllowed"
 # The Secret spec.secretRef names does not opt in to this channel (its annotation
 # whatsapp.hydracore.io/channels does not name it).
 SECRET_REF_NOT_OPTED_IN = "SecretRefNotOptedIn"
+# spec.sealed has no appSecret and the operator holds no platform app to take it from.
+PLATFORM_APP_MISSING = "PlatformAppMissing"
 
 
 class ReasonedFailure(Exception):

@@ -36,7 +36,26 @@ DEMO_NUMBER = {
     "waba_id": "102290129340398",
     "access_token": "EAAGdev",
     "app_secret": "0123456789abcdef0123456789abcdef",
+    "app_id": "1234567890123456",
 }
+# The platform's own Meta app against the stand-in: the demo number's app (so a POST may
+# leave out app_secret), with a made-up Embedded Signup configuration id. The layout is a
+# mounted Secret's, as channel_operator.platform_app reads it.
+DEMO_CONFIG_ID = "9876543210987"
+
+
+def write_platform_app(dev: Path) -> Path:
+    directory = dev / "platform-app"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for key, value in (
+        ("app_id", DEMO_NUMBER["app_id"]),
+        ("app_secret", DEMO_NUMBER["app_secret"]),
+        ("config_id", DEMO_CONFIG_ID),
+    ):
+        path = directory / key
+        path.touch(mode=0o600)
+        path.write_text(value + "\n")
+    return directory
 
 
 def start_graph_standin(dev: Path, logs: Path) -> Service:
@@ -124,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
 
         logs = state / "logs"
         graph_url = args.graph_url
+        platform_app: Path | None = None
         if graph_url is None:
             standin = start_graph_standin(dev, logs)
             services.append(standin)
             graph_url = standin.url
+            platform_app = write_platform_app(dev)
         services.append(
             start_operator(
                 cluster.kubeconfig,
@@ -136,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 keys_namespace=KEYS_NAMESPACE,
                 webhook_base_url=webhook_base,
                 graph_base_url=graph_url,
+                platform_app_dir=platform_app,
             )
         )
         services.append(
@@ -146,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 keys_namespace=KEYS_NAMESPACE,
                 api_keys_file=keys_file,
                 port=args.api_port,
+                platform_app=platform_app is not None,
             )
         )
         services.append(
@@ -188,7 +211,6 @@ Try:
   curl -s -X POST "$WA_API_URL/v1/instances/{EXAMPLE_INSTANCE}/channels/whatsapp" \\
     -H "X-Api-Key: $WA_API_KEY" -H 'Content-Type: application/json' \\
     -d '{{"access_token": "{DEMO_NUMBER["access_token"]}", \
-         "app_secret": "{DEMO_NUMBER["app_secret"]}", \
          "phone_number_id": "{DEMO_NUMBER["phone_number_id"]}", \
          "waba_id": "{DEMO_NUMBER["waba_id"]}"}}'
   kubectl get whatsappchannels -n {NAMESPACE} -o wide

@@ -85,6 +85,7 @@ class OperatorEnv(TypedDict, total=False):
     graph_throttle_seconds: float | None
     health_period_seconds: float | None
     webhook_mode: Literal["managed", "manual"] | None
+    platform_app_dir: Path | None  # the platform's Meta app (channel_operator.platform_app)
 
 
 class FacadeEnv(TypedDict, total=False):
@@ -99,6 +100,7 @@ class FacadeEnv(TypedDict, total=False):
     sealing_key_refresh_seconds: float | None
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
+    platform_app: bool | None  # the operator holds a platform app
 
 
 class ReceiverEnv(TypedDict, total=False):

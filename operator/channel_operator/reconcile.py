@@ -53,6 +53,7 @@ from channel_operator.desired import (
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
 from channel_operator.meta import Meta, MetaReport, Warn
+from channel_operator.platform_app import PlatformApp
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,17 @@ class Runtime:
     # started with the operator); None: not known (then nothing is refused for it).
     phone_claims: tenancy.PhoneClaims | None = None
     claims_watcher: asyncio.Task[None] | None = None
+    # The platform's own Meta app (`platform_app`), None: none configured.
+    platform_app: PlatformApp | None = None
+
+    @property
+    def platform_app_secret(self) -> str | None:
+        return self.platform_app.app_secret if self.platform_app is not None else None
 
 
-def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:
-    return (sealed.access_token, sealed.app_secret, sealed.verify_token)
+def sealed_values(sealed: SealedCredentials) -> tuple[str, ...]:
+    values = (sealed.access_token, sealed.app_secret, sealed.verify_token)
+    return tuple(value for value in values if value is not None)
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
@@ -102,7 +110,7 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
         with contextlib.suppress(KubeError, KeyringError):  # a retired key opens nothing
             await rt.keys.refresh()  # (a failed read keeps the keys we have)
         try:
-            return open_seals(rt.keys.private_keys, ref, sealed)
+            return open_seals(rt.keys.private_keys, ref, sealed, rt.platform_app_secret)
         except SealError as exc:
             if exc.reason != UNKNOWN_SEALING_KEY:
                 raise seal_failure(exc) from None
@@ -118,7 +126,7 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
             if not all(known):
                 raise seal_failure(exc) from None
         try:
-            return open_seals(rt.keys.private_keys, ref, sealed)
+            return open_seals(rt.keys.private_keys, ref, sealed, rt.platform_app_secret)
         except SealError as exc:
             raise seal_failure(exc) from None
     if spec.secret_ref is not None:

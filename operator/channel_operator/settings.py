@@ -6,6 +6,8 @@ Cluster access is the standard `KUBECONFIG`, or the in-cluster service account w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from whatsapp_channel.model import DEFAULT_NAMESPACE, DNS1123_SUBDOMAIN_PATTERN, WebhookMode
@@ -112,6 +114,14 @@ class OperatorSettings(KeysSettings):
         default="managed",
         description="For channels without spec.webhook.mode: managed (the operator "
         "registers the webhook at Meta) or manual (entered in the Meta app by hand).",
+    )
+
+    platform_app_dir: Path | None = Field(
+        default=None,
+        description="A directory holding the platform's own Meta app, one file per key "
+        "(app_id, app_secret, optional config_id): a Secret mounted as a volume "
+        "(the chart's operator.platformApp.existingSecret). With it, a channel may leave out "
+        "its app secret; unset: none.",
     )
 
     @property

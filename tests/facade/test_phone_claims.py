@@ -92,6 +92,7 @@ def test_channel_setup_never_prints_its_secrets() -> None:
         for value in clear:
             assert value not in text
     assert setup.access_token.get_secret_value() == clear[0]
+    assert setup.app_secret is not None
     assert setup.app_secret.get_secret_value() == clear[1]
     assert setup.verify_token is not None
     assert setup.verify_token.get_secret_value() == clear[2]

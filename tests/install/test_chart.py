@@ -576,3 +576,23 @@ def test_the_ingress_exposes_only_the_webhook_path(cluster: Cluster) -> None:
     ]
     error = helm_fails(cluster, "-f", str(TEST_VALUES), "--set", "receiver.ingress.enabled=true")
     assert "receiver.ingress.host is required" in error
+
+
+def test_the_platform_app_secret_is_mounted_into_the_operator_only(cluster: Cluster) -> None:
+    """`operator.platformApp.existingSecret`: the Secret is mounted read-only where
+    WA_OPERATOR_PLATFORM_APP_DIR points, and the facade is told (a POST may leave out
+    app_secret); without it, neither."""
+    plain = deployments(render(cluster))
+    assert "WA_OPERATOR_PLATFORM_APP_DIR" not in env_of(plain["operator"])
+    assert "WA_FACADE_PLATFORM_APP" not in env_of(plain["facade"])
+    given = deployments(render(cluster, "--set", "operator.platformApp.existingSecret=meta-app"))
+    operator = given["operator"]
+    directory = env_of(operator)["WA_OPERATOR_PLATFORM_APP_DIR"]
+    pod = operator["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "meta-app")
+    mount = next(m for m in container(operator)["volumeMounts"] if m["name"] == volume["name"])
+    assert (mount["mountPath"], mount["readOnly"]) == (directory, True)
+    assert env_of(given["facade"])["WA_FACADE_PLATFORM_APP"] == "true"
+    for component in ("facade", "receiver"):
+        volumes = given[component]["spec"]["template"]["spec"].get("volumes") or []
+        assert all(v.get("secret", {}).get("secretName") != "meta-app" for v in volumes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -51,6 +52,7 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
             sealing_keys,
             watch,
             ready_wait_seconds=settings.ready_wait_seconds,
+            platform_app=settings.platform_app,
         )
         log.info("serving WhatsApp channels of namespace %s", settings.namespace)
         try:
@@ -71,6 +73,7 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # outermost
     app.include_router(routes.router)
+    _describe_app_secret(app, required=not settings.platform_app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -87,6 +90,25 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     return app
+
+
+def _describe_app_secret(app: FastAPI, *, required: bool) -> None:
+    """The OpenAPI document says what this facade takes: `app_secret` is required unless
+    the operator holds the platform's own Meta app (then that app's secret is used)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            if required:  # as the seed has it: a string, required
+                setup = document["components"]["schemas"]["ChannelSetup"]
+                setup["required"] = sorted({*setup.get("required", ()), "app_secret"})
+                field = setup["properties"]["app_secret"]
+                (string,) = [s for s in field.pop("anyOf", [field]) if s.get("type") != "null"]
+                field.update(string)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # Anyone may ask /readyz: the answer is fixed; why is in the log (the apiserver's words name

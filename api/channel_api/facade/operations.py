@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from whatsapp_channel.kube import JSON, Conflict, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
     FINALIZER,
@@ -75,12 +76,14 @@ class Channels:
         watch: ChannelWatch,
         *,
         ready_wait_seconds: float,
+        platform_app: bool = False,
     ) -> None:
         self._kube = kube
         self._namespace = namespace
         self._sealing_keys = sealing_keys
         self._watch = watch
         self._ready_wait = ready_wait_seconds
+        self._platform_app = platform_app
 
     async def read(self, instance_id: str) -> ChannelView:
         try:
@@ -96,13 +99,21 @@ class Channels:
         entered it at Meta); only a new channel gets a generated one, returned this once.
         """
         name = instance_id
+        if setup.app_secret is None and not self._platform_app:
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ("body", "app_secret"), "msg": "Field required"}]
+            )
         keys = await self._sealing_keys.get()
 
         def sealed(field: str, value: str) -> str:
             return seal(keys.active, namespace=self._namespace, name=name, field=field, value=value)
 
         access_token = sealed("accessToken", setup.access_token.get_secret_value())
-        app_secret = sealed("appSecret", setup.app_secret.get_secret_value())
+        app_secret = (  # None: the operator's platform app's
+            sealed("appSecret", setup.app_secret.get_secret_value())
+            if setup.app_secret is not None
+            else None
+        )
         requested_verify = (
             sealed("verifyToken", setup.verify_token.get_secret_value())
             if setup.verify_token is not None

@@ -59,6 +59,11 @@ class FacadeSettings(BaseSettings):
         "`port`: the metrics are not for the facade's clients.",
     )
     log_level: LogLevel = Field(default="INFO", description="uvicorn/app log level.")
+    platform_app: bool = Field(
+        default=False,
+        description="The operator holds the platform's own Meta app "
+        "(operator.platformApp.existingSecret): a POST may leave out app_secret.",
+    )
 
     @property
     def sealing_namespace(self) -> str:

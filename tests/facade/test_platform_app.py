@@ -1,0 +1,56 @@
+"""The platform's own Meta app (issue 20, item 1): with it (`WA_FACADE_PLATFORM_APP`, set by
+the chart with `operator.platformApp.existingSecret`) a POST may leave out `app_secret` and
+the channel holds no sealed app secret (the operator uses the platform app's); without it
+nothing changes, and the OpenAPI document says which."""
+
+from __future__ import annotations
+
+from whatsapp_channel.model import ChannelSpec
+
+from tests.facade.conftest import NAMESPACE, OWN_INSTANCE, ApiKeys, AppFactory, serving
+from tests.support.fake_kube import OperatedKube
+
+URL = f"/v1/instances/{OWN_INSTANCE}/channels/whatsapp"
+WITHOUT_SECRET = {
+    "access_token": "EAAG-access-token-0123456789abcdef",
+    "phone_number_id": "106540352242922",
+}
+
+
+async def test_without_a_platform_app_the_app_secret_is_required(
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
+) -> None:
+    app = make_app()
+    setup = app.openapi()["components"]["schemas"]["ChannelSetup"]
+    assert setup["required"] == ["access_token", "app_secret", "phone_number_id"]
+    async with serving(app, api_keys.admin) as http:
+        response = await http.post(URL, json=WITHOUT_SECRET)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [{"loc": ["body", "app_secret"], "msg": "Field required", "type": "missing"}]
+    }
+    assert fake_kube.channel(NAMESPACE, OWN_INSTANCE) is None
+
+
+async def test_with_a_platform_app_the_app_secret_may_be_left_out(
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
+) -> None:
+    app = make_app(platform_app=True)
+    setup = app.openapi()["components"]["schemas"]["ChannelSetup"]
+    assert setup["required"] == ["access_token", "phone_number_id"]
+    async with serving(app, api_keys.admin) as http:
+        response = await http.post(URL, json=WITHOUT_SECRET)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "active"
+        channel = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
+        assert channel is not None
+        sealed = ChannelSpec.model_validate(channel["spec"]).sealed
+        assert sealed is not None
+        assert sealed.app_secret is None
+        assert "appSecret" not in channel["spec"]["sealed"]
+        # A secret given is sealed as ever.
+        response = await http.post(URL, json={**WITHOUT_SECRET, "app_secret": "s" * 32})
+        assert response.status_code == 200, response.text
+        channel = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
+        assert channel is not None
+        assert channel["spec"]["sealed"]["appSecret"].startswith("wa1:")
