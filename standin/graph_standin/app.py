@@ -26,12 +26,16 @@ from yarl import URL
 from . import errors
 from .errors import GraphFailure
 from .state import (
+    SIGNUP_CODE_SECONDS,
+    AppSeed,
     CallName,
     Fault,
     FaultKind,
     NumberPatch,
     NumberSeed,
     PhoneNumber,
+    SignupCode,
+    SignupRequest,
     Token,
     World,
 )
@@ -131,7 +135,7 @@ LIMITED_INFO = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-M = TypeVar("M", NumberSeed, NumberPatch, Fault)
+M = TypeVar("M", NumberSeed, NumberPatch, Fault, AppSeed, SignupRequest)
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -230,6 +234,8 @@ class GraphStandin:
             web.delete("/_standin/numbers/{id}/faults", self._admin_clear_faults),
             web.post("/_standin/numbers/{id}/messages", self._admin_send_text),
             web.get("/_standin/stats", self._admin_stats),
+            web.post("/_standin/apps", self._admin_app),
+            web.post("/_standin/signup", self._admin_signup),
             web.post("/_standin/reset", self._admin_reset),
             web.get("/_standin/app-callback", self._app_callback_challenge),
             web.post("/_standin/app-callback", self._app_callback_event),
@@ -241,6 +247,7 @@ class GraphStandin:
             web.get(f"/{{version:{VERSION}}}/{{id}}/phone_numbers", self._phone_numbers),
             web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
             web.get(f"/{{version:{VERSION}}}/app", self._app),
+            web.get(f"/{{version:{VERSION}}}/oauth/access_token", self._exchange_code),
             web.get(f"/{{version:{VERSION}}}/{{id}}", self._get_node),
             web.post(f"/{{version:{VERSION}}}/{{id}}", self._post_node),
         ]
@@ -649,7 +656,11 @@ class GraphStandin:
             "app_id": token.app_id,
             "application": self.world.apps[token.app_id].name,
             "data_access_expires_at": 0,
-            "expires_at": 0,  # a system user token that never expires
+            # 0: never expires. System user tokens may be non-expiring ("Lifetime: Never
+            # expires", https://developers.facebook.com/docs/business-management-apis/system-users/install-apps-and-generate-tokens),
+            # and so are the business tokens an Embedded Signup code is exchanged for
+            # (business integration system user tokens, docs/embedded-signup.md).
+            "expires_at": 0,
             "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
             "is_valid": not token.expired,
             "scopes": [*scopes, "public_profile"],
@@ -657,6 +668,35 @@ class GraphStandin:
             "user_id": "10222270944537964",
         }
         return web.json_response({"data": data})
+
+    # -- Graph: Embedded Signup's code, exchanged for a business token --------------------
+
+    async def _exchange_code(self, request: web.Request) -> web.Response:
+        """`GET /oauth/access_token?client_id&client_secret&code` (Meta's Tech Provider
+        onboarding guide, step 1): the code, once and within 30 s of its issue, for a business
+        token of the app, granted the customer's account and number. Asked with the app's
+        own id and secret, no access token."""
+        params = await self._params(request)
+        self.world.calls[("oauth", "exchange")] += 1
+        missing = [p for p in ("client_id", "client_secret", "code") if not params.get(p)]
+        if missing:
+            raise errors.invalid_parameter(f"Missing {missing[0]} parameter.")
+        app = self.world.apps.get(str(params["client_id"]))
+        if app is None or not hmac.compare_digest(
+            str(params["client_secret"]).encode(), app.secret.encode()
+        ):
+            raise errors.client_secret_invalid()
+        code = self.world.codes.get(str(params["code"]))
+        if code is None or code.app_id != app.app_id:
+            raise errors.code_invalid()
+        if code.used:
+            raise errors.code_used()
+        if self._clock() - code.issued_at > SIGNUP_CODE_SECONDS:
+            raise errors.code_expired()
+        code.used = True
+        token_text = "EAAB" + secrets.token_urlsafe(48)
+        self.world.business_token(code, token_text)
+        return web.json_response({"access_token": token_text})
 
     # -- Graph: the token's app, an account's numbers -------------------------------------
 
@@ -768,6 +808,30 @@ class GraphStandin:
         number = self._number(request)
         number.faults.clear()
         return web.json_response(self._summary(number))
+
+    async def _admin_app(self, request: web.Request) -> web.Response:
+        app = self.world.add_app(await self._model(request, AppSeed))
+        return web.json_response({"app_id": app.app_id, "name": app.name}, status=201)
+
+    async def _admin_signup(self, request: web.Request) -> web.Response:
+        """The tenant finished Embedded Signup: a code for the app, and what the session's
+        WA_EMBEDDED_SIGNUP message event carries (the number and its account)."""
+        signup = await self._model(request, SignupRequest)
+        number = self.world.numbers.get(signup.phone_number_id)
+        if number is None:
+            raise web.HTTPNotFound(text=f"no number {signup.phone_number_id} is seeded")
+        if signup.app_id not in self.world.apps:
+            raise web.HTTPNotFound(text=f"no app {signup.app_id} is seeded")
+        code = secrets.token_urlsafe(32)
+        self.world.codes[code] = SignupCode(
+            app_id=signup.app_id,
+            phone_number_id=number.id,
+            waba_id=number.waba_id,
+            issued_at=self._clock() - signup.issued_seconds_ago,
+        )
+        return web.json_response(
+            {"code": code, "phone_number_id": number.id, "waba_id": number.waba_id}, status=201
+        )
 
     async def _admin_stats(self, request: web.Request) -> web.Response:
         total: dict[str, int] = {}
