@@ -34,6 +34,7 @@ from whatsapp_channel.model import (
 from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
+    INVALID_SPEC,
     NOT_CHECKED,
     PLATFORM_APP_MISSING,
     SECRET_NOT_SYNCED,
@@ -103,10 +104,12 @@ def open_seals(
     ref: ChannelRef,
     sealed: SealedCredentials,
     platform_app_secret: str | None = None,
+    access_token: str | None = None,
 ) -> Credentials:
     """Unseal the fields for exactly this channel; SealError says which and why. Without a
     sealed app secret, the platform app's (`platform_app`) is used; without that either,
-    the channel fails with PlatformAppMissing."""
+    the channel fails with PlatformAppMissing. `access_token`: the business token of a
+    signup code (`signup`), for a spec that seals no access token."""
     values = {
         field: unseal(
             private_keys,
@@ -125,8 +128,11 @@ def open_seals(
             "spec.sealed has no appSecret and the operator holds no platform app "
             "(operator.platformApp.existingSecret): seal the app secret",
         )
+    token = values.get("accessToken", access_token)
+    if token is None:
+        raise ChannelFailure(INVALID_SPEC, "spec.sealed gives no access token")
     return Credentials(
-        access_token=values["accessToken"],
+        access_token=token,
         app_secret=app_secret,
         verify_token=values["verifyToken"],
     )

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import secrets
 import time
 from collections import deque
@@ -243,6 +244,7 @@ class GraphStandin:
         graph = [
             web.get(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscriptions),
             web.post(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscribe),
+            web.post(f"/{{version:{VERSION}}}/{{id}}/register", self._register),
             web.delete(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._unsubscribe),
             web.get(f"/{{version:{VERSION}}}/{{id}}/phone_numbers", self._phone_numbers),
             web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
@@ -535,6 +537,29 @@ class GraphStandin:
         await self._verify_callback(uri, verify_token)
         number.override_callback_uri = uri
         number.override_verify_token = verify_token
+        return web.json_response({"success": True})
+
+    async def _register(self, request: web.Request) -> web.Response:
+        """`POST /{phone_number_id}/register` with `messaging_product: whatsapp` and a
+        six-digit `pin` (two-step verification): the number is registered for the Cloud
+        API (status CONNECTED). Once a PIN is set, another one is Meta's 133005."""
+        object_id = request.match_info["id"]
+        params = await self._params(request)
+        number = self.world.numbers.get(object_id)
+        await self._fault([number] if number else [], "register", object_id)
+        token = self._authorize(request, params)
+        if number is None or object_id not in token.numbers:
+            raise errors.object_not_found(object_id, "POST")
+        self._charge(token, number.waba_id)
+        if params.get("messaging_product") != "whatsapp":
+            raise errors.invalid_parameter("The parameter messaging_product is required")
+        pin = params.get("pin")
+        if not isinstance(pin, str) or not re.fullmatch(r"[0-9]{6}", pin):
+            raise errors.invalid_parameter("Param pin must be a 6-digit number")
+        if number.pin is not None and not hmac.compare_digest(pin, number.pin):
+            raise errors.pin_mismatch()
+        number.pin = pin
+        number.status = "CONNECTED"
         return web.json_response({"success": True})
 
     async def _verify_callback(self, uri: str, verify_token: str) -> None:

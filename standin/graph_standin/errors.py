@@ -271,3 +271,9 @@ def code_invalid() -> GraphFailure:
 
 def client_secret_invalid() -> GraphFailure:
     return GraphFailure(400, "Error validating client secret.", 1)
+
+
+def pin_mismatch() -> GraphFailure:
+    """Registering a number with another PIN than its two-step verification one (WhatsApp's
+    error codes page: 133005, "Two step verification PIN Mismatch")."""
+    return GraphFailure(400, "Two step verification PIN Mismatch", 133005)

@@ -179,6 +179,8 @@ class PhoneNumber:
     health: CanSendMessage
     override_callback_uri: str | None = None
     override_verify_token: str | None = None
+    # The two-step verification PIN set by registering the number.
+    pin: str | None = field(default=None, repr=False)
     faults: list[Fault] = field(default_factory=list)
 
     def take_fault(self, call: CallName) -> Fault | None:

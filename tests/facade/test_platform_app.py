@@ -22,7 +22,7 @@ async def test_without_a_platform_app_the_app_secret_is_required(
 ) -> None:
     app = make_app()
     setup = app.openapi()["components"]["schemas"]["ChannelSetup"]
-    assert setup["required"] == ["access_token", "app_secret", "phone_number_id"]
+    assert setup["required"] == ["app_secret", "phone_number_id"]
     async with serving(app, api_keys.admin) as http:
         response = await http.post(URL, json=WITHOUT_SECRET)
     assert response.status_code == 422
@@ -37,7 +37,7 @@ async def test_with_a_platform_app_the_app_secret_may_be_left_out(
 ) -> None:
     app = make_app(platform_app=True)
     setup = app.openapi()["components"]["schemas"]["ChannelSetup"]
-    assert setup["required"] == ["access_token", "phone_number_id"]
+    assert setup["required"] == ["phone_number_id"]
     async with serving(app, api_keys.admin) as http:
         response = await http.post(URL, json=WITHOUT_SECRET)
         assert response.status_code == 200, response.text
@@ -54,3 +54,41 @@ async def test_with_a_platform_app_the_app_secret_may_be_left_out(
         channel = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
         assert channel is not None
         assert channel["spec"]["sealed"]["appSecret"].startswith("wa1:")
+
+
+async def test_a_signup_code_is_sealed_instead_of_an_access_token(
+    make_app: AppFactory, api_keys: ApiKeys, fake_kube: OperatedKube
+) -> None:
+    """Issue 20, item 3: `signup_code` instead of `access_token`, sealed like any
+    credential; both, or a null one, is the client's mistake; the document says oneOf."""
+    app = make_app(platform_app=True)
+    setup = app.openapi()["components"]["schemas"]["ChannelSetup"]
+    assert setup["oneOf"] == [{"required": ["access_token"]}, {"required": ["signup_code"]}]
+    assert setup["properties"]["signup_code"]["type"] == "string"
+    code = "AQD-embedded-signup-code-0123456789"
+    body = {"signup_code": code, "phone_number_id": "106540352242922", "waba_id": "102290129"}
+    async with serving(app, api_keys.admin) as http:
+        response = await http.post(URL, json=body)
+        assert response.status_code == 200, response.text
+        assert code not in response.text
+        channel = fake_kube.channel(NAMESPACE, OWN_INSTANCE)
+        assert channel is not None
+        sealed = channel["spec"]["sealed"]
+        assert set(sealed) == {"signupCode", "verifyToken"}
+        assert sealed["signupCode"].startswith("wa1:")
+        assert code not in str(channel)
+        both = await http.post(URL, json={**body, "access_token": "EAAG-token-0123"})
+        assert both.status_code == 422
+        assert both.json() == {
+            "detail": [
+                {
+                    "loc": ["body"],
+                    "msg": "give access_token or signup_code, not both",
+                    "type": "credentials_conflict",
+                }
+            ]
+        }
+        null = await http.post(URL, json={**body, "signup_code": None})
+        assert null.status_code == 422
+        assert null.json()["detail"][0]["loc"] == ["body", "signup_code"]
+        assert code not in both.text + null.text

@@ -13,7 +13,14 @@ import json
 from typing import Any
 
 import aiohttp
-from channel_operator.graph import GraphClient, GraphCredentials
+import pytest
+from channel_operator.graph import (
+    GraphClient,
+    GraphCredentials,
+    GraphError,
+    GraphErrorKind,
+    RetryPolicy,
+)
 from graph_standin import GraphStandin, NumberSeed
 from graph_standin.main import main
 
@@ -157,3 +164,33 @@ async def test_the_console_script_issues_a_code(standin: GraphStandin) -> None:
     assert session["waba_id"] == CUSTOMER_WABA
     params = {"client_id": PLATFORM_APP_ID, "client_secret": PLATFORM_SECRET}
     assert (await exchange(standin, **params, code=session["code"]))[0] == 200
+
+
+async def test_the_client_exchanges_once_and_registers_with_a_pin() -> None:
+    """The operator's calls (GraphClient.exchange_code, register_number) against it: a
+    refused code is SIGNUP_CODE_INVALID, and no code or token is in an error's text."""
+    standin = GraphStandin()
+    await standin.start()
+    try:
+        code = (await signed_up(standin))["code"]
+        async with GraphClient(standin.url, retry=RetryPolicy(attempts=3)) as graph:
+            token = await graph.exchange_code(PLATFORM_APP_ID, PLATFORM_SECRET, code)
+            with pytest.raises(GraphError) as caught:
+                await graph.exchange_code(PLATFORM_APP_ID, PLATFORM_SECRET, code)
+            assert caught.value.kind is GraphErrorKind.SIGNUP_CODE_INVALID
+            assert caught.value.attempts == 1  # never retried
+            for text in (str(caught.value), repr(caught.value)):
+                assert code not in text
+                assert PLATFORM_SECRET not in text
+            credentials = GraphCredentials(token, PLATFORM_SECRET)
+            number = standin.world.numbers[CUSTOMER_PHONE]
+            assert number.status == "PENDING"
+            await graph.register_number(CUSTOMER_PHONE, credentials, "123456")
+            assert (number.status, number.pin) == ("CONNECTED", "123456")
+            await graph.register_number(CUSTOMER_PHONE, credentials, "123456")  # idempotent
+            with pytest.raises(GraphError) as mismatch:
+                await graph.register_number(CUSTOMER_PHONE, credentials, "654321")
+            assert mismatch.value.code == 133005
+            assert "654321" not in str(mismatch.value)
+    finally:
+        await standin.stop()

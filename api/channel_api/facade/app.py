@@ -73,7 +73,7 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # outermost
     app.include_router(routes.router)
-    _describe_app_secret(app, required=not settings.platform_app)
+    _describe_credentials(app, app_secret_required=not settings.platform_app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -92,20 +92,26 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
     return app
 
 
-def _describe_app_secret(app: FastAPI, *, required: bool) -> None:
-    """The OpenAPI document says what this facade takes: `app_secret` is required unless
-    the operator holds the platform's own Meta app (then that app's secret is used)."""
+def _describe_credentials(app: FastAPI, *, app_secret_required: bool) -> None:
+    """The OpenAPI document says what this facade takes: `access_token` or `signup_code`
+    (one of them, a string, never null: the model's oneOf), and `app_secret` required
+    unless the operator holds the platform's own Meta app (then that app's secret is
+    used)."""
     generate = app.openapi
+
+    def not_null(properties: dict[str, Any], name: str) -> None:
+        field = properties[name]
+        (string,) = [s for s in field.pop("anyOf", [field]) if s.get("type") != "null"]
+        field.update(string)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = generate()
-            if required:  # as the seed has it: a string, required
-                setup = document["components"]["schemas"]["ChannelSetup"]
+            setup = generate()["components"]["schemas"]["ChannelSetup"]
+            for name in ("access_token", "signup_code"):
+                not_null(setup["properties"], name)
+            if app_secret_required:  # as the seed has it: a string, required
                 setup["required"] = sorted({*setup.get("required", ()), "app_secret"})
-                field = setup["properties"]["app_secret"]
-                (string,) = [s for s in field.pop("anyOf", [field]) if s.get("type") != "null"]
-                field.update(string)
+                not_null(setup["properties"], "app_secret")
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -108,7 +108,13 @@ class Channels:
         def sealed(field: str, value: str) -> str:
             return seal(keys.active, namespace=self._namespace, name=name, field=field, value=value)
 
-        access_token = sealed("accessToken", setup.access_token.get_secret_value())
+        access_token, signup_code = (
+            sealed(field, value.get_secret_value()) if value is not None else None
+            for field, value in (
+                ("accessToken", setup.access_token),
+                ("signupCode", setup.signup_code),
+            )
+        )
         app_secret = (  # None: the operator's platform app's
             sealed("appSecret", setup.app_secret.get_secret_value())
             if setup.app_secret is not None
@@ -136,7 +142,10 @@ class Channels:
                     waba_id=setup.waba_id or _kept_waba_id(existing, setup.phone_number_id),
                     enabled=True,
                     sealed=SealedCredentials(
-                        access_token=access_token, app_secret=app_secret, verify_token=verify_token
+                        access_token=access_token,
+                        signup_code=signup_code,
+                        app_secret=app_secret,
+                        verify_token=verify_token,
                     ),
                 )
                 try:
