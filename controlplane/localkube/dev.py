@@ -16,6 +16,7 @@ import secrets
 import signal
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 from aiohttp import web
@@ -56,6 +57,18 @@ def write_platform_app(dev: Path) -> Path:
         path.touch(mode=0o600)
         path.write_text(value + "\n")
     return directory
+
+
+def mint_onboarding_link(api_url: str, api_key: str, instance: str) -> str:
+    """The onboarding page's path for `instance`, minted with the API key as a platform
+    would (it lives WA_FACADE_ONBOARDING_LINK_SECONDS, 15 minutes by default)."""
+    request = urllib.request.Request(  # noqa: S310 - the facade on loopback
+        f"{api_url}/v1/instances/{instance}/channels/whatsapp/onboarding-link",
+        method="POST",
+        headers={"X-Api-Key": api_key},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return str(json.loads(response.read())["url"])
 
 
 def start_graph_standin(dev: Path, logs: Path) -> Service:
@@ -169,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 api_keys_file=keys_file,
                 port=args.api_port,
                 platform_app=platform_app is not None,
+                onboarding_page=platform_app is not None,
+                platform_app_id=DEMO_NUMBER["app_id"] if platform_app else None,
+                signup_config_id=DEMO_CONFIG_ID if platform_app else None,
+                facebook_sdk_url=f"{graph_url}/_standin/sdk.js" if platform_app else None,
             )
         )
         services.append(
@@ -197,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             + (f"export WA_GRAPH_STANDIN_URL={graph_url}\n" if args.graph_url is None else "")
         )
         args.env_file.chmod(0o600)
+        page = (
+            f"""
+Embedded Signup, in a browser (the stand-in plays Facebook's SDK and popup):
+  onboarding page  {api_url}{mint_onboarding_link(api_url, api_key, EXAMPLE_INSTANCE)}
+  after "Connect WhatsApp", finish the popup as the tenant would:
+  curl -s $WA_GRAPH_STANDIN_URL/_standin/sessions    (the popup's session id)
+  whatsapp-graph-standin signup --app-id {DEMO_NUMBER["app_id"]} \\
+    --phone-number-id <a seeded number> --session <that id>"""
+            if platform_app is not None
+            else ""
+        )
         print(
             f"""
 WhatsApp channels control plane is running.
@@ -215,6 +243,7 @@ Try:
          "waba_id": "{DEMO_NUMBER["waba_id"]}"}}'
   kubectl get whatsappchannels -n {NAMESPACE} -o wide
   whatsapp-graph-standin send-text --phone-number-id {DEMO_NUMBER["phone_number_id"]} "hello"
+{page}
 Ctrl-C stops everything.""",
             flush=True,
         )

@@ -101,6 +101,10 @@ class FacadeEnv(TypedDict, total=False):
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
     platform_app: bool | None  # the operator holds a platform app
+    onboarding_page: bool | None  # the Embedded Signup page (needs the two ids below)
+    platform_app_id: str | None
+    signup_config_id: str | None
+    facebook_sdk_url: str | None  # Facebook's SDK, or the stand-in's
 
 
 class ReceiverEnv(TypedDict, total=False):

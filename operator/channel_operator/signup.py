@@ -69,19 +69,12 @@ def open_kept(
 ) -> tuple[str, str]:
     """The business token and the PIN kept in status.signup."""
     try:
-        token = unseal(
-            private_keys,
-            namespace=ref.namespace,
-            name=ref.name,
-            field=SIGNUP_TOKEN_FIELD,
-            sealed=signup.access_token,
-        )
-        pin = unseal(
-            private_keys,
-            namespace=ref.namespace,
-            name=ref.name,
-            field=SIGNUP_PIN_FIELD,
-            sealed=signup.pin,
+        token, pin = (
+            unseal(private_keys, namespace=ref.namespace, name=ref.name, field=field, sealed=value)
+            for field, value in (
+                (SIGNUP_TOKEN_FIELD, signup.access_token),
+                (SIGNUP_PIN_FIELD, signup.pin),
+            )
         )
     except SealError as exc:
         raise ChannelFailure(exc.reason, f"status.signup: {exc.message}") from None

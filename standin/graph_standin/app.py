@@ -35,6 +35,7 @@ from .state import (
     NumberPatch,
     NumberSeed,
     PhoneNumber,
+    PopupSession,
     SignupCode,
     SignupRequest,
     Token,
@@ -237,6 +238,11 @@ class GraphStandin:
             web.get("/_standin/stats", self._admin_stats),
             web.post("/_standin/apps", self._admin_app),
             web.post("/_standin/signup", self._admin_signup),
+            web.get("/_standin/sdk.js", self._sdk),
+            web.get("/_standin/signup-frame", self._signup_frame),
+            web.post("/_standin/sessions", self._open_popup),
+            web.get("/_standin/sessions", self._popups),
+            web.get("/_standin/sessions/{id}", self._popup),
             web.post("/_standin/reset", self._admin_reset),
             web.get("/_standin/app-callback", self._app_callback_challenge),
             web.post("/_standin/app-callback", self._app_callback_event),
@@ -847,7 +853,12 @@ class GraphStandin:
             raise web.HTTPNotFound(text=f"no number {signup.phone_number_id} is seeded")
         if signup.app_id not in self.world.apps:
             raise web.HTTPNotFound(text=f"no app {signup.app_id} is seeded")
+        popup = self.world.popups.get(signup.session or "")
+        if signup.session is not None and (popup is None or popup.result is not None):
+            raise web.HTTPNotFound(text=f"no open session {signup.session}")
         code = secrets.token_urlsafe(32)
+        if popup is not None:
+            popup.result = {"code": code, "phone_number_id": number.id, "waba_id": number.waba_id}
         self.world.codes[code] = SignupCode(
             app_id=signup.app_id,
             phone_number_id=number.id,
@@ -857,6 +868,48 @@ class GraphStandin:
         return web.json_response(
             {"code": code, "phone_number_id": number.id, "waba_id": number.waba_id}, status=201
         )
+
+    # -- Facebook's JavaScript SDK, played (the onboarding page's browser test) -----------
+
+    async def _sdk(self, request: web.Request) -> web.Response:
+        """A stand-in for connect.facebook.net's sdk.js: `FB.init`, and `FB.login` with an
+        Embedded Signup configuration opening the "popup" as a frame of this origin, which
+        posts the session's WA_EMBEDDED_SIGNUP message and the code back to the page."""
+        return web.Response(
+            text=SDK_SCRIPT.replace("{{origin}}", str(request.url.origin())),
+            content_type="application/javascript",
+            # The page loads it as Meta's is loaded, crossorigin="anonymous": a CORS fetch.
+            headers={"Access-Control-Allow-Origin": "*"},
+        )
+
+    async def _signup_frame(self, request: web.Request) -> web.Response:
+        return web.Response(text=SIGNUP_FRAME, content_type="text/html")
+
+    async def _open_popup(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        app_id, config_id = str(params.get("app_id", "")), str(params.get("config_id", ""))
+        if app_id not in self.world.apps or not config_id:
+            raise web.HTTPBadRequest(text="an app the stand-in knows and a config_id")
+        session = secrets.token_urlsafe(12)
+        self.world.popups[session] = PopupSession(app_id, config_id)
+        return web.json_response({"session": session}, status=201)
+
+    async def _popups(self, request: web.Request) -> web.Response:
+        """The popups waiting for the tenant (the admin call `POST /_standin/signup`)."""
+        open_ = [
+            {"session": key, "app_id": popup.app_id, "config_id": popup.config_id}
+            for key, popup in self.world.popups.items()
+            if popup.result is None
+        ]
+        return web.json_response({"sessions": open_})
+
+    async def _popup(self, request: web.Request) -> web.Response:
+        popup = self.world.popups.get(request.match_info["id"])
+        if popup is None:
+            raise web.HTTPNotFound(text="no such session")
+        if popup.result is None:
+            return web.json_response({"done": False})
+        return web.json_response({"done": True, **popup.result})
 
     async def _admin_stats(self, request: web.Request) -> web.Response:
         total: dict[str, int] = {}
@@ -969,3 +1022,59 @@ def text_notification(number: PhoneNumber, text: str, *, sender: str, name: str)
         "object": "whatsapp_business_account",
         "entry": [{"id": number.waba_id, "changes": [{"value": value, "field": "messages"}]}],
     }
+
+
+# The SDK stand-in. FB.login opens the "popup" (a frame of the stand-in's origin, as Meta's
+# popup is of facebook.com); the frame posts the session message and the code to the page.
+SDK_SCRIPT = """(function () {
+  "use strict";
+  var origin = "{{origin}}";
+  var app = {};
+  window.FB = {
+    init: function (options) { app = options; },
+    login: function (callback, options) {
+      var frame = document.createElement("iframe");
+      frame.style.display = "none";
+      frame.src = origin + "/_standin/signup-frame?app_id=" + encodeURIComponent(app.appId) +
+        "&config_id=" + encodeURIComponent(options.config_id);
+      window.addEventListener("message", function listen(event) {
+        if (event.origin !== origin || !event.data || event.data.type !== "STANDIN_AUTH") {
+          return;
+        }
+        window.removeEventListener("message", listen);
+        callback({status: "connected", authResponse: {code: event.data.code}});
+      });
+      document.body.appendChild(frame);
+    }
+  };
+  if (typeof window.fbAsyncInit === "function") { window.fbAsyncInit(); }
+})();
+"""
+
+SIGNUP_FRAME = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Embedded Signup (stand-in)</title></head>
+<body><script>
+"use strict";
+(async function () {
+  const query = new URLSearchParams(location.search);
+  const opened = await fetch("/_standin/sessions", {
+    method: "POST",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({app_id: query.get("app_id"), config_id: query.get("config_id")}),
+  });
+  const session = (await opened.json()).session;
+  for (;;) {
+    const state = await (await fetch("/_standin/sessions/" + session)).json();
+    if (state.done) {
+      parent.postMessage(JSON.stringify({
+        type: "WA_EMBEDDED_SIGNUP", event: "FINISH",
+        data: {phone_number_id: state.phone_number_id, waba_id: state.waba_id},
+      }), "*");
+      parent.postMessage({type: "STANDIN_AUTH", code: state.code}, "*");
+      return;
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+})();
+</script></body></html>
+"""

@@ -81,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     )
     signup.add_argument("--app-id", required=True, help="the platform app's id")
     signup.add_argument("--phone-number-id", required=True, help="a seeded number")
+    signup.add_argument(
+        "--session", help="the popup this finishes (GET /_standin/sessions; the page's test)"
+    )
     signup.add_argument("--url", default=default_url(), help=f"stand-in URL (${URL_ENV})")
     return top
 
@@ -161,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "signup":
             body = {"app_id": args.app_id, "phone_number_id": args.phone_number_id}
+            if args.session:
+                body["session"] = args.session
             status, text = admin_call(args.url, "/_standin/signup", body)
             if status != 201:
                 print(f"whatsapp-graph-standin: HTTP {status}: {text}", file=sys.stderr)

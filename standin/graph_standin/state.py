@@ -113,11 +113,23 @@ class SignupRequest(BaseModel):
     app_id: str = Field(pattern=r"^[0-9]{1,20}$")
     phone_number_id: str = Field(pattern=r"^[0-9]{1,20}$")
     issued_seconds_ago: float = Field(default=0.0, ge=0)
+    # The popup this finishes (the SDK stand-in's session, `GET /_standin/sessions`).
+    session: str | None = None
 
 
 # The code Embedded Signup returns "has a time-to-live of 30 seconds" (Meta's Tech Provider
 # onboarding guide, step 1); it is exchanged once.
 SIGNUP_CODE_SECONDS = 30.0
+
+
+@dataclass
+class PopupSession:
+    """An Embedded Signup popup the SDK stand-in opened; `result` once the tenant (the
+    admin call) finished it: the code and the session event's ids."""
+
+    app_id: str
+    config_id: str
+    result: dict[str, str] | None = None
 
 
 @dataclass
@@ -207,6 +219,7 @@ class World:
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Embedded Signup codes issued (the admin call), by code.
     codes: dict[str, SignupCode] = field(default_factory=dict)
+    popups: dict[str, PopupSession] = field(default_factory=dict)
 
     def seed(self, seed: NumberSeed) -> PhoneNumber:
         app_id = seed.app_id or derived_app_id(seed.app_secret)

@@ -5,9 +5,19 @@ nothing changes, and the OpenAPI document says which."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from whatsapp_channel.model import ChannelSpec
 
-from tests.facade.conftest import NAMESPACE, OWN_INSTANCE, ApiKeys, AppFactory, serving
+from tests.facade.conftest import (
+    NAMESPACE,
+    OTHER_INSTANCE,
+    OWN_INSTANCE,
+    ApiKeys,
+    AppFactory,
+    serving,
+)
 from tests.support.fake_kube import OperatedKube
 
 URL = f"/v1/instances/{OWN_INSTANCE}/channels/whatsapp"
@@ -92,3 +102,41 @@ async def test_a_signup_code_is_sealed_instead_of_an_access_token(
         assert null.status_code == 422
         assert null.json()["detail"][0]["loc"] == ["body", "signup_code"]
         assert code not in both.text + null.text
+
+
+async def test_onboarding_links_are_minted_per_instance_and_expire(
+    make_app: AppFactory, api_keys: ApiKeys
+) -> None:
+    """Issue 20, item 4: the page is off by default; on, a link is minted with an API key
+    that may manage the instance, opens only that instance's page, and dies with its time."""
+    mint = f"{URL}/onboarding-link"
+    async with serving(make_app(), api_keys.admin) as http:
+        assert (await http.post(mint)).status_code == 404
+        assert (await http.get(f"/onboarding/{OWN_INSTANCE}")).status_code == 404
+    app = make_app(
+        platform_app=True,
+        onboarding_page=True,
+        platform_app_id="1234567890123456",
+        signup_config_id="987654321",
+        onboarding_link_seconds=0.5,
+    )
+    async with serving(app, api_keys.tenant) as http:
+        assert (await http.post(mint.replace(OWN_INSTANCE, OTHER_INSTANCE))).status_code == 403
+        minted = await http.post(mint)
+        assert minted.status_code == 200, minted.text
+        link = minted.json()["url"]
+        page = await http.get(link, headers={"X-Api-Key": ""})
+        assert page.status_code == 200
+        assert "987654321" in page.text
+        assert api_keys.tenant not in page.text
+        assert (await http.get(link.replace(OWN_INSTANCE, OTHER_INSTANCE))).status_code == 403
+        token = link.split("link=", 1)[1]
+        body = {"signup_code": "code-1", "phone_number_id": "106540352242922"}
+        wrong = await http.post(
+            f"/onboarding/{OWN_INSTANCE}/channel", json=body, headers={"X-Onboarding-Link": "1.x"}
+        )
+        assert wrong.status_code == 403
+        expiry = int(token.split(".")[0])
+        # The link's own (wall) clock is what is tested: past its expiry, three seconds at most.
+        await asyncio.sleep(max(0.0, expiry + 0.05 - time.time()))
+        assert (await http.get(link)).status_code == 403

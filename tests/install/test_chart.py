@@ -596,3 +596,26 @@ def test_the_platform_app_secret_is_mounted_into_the_operator_only(cluster: Clus
     for component in ("facade", "receiver"):
         volumes = given[component]["spec"]["template"]["spec"].get("volumes") or []
         assert all(v.get("secret", {}).get("secretName") != "meta-app" for v in volumes)
+
+
+def test_the_onboarding_page_reads_only_the_ids_of_the_platform_app(cluster: Cluster) -> None:
+    """`facade.onboardingPage.enabled`: the facade gets the app id and the configuration id
+    from the platform app's Secret (never app_secret); without that Secret, refused."""
+    facade = deployments(
+        render(
+            cluster,
+            "--set",
+            "operator.platformApp.existingSecret=meta-app,facade.onboardingPage.enabled=true",
+        )
+    )["facade"]
+    env = {e["name"]: e for e in container(facade)["env"]}
+    assert env["WA_FACADE_ONBOARDING_PAGE"]["value"] == "true"
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        "WA_FACADE_PLATFORM_APP_ID": {"name": "meta-app", "key": "app_id"},
+        "WA_FACADE_SIGNUP_CONFIG_ID": {"name": "meta-app", "key": "config_id"},
+    }
+    error = helm_fails(
+        cluster, "-f", str(TEST_VALUES), "--set", "facade.onboardingPage.enabled=true"
+    )
+    assert "operator.platformApp.existingSecret" in error

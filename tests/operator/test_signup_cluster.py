@@ -25,6 +25,7 @@ from channel_operator.platform_app import PlatformApp, write
 from graph_standin import NumberSeed
 from graph_standin.state import AppSeed, SignupRequest, derived_app_id
 from localkube.services import Service
+from playwright.async_api import async_playwright
 from whatsapp_channel import reasons
 from whatsapp_channel.kube import channels_path, core_path
 from whatsapp_channel.model import (
@@ -41,6 +42,7 @@ from tests.operator.test_operator_meta_cluster import Operated, credentials, new
 from tests.support.facade_app import ApiKeys, write_keys_file
 from tests.support.graph import StandinThread
 from tests.support.processes import log_dir, run_facade
+from tests.support.waiting import eventually
 
 # The fixtures of the issue-11 suite: a receiver, and an operator on the test's namespace.
 receiver = meta.receiver
@@ -51,6 +53,13 @@ def platform_app(values: dict[str, str]) -> PlatformApp:
     """The app the stand-in knows for a number seeded with `values`' app secret."""
     secret = values["app_secret"]
     return PlatformApp(app_id=derived_app_id(secret), app_secret=secret)
+
+
+def platform_app_dir(operated: Operated, app: PlatformApp) -> Path:
+    """The directory the operator reads the platform app from (a mounted Secret's)."""
+    directory = log_dir(operated.cluster) / f"platform-app-{uuid.uuid4().hex[:8]}"
+    write(directory, app)
+    return directory
 
 
 async def create_without_app_secret(operated: Operated, phone: str, values: dict[str, str]) -> str:
@@ -81,8 +90,7 @@ async def test_a_channel_without_an_app_secret_uses_the_platform_app(
     values = credentials()
     phone = new_phone()
     operated.seed(phone, values)
-    directory = log_dir(operated.cluster) / f"platform-app-{uuid.uuid4().hex[:8]}"
-    write(directory, platform_app(values))
+    directory = platform_app_dir(operated, platform_app(values))
     with operated.operator(platform_app_dir=directory):
         name = await create_without_app_secret(operated, phone, values)
         channel = await operated.condition(name, READY, "True", reasons.CHANNEL_READY)
@@ -108,15 +116,22 @@ async def test_without_a_platform_app_a_channel_needs_its_app_secret(operated: O
 class Signup:
     """The platform app at the stand-in and in the operator, a facade beside it."""
 
-    def __init__(self, operated: Operated, facade: Service, keys: ApiKeys) -> None:
+    def __init__(
+        self,
+        operated: Operated,
+        facade: Service,
+        keys: ApiKeys,
+        app: PlatformApp | None = None,
+    ) -> None:
         self.operated = operated
         self.facade = facade
         self.keys = keys
-        self.app = PlatformApp(
+        self.app = app or PlatformApp(
             app_id=str(10**15 + secrets.randbelow(10**14)),
             app_secret=f"platformsecret{uuid.uuid4().hex}",
         )
-        operated.standin.call(_add_app(operated.standin, self.app))
+        if app is None:
+            operated.standin.call(_add_app(operated.standin, self.app))
         self.secrets: list[str] = [self.app.app_secret]
 
     def customer(self) -> str:
@@ -211,8 +226,7 @@ async def test_a_signup_code_through_the_rest_api_ends_active(
     operated: Operated, signup_facade: Service, api_keys_file: ApiKeys
 ) -> None:
     signup = Signup(operated, signup_facade, api_keys_file)
-    directory = log_dir(operated.cluster) / f"platform-app-{uuid.uuid4().hex[:8]}"
-    write(directory, signup.app)
+    directory = platform_app_dir(operated, signup.app)
     with operated.operator(platform_app_dir=directory):
         phone = signup.customer()
         session = signup.code(phone)
@@ -266,8 +280,7 @@ async def test_an_expired_code_is_signup_code_invalid_never_retried(
     operated: Operated, signup_facade: Service, api_keys_file: ApiKeys
 ) -> None:
     signup = Signup(operated, signup_facade, api_keys_file)
-    directory = log_dir(operated.cluster) / f"platform-app-{uuid.uuid4().hex[:8]}"
-    write(directory, signup.app)
+    directory = platform_app_dir(operated, signup.app)
     with operated.operator(platform_app_dir=directory):
         phone = signup.customer()
         session = signup.code(phone, issued_seconds_ago=31)
@@ -300,3 +313,90 @@ async def _get(signup: Signup, instance: str) -> dict[str, Any]:
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
+
+
+# --- the onboarding page, in a real browser --------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by playwright
+
+
+async def test_the_onboarding_page_in_a_browser_ends_active(
+    operated: Operated, api_keys_file: ApiKeys, tmp_path: Path
+) -> None:
+    """The tenant opens the link the platform minted, clicks "Connect WhatsApp", finishes
+    the (stand-in) popup; the page posts the code with the link's token and shows the
+    channel `active`. The page never holds the API key."""
+    standin = operated.standin
+    app = PlatformApp(
+        app_id=str(10**15 + secrets.randbelow(10**14)),
+        app_secret=f"platformsecret{uuid.uuid4().hex}",
+        config_id=str(10**12 + secrets.randbelow(10**11)),
+    )
+    standin.call(_add_app(standin, app))
+    directory = platform_app_dir(operated, app)
+    with (
+        run_facade(
+            operated.cluster.kubeconfig,
+            log_dir(operated.cluster),
+            namespace=operated.namespace,
+            api_keys_file=api_keys_file.file,
+            ready_wait_seconds=20,
+            platform_app=True,
+            onboarding_page=True,
+            platform_app_id=app.app_id,
+            signup_config_id=app.config_id,
+            facebook_sdk_url=f"{standin.url}/_standin/sdk.js",
+        ) as facade,
+        operated.operator(platform_app_dir=directory),
+    ):
+        signup = Signup(operated, facade, api_keys_file, app)
+        phone = signup.customer()
+        instance = str(uuid.uuid4())
+        async with httpx.AsyncClient(timeout=30) as http:
+            minted = await http.post(
+                f"{facade.url}/v1/instances/{instance}/channels/whatsapp/onboarding-link",
+                headers={"X-Api-Key": api_keys_file.admin},
+            )
+            assert minted.status_code == 200, minted.text
+            link = minted.json()["url"]
+            # Another instance's page with this link's token: refused.
+            forged = link.replace(instance, str(uuid.uuid4()))
+            assert (await http.get(f"{facade.url}{forged}")).status_code == 403
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox"]
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{facade.url}{link}")
+                await page.wait_for_selector('body[data-status="ready"]')
+                assert api_keys_file.admin not in await page.content()
+                await page.click("#connect")
+
+                async def popup() -> str | None:
+                    sessions = await _sessions(standin)
+                    mine = [s for s in sessions if s["app_id"] == app.app_id]
+                    return mine[0]["session"] if mine else None
+
+                session = await eventually(popup, "the popup opened")
+                assert signup.code(phone, session=session)["phone_number_id"] == phone
+                await page.wait_for_selector('body[data-status="active"]', timeout=90_000)
+                shown = await page.text_content("#state")
+            finally:
+                await browser.close()
+        assert shown is not None
+        assert "active" in shown
+        channel = await operated.condition(instance, READY, "True", reasons.CHANNEL_READY)
+        assert channel["status"]["signup"]["registered"] is True
+        assert standin.standin.world.numbers[phone].status == "CONNECTED"
+    signup.assert_nothing_secret_anywhere(shown)
+
+
+async def _sessions(standin: StandinThread) -> list[dict[str, str]]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{standin.url}/_standin/sessions") as response,
+    ):
+        body: dict[str, list[dict[str, str]]] = await response.json()
+        return body["sessions"]

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from whatsapp_channel.kube import Kube, KubeError
 
-from channel_api.facade import routes
+from channel_api.facade import onboarding, routes
 from channel_api.facade.api_keys import ApiKeyFile
 from channel_api.facade.body_limit import BodyLimit
 from channel_api.facade.channel_watch import ChannelWatch
@@ -73,6 +73,19 @@ def create_app(settings: FacadeSettings, kube: Kube | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # outermost
     app.include_router(routes.router)
+    if settings.onboarding_page:
+        if settings.platform_app_id is None or settings.signup_config_id is None:
+            raise ValueError("the onboarding page needs platform_app_id and signup_config_id")
+        app.state.onboarding_links = onboarding.Links(
+            settings.api_keys_file, settings.onboarding_link_seconds
+        )
+        app.state.onboarding = {
+            "app_id": settings.platform_app_id,
+            "config_id": settings.signup_config_id,
+            "sdk_url": settings.facebook_sdk_url,
+            "version": settings.graph_version,
+        }
+        app.include_router(onboarding.router())
     _describe_credentials(app, app_secret_required=not settings.platform_app)
 
     @app.get("/healthz", include_in_schema=False)
