@@ -8,12 +8,12 @@ For each N, in the same run on one fresh local control plane:
   concurrency; issue 7's yardstick;
 - floor (writes + Meta): a plain script doing what a Ready channel strictly needs now that
   Ready means "Meta accepts it" (issue 11): the same writes with the operator's own bodies,
-  unsealing, the five Graph calls against the same stand-in with Meta's challenge answered
+  unsealing, the six Graph calls against the same stand-in with Meta's challenge answered
   by a real receiver, pipelined as the operator is (see `baseline_meta`);
 - operator: N sealed channels created at that concurrency while the real operator runs;
   time until all are Ready, create->Ready p50/p99, apiserver writes per channel (from the
-  apiserver's own request counters), Graph calls per channel (target 5: check, the account's
-  numbers once per token (issue 19; without waba_id also /app and debug_token once per token),
+  apiserver's own request counters), Graph calls per channel (target 6: check, the account's
+  numbers and debug_token once per token (issue 19; without waba_id also /app once per token),
   the subscription read and subscribe once per app and account (each bench channel is an app
   of its own), override), operator peak RSS (VmHWM);
 - restart: the operator stopped and started with N Ready channels; time until caught up
@@ -54,7 +54,7 @@ from channel_operator.desired import (
     open_seals,
 )
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
-from channel_operator.meta import OWNED_BY_OPERATOR, app_of, can_send, facts
+from channel_operator.meta import OWNED_BY_OPERATOR, app_of, can_send, facts, token_facts
 from localkube import Cluster, product
 from localkube.cluster import free_port
 from localkube.services import Service, script, start_service
@@ -263,6 +263,7 @@ async def baseline_meta(
         check = await graph.check_phone_number(channel.phone_number_id, asked)
         # Issue 19: the given account is checked to hold the number (once per token).
         await graph.phone_number_ids(WABA_ID, asked)
+        token = await graph.debug_token(asked, app_of(check) or "")  # the token, once a day
         # Issue 19: read the subscription first, subscribe only when the app is not there.
         await graph.subscribed_apps(WABA_ID, asked)
         await graph.subscribe_app(WABA_ID, asked)
@@ -282,7 +283,10 @@ async def baseline_meta(
             credentials=(True, CREDENTIALS_ACCEPTED, "Meta accepts the token and app secret"),
             webhook=(True, OVERRIDE_REGISTERED, f"Meta delivers the number's events to {url}"),
             can_send=can_send(check.health_status, credentials, check.status),
-            facts=facts(check, WABA_ID, app_of(check), OWNED_BY_OPERATOR),
+            facts={
+                **facts(check, WABA_ID, app_of(check), OWNED_BY_OPERATOR),
+                **token_facts(token),
+            },
         )
         status = build_status(
             {}, ref, webhook_base_url=receiver_url, enabled=True, failure=None, meta=report
@@ -552,8 +556,8 @@ async def run_size(
         "graph_calls": graph_create,
         "graph_calls_per_channel": sum(graph_create.values()) / n,
         "restart_graph_calls": graph_restart,
-        # The sentinel's own calls are a new channel's (5); the disabled channel asks nothing.
-        "restart_graph_calls_beyond_tracers": max(0, sum(graph_restart.values()) - 5),
+        # The sentinel's own calls are a new channel's (6); the disabled channel asks nothing.
+        "restart_graph_calls_beyond_tracers": max(0, sum(graph_restart.values()) - 6),
         "health_period_s": health_period,
         "health_calls": health,
         # Two periods counted; the disabled tracer is not checked, the sentinel is.

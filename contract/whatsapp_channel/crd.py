@@ -201,6 +201,9 @@ def status_schema() -> JSONSchema:
             "checkedAt": _string("When the operator last asked Meta about the number."),
             "wabaId": _string("The business account the managed webhook is registered under."),
             "appId": _string("The Meta app of the channel's token."),
+            "tokenType": _string("The access token's type (SYSTEM_USER, USER, ...)."),
+            "tokenExpiresAt": _string("When the access token expires (or never)."),
+            "dataAccessExpiresAt": _string("When the token's data access expires (or never)."),
             "appSubscription": _string(
                 "Who subscribed the app to the business account: operator (undone with the "
                 "account's last channel) or preexisting (never undone)."

@@ -210,6 +210,11 @@ class ChannelStatus(_CamelModel):
     # "preexisting" (never undone).
     app_id: str | None = Field(default=None, alias="appId")
     app_subscription: str | None = Field(default=None, alias="appSubscription")
+    # What Meta's debug_token says of the access token (issue 19): its type, when it and its
+    # data access expire (RFC 3339, or "never").
+    token_type: str | None = Field(default=None, alias="tokenType")
+    token_expires_at: str | None = Field(default=None, alias="tokenExpiresAt")
+    data_access_expires_at: str | None = Field(default=None, alias="dataAccessExpiresAt")
     signup: SignupStatus | None = None
 
 

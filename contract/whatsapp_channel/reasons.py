@@ -70,6 +70,9 @@ POLICY_BLOCKED = "PolicyBlocked"
 ACCOUNT_LOCKED = "AccountLocked"
 # CredentialsValid=False: Meta refused the request as invalid (100 with no other meaning).
 INVALID_REQUEST = "InvalidRequest"
+# Warning event: the access token expires within days (debug_token's expires_at); post a
+# new one before it does.
+TOKEN_EXPIRES_SOON = "TokenExpiresSoon"
 # Unknown (any Meta condition; Ready too until a first answer): Meta could not be reached or
 # failed (codes 1, 2, HTTP 5xx, timeouts); checked again with backoff.
 META_UNAVAILABLE = "MetaUnavailable"

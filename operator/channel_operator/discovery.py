@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from whatsapp_channel import reasons
 from whatsapp_channel.reasons import ReasonedFailure
 
-from channel_operator.graph import GraphClient, GraphCredentials
+from channel_operator.graph import GraphClient, GraphCredentials, TokenInfo
 
 
 class DiscoveryRefused(ReasonedFailure):
@@ -49,7 +49,7 @@ class Discovery:
     """What the operator learned about each token: its app, the accounts that granted it,
     each account's numbers. Keyed by a hash of token and app secret (no secret kept as a key)."""
 
-    ttl: float = 6 * 3600.0
+    ttl: float = 24 * 3600.0  # daily: what debug_token says of a token is asked again
     clock: Callable[[], float] = time.monotonic
     _learned: dict[tuple[str, str], _Learned] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -83,21 +83,30 @@ class Discovery:
         self._keep(key, "app", app.id)
         return app.id
 
-    async def _granted(self, graph: GraphClient, credentials: GraphCredentials) -> tuple[str, ...]:
+    async def token(
+        self, graph: GraphClient, credentials: GraphCredentials, app_id: str | None = None
+    ) -> TokenInfo:
+        """What Meta says of the token (debug_token, asked with the app token), once per
+        token and `ttl`: its type, expiry, data access expiry, scopes and granted accounts.
+        Refused (and forgotten) when Meta calls it invalid or a WhatsApp scope is missing."""
         key = self._key(credentials)
-        known = self._recall(key, "granted")
-        if isinstance(known, tuple):
+        known = self._recall(key, "token")
+        if isinstance(known, TokenInfo):
             return known
-        info = await graph.debug_token(credentials, await self.app_id(graph, credentials))
+        info = await graph.debug_token(credentials, app_id or await self.app_id(graph, credentials))
+        refusal = None
         if not info.is_valid:
-            raise DiscoveryRefused(reasons.TOKEN_INVALID, "debug_token: the token is not valid")
-        if info.missing_scopes:
-            raise DiscoveryRefused(
+            refusal = DiscoveryRefused(reasons.TOKEN_INVALID, "debug_token: the token is not valid")
+        elif info.missing_scopes:
+            refusal = DiscoveryRefused(
                 reasons.PERMISSION_DENIED,
                 "the token lacks the permission(s) " + ", ".join(info.missing_scopes),
             )
-        self._keep(key, "granted", info.waba_ids)
-        return info.waba_ids
+        if refusal is not None:
+            self.forget(credentials)
+            raise refusal
+        self._keep(key, "token", info)
+        return info
 
     async def _numbers(
         self, graph: GraphClient, credentials: GraphCredentials, waba_id: str
@@ -149,7 +158,7 @@ class Discovery:
                 f"phone number {phone_number_id} is not one of business account {waba_id}'s "
                 "numbers (GET /{waba_id}/phone_numbers)",
             )
-        granted = await self._granted(graph, credentials)
+        granted = (await self.token(graph, credentials)).waba_ids
         for candidate in granted:
             if phone_number_id in await self._numbers(graph, credentials, candidate):
                 return candidate

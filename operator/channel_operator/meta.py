@@ -41,6 +41,7 @@ from channel_operator.graph import (
     GraphErrorKind,
     HealthStatus,
     PhoneNumberCheck,
+    TokenInfo,
     scrub,
 )
 
@@ -147,6 +148,8 @@ class Meta:
     # A refusal (CredentialsValid=False) is asked again this often: most are fixed in
     # Business Settings, not in the channel's spec.
     refusal_period: float = 6 * 3600.0
+    # A TokenExpiresSoon Warning this long before the token's expires_at.
+    token_warning: float = 7 * 86400.0
     accounts: Accounts = field(default_factory=Accounts)
     discovery: Discovery = field(default_factory=Discovery)
     # Waits between override attempts when Meta's challenge fails (the receiver may not
@@ -390,6 +393,17 @@ async def ask(
             app_id = await meta.discovery.app_id(meta.graph, graph_credentials)
         except GraphError as error:
             return _failed(error, credentials)
+    try:
+        token = await meta.discovery.token(meta.graph, graph_credentials, app_id)
+    except DiscoveryRefused as refusal:
+        return _refused(refusal.reason, _text(refusal.message, credentials))
+    except GraphError as error:
+        return _failed(error, credentials)
+    if 0 < (token.expires_at or 0) < datetime.now(UTC).timestamp() + meta.token_warning:
+        warn(
+            reasons.TOKEN_EXPIRES_SOON,
+            f"Meta: the access token expires at {rfc3339(token.expires_at)}; post a new one",
+        )
     key = subscription(app_id, waba_id) if app_id and waba_id else None
     if key is not None:
         meta.accounts.bind(ref.name, key)
@@ -446,9 +460,29 @@ async def ask(
         credentials=accepted,
         webhook=webhook,
         can_send=can_send(check.health_status, credentials, check.status),
-        facts=facts(check, waba_id, app_id, meta.accounts.ownership(key) if key else None),
+        facts={
+            **facts(check, waba_id, app_id, meta.accounts.ownership(key) if key else None),
+            **token_facts(token),
+        },
     )
     return Asked(report, retry=retry)
+
+
+def rfc3339(epoch: int | None) -> str:
+    """Meta's epoch seconds as RFC 3339; 0 is Meta's "never"."""
+    if not epoch:
+        return "never"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def token_facts(token: TokenInfo) -> dict[str, str]:
+    """status.tokenType, tokenExpiresAt, dataAccessExpiresAt (debug_token)."""
+    found = {
+        "tokenType": (token.type or "")[:40],
+        "tokenExpiresAt": rfc3339(token.expires_at),
+        "dataAccessExpiresAt": rfc3339(token.data_access_expires_at),
+    }
+    return {key: value for key, value in found.items() if value}
 
 
 def manual_message(url: str, challenged: object) -> str:

@@ -691,7 +691,7 @@ class GraphStandin:
             # expires", https://developers.facebook.com/docs/business-management-apis/system-users/install-apps-and-generate-tokens),
             # and so are the business tokens an Embedded Signup code is exchanged for
             # (business integration system user tokens, docs/embedded-signup.md).
-            "expires_at": 0,
+            "expires_at": token.expires_at,
             "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
             "is_valid": not token.expired,
             "scopes": [*scopes, "public_profile"],

@@ -90,6 +90,8 @@ class NumberPatch(BaseModel):
     messaging_limit_tier: str | None = None
     access_token: str | None = Field(default=None, min_length=1)
     token_expired: bool | None = None
+    # debug_token's expires_at of the number's token (epoch seconds; 0: never).
+    token_expires_at: int | None = Field(default=None, ge=0)
     app_secret: str | None = Field(default=None, min_length=1)
 
 
@@ -157,6 +159,7 @@ class App:
 class Token:
     app_id: str
     expired: bool = False
+    expires_at: int = 0  # debug_token's expires_at: 0 is Meta's "never"
     # What the token may see: Meta answers anything else as not existing (100/33).
     numbers: set[str] = field(default_factory=set)
     # Business accounts that granted the app this token's permissions, oldest first (a dict
@@ -288,3 +291,5 @@ class World:
             number.access_token = patch.access_token
         if patch.token_expired is not None:
             self.tokens[number.access_token].expired = patch.token_expired
+        if patch.token_expires_at is not None:
+            self.tokens[number.access_token].expires_at = patch.token_expires_at

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from channel_operator.discovery import Discovery, DiscoveryRefused
-from channel_operator.graph import GraphClient
+from channel_operator.graph import GraphClient, TokenInfo
 from graph_standin import GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
 from whatsapp_channel import reasons
@@ -88,3 +88,16 @@ async def test_a_tokens_number_added_after_the_first_lookup_is_found(
     # The kept listing of the account predates the number: a miss asks Meta afresh.
     assert await discovery.account_of(graph, CREDENTIALS, later, None) == WABA
     assert await discovery.account_of(graph, CREDENTIALS, later, WABA) == WABA
+
+
+async def test_a_token_without_the_whatsapp_scopes_is_permission_denied(
+    graph: GraphClient, standin: GraphStandin, number: PhoneNumber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def management_only(credentials: object, app_id: str) -> TokenInfo:
+        return TokenInfo(is_valid=True, app_id=app_id, scopes=("whatsapp_business_management",))
+
+    monkeypatch.setattr(graph, "debug_token", management_only)
+    with pytest.raises(DiscoveryRefused) as refused:
+        await Discovery().token(graph, CREDENTIALS, number.app_id)
+    assert refused.value.reason == reasons.PERMISSION_DENIED
+    assert "whatsapp_business_messaging" in refused.value.message

@@ -120,8 +120,30 @@ async def test_a_restart_over_a_confirmed_account_asks_no_discovery(
     status = {"wabaId": first.report.facts["wabaId"]}
     again = Meta(graph=meta.graph, callback_retries=())  # a new process: nothing cached
     await asked(again, callback, spec, ref, status)
+    assert standin.calls(call="phone_numbers") == 1  # the account: confirmed by the status
+    assert standin.calls(call="app") == 1  # the app: named by the check's health_status
+    assert standin.calls(call="debug_token") == 2  # the token's own check, once a process-day
+
+
+async def test_the_token_lifecycle_is_recorded_and_an_expiry_warned(
+    meta: Meta, standin: GraphStandin, callback: Callback, number: PhoneNumber
+) -> None:
+    import time
+
+    standin.world.tokens[TOKEN].expires_at = int(time.time()) + 3 * 86400
+    warned: list[tuple[str, str]] = []
+    ref, spec = channel(waba_id=WABA)
+    answer = await ask(
+        meta, ref, spec, CREDENTIALS, {}, callback.url, lambda r, m: warned.append((r, m))
+    )
+    assert answer.report.facts is not None
+    assert answer.report.facts["tokenType"] == "SYSTEM_USER"
+    assert answer.report.facts["tokenExpiresAt"].endswith("Z")
+    assert answer.report.facts["dataAccessExpiresAt"] == "never"
+    assert [reason for reason, _ in warned] == [reasons.TOKEN_EXPIRES_SOON]
+    # Once per token and day: the next health check asks debug_token no more.
+    await ask(meta, ref, spec, CREDENTIALS, {"wabaId": WABA}, callback.url, ignore)
     assert standin.calls(call="debug_token") == 1
-    assert standin.calls(call="app") == 1
 
 
 def registered(answer: Asked) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.desired import ChannelRef, Credentials, build_secret
 from channel_operator.graph import (
     CHECK_FIELDS,
+    WHATSAPP_SCOPES,
     GraphClient,
     GraphCredentials,
     GraphError,
@@ -29,6 +30,7 @@ from channel_operator.graph import (
     HealthStatus,
     PhoneNumberCheck,
     SubscribedApp,
+    TokenInfo,
 )
 from channel_operator.meta import Asked, Meta, MetaRetry, ask, subscription
 from channel_operator.reconcile import Runtime
@@ -84,6 +86,10 @@ class FakeGraph:
             status="CONNECTED",
             health_status=HealthStatus(can_send_message="AVAILABLE", entities=(app,)),
         )
+
+    async def debug_token(self, credentials: GraphCredentials, app_id: str) -> TokenInfo:
+        self.calls.append(("debug_token", app_id, credentials.access_token))
+        return TokenInfo(is_valid=True, app_id=app_id, scopes=WHATSAPP_SCOPES)
 
     async def subscribed_apps(
         self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
@@ -338,7 +344,13 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     await asyncio.wait_for(waiting.wait(), 60)
     # The task went on into `delivered` without a pause: had it not waited there, the
     # override would be recorded by now.
-    assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "subscriptions", "subscribe"]
+    assert [c[0] for c in graph.calls] == [
+        "check",
+        "phone_numbers",
+        "debug_token",
+        "subscriptions",
+        "subscribe",
+    ]
     assert not task.done()
 
     # An older event (another Secret's) does not count; our own does.
@@ -353,6 +365,7 @@ async def test_the_override_waits_until_the_watch_delivered_the_secret_written()
     assert [c[0] for c in graph.calls] == [
         "check",
         "phone_numbers",
+        "debug_token",
         "subscriptions",
         "subscribe",
         "override",
@@ -446,7 +459,7 @@ async def test_a_reconcile_overrides_only_after_its_watch_delivered_the_new_secr
             await asyncio.wait_for(reconcile.reconcile(rt, channel_body(name, spec), patch), 60)
             is None
         )
-        assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "override"]
+        assert [c[0] for c in graph.calls] == ["check", "phone_numbers", "debug_token", "override"]
         assert graph.delivered_at_override == [True]
         ready = find_condition(patch["conditions"], READY)
         assert ready is not None
