@@ -442,11 +442,13 @@ class GraphStandin:
         self._charge(token, number.waba_id)
         version = version_of(request)
         fields_of(version, fields, PHONE_FIELDS)
-        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS), version))
+        node = self._phone_node(number, fields or list(DEFAULT_FIELDS), version, token.app_id)
+        return web.json_response(node)
 
     def _phone_node(
-        self, number: PhoneNumber, fields: list[str], version: tuple[int, int]
+        self, number: PhoneNumber, fields: list[str], version: tuple[int, int], app_id: str
     ) -> dict[str, Any]:
+        """`app_id`: the asking token's app (health_status's APP entity is the caller's)."""
         values: dict[str, Any] = {
             "verified_name": number.verified_name,
             "code_verification_status": number.code_verification_status,
@@ -461,7 +463,7 @@ class GraphStandin:
             "account_mode": "LIVE",
             "is_official_business_account": False,
             "webhook_configuration": self._webhook_configuration(number),
-            "health_status": self._health_status(number),
+            "health_status": self._health_status(number, app_id),
         }
         if version >= MESSAGING_LIMIT_SINCE:
             del values["messaging_limit_tier"]  # no value any more: Meta leaves it out
@@ -479,7 +481,7 @@ class GraphStandin:
         config["application"] = self.app_callback_url
         return config
 
-    def _health_status(self, number: PhoneNumber) -> dict[str, Any]:
+    def _health_status(self, number: PhoneNumber, app_id: str) -> dict[str, Any]:
         phone: dict[str, Any] = {
             "entity_type": "PHONE_NUMBER",
             "id": number.id,
@@ -496,7 +498,7 @@ class GraphStandin:
             {"entity_type": "BUSINESS", "id": "506914307656634", "can_send_message": "AVAILABLE"},
             {
                 "entity_type": "APP",
-                "id": number.app_id,
+                "id": app_id,
                 "can_send_message": "AVAILABLE",
                 "can_receive_call_sip": "AVAILABLE",
             },
@@ -749,7 +751,7 @@ class GraphStandin:
     async def _phone_numbers(self, request: web.Request) -> web.Response:
         """`GET /{WABA-ID}/phone_numbers`: the account's numbers, `limit` (1-100, default 25)
         a page, cursor paging (`after`), as Meta's OpenAPI description gives it."""
-        _, waba_id = await self._waba_call(request, "phone_numbers")
+        token, waba_id = await self._waba_call(request, "phone_numbers")
         params = dict(request.query)
         try:
             limit = int(params.get("limit", "25"))
@@ -766,7 +768,9 @@ class GraphStandin:
         # The description requires id, display_phone_number and status on every item.
         asked = [*PHONE_LIST_REQUIRED, *(f for f in fields if f not in PHONE_LIST_REQUIRED)]
         data = [
-            self._phone_node(n, asked if fields else list(PHONE_LIST_DEFAULT_FIELDS), version)
+            self._phone_node(
+                n, asked if fields else list(PHONE_LIST_DEFAULT_FIELDS), version, token.app_id
+            )
             for n in page
         ]
         for item in data:  # the list's status is the number's link to the account
