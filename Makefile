@@ -7,8 +7,9 @@ export PATH := /usr/local/go/bin:$(PATH)
 .PHONY: setup build node-deps node-images run test unit lint crds schema clean mutate
 
 # What the local node needs from Debian (containerd + runc, the CNI plugins, buildah for the
-# image, mmdebstrap for its base, iptables for kube-proxy); installed once, idempotently.
-NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack
+# image, mmdebstrap for its base, iptables for kube-proxy), and the browser the onboarding
+# page's test drives (chromium); installed once, idempotently.
+NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack chromium
 
 # Prints how long each step took, so CI logs show where the time goes.
 TIMED = @start=$$(date +%s); $(1); rc=$$?; echo "== $(2): $$(( $$(date +%s) - start ))s"; exit $$rc

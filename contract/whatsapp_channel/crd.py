@@ -109,12 +109,25 @@ def spec_schema() -> JSONSchema:
                 "type": "object",
                 "description": "Credentials sealed to the operator's public key "
                 "(`whatsapp-seal`). Give either sealed or secretRef.",
-                "required": ["accessToken", "appSecret", "verifyToken"],
+                "required": ["verifyToken"],
                 "properties": {
                     "accessToken": _sealed_field("WABA access token"),
-                    "appSecret": _sealed_field("Meta app secret"),
+                    "signupCode": _sealed_field(
+                        "Embedded Signup code (instead of accessToken; the operator exchanges "
+                        "it for a business token with its platform app)"
+                    ),
+                    "appSecret": _sealed_field(
+                        "Meta app secret (unset: the operator's platform app's)"
+                    ),
                     "verifyToken": _sealed_field("webhook verify token"),
                 },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "has(self.accessToken) != has(self.signupCode)",
+                        "message": "give exactly one of spec.sealed.accessToken and "
+                        "spec.sealed.signupCode",
+                    }
+                ],
             },
             "secretRef": {
                 "type": "object",
@@ -218,6 +231,20 @@ def status_schema() -> JSONSchema:
                 "Who subscribed the app to the business account: operator (undone with the "
                 "account's last channel) or preexisting (never undone)."
             ),
+            "signup": {
+                "type": "object",
+                "description": "What the operator made of spec.sealed.signupCode: the business "
+                "token and the number's two-step verification PIN, sealed to its own key.",
+                "properties": {
+                    "code": _string("sha256 of the sealed code this holds the token of."),
+                    "accessToken": _sealed_field("business token the code was exchanged for"),
+                    "pin": _sealed_field("two-step verification PIN the number is registered with"),
+                    "registered": {
+                        "type": "boolean",
+                        "description": "The number is registered with the PIN.",
+                    },
+                },
+            },
         },
     }
 

@@ -11,8 +11,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, SecretStr
-from pydantic_core import core_schema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 GROUP = "whatsapp.hydracore.io"
 VERSION = "v1alpha1"
@@ -103,11 +112,42 @@ class _CamelModel(BaseModel):
 
 
 class SealedCredentials(_CamelModel):
-    """Each field is a seal made by `whatsapp_channel.sealing.seal` for this channel."""
+    """Each field is a seal made by `whatsapp_channel.sealing.seal` for this channel.
+    `appSecret` unset: the operator's platform app's secret; `signupCode` instead of
+    `accessToken`: an Embedded Signup code the operator exchanges (docs/embedded-signup.md)."""
 
-    access_token: str = Field(alias="accessToken", min_length=1, max_length=SEALED_MAX_LENGTH)
-    app_secret: str = Field(alias="appSecret", min_length=1, max_length=SEALED_MAX_LENGTH)
+    access_token: str | None = Field(
+        default=None, alias="accessToken", min_length=1, max_length=SEALED_MAX_LENGTH
+    )
+    signup_code: str | None = Field(
+        default=None, alias="signupCode", min_length=1, max_length=SEALED_MAX_LENGTH
+    )
+    app_secret: str | None = Field(
+        default=None, alias="appSecret", min_length=1, max_length=SEALED_MAX_LENGTH
+    )
     verify_token: str = Field(alias="verifyToken", min_length=1, max_length=SEALED_MAX_LENGTH)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> SealedCredentials:
+        if (self.access_token is None) == (self.signup_code is None):
+            raise ValueError("give exactly one of accessToken and signupCode")
+        return self
+
+
+# The field names of what the operator seals for itself in status.signup.
+SIGNUP_TOKEN_FIELD = "signupAccessToken"
+SIGNUP_PIN_FIELD = "registrationPin"
+
+
+class SignupStatus(_CamelModel):
+    """status.signup: the business token an Embedded Signup code was exchanged for and the
+    number's two-step verification PIN, both sealed by the operator to its own key; `code`
+    is the sha256 of the sealed code (a new code in the spec is exchanged anew)."""
+
+    code: str
+    access_token: str = Field(alias="accessToken")
+    pin: str
+    registered: bool = False
 
 
 # A Secret named by spec.secretRef is read only when this annotation on it names the channel
@@ -190,6 +230,7 @@ class ChannelStatus(_CamelModel):
     token_type: str | None = Field(default=None, alias="tokenType")
     token_expires_at: str | None = Field(default=None, alias="tokenExpiresAt")
     data_access_expires_at: str | None = Field(default=None, alias="dataAccessExpiresAt")
+    signup: SignupStatus | None = None
 
 
 def channel_body(
@@ -310,14 +351,21 @@ def _secret_token(min_length: int, max_length: int) -> GetPydanticSchema:
 
 
 class ChannelSetup(BaseModel):
-    """POST body of /v1/instances/{instance_id}/channels/whatsapp. The three secrets are
-    `SecretStr`: `.get_secret_value()` is the one way to read them."""
+    """POST body of /v1/instances/{instance_id}/channels/whatsapp. The secrets are
+    `SecretStr`: `.get_secret_value()` is the one way to read them. Either an access token
+    or an Embedded Signup code (the document says so with oneOf)."""
 
-    access_token: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["access_token"]}, {"required": ["signup_code"]}]}
+    )
+
+    access_token: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] | None = Field(
+        default=None,
         title="Access Token",
         description="WABA access token (stored encrypted via MCP credentials)",
     )
-    app_secret: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] = Field(
+    app_secret: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] | None = Field(
+        default=None,
         title="App Secret",
         description="Meta App Secret for X-Hub-Signature-256 verification on POST webhooks",
     )
@@ -346,6 +394,65 @@ class ChannelSetup(BaseModel):
         "from the token's granular scopes (debug_token).",
         pattern=META_ID_PATTERN,
     )
+    signup_code: Annotated[SecretStr, _secret_token(1, TOKEN_MAX_LENGTH)] | None = Field(
+        default=None,
+        title="Signup Code",
+        description="Instead of access_token: the code Embedded Signup returned (it lives 30 "
+        "seconds). Stored encrypted; the operator exchanges it with the platform's Meta app "
+        "for a business token, subscribes the app and registers the number "
+        "(docs/embedded-signup.md). Give phone_number_id and, from the session's "
+        "WA_EMBEDDED_SIGNUP event, waba_id.",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_token(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        """Exactly one of access_token and signup_code, each a string when given (never
+        null). Neither: access_token is reported missing beside the body's other errors,
+        exactly as when it was required; both: a refusal of the body."""
+        ours: list[InitErrorDetails] = []
+        if isinstance(data, dict):
+            tokens = ("access_token", "signup_code")
+            ours = [
+                {"type": "string_type", "loc": (key,), "input": None}
+                for key in tokens
+                if key in data and data[key] is None
+            ]
+            if not any(data.get(key) is not None for key in tokens) and not ours:
+                ours = [{"type": "missing", "loc": ("access_token",), "input": data}]
+        try:
+            setup = handler(data)
+        except ValidationError as exc:
+            if not ours:
+                raise
+            raise ValidationError.from_exception_data(
+                exc.title, [*ours, *map(_init_details, exc.errors())]
+            ) from None
+        if ours:
+            raise ValidationError.from_exception_data(cls.__name__, ours)
+        if setup.access_token is not None and setup.signup_code is not None:
+            raise PydanticCustomError(
+                "credentials_conflict", "give access_token or signup_code, not both"
+            )
+        return setup
+
+
+def _init_details(error: Any) -> InitErrorDetails:
+    """A reported error as `ValidationError.from_exception_data` takes it again."""
+    if error["type"] == "value_error":  # its ctx holds the exception: re-raised as custom
+        return {
+            "type": PydanticCustomError("value_error", error["msg"]),
+            "loc": error["loc"],
+            "input": error["input"],
+        }
+    details: InitErrorDetails = {
+        "type": error["type"],
+        "loc": error["loc"],
+        "input": error["input"],
+    }
+    if "ctx" in error:
+        details["ctx"] = error["ctx"]
+    return details
 
 
 class ChannelView(BaseModel):

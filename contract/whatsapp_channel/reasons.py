@@ -153,6 +153,13 @@ SECRET_REF_NOT_ALLOWED = "SecretRefNotAllowed"
 # The Secret spec.secretRef names does not opt in to this channel (its annotation
 # whatsapp.hydracore.io/channels does not name it).
 SECRET_REF_NOT_OPTED_IN = "SecretRefNotOptedIn"
+# spec.sealed.signupCode was refused by Meta (already used, expired, or another app's):
+# settled, never retried; POST a new code.
+SIGNUP_CODE_INVALID = "SignupCodeInvalid"
+# spec.sealed.signupCode is not exchanged yet (only a channel's reconcile exchanges it).
+SIGNUP_PENDING = "SignupPending"
+# spec.sealed has no appSecret and the operator holds no platform app to take it from.
+PLATFORM_APP_MISSING = "PlatformAppMissing"
 
 
 class ReasonedFailure(Exception):

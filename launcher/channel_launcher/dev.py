@@ -16,6 +16,7 @@ import secrets
 import signal
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 from aiohttp import web
@@ -38,7 +39,38 @@ DEMO_NUMBER = {
     "waba_id": "102290129340398",
     "access_token": "EAAGdev",
     "app_secret": "0123456789abcdef0123456789abcdef",
+    "app_id": "1234567890123456",
 }
+# The platform's own Meta app against the stand-in: the demo number's app (so a POST may
+# leave out app_secret), with a made-up Embedded Signup configuration id. The layout is a
+# mounted Secret's, as channel_operator.platform_app reads it.
+DEMO_CONFIG_ID = "9876543210987"
+
+
+def write_platform_app(dev: Path) -> Path:
+    directory = dev / "platform-app"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for key, value in (
+        ("app_id", DEMO_NUMBER["app_id"]),
+        ("app_secret", DEMO_NUMBER["app_secret"]),
+        ("config_id", DEMO_CONFIG_ID),
+    ):
+        path = directory / key
+        path.touch(mode=0o600)
+        path.write_text(value + "\n")
+    return directory
+
+
+def mint_onboarding_link(api_url: str, api_key: str, instance: str) -> str:
+    """The onboarding page's path for `instance`, minted with the API key as a platform
+    would (it lives WA_FACADE_ONBOARDING_LINK_SECONDS, 15 minutes by default)."""
+    request = urllib.request.Request(  # noqa: S310 - the facade on loopback
+        f"{api_url}/v1/instances/{instance}/channels/whatsapp/onboarding-link",
+        method="POST",
+        headers={"X-Api-Key": api_key},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return str(json.loads(response.read())["url"])
 
 
 def start_graph_standin(dev: Path, logs: Path) -> Service:
@@ -126,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 
         logs = state / "logs"
         graph_url = args.graph_url
+        platform_app: Path | None = None
         if graph_url is None:
             standin = start_graph_standin(dev, logs)
             services.append(standin)
             graph_url = standin.url
+            platform_app = write_platform_app(dev)
         services.append(
             start_operator(
                 cluster.kubeconfig,
@@ -138,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 keys_namespace=KEYS_NAMESPACE,
                 webhook_base_url=webhook_base,
                 graph_base_url=graph_url,
+                platform_app_dir=platform_app,
             )
         )
         services.append(
@@ -148,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                 keys_namespace=KEYS_NAMESPACE,
                 api_keys_file=keys_file,
                 port=args.api_port,
+                platform_app=platform_app is not None,
+                onboarding_page=platform_app is not None,
+                platform_app_id=DEMO_NUMBER["app_id"] if platform_app else None,
+                signup_config_id=DEMO_CONFIG_ID if platform_app else None,
+                facebook_sdk_url=f"{graph_url}/_standin/sdk.js" if platform_app else None,
             )
         )
         services.append(
@@ -175,6 +215,17 @@ def main(argv: list[str] | None = None) -> int:
             + (f"export WA_GRAPH_STANDIN_URL={graph_url}\n" if args.graph_url is None else "")
         )
         args.env_file.chmod(0o600)
+        page = (
+            f"""
+Embedded Signup, in a browser (the stand-in plays Facebook's SDK and popup):
+  onboarding page  {api_url}{mint_onboarding_link(api_url, api_key, EXAMPLE_INSTANCE)}
+  after "Connect WhatsApp", finish the popup as the tenant would:
+  curl -s $WA_GRAPH_STANDIN_URL/_standin/sessions    (the popup's session id)
+  whatsapp-graph-standin signup --app-id {DEMO_NUMBER["app_id"]} \\
+    --phone-number-id <a seeded number> --session <that id>"""
+            if platform_app is not None
+            else ""
+        )
         print(
             f"""
 WhatsApp channels control plane is running.
@@ -189,11 +240,11 @@ Try:
   curl -s -X POST "$WA_API_URL/v1/instances/{EXAMPLE_INSTANCE}/channels/whatsapp" \\
     -H "X-Api-Key: $WA_API_KEY" -H 'Content-Type: application/json' \\
     -d '{{"access_token": "{DEMO_NUMBER["access_token"]}", \
-         "app_secret": "{DEMO_NUMBER["app_secret"]}", \
          "phone_number_id": "{DEMO_NUMBER["phone_number_id"]}", \
          "waba_id": "{DEMO_NUMBER["waba_id"]}"}}'
   kubectl get whatsappchannels -n {NAMESPACE} -o wide
   whatsapp-graph-standin send-text --phone-number-id {DEMO_NUMBER["phone_number_id"]} "hello"
+{page}
 Ctrl-C stops everything.""",
             flush=True,
         )

@@ -98,6 +98,7 @@ class OperatorEnv(TypedDict, total=False):
     lease_duration_seconds: float | None
     renew_deadline_seconds: float | None
     retry_period_seconds: float | None
+    platform_app_dir: Path | None  # the platform's Meta app (channel_operator.platform_app)
 
 
 class ServingEnv(TypedDict, total=False):
@@ -121,6 +122,11 @@ class FacadeEnv(ServingEnv, total=False):
     sealing_key_refresh_seconds: float | None
     metrics_port: int | None  # on loopback; None: off
     log_level: LogLevel | None
+    platform_app: bool | None  # the operator holds a platform app
+    onboarding_page: bool | None  # the Embedded Signup page (needs the two ids below)
+    platform_app_id: str | None
+    signup_config_id: str | None
+    facebook_sdk_url: str | None  # Facebook's SDK, or the stand-in's
 
 
 class ReceiverEnv(ServingEnv, total=False):

@@ -34,7 +34,9 @@ from whatsapp_channel.model import (
 from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
+    INVALID_SPEC,
     NOT_CHECKED,
+    PLATFORM_APP_MISSING,
     SECRET_NOT_SYNCED,
     SECRET_REF_INCOMPLETE,
     SYNCED,
@@ -98,22 +100,40 @@ class Credentials:
 
 
 def open_seals(
-    private_keys: Mapping[str, bytes], ref: ChannelRef, sealed: SealedCredentials
+    private_keys: Mapping[str, bytes],
+    ref: ChannelRef,
+    sealed: SealedCredentials,
+    platform_app_secret: str | None = None,
+    access_token: str | None = None,
 ) -> Credentials:
-    """Unseal the three fields for exactly this channel; SealError says which and why."""
+    """Unseal the fields for exactly this channel; SealError says which and why. Without a
+    sealed app secret, the platform app's (`platform_app`) is used; without that either,
+    the channel fails with PlatformAppMissing. `access_token`: the business token of a
+    signup code (`signup`), for a spec that seals no access token."""
     values = {
         field: unseal(
             private_keys,
             namespace=ref.namespace,
             name=ref.name,
             field=field,
-            sealed=getattr(sealed, attribute),
+            sealed=value,
         )
         for field, attribute in CREDENTIAL_FIELDS.items()
+        if (value := getattr(sealed, attribute)) is not None
     }
+    app_secret = values.get("appSecret", platform_app_secret)
+    if app_secret is None:
+        raise ChannelFailure(
+            PLATFORM_APP_MISSING,
+            "spec.sealed has no appSecret and the operator holds no platform app "
+            "(operator.platformApp.existingSecret): seal the app secret",
+        )
+    token = values.get("accessToken", access_token)
+    if token is None:
+        raise ChannelFailure(INVALID_SPEC, "spec.sealed gives no access token")
     return Credentials(
-        access_token=values["accessToken"],
-        app_secret=values["appSecret"],
+        access_token=token,
+        app_secret=app_secret,
         verify_token=values["verifyToken"],
     )
 

@@ -36,6 +36,7 @@ import aiohttp
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -105,9 +106,11 @@ Call = Literal[
     "debug_token",
     "app",
     "phone_numbers",
+    "exchange",
+    "register",
 ]
 # Graph paths that are not a numeric object id.
-_NAMED_NODES = frozenset({"debug_token", "app"})
+_NAMED_NODES = frozenset({"debug_token", "app", "oauth"})
 # Pages of `GET /{waba}/phone_numbers` read at most (100 numbers a page: Meta's maximum).
 MAX_NUMBER_PAGES = 50
 
@@ -229,6 +232,12 @@ class SubscribedApp(_GraphModel):
     override_callback_uri: str | None = None
 
 
+class ExchangedToken(_GraphModel):
+    """`GET /oauth/access_token`'s answer: the business token."""
+
+    access_token: str = Field(min_length=1, repr=False)
+
+
 class TokenApp(_GraphModel):
     """`GET /app` with a user or system user token: the app the token was issued for
     (https://developers.facebook.com/docs/graph-api/reference/application/: "id: The app
@@ -294,6 +303,7 @@ class GraphErrorKind(StrEnum):
     CALLBACK_VERIFICATION_FAILED = "callback_verification_failed"  # 2200
     OVERRIDE_REFUSED = "override_refused"  # any other 100 on the override call
     INVALID_REQUEST = "invalid_request"  # any other 100
+    SIGNUP_CODE_INVALID = "signup_code_invalid"  # 100 on the code exchange: used or expired
     RATE_LIMITED = "rate_limited"  # 4, 17, 32, 613, 80007 (transient)
     UNAVAILABLE = "unavailable"  # 1, 2, 5xx, timeouts, connection failures (transient)
     BUDGET_EXHAUSTED = "budget_exhausted"  # our own per-account budget (transient)
@@ -379,6 +389,8 @@ def classify(
         return GraphErrorKind.TOKEN_INVALID
     if code in _REFUSAL_CODES:
         return _REFUSAL_CODES[code]
+    if code == 100 and call == "exchange":
+        return GraphErrorKind.SIGNUP_CODE_INVALID
     if code == 100:
         lowered = message.lower()
         if "appsecret_proof" in lowered:
@@ -866,6 +878,40 @@ class GraphClient:
             params = {**params, "after": after}
         return frozenset(ids)
 
+    async def exchange_code(self, app_id: str, app_secret: str, code: str) -> str:
+        """`GET /oauth/access_token?client_id&client_secret&code`: an Embedded Signup code
+        for a business token (Meta's Tech Provider onboarding guide, step 1), asked with the
+        app's id and secret and no access token. The code is exchanged once and lives 30 s:
+        a refusal (code 100) is never retried."""
+        if not _ID_PATTERN.match(app_id):
+            raise ValueError("an app id is numeric")
+        body = await self._request(
+            "exchange",
+            "GET",
+            "oauth/access_token",
+            None,
+            params={"client_id": app_id, "client_secret": app_secret, "code": code},
+            extra_secrets=(app_secret, code),
+        )
+        return self._parse(
+            "exchange", ExchangedToken, body, GraphCredentials(code, app_secret)
+        ).access_token
+
+    async def register_number(
+        self, phone_number_id: str, credentials: GraphCredentials, pin: str
+    ) -> None:
+        """`POST /{phone_number_id}/register` with `messaging_product` and the two-step
+        verification `pin` (six digits): the number is registered for the Cloud API."""
+        body = await self._request(
+            "register",
+            "POST",
+            f"{phone_number_id}/register",
+            credentials,
+            json_body={"messaging_product": "whatsapp", "pin": pin},
+            extra_secrets=(pin,),
+        )
+        self._succeeded("register", body)
+
     # -- plumbing ---------------------------------------------------------------------------
 
     @staticmethod
@@ -896,20 +942,25 @@ class GraphClient:
         call: Call,
         method: str,
         path: str,
-        credentials: GraphCredentials,
+        credentials: GraphCredentials | None,
         *,
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
         account: str | None = None,
         extra_secrets: tuple[str, ...] = (),
     ) -> dict[str, Any]:
+        """One call, retried as its errors allow; `credentials` None: asked with no access
+        token (the code exchange, which names the app in its parameters)."""
         object_id = path.split("/", 1)[0]
         if object_id not in _NAMED_NODES and not _ID_PATTERN.match(object_id):
             raise GraphInputError(f"a Graph object id is numeric, not {object_id!r}")
-        secrets = (*credentials.secrets(), *extra_secrets)
+        secrets = (*(credentials.secrets() if credentials else ()), *extra_secrets)
         url = self.base_url / self.version / path
-        query = {**(params or {}), "appsecret_proof": credentials.appsecret_proof}
-        headers = {"Authorization": f"Bearer {credentials.access_token}"}
+        query = dict(params or {})
+        headers = {}
+        if credentials is not None:
+            query["appsecret_proof"] = credentials.appsecret_proof
+            headers["Authorization"] = f"Bearer {credentials.access_token}"
         attempt = 0
         while True:
             attempt += 1

@@ -190,7 +190,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{PROG} rotate-key: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         return
-    run(load_settings(OperatorSettings, PROG))
+    settings = load_settings(OperatorSettings, PROG)
+    if settings.platform_app_dir is not None:  # refused here, before anything starts
+        from channel_operator.platform_app import PlatformAppError, load
+
+        try:
+            load(settings.platform_app_dir)
+        except PlatformAppError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    run(settings)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,16 @@ from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
+    PLATFORM_APP_MISSING,
     SECRET_REF_NOT_FOUND,
+    SIGNUP_PENDING,
     UNKNOWN_SEALING_KEY,
 )
-from whatsapp_channel.sealing import SealError, seal_key_id
+from whatsapp_channel.sealing import SealError, seal_key_id, unseal
 from whatsapp_channel.untrusted import shown
 
 from channel_operator import meta as meta_steps
-from channel_operator import metrics, tenancy
+from channel_operator import metrics, signup, tenancy
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     ChannelFailure,
@@ -52,10 +54,11 @@ from channel_operator.desired import (
     seal_failure,
     status_changes,
 )
-from channel_operator.graph import GraphInputError
+from channel_operator.graph import GraphCredentials, GraphInputError
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
 from channel_operator.meta import Meta, MetaReport, Warn
+from channel_operator.platform_app import PlatformApp
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,17 @@ class Runtime:
     # The background tasks above that ended while the operator runs (a bug): liveness fails
     # with their names (`startup.supervise`), so Kubernetes restarts the operator.
     ended: list[str] = field(default_factory=list)
+    # The platform's own Meta app (`platform_app`), None: none configured.
+    platform_app: PlatformApp | None = None
+
+    @property
+    def platform_app_secret(self) -> str | None:
+        return self.platform_app.app_secret if self.platform_app is not None else None
 
 
-def sealed_values(sealed: SealedCredentials) -> tuple[str, str, str]:
-    return (sealed.access_token, sealed.app_secret, sealed.verify_token)
+def sealed_values(sealed: SealedCredentials) -> tuple[str, ...]:
+    values = (sealed.access_token, sealed.signup_code, sealed.app_secret, sealed.verify_token)
+    return tuple(value for value in values if value is not None)
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
@@ -106,13 +116,28 @@ def parse_spec(spec: Mapping[str, Any]) -> ChannelSpec:
         ) from None
 
 
-async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> Credentials:
+async def read_credentials(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    status: MutableMapping[str, Any] | None = None,
+    *,
+    exchange: bool = False,
+) -> Credentials:
+    """The channel's credentials. A signup code's business token comes from `status`
+    (status.signup); only with `exchange` (the channel's reconcile) is a code not yet
+    exchanged exchanged, and `status` then holds what was kept."""
     if spec.sealed is not None:
         sealed = spec.sealed
         with contextlib.suppress(KubeError, KeyringError):  # a retired key opens nothing
             await rt.keys.refresh()  # (a failed read keeps the keys we have)
+        token = (
+            await signup_token(rt, ref, sealed, {} if status is None else status, exchange)
+            if sealed.signup_code is not None
+            else None
+        )
         try:
-            return open_seals(rt.keys.private_keys, ref, sealed)
+            return open_seals(rt.keys.private_keys, ref, sealed, rt.platform_app_secret, token)
         except SealError as exc:
             if exc.reason != UNKNOWN_SEALING_KEY:
                 raise seal_failure(exc) from None
@@ -128,7 +153,7 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
             if not all(known):
                 raise seal_failure(exc) from None
         try:
-            return open_seals(rt.keys.private_keys, ref, sealed)
+            return open_seals(rt.keys.private_keys, ref, sealed, rt.platform_app_secret, token)
         except SealError as exc:
             raise seal_failure(exc) from None
     if spec.secret_ref is not None:
@@ -149,6 +174,84 @@ async def read_credentials(rt: Runtime, ref: ChannelRef, spec: ChannelSpec) -> C
     raise ChannelFailure(INVALID_SPEC, "spec gives no credentials: set sealed or secretRef")
 
 
+async def signup_token(
+    rt: Runtime,
+    ref: ChannelRef,
+    sealed: SealedCredentials,
+    status: MutableMapping[str, Any],
+    exchange: bool,
+) -> str:
+    """The business token of the spec's signup code: kept in status.signup, else (with
+    `exchange`) exchanged now with the platform app."""
+    assert sealed.signup_code is not None
+    kept = signup.kept(status, sealed.signup_code)
+    if kept is not None:
+        return signup.open_kept(rt.keys.private_keys, ref, kept)[0]
+    if not exchange:
+        raise ChannelFailure(SIGNUP_PENDING, "the signup code is not exchanged yet")
+    if rt.platform_app is None or rt.meta is None:
+        raise ChannelFailure(
+            PLATFORM_APP_MISSING,
+            "a signup code is exchanged with the platform's Meta app, and the operator holds "
+            "none (operator.platformApp.existingSecret)",
+        )
+    try:
+        code = unseal(
+            rt.keys.private_keys,
+            namespace=ref.namespace,
+            name=ref.name,
+            field="signupCode",
+            sealed=sealed.signup_code,
+        )
+    except SealError as exc:
+        raise seal_failure(exc) from None
+    keyring = rt.keys.keyring
+    try:
+        token, kept = await signup.exchange(
+            rt.meta.graph,
+            rt.kube,
+            keyring.private_keys,
+            keyring.active_key_id,
+            ref,
+            rt.platform_app,
+            code,
+            sealed.signup_code,
+        )
+    except KubeError as exc:
+        raise ChannelFailure(
+            APISERVER_ERROR, f"keeping the business token failed ({exc.status} {exc.reason})"
+        ) from None
+    status["signup"] = kept.model_dump(by_alias=True)
+    return token
+
+
+async def register_signup(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    status: MutableMapping[str, Any],
+) -> None:
+    """A signup channel's number registered with its PIN, once."""
+    assert rt.meta is not None
+    assert spec.sealed is not None
+    assert spec.sealed.signup_code
+    kept = signup.kept(status, spec.sealed.signup_code)
+    if kept is None or kept.registered:
+        return
+    pin = signup.open_kept(rt.keys.private_keys, ref, kept)[1]
+    graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
+    try:
+        await signup.register(
+            rt.meta.graph, rt.kube, ref, spec.phone_number_id, graph_credentials, pin, kept
+        )
+    except KubeError as exc:
+        raise ChannelFailure(
+            APISERVER_ERROR, f"noting the registration failed ({exc.status} {exc.reason})"
+        ) from None
+    status["signup"] = {**kept.model_dump(by_alias=True), "registered": True}
+
+
 def effective_mode(rt: Runtime, spec: ChannelSpec) -> WebhookMode:
     """Who registers the channel's webhook at Meta: the spec, else the operator's default;
     "manual" when the operator does not talk to Meta (then only Meta's challenge tells)."""
@@ -156,18 +259,29 @@ def effective_mode(rt: Runtime, spec: ChannelSpec) -> WebhookMode:
 
 
 async def sync_secret(
-    rt: Runtime, ref: ChannelRef, spec: ChannelSpec, *, locked: bool = False
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    *,
+    locked: bool = False,
+    status: MutableMapping[str, Any] | None = None,
 ) -> Written | None:
     """Make the channel's Secret what the spec says; how it was written, None if it was not.
     `locked`: the caller holds the Secret's lock (`ChannelSecrets.holding`)."""
-    return (await sync_secret_with_credentials(rt, ref, spec, locked=locked))[0]
+    return (await sync_secret_with_credentials(rt, ref, spec, locked=locked, status=status))[0]
 
 
 async def sync_secret_with_credentials(
-    rt: Runtime, ref: ChannelRef, spec: ChannelSpec, *, locked: bool = False
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    *,
+    locked: bool = False,
+    status: MutableMapping[str, Any] | None = None,
+    exchange: bool = False,
 ) -> tuple[Written | None, Credentials]:
     try:
-        credentials = await read_credentials(rt, ref, spec)
+        credentials = await read_credentials(rt, ref, spec, status, exchange=exchange)
         desired = build_secret(ref, spec, credentials, webhook_mode=effective_mode(rt, spec))
         if locked:
             return await rt.secrets.ensure_locked(ref, desired), credentials
@@ -234,17 +348,21 @@ async def reconcile(
     spec_body = body.get("spec") or {}
     enabled = bool(spec_body.get("enabled", True))
     failure: ChannelFailure | None = None
-    current = body.get("status") or {}
+    current = dict(body.get("status") or {})  # status.signup lands here when exchanged
     report: MetaReport | None = None
     retry: ChannelFailure | None = None
     try:
         spec = parse_spec(spec_body)
         await claim_phone(rt, body, spec)
-        written, credentials = await sync_secret_with_credentials(rt, ref, spec)
+        written, credentials = await sync_secret_with_credentials(
+            rt, ref, spec, status=current, exchange=True
+        )
         if written is not None:
             metrics.SECRET_WRITES.labels(written).inc()
             log.info("channel %s: Secret %s %s", ref.name, ref.secret_name, written)
         if enabled and rt.meta is not None:
+            if spec.sealed is not None and spec.sealed.signup_code is not None:
+                await register_signup(rt, ref, spec, credentials, current)
             report, retry = await ask_meta(rt, ref, spec, credentials, current, warn)
     except ChannelFailure as exc:
         failure = exc
@@ -258,6 +376,9 @@ async def reconcile(
         settled=retry is None,
         ask_meta=rt.meta is not None,
     )
+    if isinstance(failure, signup.SignupRefused):  # settled: never retried
+        desired["observedGeneration"] = ref.generation
+        warn(failure.reason, failure.message)
     if failure is None:
         record_claim(rt, body, desired)
     changes = status_changes(current, desired)
@@ -266,6 +387,8 @@ async def reconcile(
     _count(ref, desired, failure, enabled)
     if rt.health is not None and (failure is not None or not enabled):
         rt.health.drop(ref.name)
+    if isinstance(failure, signup.SignupRefused):
+        return None
     return failure or retry
 
 
@@ -386,7 +509,7 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     if (current.get("observedGeneration") or 0) != ref.generation:
         return rt.meta.health_period  # Kopf is still at it
     spec = parse_spec(spec_body)
-    credentials = await read_credentials(rt, ref, spec)
+    credentials = await read_credentials(rt, ref, spec, dict(current))
     warn = warn_for(body)
     report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
     desired = build_status(
@@ -452,7 +575,7 @@ async def release_at_meta(rt: Runtime, ref: ChannelRef, body: Mapping[str, Any])
     assert rt.meta is not None
     try:
         spec = parse_spec(body.get("spec") or {})
-        credentials = await read_credentials(rt, ref, spec)
+        credentials = await read_credentials(rt, ref, spec, dict(body.get("status") or {}))
     except (ChannelFailure, KubeError):
         return  # no credentials to act with: nothing of ours can be released at Meta
     await meta_steps.release(rt.meta, ref, spec, credentials, body.get("status") or {})
@@ -486,7 +609,8 @@ async def _restore(rt: Runtime, body: Mapping[str, Any]) -> None:
         spec = parse_spec(body.get("spec") or {})
         if rt.phone_claims is not None:  # a claimant's Secret is its reconcile's to delete
             tenancy.check_phone_claim(body, rt.phone_claims, phone_holders(rt, spec))
-        if await sync_secret(rt, ref, spec, locked=True) is not None:
+        status = dict(body.get("status") or {})
+        if await sync_secret(rt, ref, spec, locked=True, status=status) is not None:
             metrics.SECRET_WRITES.labels("restored").inc()
             log.info("channel %s: Secret %s restored", ref.name, ref.secret_name)
     except ChannelFailure as exc:

@@ -6,6 +6,7 @@ Cluster access is the standard `KUBECONFIG`, or the in-cluster service account w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, model_validator
@@ -148,6 +149,14 @@ class OperatorSettings(KeysSettings):
         if not self.renew_deadline_seconds < self.lease_duration_seconds:
             raise ValueError("renew_deadline_seconds must be shorter than lease_duration_seconds")
         return self
+
+    platform_app_dir: Path | None = Field(
+        default=None,
+        description="A directory holding the platform's own Meta app, one file per key "
+        "(app_id, app_secret, optional config_id): a Secret mounted as a volume "
+        "(the chart's operator.platformApp.existingSecret). With it, a channel may leave out "
+        "its app secret; unset: none.",
+    )
 
     @property
     def liveness_endpoint(self) -> str:

@@ -23,12 +23,13 @@ import kopf
 from whatsapp_channel.kube import Kube, channels_path, reflect
 from whatsapp_channel.model import FINALIZER, GROUP
 
-from channel_operator import keystore, metrics, reconcile, tenancy
+from channel_operator import keystore, metrics, platform_app, reconcile, tenancy
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.events import warning_poster
 from channel_operator.graph import CallBudget, GraphClient
 from channel_operator.health import HealthSchedule
 from channel_operator.meta import Meta
+from channel_operator.platform_app import PlatformApp
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 
@@ -212,6 +213,15 @@ def background_tasks(rt: Runtime) -> str:
     return "running"
 
 
+def load_platform_app(settings: OperatorSettings) -> PlatformApp | None:
+    """The platform's Meta app when configured (a broken one stops the start, by name)."""
+    if settings.platform_app_dir is None:
+        return None
+    app = platform_app.load(settings.platform_app_dir)
+    log.info("platform app %s loaded (a channel may leave out its app secret)", app.app_id)
+    return app
+
+
 async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
     """Keys ready, Secret cache synced, leftovers of deleted channels swept: then Kopf may
     start handling channels. `kube` is the runtime's from then on (closed by `stop`)."""
@@ -240,6 +250,7 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
             webhook_base_url=settings.webhook_base_url,
             keys=keystore.Keys(kube=kube, namespace=keys_namespace, keyring=keyring),
             secrets=secrets,
+            platform_app=load_platform_app(settings),
         )
         keys_task = rt.keys_keeper = supervise(
             rt, asyncio.create_task(rt.keys.keep(), name="sealing keys")

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import secrets
 import time
 from collections import deque
@@ -26,12 +27,17 @@ from yarl import URL
 from . import errors
 from .errors import GraphFailure
 from .state import (
+    SIGNUP_CODE_SECONDS,
+    AppSeed,
     CallName,
     Fault,
     FaultKind,
     NumberPatch,
     NumberSeed,
     PhoneNumber,
+    PopupSession,
+    SignupCode,
+    SignupRequest,
     Token,
     World,
 )
@@ -131,7 +137,7 @@ LIMITED_INFO = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-M = TypeVar("M", NumberSeed, NumberPatch, Fault)
+M = TypeVar("M", NumberSeed, NumberPatch, Fault, AppSeed, SignupRequest)
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -230,6 +236,13 @@ class GraphStandin:
             web.delete("/_standin/numbers/{id}/faults", self._admin_clear_faults),
             web.post("/_standin/numbers/{id}/messages", self._admin_send_text),
             web.get("/_standin/stats", self._admin_stats),
+            web.post("/_standin/apps", self._admin_app),
+            web.post("/_standin/signup", self._admin_signup),
+            web.get("/_standin/sdk.js", self._sdk),
+            web.get("/_standin/signup-frame", self._signup_frame),
+            web.post("/_standin/sessions", self._open_popup),
+            web.get("/_standin/sessions", self._popups),
+            web.get("/_standin/sessions/{id}", self._popup),
             web.post("/_standin/reset", self._admin_reset),
             web.get("/_standin/app-callback", self._app_callback_challenge),
             web.post("/_standin/app-callback", self._app_callback_event),
@@ -237,10 +250,12 @@ class GraphStandin:
         graph = [
             web.get(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscriptions),
             web.post(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._subscribe),
+            web.post(f"/{{version:{VERSION}}}/{{id}}/register", self._register),
             web.delete(f"/{{version:{VERSION}}}/{{id}}/subscribed_apps", self._unsubscribe),
             web.get(f"/{{version:{VERSION}}}/{{id}}/phone_numbers", self._phone_numbers),
             web.get(f"/{{version:{VERSION}}}/debug_token", self._debug_token),
             web.get(f"/{{version:{VERSION}}}/app", self._app),
+            web.get(f"/{{version:{VERSION}}}/oauth/access_token", self._exchange_code),
             web.get(f"/{{version:{VERSION}}}/{{id}}", self._get_node),
             web.post(f"/{{version:{VERSION}}}/{{id}}", self._post_node),
         ]
@@ -427,11 +442,13 @@ class GraphStandin:
         self._charge(token, number.waba_id)
         version = version_of(request)
         fields_of(version, fields, PHONE_FIELDS)
-        return web.json_response(self._phone_node(number, fields or list(DEFAULT_FIELDS), version))
+        node = self._phone_node(number, fields or list(DEFAULT_FIELDS), version, token.app_id)
+        return web.json_response(node)
 
     def _phone_node(
-        self, number: PhoneNumber, fields: list[str], version: tuple[int, int]
+        self, number: PhoneNumber, fields: list[str], version: tuple[int, int], app_id: str
     ) -> dict[str, Any]:
+        """`app_id`: the asking token's app (health_status's APP entity is the caller's)."""
         values: dict[str, Any] = {
             "verified_name": number.verified_name,
             "code_verification_status": number.code_verification_status,
@@ -446,7 +463,7 @@ class GraphStandin:
             "account_mode": "LIVE",
             "is_official_business_account": False,
             "webhook_configuration": self._webhook_configuration(number),
-            "health_status": self._health_status(number),
+            "health_status": self._health_status(number, app_id),
         }
         if version >= MESSAGING_LIMIT_SINCE:
             del values["messaging_limit_tier"]  # no value any more: Meta leaves it out
@@ -467,7 +484,7 @@ class GraphStandin:
     def _app_callback(self, number: PhoneNumber) -> str:
         return self.world.apps[number.app_id].callback_url or self.app_callback_url
 
-    def _health_status(self, number: PhoneNumber) -> dict[str, Any]:
+    def _health_status(self, number: PhoneNumber, app_id: str) -> dict[str, Any]:
         phone: dict[str, Any] = {
             "entity_type": "PHONE_NUMBER",
             "id": number.id,
@@ -484,7 +501,7 @@ class GraphStandin:
             {"entity_type": "BUSINESS", "id": "506914307656634", "can_send_message": "AVAILABLE"},
             {
                 "entity_type": "APP",
-                "id": number.app_id,
+                "id": app_id,
                 "can_send_message": "AVAILABLE",
                 "can_receive_call_sip": "AVAILABLE",
             },
@@ -531,6 +548,29 @@ class GraphStandin:
         await self._verify_callback(uri, verify_token)
         number.override_callback_uri = uri
         number.override_verify_token = verify_token
+        return web.json_response({"success": True})
+
+    async def _register(self, request: web.Request) -> web.Response:
+        """`POST /{phone_number_id}/register` with `messaging_product: whatsapp` and a
+        six-digit `pin` (two-step verification): the number is registered for the Cloud
+        API (status CONNECTED). Once a PIN is set, another one is Meta's 133005."""
+        object_id = request.match_info["id"]
+        params = await self._params(request)
+        number = self.world.numbers.get(object_id)
+        await self._fault([number] if number else [], "register", object_id)
+        token = self._authorize(request, params)
+        if number is None or object_id not in token.numbers:
+            raise errors.object_not_found(object_id, "POST")
+        self._charge(token, number.waba_id)
+        if params.get("messaging_product") != "whatsapp":
+            raise errors.invalid_parameter("The parameter messaging_product is required")
+        pin = params.get("pin")
+        if not isinstance(pin, str) or not re.fullmatch(r"[0-9]{6}", pin):
+            raise errors.invalid_parameter("Param pin must be a 6-digit number")
+        if number.pin is not None and not hmac.compare_digest(pin, number.pin):
+            raise errors.pin_mismatch()
+        number.pin = pin
+        number.status = "CONNECTED"
         return web.json_response({"success": True})
 
     async def _verify_callback(self, uri: str, verify_token: str) -> None:
@@ -652,7 +692,11 @@ class GraphStandin:
             "app_id": token.app_id,
             "application": self.world.apps[token.app_id].name,
             "data_access_expires_at": 0,
-            "expires_at": token.expires_at,  # 0: a system user token that never expires
+            # 0: never expires. System user tokens may be non-expiring ("Lifetime: Never
+            # expires", https://developers.facebook.com/docs/business-management-apis/system-users/install-apps-and-generate-tokens),
+            # and so are the business tokens an Embedded Signup code is exchanged for
+            # (business integration system user tokens, docs/embedded-signup.md).
+            "expires_at": token.expires_at,
             "granular_scopes": [{"scope": s, "target_ids": newest_first} for s in scopes],
             "is_valid": not token.expired,
             "scopes": [*scopes, "public_profile"],
@@ -660,6 +704,35 @@ class GraphStandin:
             "user_id": "10222270944537964",
         }
         return web.json_response({"data": data})
+
+    # -- Graph: Embedded Signup's code, exchanged for a business token --------------------
+
+    async def _exchange_code(self, request: web.Request) -> web.Response:
+        """`GET /oauth/access_token?client_id&client_secret&code` (Meta's Tech Provider
+        onboarding guide, step 1): the code, once and within 30 s of its issue, for a business
+        token of the app, granted the customer's account and number. Asked with the app's
+        own id and secret, no access token."""
+        params = await self._params(request)
+        self.world.calls[("oauth", "exchange")] += 1
+        missing = [p for p in ("client_id", "client_secret", "code") if not params.get(p)]
+        if missing:
+            raise errors.invalid_parameter(f"Missing {missing[0]} parameter.")
+        app = self.world.apps.get(str(params["client_id"]))
+        if app is None or not hmac.compare_digest(
+            str(params["client_secret"]).encode(), app.secret.encode()
+        ):
+            raise errors.client_secret_invalid()
+        code = self.world.codes.get(str(params["code"]))
+        if code is None or code.app_id != app.app_id:
+            raise errors.code_invalid()
+        if code.used:
+            raise errors.code_used()
+        if self._clock() - code.issued_at > SIGNUP_CODE_SECONDS:
+            raise errors.code_expired()
+        code.used = True
+        token_text = "EAAB" + secrets.token_urlsafe(48)
+        self.world.business_token(code, token_text)
+        return web.json_response({"access_token": token_text})
 
     # -- Graph: the token's app, an account's numbers -------------------------------------
 
@@ -681,7 +754,7 @@ class GraphStandin:
     async def _phone_numbers(self, request: web.Request) -> web.Response:
         """`GET /{WABA-ID}/phone_numbers`: the account's numbers, `limit` (1-100, default 25)
         a page, cursor paging (`after`), as Meta's OpenAPI description gives it."""
-        _, waba_id = await self._waba_call(request, "phone_numbers")
+        token, waba_id = await self._waba_call(request, "phone_numbers")
         params = dict(request.query)
         try:
             limit = int(params.get("limit", "25"))
@@ -698,7 +771,9 @@ class GraphStandin:
         # The description requires id, display_phone_number and status on every item.
         asked = [*PHONE_LIST_REQUIRED, *(f for f in fields if f not in PHONE_LIST_REQUIRED)]
         data = [
-            self._phone_node(n, asked if fields else list(PHONE_LIST_DEFAULT_FIELDS), version)
+            self._phone_node(
+                n, asked if fields else list(PHONE_LIST_DEFAULT_FIELDS), version, token.app_id
+            )
             for n in page
         ]
         for item in data:  # the list's status is the number's link to the account
@@ -771,6 +846,77 @@ class GraphStandin:
         number = self._number(request)
         number.faults.clear()
         return web.json_response(self._summary(number))
+
+    async def _admin_app(self, request: web.Request) -> web.Response:
+        app = self.world.add_app(await self._model(request, AppSeed))
+        return web.json_response({"app_id": app.app_id, "name": app.name}, status=201)
+
+    async def _admin_signup(self, request: web.Request) -> web.Response:
+        """The tenant finished Embedded Signup: a code for the app, and what the session's
+        WA_EMBEDDED_SIGNUP message event carries (the number and its account)."""
+        signup = await self._model(request, SignupRequest)
+        number = self.world.numbers.get(signup.phone_number_id)
+        if number is None:
+            raise web.HTTPNotFound(text=f"no number {signup.phone_number_id} is seeded")
+        if signup.app_id not in self.world.apps:
+            raise web.HTTPNotFound(text=f"no app {signup.app_id} is seeded")
+        popup = self.world.popups.get(signup.session or "")
+        if signup.session is not None and (popup is None or popup.result is not None):
+            raise web.HTTPNotFound(text=f"no open session {signup.session}")
+        code = secrets.token_urlsafe(32)
+        if popup is not None:
+            popup.result = {"code": code, "phone_number_id": number.id, "waba_id": number.waba_id}
+        self.world.codes[code] = SignupCode(
+            app_id=signup.app_id,
+            phone_number_id=number.id,
+            waba_id=number.waba_id,
+            issued_at=self._clock() - signup.issued_seconds_ago,
+        )
+        return web.json_response(
+            {"code": code, "phone_number_id": number.id, "waba_id": number.waba_id}, status=201
+        )
+
+    # -- Facebook's JavaScript SDK, played (the onboarding page's browser test) -----------
+
+    async def _sdk(self, request: web.Request) -> web.Response:
+        """A stand-in for connect.facebook.net's sdk.js: `FB.init`, and `FB.login` with an
+        Embedded Signup configuration opening the "popup" as a frame of this origin, which
+        posts the session's WA_EMBEDDED_SIGNUP message and the code back to the page."""
+        return web.Response(
+            text=SDK_SCRIPT.replace("{{origin}}", str(request.url.origin())),
+            content_type="application/javascript",
+            # The page loads it as Meta's is loaded, crossorigin="anonymous": a CORS fetch.
+            headers={"Access-Control-Allow-Origin": "*"},
+        )
+
+    async def _signup_frame(self, request: web.Request) -> web.Response:
+        return web.Response(text=SIGNUP_FRAME, content_type="text/html")
+
+    async def _open_popup(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        app_id, config_id = str(params.get("app_id", "")), str(params.get("config_id", ""))
+        if app_id not in self.world.apps or not config_id:
+            raise web.HTTPBadRequest(text="an app the stand-in knows and a config_id")
+        session = secrets.token_urlsafe(12)
+        self.world.popups[session] = PopupSession(app_id, config_id)
+        return web.json_response({"session": session}, status=201)
+
+    async def _popups(self, request: web.Request) -> web.Response:
+        """The popups waiting for the tenant (the admin call `POST /_standin/signup`)."""
+        open_ = [
+            {"session": key, "app_id": popup.app_id, "config_id": popup.config_id}
+            for key, popup in self.world.popups.items()
+            if popup.result is None
+        ]
+        return web.json_response({"sessions": open_})
+
+    async def _popup(self, request: web.Request) -> web.Response:
+        popup = self.world.popups.get(request.match_info["id"])
+        if popup is None:
+            raise web.HTTPNotFound(text="no such session")
+        if popup.result is None:
+            return web.json_response({"done": False})
+        return web.json_response({"done": True, **popup.result})
 
     async def _admin_stats(self, request: web.Request) -> web.Response:
         total: dict[str, int] = {}
@@ -883,3 +1029,59 @@ def text_notification(number: PhoneNumber, text: str, *, sender: str, name: str)
         "object": "whatsapp_business_account",
         "entry": [{"id": number.waba_id, "changes": [{"value": value, "field": "messages"}]}],
     }
+
+
+# The SDK stand-in. FB.login opens the "popup" (a frame of the stand-in's origin, as Meta's
+# popup is of facebook.com); the frame posts the session message and the code to the page.
+SDK_SCRIPT = """(function () {
+  "use strict";
+  var origin = "{{origin}}";
+  var app = {};
+  window.FB = {
+    init: function (options) { app = options; },
+    login: function (callback, options) {
+      var frame = document.createElement("iframe");
+      frame.style.display = "none";
+      frame.src = origin + "/_standin/signup-frame?app_id=" + encodeURIComponent(app.appId) +
+        "&config_id=" + encodeURIComponent(options.config_id);
+      window.addEventListener("message", function listen(event) {
+        if (event.origin !== origin || !event.data || event.data.type !== "STANDIN_AUTH") {
+          return;
+        }
+        window.removeEventListener("message", listen);
+        callback({status: "connected", authResponse: {code: event.data.code}});
+      });
+      document.body.appendChild(frame);
+    }
+  };
+  if (typeof window.fbAsyncInit === "function") { window.fbAsyncInit(); }
+})();
+"""
+
+SIGNUP_FRAME = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Embedded Signup (stand-in)</title></head>
+<body><script>
+"use strict";
+(async function () {
+  const query = new URLSearchParams(location.search);
+  const opened = await fetch("/_standin/sessions", {
+    method: "POST",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({app_id: query.get("app_id"), config_id: query.get("config_id")}),
+  });
+  const session = (await opened.json()).session;
+  for (;;) {
+    const state = await (await fetch("/_standin/sessions/" + session)).json();
+    if (state.done) {
+      parent.postMessage(JSON.stringify({
+        type: "WA_EMBEDDED_SIGNUP", event: "FINISH",
+        data: {phone_number_id: state.phone_number_id, waba_id: state.waba_id},
+      }), "*");
+      parent.postMessage({type: "STANDIN_AUTH", code: state.code}, "*");
+      return;
+    }
+    await new Promise((done) => setTimeout(done, 250));
+  }
+})();
+</script></body></html>
+"""

@@ -253,3 +253,27 @@ def account_locked() -> GraphFailure:
         "or disabled for violating a platform policy, or we were unable to verify data "
         "included in the request against data set on the WhatsApp Business Account.",
     )
+
+
+# Exchanging an Embedded Signup code (`GET /oauth/access_token`): Meta's OAuth answers, as
+# quoted in tests/graph/meta_documented.py (code 100, type OAuthException).
+def code_used() -> GraphFailure:
+    return GraphFailure(400, "This authorization code has been used.", 100, subcode=36009)
+
+
+def code_expired() -> GraphFailure:
+    return GraphFailure(400, "This authorization code has expired.", 100, subcode=36007)
+
+
+def code_invalid() -> GraphFailure:
+    return GraphFailure(400, "Invalid verification code format.", 100)
+
+
+def client_secret_invalid() -> GraphFailure:
+    return GraphFailure(400, "Error validating client secret.", 1)
+
+
+def pin_mismatch() -> GraphFailure:
+    """Registering a number with another PIN than its two-step verification one (WhatsApp's
+    error codes page: 133005, "Two step verification PIN Mismatch")."""
+    return GraphFailure(400, "Two step verification PIN Mismatch", 133005)

@@ -73,6 +73,18 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--from", dest="sender", default="16315551181", help="the customer's wa_id")
     send.add_argument("--url", default=default_url(), help=f"stand-in URL (${URL_ENV})")
     send.add_argument("text")
+
+    signup = commands.add_parser(
+        "signup",
+        help="a tenant finishing Embedded Signup: print a code (30 s, once) with the "
+        "number and its account, as JSON",
+    )
+    signup.add_argument("--app-id", required=True, help="the platform app's id")
+    signup.add_argument("--phone-number-id", required=True, help="a seeded number")
+    signup.add_argument(
+        "--session", help="the popup this finishes (GET /_standin/sessions; the page's test)"
+    )
+    signup.add_argument("--url", default=default_url(), help=f"stand-in URL (${URL_ENV})")
     return top
 
 
@@ -149,6 +161,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     return 1
                 print(f"seeded {number.phone_number_id}")
+            return 0
+        if args.command == "signup":
+            body = {"app_id": args.app_id, "phone_number_id": args.phone_number_id}
+            if args.session:
+                body["session"] = args.session
+            status, text = admin_call(args.url, "/_standin/signup", body)
+            if status != 201:
+                print(f"whatsapp-graph-standin: HTTP {status}: {text}", file=sys.stderr)
+                return 1
+            print(text)
             return 0
         status, text = admin_call(
             args.url,

@@ -23,6 +23,8 @@ CallName = Literal[
     "debug_token",
     "app",
     "phone_numbers",
+    "exchange",
+    "register",
 ]
 
 
@@ -93,6 +95,54 @@ class NumberPatch(BaseModel):
     app_secret: str | None = Field(default=None, min_length=1)
 
 
+class AppSeed(BaseModel):
+    """An app as the admin API creates it (a platform's own app, for Embedded Signup)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    app_secret: str = Field(min_length=1)
+    name: str = "Stand-in Platform App"
+
+
+class SignupRequest(BaseModel):
+    """The admin call that stands for a tenant finishing Embedded Signup in the popup: the
+    seeded number (and its account) granted to `app_id`, whose code this issues.
+    `issued_seconds_ago`: a code as old as that (tests of the 30 s window)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    phone_number_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    issued_seconds_ago: float = Field(default=0.0, ge=0)
+    # The popup this finishes (the SDK stand-in's session, `GET /_standin/sessions`).
+    session: str | None = None
+
+
+# The code Embedded Signup returns "has a time-to-live of 30 seconds" (Meta's Tech Provider
+# onboarding guide, step 1); it is exchanged once.
+SIGNUP_CODE_SECONDS = 30.0
+
+
+@dataclass
+class PopupSession:
+    """An Embedded Signup popup the SDK stand-in opened; `result` once the tenant (the
+    admin call) finished it: the code and the session event's ids."""
+
+    app_id: str
+    config_id: str
+    result: dict[str, str] | None = None
+
+
+@dataclass
+class SignupCode:
+    app_id: str
+    phone_number_id: str
+    waba_id: str
+    issued_at: float
+    used: bool = False
+
+
 def derived_app_id(app_secret: str) -> str:
     """A stable numeric app id for an app seeded without one."""
     return str(int(hashlib.sha256(app_secret.encode()).hexdigest()[:12], 16)).rjust(15, "1")
@@ -147,6 +197,8 @@ class PhoneNumber:
     health: CanSendMessage
     override_callback_uri: str | None = None
     override_verify_token: str | None = None
+    # The two-step verification PIN set by registering the number.
+    pin: str | None = field(default=None, repr=False)
     faults: list[Fault] = field(default_factory=list)
 
     def take_fault(self, call: CallName) -> Fault | None:
@@ -171,6 +223,9 @@ class World:
     numbers: dict[str, PhoneNumber] = field(default_factory=dict)
     # Graph calls answered (faults included), by (object id, call name).
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Embedded Signup codes issued (the admin call), by code.
+    codes: dict[str, SignupCode] = field(default_factory=dict)
+    popups: dict[str, PopupSession] = field(default_factory=dict)
 
     def seed(self, seed: NumberSeed) -> PhoneNumber:
         app_id = seed.app_id or derived_app_id(seed.app_secret)
@@ -200,6 +255,18 @@ class World:
         )
         self.numbers[number.id] = number
         return number
+
+    def add_app(self, seed: AppSeed) -> App:
+        app = self.apps[seed.app_id] = App(seed.app_id, seed.app_secret, seed.name)
+        return app
+
+    def business_token(self, code: SignupCode, token_text: str) -> Token:
+        """The business token a code is exchanged for: the platform app's, granted the
+        customer's account and number."""
+        token = self.tokens[token_text] = Token(code.app_id)
+        token.numbers.add(code.phone_number_id)
+        token.wabas[code.waba_id] = None
+        return token
 
     def remove(self, number: PhoneNumber) -> None:
         self.wabas[number.waba_id].numbers.discard(number.id)

@@ -527,15 +527,17 @@ async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None
     assert set(operations["delete"]["responses"]["204"]) == {"description"}
     schemas = document["components"]["schemas"]
     setup = schemas["ChannelSetup"]
-    assert setup["required"] == ["access_token", "app_secret", "phone_number_id"]
+    # access_token or (issue 20) signup_code: exactly one, said with oneOf.
+    assert setup["required"] == ["app_secret", "phone_number_id"]
+    assert setup["oneOf"] == [{"required": ["access_token"]}, {"required": ["signup_code"]}]
     view = schemas["ChannelView"]
     assert set(view["properties"]) == VIEW_FIELDS
     error = schemas["ValidationError"]
     assert error["required"] == ["loc", "msg", "type"]
     if SEED_TEXT is not None:  # the contract's own words, where the seed is at hand
         text = SEED_TEXT
-        # The seed's fields in its own words; `waba_id` is the one field issue 11 adds.
-        assert set(setup["properties"]) == SEED_SETUP_FIELDS | {"waba_id"}
+        # The seed's fields in its own words; issue 11 adds `waba_id`, issue 20 `signup_code`.
+        assert set(setup["properties"]) == SEED_SETUP_FIELDS | {"waba_id", "signup_code"}
         for name in SEED_SETUP_FIELDS:
             field = setup["properties"][name]
             assert field["title"] in text

@@ -103,7 +103,9 @@ def test_channel_setup_never_prints_its_secrets() -> None:
     for text in (repr(setup), str(setup), setup.model_dump_json(), json.dumps(setup.model_dump())):
         for value in clear:
             assert value not in text
+    assert setup.access_token is not None
     assert setup.access_token.get_secret_value() == clear[0]
+    assert setup.app_secret is not None
     assert setup.app_secret.get_secret_value() == clear[1]
     assert setup.verify_token is not None
     assert setup.verify_token.get_secret_value() == clear[2]

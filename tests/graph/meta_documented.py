@@ -344,3 +344,19 @@ def assert_same_shape(
             assert_same_shape(item, documented[0], optional=optional, path=f"{path}[{index}]")
     else:
         assert type(actual) is type(documented), f"{path}: {actual!r} vs {documented!r}"
+
+
+# --- Embedded Signup: exchanging the code (issue 20) ----------------------------------------
+# Meta's Tech Provider onboarding guide, step 1
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/embedded-signup/onboarding-customers-as-a-tech-provider):
+# "Use the GET /oauth/access_token endpoint to exchange the token code ... for a business
+# token", with client_id (the app id), client_secret (the app secret) and code; the answer
+# holds the business token as `access_token`; the code lives 30 seconds.
+SIGNUP_CODE_SECONDS = 30
+EXCHANGE_PARAMETERS = frozenset({"client_id", "client_secret", "code"})
+# A code used twice: laravel/socialite issue 385 quotes Meta's answer,
+# {"error":{"message":"This authorization code has been used.","type":"OAuthException",
+# "code":100,...}}; the expired one is listed beside it in SammyK/LaravelFacebookSdk issue 141.
+CODE_USED = {"message": "This authorization code has been used.", "type": "OAuthException"}
+CODE_EXPIRED = {"message": "This authorization code has expired.", "type": "OAuthException"}
+CODE_ERROR_CODE = 100

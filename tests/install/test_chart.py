@@ -651,3 +651,46 @@ def test_trusted_proxies_reach_the_pods_only_when_set(cluster: Cluster) -> None:
     )
     assert env_of(proxied["receiver"])["WA_RECEIVER_TRUSTED_PROXIES"] == "10.0.0.0/8,2001:db8::1"
     assert env_of(proxied["facade"])["WA_FACADE_TRUSTED_PROXIES"] == "10.1.2.3"
+
+
+def test_the_platform_app_secret_is_mounted_into_the_operator_only(cluster: Cluster) -> None:
+    """`operator.platformApp.existingSecret`: the Secret is mounted read-only where
+    WA_OPERATOR_PLATFORM_APP_DIR points, and the facade is told (a POST may leave out
+    app_secret); without it, neither."""
+    plain = deployments(render(cluster))
+    assert "WA_OPERATOR_PLATFORM_APP_DIR" not in env_of(plain["operator"])
+    assert "WA_FACADE_PLATFORM_APP" not in env_of(plain["facade"])
+    given = deployments(render(cluster, "--set", "operator.platformApp.existingSecret=meta-app"))
+    operator = given["operator"]
+    directory = env_of(operator)["WA_OPERATOR_PLATFORM_APP_DIR"]
+    pod = operator["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "meta-app")
+    mount = next(m for m in container(operator)["volumeMounts"] if m["name"] == volume["name"])
+    assert (mount["mountPath"], mount["readOnly"]) == (directory, True)
+    assert env_of(given["facade"])["WA_FACADE_PLATFORM_APP"] == "true"
+    for component in ("facade", "receiver"):
+        volumes = given[component]["spec"]["template"]["spec"].get("volumes") or []
+        assert all(v.get("secret", {}).get("secretName") != "meta-app" for v in volumes)
+
+
+def test_the_onboarding_page_reads_only_the_ids_of_the_platform_app(cluster: Cluster) -> None:
+    """`facade.onboardingPage.enabled`: the facade gets the app id and the configuration id
+    from the platform app's Secret (never app_secret); without that Secret, refused."""
+    facade = deployments(
+        render(
+            cluster,
+            "--set",
+            "operator.platformApp.existingSecret=meta-app,facade.onboardingPage.enabled=true",
+        )
+    )["facade"]
+    env = {e["name"]: e for e in container(facade)["env"]}
+    assert env["WA_FACADE_ONBOARDING_PAGE"]["value"] == "true"
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        "WA_FACADE_PLATFORM_APP_ID": {"name": "meta-app", "key": "app_id"},
+        "WA_FACADE_SIGNUP_CONFIG_ID": {"name": "meta-app", "key": "config_id"},
+    }
+    error = helm_fails(
+        cluster, "-f", str(TEST_VALUES), "--set", "facade.onboardingPage.enabled=true"
+    )
+    assert "operator.platformApp.existingSecret" in error

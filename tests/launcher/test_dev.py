@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -70,11 +71,8 @@ def test_whatsapp_dev_runs_the_product_and_stops_cleanly(tmp_path: Path):
             url,
             headers=headers,
             timeout=30,
-            json={
-                "access_token": "EAAGdev",
-                "app_secret": app_secret,
-                "phone_number_id": "106540352242922",
-            },
+            # No app_secret: whatsapp-dev's operator holds the demo app as the platform app.
+            json={"access_token": "EAAGdev", "phone_number_id": "106540352242922"},
         )
         assert created.status_code == 200, created.text
         channel = created.json()
@@ -131,6 +129,16 @@ def test_whatsapp_dev_runs_the_product_and_stops_cleanly(tmp_path: Path):
         assert channel["webhook_url"] in sent.stdout
         events = (tmp_path / "out.log").read_text().count(f"[instance {instance}] event")
         assert events == 2
+        # Issue 20: the onboarding page's link for the demo instance, printed; it serves the
+        # page, which loads the stand-in's SDK, and never holds the API key.
+        printed = (tmp_path / "out.log").read_text()
+        found = re.search(r"onboarding page\s+(http://\S+/onboarding/\S+\?link=\S+)", printed)
+        assert found is not None, printed
+        page = httpx.get(found.group(1), timeout=30)
+        assert page.status_code == 200
+        assert "Connect WhatsApp" in page.text
+        assert f"{settings['WA_GRAPH_STANDIN_URL']}/_standin/sdk.js" in page.text
+        assert settings["WA_API_KEY"] not in page.text
         # The sealing keys are in their own namespace, not where the receiver reads Secrets;
         # the env file points whatsapp-seal and rotate-key at them.
         keys = settings["WA_KEYS_NAMESPACE"]

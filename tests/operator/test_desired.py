@@ -408,6 +408,7 @@ def test_seals_open_for_their_channel_only() -> None:
     assert caught.value.reason == SEAL_SCOPE_MISMATCH
     assert "EAAG" not in caught.value.message
 
+    assert sealed.app_secret is not None
     swapped = SealedCredentials(
         access_token=sealed.app_secret,
         app_secret=sealed.access_token,

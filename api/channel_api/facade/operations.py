@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from whatsapp_channel.kube import JSON, Conflict, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
     FINALIZER,
@@ -76,12 +77,14 @@ class Channels:
         watch: ChannelWatch,
         *,
         ready_wait_seconds: float,
+        platform_app: bool = False,
     ) -> None:
         self._kube = kube
         self._namespace = namespace
         self._sealing_keys = sealing_keys
         self._watch = watch
         self._ready_wait = ready_wait_seconds
+        self._platform_app = platform_app
 
     async def read(self, instance_id: str) -> ChannelView:
         try:
@@ -97,13 +100,27 @@ class Channels:
         entered it at Meta); only a new channel gets a generated one, returned this once.
         """
         name = instance_id
+        if setup.app_secret is None and not self._platform_app:
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ("body", "app_secret"), "msg": "Field required"}]
+            )
         keys = await self._sealing_keys.get()
 
         def sealed(field: str, value: str) -> str:
             return seal(keys.active, namespace=self._namespace, name=name, field=field, value=value)
 
-        access_token = sealed("accessToken", setup.access_token.get_secret_value())
-        app_secret = sealed("appSecret", setup.app_secret.get_secret_value())
+        access_token, signup_code = (
+            sealed(field, value.get_secret_value()) if value is not None else None
+            for field, value in (
+                ("accessToken", setup.access_token),
+                ("signupCode", setup.signup_code),
+            )
+        )
+        app_secret = (  # None: the operator's platform app's
+            sealed("appSecret", setup.app_secret.get_secret_value())
+            if setup.app_secret is not None
+            else None
+        )
         requested_verify = (
             sealed("verifyToken", setup.verify_token.get_secret_value())
             if setup.verify_token is not None
@@ -126,7 +143,10 @@ class Channels:
                     waba_id=setup.waba_id or _kept_waba_id(existing, setup.phone_number_id),
                     enabled=True,
                     sealed=SealedCredentials(
-                        access_token=access_token, app_secret=app_secret, verify_token=verify_token
+                        access_token=access_token,
+                        signup_code=signup_code,
+                        app_secret=app_secret,
+                        verify_token=verify_token,
                     ),
                 )
                 try:

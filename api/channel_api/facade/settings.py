@@ -58,6 +58,36 @@ class FacadeSettings(ServingSettings):
         "`port`: the metrics are not for the facade's clients.",
     )
     log_level: LogLevel = Field(default="INFO", description="uvicorn/app log level.")
+    platform_app: bool = Field(
+        default=False,
+        description="The operator holds the platform's own Meta app "
+        "(operator.platformApp.existingSecret): a POST may leave out app_secret.",
+    )
+    onboarding_page: bool = Field(
+        default=False,
+        description="Serve the onboarding page (/onboarding/<instance id>, Embedded Signup) "
+        "and the route that mints its short-lived links; needs platform_app_id and "
+        "signup_config_id.",
+    )
+    platform_app_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,32}$", description="The platform app's id (the page)."
+    )
+    signup_config_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,32}$",
+        description="The platform app's Embedded Signup configuration id (the page).",
+    )
+    facebook_sdk_url: str = Field(
+        default="https://connect.facebook.net/en_US/sdk.js",
+        pattern=r"^https?://[^\s\"'<>]+$",
+        description="Facebook's JavaScript SDK, as the page loads it (a stand-in's in tests).",
+    )
+    graph_version: str = Field(
+        default="v25.0", pattern=r"^v[0-9]+\.[0-9]+$", description="FB.init's version."
+    )
+    onboarding_link_seconds: float = Field(
+        default=900.0, gt=0, le=86400, description="How long a minted onboarding link lives."
+    )
 
     @property
     def sealing_namespace(self) -> str:
