@@ -127,6 +127,8 @@ class FacadeEnv(ServingEnv, total=False):
     platform_app_id: str | None
     signup_config_id: str | None
     facebook_sdk_url: str | None  # Facebook's SDK, or the stand-in's
+    graph_version: str | None  # the Graph version the page's SDK is initialised with
+    onboarding_link_seconds: float | None
 
 
 class ReceiverEnv(ServingEnv, total=False):
