@@ -7,6 +7,10 @@ live here together: `build` and `parse` are inverses (a test proves parse(build(
     labels        managed-by            whatsapp-channel-operator
                   <group>/instance-id   the instance id (a canonical UUID)
                   <group>/phone-number-id
+                  <group>/waba-id         the number's business account (spec.wabaId, or
+                                        the one the operator found): the receiver verifies
+                                        account webhooks (entry id) with these channels'
+                                        app secrets
     annotations   <group>/enabled       "true" or "false"
                   <group>/data-hash     what the data should be (the operator's drift check)
                   <group>/webhook-mode  "managed" or "manual": the channel's effective
@@ -45,6 +49,7 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "whatsapp-channel-operator"
 INSTANCE_LABEL = f"{LABEL_PREFIX}/instance-id"
 PHONE_NUMBER_ID_LABEL = f"{LABEL_PREFIX}/phone-number-id"
+WABA_ID_LABEL = f"{LABEL_PREFIX}/waba-id"
 ENABLED_ANNOTATION = f"{LABEL_PREFIX}/enabled"
 DATA_HASH_ANNOTATION = f"{LABEL_PREFIX}/data-hash"
 WEBHOOK_MODE_ANNOTATION = f"{LABEL_PREFIX}/webhook-mode"
@@ -77,6 +82,8 @@ class ChannelSecret:
     verify_token: str | None = field(repr=False)
     # Who registers the webhook at Meta; None: not said (a Secret of an older operator).
     webhook_mode: WebhookMode | None = None
+    # The number's business account, when known: account webhooks name it (entry id).
+    waba_id: str | None = None
 
     @property
     def notes_challenges(self) -> bool:
@@ -105,6 +112,8 @@ def build(secret: ChannelSecret) -> dict[str, Any]:
     labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, INSTANCE_LABEL: secret.instance_id}
     if secret.phone_number_id is not None:
         labels[PHONE_NUMBER_ID_LABEL] = secret.phone_number_id
+    if secret.waba_id is not None:
+        labels[WABA_ID_LABEL] = secret.waba_id
     metadata: dict[str, Any] = {
         "name": secret_name(secret.channel),
         "namespace": secret.namespace,
@@ -197,6 +206,7 @@ def parse(secret: Mapping[str, Any]) -> ChannelSecret | None:
         None,
     )
     phone = labels.get(PHONE_NUMBER_ID_LABEL)
+    waba = labels.get(WABA_ID_LABEL)
     data = secret.get("data") or {}
     return ChannelSecret(
         namespace=str(metadata.get("namespace") or ""),
@@ -209,4 +219,5 @@ def parse(secret: Mapping[str, Any]) -> ChannelSecret | None:
         app_secret=_decoded(data.get("app_secret")),
         verify_token=_decoded(data.get("verify_token")),
         webhook_mode=_webhook_mode(annotations.get(WEBHOOK_MODE_ANNOTATION)),
+        waba_id=waba if isinstance(waba, str) and _PHONE_RE.fullmatch(waba) else None,
     )

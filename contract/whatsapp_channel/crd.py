@@ -199,6 +199,10 @@ def status_schema() -> JSONSchema:
                 "When the receiver last answered Meta's challenge (manual webhooks only)."
             ),
             "lastEventAt": _time("When the receiver last handed on an event."),
+            "lastAccountEventAt": _time(
+                "When the receiver last got a verified account webhook of the number's "
+                "business account (the operator then checks the number again)."
+            ),
             "verifiedName": _string("The number's verified business name, as Meta says."),
             "qualityRating": _string("Meta's quality rating of the number (GREEN, ...)."),
             "phoneStatus": _string("Meta's status of the number (CONNECTED, ...)."),

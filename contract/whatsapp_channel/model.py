@@ -208,6 +208,9 @@ class ChannelStatus(_CamelModel):
         default=None, alias="lastChallengeAt", max_length=TIME_MAX_LENGTH
     )
     last_event_at: str | None = Field(default=None, alias="lastEventAt", max_length=TIME_MAX_LENGTH)
+    last_account_event_at: str | None = Field(
+        default=None, alias="lastAccountEventAt", max_length=TIME_MAX_LENGTH
+    )
     # What Meta's last check said about the number (issue 11), and when it was asked.
     verified_name: str | None = Field(default=None, alias="verifiedName")
     quality_rating: str | None = Field(default=None, alias="qualityRating")

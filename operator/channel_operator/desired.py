@@ -171,11 +171,13 @@ def build_secret(
     credentials: Credentials,
     *,
     webhook_mode: WebhookMode = "manual",
+    waba_id: str | None = None,
 ) -> JSON:
     """The channel's Secret: its credentials and, in labels and annotations, the webhook
     configuration the receiver routes by. `webhook_mode` is the channel's effective mode
     (`meta.mode_of`; "manual" when Meta is not asked): the receiver notes Meta's challenges
-    in status only for a manual channel."""
+    in status only for a manual channel. `waba_id`: the number's business account, when
+    known (the receiver verifies account webhooks with its channels' app secrets)."""
     return channel_secret.build(
         channel_secret.ChannelSecret(
             namespace=ref.namespace,
@@ -188,6 +190,7 @@ def build_secret(
             app_secret=credentials.app_secret,
             verify_token=credentials.verify_token,
             webhook_mode=webhook_mode,
+            waba_id=waba_id,
         )
     )
 

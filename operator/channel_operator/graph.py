@@ -539,23 +539,40 @@ class RetryPolicy:
 
 
 class CallBudget:
-    """Graph management calls per business account in a sliding window (Meta budgets about
-    200 an hour per app and account, 5,000 once a number is registered). `try_acquire` is
-    False once the window is full; the caller reports the account as rate limited."""
+    """Graph management calls per business account in a sliding window, following Meta's
+    tiers (https://developers.facebook.com/docs/graph-api/overview/rate-limiting, WhatsApp
+    Business Management API: 200 calls an hour per app and account; 5,000 for an active
+    account, one with at least one registered phone number). `limit` is the first,
+    `active_limit` the second (accounts `mark_active` named). `try_acquire` is False once the
+    window is full; the caller reports the account as rate limited."""
 
     def __init__(
         self,
         limit: int = 200,
         window_seconds: float = 3600.0,
         *,
+        active_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1 or window_seconds <= 0:
             raise ValueError("a call budget needs a positive limit and window")
         self.limit = limit
+        self.active_limit = max(active_limit or limit, limit)
         self.window = window_seconds
         self._clock = clock
         self._calls: dict[str, deque[float]] = {}
+        self._active: set[str] = set()
+
+    def mark_active(self, account: str, active: bool) -> None:
+        """Whether the account has a registered number (Meta's larger budget), as a check
+        of one of its numbers just said."""
+        if active:
+            self._active.add(account)
+        else:
+            self._active.discard(account)
+
+    def limit_of(self, account: str) -> int:
+        return self.active_limit if account in self._active else self.limit
 
     def _live(self, account: str) -> deque[float]:
         calls = self._calls.setdefault(account, deque())
@@ -566,19 +583,20 @@ class CallBudget:
 
     def try_acquire(self, account: str) -> bool:
         calls = self._live(account)
-        if len(calls) >= self.limit:
+        if len(calls) >= self.limit_of(account):
             return False
         calls.append(self._clock())
         return True
 
     def remaining(self, account: str) -> int:
-        return self.limit - len(self._live(account))
+        return self.limit_of(account) - len(self._live(account))
 
     def used(self, account: str) -> int:
         return len(self._live(account))
 
     def forget(self, account: str) -> None:
         self._calls.pop(account, None)
+        self._active.discard(account)
 
 
 def _is_loopback(host: str | None) -> bool:

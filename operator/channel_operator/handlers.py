@@ -122,6 +122,26 @@ async def challenged(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await channel.challenge_seen(runtime_of(memo), body)
 
 
+def awaits_account_check(body: kopf.Body, **_: Any) -> bool:
+    """Only a channel whose receiver noted an account webhook (lastAccountEventAt) later
+    than Meta's last check: every other event costs no handler call."""
+    status = body.get("status") or {}
+    noted = status.get(channel.ACCOUNT_EVENT_FIELD)
+    checked = status.get("checkedAt")
+    return bool(noted) and (not checked or str(noted) >= str(checked))
+
+
+@kopf.on.event(
+    **{k: v for k, v in CHANNELS.items() if k not in ("errors", "backoff")},
+    when=awaits_account_check,
+)
+async def account_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The receiver got a verified account webhook (a ban, a quality change, ...) of the
+    channel's business account: Meta is asked about the number now."""
+    if "runtime" in memo:
+        await channel.account_event_seen(runtime_of(memo), body)
+
+
 @kopf.on.delete(**CHANNELS)
 async def release(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     try:

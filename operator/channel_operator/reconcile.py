@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from whatsapp_channel import phone_claims
+from whatsapp_channel import channel_secret, phone_claims
 from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.kube import JSON, Kube, KubeError, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
@@ -69,6 +69,8 @@ SECRET_DELIVERY_TIMEOUT = 5.0
 # A challenge the receiver noted makes the operator ask Meta at once, unless a check is due
 # within this many seconds anyway (the retry while Meta fails: a minute, jittered).
 CHALLENGE_RECHECK_SECONDS = 90.0
+# Where the receiver notes a verified account webhook of the channel's business account.
+ACCOUNT_EVENT_FIELD = "lastAccountEventAt"
 
 
 @dataclass
@@ -282,7 +284,13 @@ async def sync_secret_with_credentials(
 ) -> tuple[Written | None, Credentials]:
     try:
         credentials = await read_credentials(rt, ref, spec, status, exchange=exchange)
-        desired = build_secret(ref, spec, credentials, webhook_mode=effective_mode(rt, spec))
+        desired = build_secret(
+            ref,
+            spec,
+            credentials,
+            webhook_mode=effective_mode(rt, spec),
+            waba_id=meta_steps.waba_of(spec, status or {}),
+        )
         if locked:
             return await rt.secrets.ensure_locked(ref, desired), credentials
         return await rt.secrets.ensure(ref, desired), credentials
@@ -382,6 +390,8 @@ async def reconcile(
     if failure is None:
         record_claim(rt, body, desired)
     changes = status_changes(current, desired)
+    if failure is None and report is not None:
+        failure = await name_account(rt, ref, spec, {**current, **changes})
     status_patch.update(changes)
     _warn_transitions(current, desired, warn)
     _count(ref, desired, failure, enabled)
@@ -390,6 +400,23 @@ async def reconcile(
     if isinstance(failure, signup.SignupRefused):
         return None
     return failure or retry
+
+
+async def name_account(
+    rt: Runtime, ref: ChannelRef, spec: ChannelSpec, status: Mapping[str, Any]
+) -> ChannelFailure | None:
+    """Meta answered: the Secret names the number's business account as the status now does
+    (the waba-id label, by which the receiver verifies account webhooks), written only when
+    it differs. The failure to write it, if any."""
+    secret = rt.secrets.get(ref.secret_name)
+    parsed = channel_secret.parse(secret) if secret is not None else None
+    if parsed is None or parsed.waba_id == meta_steps.waba_of(spec, status):
+        return None
+    try:
+        await sync_secret(rt, ref, spec, status=dict(status))
+    except ChannelFailure as failure:
+        return failure
+    return None
 
 
 def record_claim(rt: Runtime, body: Mapping[str, Any], desired: JSON) -> None:
@@ -525,6 +552,8 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     changes = status_changes(current, desired)
     if changes:
         await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
+    if report is not None and await name_account(rt, ref, spec, {**current, **changes}):
+        return min(rt.meta.health_period, 60.0)
     _warn_transitions(current, desired, warn)
     _count(ref, desired, None, True)
     if retry is not None:
@@ -547,15 +576,30 @@ async def challenge_seen(rt: Runtime, body: Mapping[str, Any]) -> None:
     """A manual channel's receiver saw Meta's challenge (status.lastChallengeAt) after
     Meta's last check: ask Meta now (the health check, which confirms the webhook only
     from Meta's own read-back). No Graph call for any other event."""
+    await _recheck_after(rt, body, "lastChallengeAt", manual_only=True)
+
+
+async def account_event_seen(rt: Runtime, body: Mapping[str, Any]) -> None:
+    """The receiver got a verified account webhook of the channel's business account
+    (status.lastAccountEventAt) after Meta's last check: ask Meta now, so a ban or a quality
+    drop shows within seconds, not at the next health period."""
+    await _recheck_after(rt, body, ACCOUNT_EVENT_FIELD, manual_only=False)
+
+
+async def _recheck_after(
+    rt: Runtime, body: Mapping[str, Any], field: str, *, manual_only: bool
+) -> None:
+    """The health check now, when the receiver's `field` is newer than Meta's last check
+    and none is due within CHALLENGE_RECHECK_SECONDS (so such notes add no more than that)."""
     if rt.meta is None or rt.health is None:
         return
     current = body.get("status") or {}
     spec_body = body.get("spec") or {}
     if not spec_body.get("enabled", True):
         return
-    challenged = meta_steps.parse_time(current.get("lastChallengeAt"))
+    noted = meta_steps.parse_time(current.get(field))
     checked = meta_steps.parse_time(current.get("checkedAt"))
-    if challenged is None or (checked is not None and checked > challenged):
+    if noted is None or (checked is not None and checked > noted):
         return
     ref = ChannelRef.from_body(body)
     if current.get("observedGeneration") != ref.generation:
@@ -566,8 +610,8 @@ async def challenge_seen(rt: Runtime, body: Mapping[str, Any]) -> None:
         return
     due = rt.health.due_in(ref.name)
     if due is not None and due <= CHALLENGE_RECHECK_SECONDS:
-        return  # asked already, or about to be: challenges add no more than that
-    if meta_steps.mode_of(spec, rt.meta.webhook_mode) == "manual":
+        return  # asked already, or about to be
+    if not manual_only or meta_steps.mode_of(spec, rt.meta.webhook_mode) == "manual":
         rt.health.after(ref.name, 0)
 
 

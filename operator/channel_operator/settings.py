@@ -96,6 +96,13 @@ class OperatorSettings(KeysSettings):
         description="Graph calls per business account per hour the operator allows itself "
         "(Meta's budget is about 200 per app and account; past ours, RateLimited).",
     )
+    graph_active_account_call_budget: int = Field(
+        default=5000,
+        ge=1,
+        description="The same for an active account, one with a registered phone number "
+        "(Meta's budget: 5,000 an hour per app and active account). Never below "
+        "graph_account_call_budget.",
+    )
     graph_throttle_seconds: float = Field(
         default=60.0,
         ge=0,

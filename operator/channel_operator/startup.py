@@ -262,7 +262,11 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
                 settings.graph_version,
                 timeout=settings.graph_timeout_seconds,
                 max_concurrency=settings.graph_max_concurrency,
-                budget=CallBudget(settings.graph_account_call_budget, 3600.0),
+                budget=CallBudget(
+                    settings.graph_account_call_budget,
+                    3600.0,
+                    active_limit=settings.graph_active_account_call_budget,
+                ),
                 observe=metrics.graph_call,
                 trust_env=settings.graph_proxy_from_env,
                 plain_http_host=settings.graph_plain_http_host or None,

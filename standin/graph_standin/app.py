@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from yarl import URL
 
 from . import errors
+from .account_webhooks import account_changes
 from .errors import GraphFailure
 from .state import (
     SIGNUP_CODE_SECONDS,
@@ -830,8 +831,26 @@ class GraphStandin:
 
     async def _admin_patch(self, request: web.Request) -> web.Response:
         number = self._number(request)
-        self.world.patch(number, await self._model(request, NumberPatch))
-        return web.json_response(self._summary(number))
+        delivered = await self.patch_number(number, await self._model(request, NumberPatch))
+        return web.json_response({**self._summary(number), "account_webhooks": delivered})
+
+    async def patch_number(self, number: PhoneNumber, patch: NumberPatch) -> list[int]:
+        """Meta changes the number; a change of its status or rating makes Meta send account
+        webhooks to the app's own callback (never an override), if the app is subscribed to
+        the account. The HTTP status of each delivery (502: not delivered)."""
+        status, quality = number.status, number.quality_rating
+        self.world.patch(number, patch)
+        if number.app_id not in self.world.wabas[number.waba_id].subscribed_apps:
+            return []
+        url = self._app_callback(number)
+        secret = self.world.apps[number.app_id].secret
+        delivered = []
+        for event in account_changes(number, status=status, quality=quality):
+            try:
+                delivered.append(await self._deliver(url, secret, event))
+            except web.HTTPException as exc:
+                delivered.append(exc.status)
+        return delivered
 
     async def _admin_delete(self, request: web.Request) -> web.Response:
         self.world.remove(self._number(request))
@@ -966,13 +985,18 @@ class GraphStandin:
             or self.world.wabas[number.waba_id].overrides.get(number.app_id)
             or self._app_callback(number)
         )
+        event = text_notification(number, text, sender=sender, name=name)
+        return await self._deliver(url, self.world.apps[number.app_id].secret, event), url
+
+    async def _deliver(self, url: str, app_secret: str, event: dict[str, Any]) -> int:
+        """POSTs `event` as Meta does (compact ASCII JSON, signed with the app secret); the
+        answer's HTTP status."""
         if not self._local(URL(url).host):
             raise web.HTTPConflict(text="the stand-in delivers to loopback callbacks only")
-        event = text_notification(number, text, sender=sender, name=name)
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
         headers = {
             "Content-Type": "application/json",
-            "X-Hub-Signature-256": meta_signature(self.world.apps[number.app_id].secret, body),
+            "X-Hub-Signature-256": meta_signature(app_secret, body),
         }
         assert self._session is not None
         try:
@@ -983,7 +1007,7 @@ class GraphStandin:
                 timeout=aiohttp.ClientTimeout(total=self.delivery_timeout),
             ) as response:
                 await response.read()
-                return response.status, url
+                return response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise web.HTTPBadGateway(text=f"delivery failed: {type(exc).__name__}") from None
 

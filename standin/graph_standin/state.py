@@ -76,6 +76,10 @@ class NumberSeed(BaseModel):
     code_verification_status: str = "VERIFIED"
     messaging_limit_tier: str = "TIER_1K"
     health: CanSendMessage = "AVAILABLE"
+    # The callback entered for the app in the App Dashboard: where Meta sends account
+    # webhooks (and events of numbers without an override). None: as before, else the
+    # stand-in's own recorder.
+    app_callback_url: str | None = None
 
 
 class NumberPatch(BaseModel):
@@ -229,7 +233,9 @@ class World:
 
     def seed(self, seed: NumberSeed) -> PhoneNumber:
         app_id = seed.app_id or derived_app_id(seed.app_secret)
-        self.apps[app_id] = App(app_id, seed.app_secret)
+        before = self.apps.get(app_id)
+        callback = seed.app_callback_url or (before.callback_url if before else None)
+        self.apps[app_id] = App(app_id, seed.app_secret, callback_url=callback)
         token = self.tokens.get(seed.access_token)
         if token is None or token.app_id != app_id:
             token = self.tokens[seed.access_token] = Token(app_id)

@@ -302,8 +302,9 @@ async def test_only_the_operator_may_set_its_labels_on_a_secret(
         assert refused(
             apply(secret(release.channels, "forged", metadata={"labels": dict([one_label])}))
         )
-    phone = {"whatsapp.hydracore.io/phone-number-id": "106540352242922"}
-    assert refused(apply(secret(release.channels, "forged", metadata={"labels": phone})))
+    for label in ("phone-number-id", "waba-id"):  # waba-id: account webhooks verify by it
+        forged_label = {f"whatsapp.hydracore.io/{label}": "106540352242922"}
+        assert refused(apply(secret(release.channels, "forged", metadata={"labels": forged_label})))
 
     # A user's own Secret: written, relabelled with labels of its own, never with ours.
     own = secret(release.channels, "mine", type="Opaque", metadata={"labels": {"team": "a"}})
@@ -368,7 +369,7 @@ async def test_the_receivers_times_are_bounded_rfc3339(
     receiver = as_component["receiver"]
     name = channel(cluster, release.channels)
     path = channels_path(release.channels, name, "status")
-    for field in ("lastChallengeAt", "lastEventAt"):
+    for field in ("lastChallengeAt", "lastEventAt", "lastAccountEventAt"):
         for value in ("x" * 5000, "yesterday", "2026-01-01T00:00:00Z" + " " * 60):
             with pytest.raises(KubeError) as refused:
                 await receiver.merge_patch(path, {"status": {field: value}})
@@ -413,16 +414,17 @@ async def test_the_receiver_cannot_forge_a_channels_status(
         with pytest.raises(KubeError) as refused:
             await receiver.merge_patch(path, {"status": forged})
         assert refused_by(policy, refused.value), (forged, refused.value)
-        assert "lastChallengeAt and lastEventAt only" in refused.value.message
+        assert "lastChallengeAt, lastEventAt and lastAccountEventAt only" in refused.value.message
     assert status_of(cluster, release.channels, name) == before
 
-    # Its own two fields, as its StatusWriter sends them, pass and change nothing else.
+    # Its own three fields, as its StatusWriter sends them, pass and change nothing else.
     await receiver.merge_patch(
         path,
         {
             "status": {
                 "lastChallengeAt": "2026-01-02T00:00:00Z",
                 "lastEventAt": "2026-01-02T00:00:01Z",
+                "lastAccountEventAt": "2026-01-02T00:00:03Z",
             }
         },
     )
@@ -432,6 +434,7 @@ async def test_the_receiver_cannot_forge_a_channels_status(
         **before,
         "lastChallengeAt": "2026-01-02T00:00:00Z",
         "lastEventAt": "2026-01-02T00:00:02Z",
+        "lastAccountEventAt": "2026-01-02T00:00:03Z",
     }
 
 

@@ -25,7 +25,7 @@ from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service
 from whatsapp_channel import reasons
-from whatsapp_channel.channel_secret import WEBHOOK_MODE_ANNOTATION
+from whatsapp_channel.channel_secret import WABA_ID_LABEL, WEBHOOK_MODE_ANNOTATION
 from whatsapp_channel.kube import JSON, Kube, NotFound, channels_path, core_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
@@ -680,3 +680,45 @@ async def test_a_restart_asks_meta_nothing_for_channels_checked_within_the_perio
         for name in names:
             await operated.condition(name, READY, "True")
     assert sum(standin.calls(phone) for phone in phones) == before
+
+
+# --- account webhooks (issue 19 item 10) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["waba-given", "waba-found"])
+async def test_a_ban_shows_within_seconds_through_the_account_webhook(
+    operated: Operated, given: bool
+) -> None:
+    """Meta bans the number and sends `account_update` to the app's own callback (the
+    receiver's /hooks/whatsapp-app): the receiver verifies it with the account's channels'
+    app secret (the Secret names the account, given in the spec or found at Meta) and notes
+    lastAccountEventAt; the operator checks the number at once. With an hour's health
+    period, nothing else would ask Meta during this test."""
+    standin = operated.standin
+    with operated.operator(health_period_seconds=3600):
+        phone, values = new_phone(), credentials()
+        operated.seed(phone, values)
+        standin.enter_app_webhook(phone, f"{operated.receiver.url}/hooks/whatsapp-app")
+        name = await operated.create(phone, values, waba_id="" if given else None)
+        await operated.condition(name, READY, "True")
+        secret = await operated.kube.get(
+            core_path("secrets", operated.namespace, f"whatsapp-{name}")
+        )
+        assert secret["metadata"]["labels"][WABA_ID_LABEL] == operated.waba
+        checks = standin.calls(phone, "check")
+
+        assert standin.patch(phone, NumberPatch(status="BANNED")) == [200]
+        channel = await operated.condition(name, READY, "False", reasons.NUMBER_BANNED)
+        assert channel["status"]["lastAccountEventAt"]
+        assert channel["status"]["phoneStatus"] == "BANNED"
+        assert standin.calls(phone, "check") > checks
+        # A forged one (another app's secret) is refused and asks Meta nothing.
+        async with httpx.AsyncClient() as client:
+            body = b'{"object":"whatsapp_business_account","entry":[{"id":"%s","changes":[]}]}'
+            forged = await client.post(
+                f"{operated.receiver.url}/hooks/whatsapp-app",
+                content=body % operated.waba.encode(),
+                headers={"X-Hub-Signature-256": "sha256=" + "0" * 64},
+            )
+        assert forged.status_code == 403
+    operated.assert_no_credential_logged()

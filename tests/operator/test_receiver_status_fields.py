@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from whatsapp_channel.model import rest_status
 
 BASE_URL = "https://hooks.example.test"
-RECEIVER_FIELDS = ("lastChallengeAt", "lastEventAt")
+RECEIVER_FIELDS = ("lastChallengeAt", "lastEventAt", "lastAccountEventAt")
 REF = ChannelRef(namespace="ns", name=str(uuid.uuid4()), uid=str(uuid.uuid4()), generation=3)
 NOW = "2026-01-01T00:00:00Z"
 

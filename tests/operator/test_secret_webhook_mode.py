@@ -54,7 +54,9 @@ def mode_in(kube: MemoryKube, name: str) -> str | None:
 
 async def sync(rt: Runtime, body: JSON) -> Any:
     spec = reconcile.parse_spec(body["spec"])
-    return await reconcile.sync_secret(rt, ChannelRef.from_body(body), spec)
+    return await reconcile.sync_secret(
+        rt, ChannelRef.from_body(body), spec, status=dict(body.get("status") or {})
+    )
 
 
 @pytest.mark.parametrize(

@@ -94,11 +94,12 @@ class StandinThread:
 
         self._sync(add)
 
-    def patch(self, phone_number_id: str, patch: NumberPatch) -> None:
-        """Meta changes the number: its health, its token (expired, a new one), ..."""
-        self._sync(
-            lambda: self.standin.world.patch(self.standin.world.numbers[phone_number_id], patch)
-        )
+    def patch(self, phone_number_id: str, patch: NumberPatch) -> list[int]:
+        """Meta changes the number: its health, its token (expired, a new one), ... (a new
+        status or rating also sends account webhooks to the app's callback: their HTTP
+        statuses)."""
+        number = self._sync(lambda: self.standin.world.numbers[phone_number_id])
+        return self.call(self.standin.patch_number(number, patch))
 
     def set_override(self, phone_number_id: str, uri: str | None) -> None:
         """Someone else points the number's webhook elsewhere (drift)."""

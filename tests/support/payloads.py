@@ -29,6 +29,7 @@ def channel_secret(
     verify_token: str | None,
     enabled: bool = True,
     webhook_mode: WebhookMode | None = None,
+    waba_id: str | None = None,
 ) -> dict[str, Any]:
     """A Secret as the operator generates it for a channel (owned by a channel that need not
     exist: tests against a cluster drop the owner, or the garbage collector would).
@@ -45,6 +46,7 @@ def channel_secret(
             app_secret=app_secret,
             verify_token=verify_token,
             webhook_mode=webhook_mode,
+            waba_id=waba_id,
         )
     )
 

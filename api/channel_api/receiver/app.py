@@ -7,6 +7,9 @@ lookup, one HMAC, one JSON parse and the forward, with nothing else allocated pe
     POST /hooks/whatsapp/{instance_id}   its events
     GET  /hooks/whatsapp                 the challenge, the channel found by verify token
     POST /hooks/whatsapp                 events of any channel, routed by phone number id
+    GET  /hooks/whatsapp-app             the challenge of the app's own callback URL
+    POST /hooks/whatsapp-app             account webhooks: the channels of the account are
+                                         noted for the operator to check again
     GET  /healthz, /readyz               liveness; readiness once the channel cache synced
 """
 
@@ -23,6 +26,7 @@ from whatsapp_channel import channel_secret
 from whatsapp_channel.kube import Kube, core_path, reflect
 from whatsapp_channel.model import webhook_path
 
+from .account import account_changes, channels_to_recheck
 from .admission import (
     CHANNEL_POOL,
     SHARED_POOL,
@@ -43,7 +47,7 @@ from .meta import (
     signature_valid,
     verify_token_matches,
 )
-from .metrics import FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
+from .metrics import APP, FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
 from .routing import Refused, route_shared_event
 from .settings import ReceiverSettings
 from .status import StatusWriter
@@ -58,6 +62,9 @@ Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 _CHANNEL_PREFIX = webhook_path("")  # "/hooks/whatsapp/"
 SHARED_PATH = _CHANNEL_PREFIX.rstrip("/")
+# The app's own callback (App Dashboard, WhatsApp -> Configuration): Meta sends account
+# webhooks there, never to a number's override. Beside the others, outside their prefix.
+APP_PATH = SHARED_PATH + "-app"
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")  # the challenge echoes caller input
 # On answers given before the body was read: its unread rest is never read.
@@ -108,6 +115,7 @@ class Receiver:
         max_body_bytes: int,
         lifespan: Lifespan | None = None,
         admission: Admission | None = None,
+        app_verify_token: bytes | None = None,
     ) -> None:
         self.cache = cache
         self.forwarder = forwarder
@@ -115,6 +123,7 @@ class Receiver:
         self._max_body = max_body_bytes
         self._lifespan = lifespan
         self.admission = admission or _default_admission()
+        self._app_verify_token = app_verify_token
         self.failure: str | None = None  # set when background work died: liveness fails
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,6 +145,8 @@ class Receiver:
                 return await _send(send, NOT_FOUND)
         elif path == SHARED_PATH:
             instance_id = None
+        elif path == APP_PATH:
+            return await self._app_callback(scope, receive, send)
         elif path == "/healthz":
             return await _send(send, OK if self.failure is None else HEALTH_FAILED)
         elif path == "/readyz":
@@ -180,10 +191,32 @@ class Receiver:
 
     # --- POST: an event -----------------------------------------------------------------
 
+    async def _app_callback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method == "POST":
+            return await self._event(scope, receive, send, None, app=True)
+        if method != "GET":
+            return await _send(send, NOT_ALLOWED)
+        subscription = Subscription(scope["query_string"])
+        if not subscription.well_formed or not verify_token_matches(
+            self._app_verify_token, subscription.verify_token
+        ):
+            APP.challenge_refused.inc()
+            return await _send(send, FORBIDDEN)
+        APP.challenge_verified.inc()
+        assert subscription.challenge is not None
+        await _send(send, _answer(200, subscription.challenge.encode()))
+
     async def _event(
-        self, scope: Scope, receive: Receive, send: Send, instance_id: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        instance_id: str | None,
+        *,
+        app: bool = False,
     ) -> None:
-        counted = SHARED if instance_id is None else PER_CHANNEL
+        counted = APP if app else SHARED if instance_id is None else PER_CHANNEL
         signature: bytes | None = None
         length: bytes | None = None
         for name, value in scope["headers"]:
@@ -230,7 +263,9 @@ class Receiver:
                 counted.body_timed_out.inc()
                 return await _send(send, BODY_TIMED_OUT)
             held = len(body)
-            if instance_id is None:
+            if app:
+                answer = self._account_event(body, signature)
+            elif instance_id is None:
                 answer = await self._shared_event(body, signature)
             else:
                 answer = await self._channel_event(instance_id, body, signature)
@@ -293,6 +328,25 @@ class Receiver:
         deliveries = await deliver_all(self.forwarder, parts)
         SHARED.forward_seconds.observe(time.perf_counter() - started)
         return _delivered(deliveries, SHARED)
+
+    def _account_event(self, body: bytes, signature: bytes) -> tuple[Message, Message]:
+        try:
+            accounts = account_changes(body)
+        except MalformedEvent:
+            APP.malformed.inc()
+            return MALFORMED
+        recheck = channels_to_recheck(accounts, body, signature, self.cache.for_waba)
+        if recheck is Refused.UNKNOWN_CHANNEL:
+            APP.unknown_channel.inc()
+            return FORBIDDEN
+        if isinstance(recheck, Refused):
+            log.info("refused an account webhook: bad signature")
+            APP.bad_signature.inc()
+            return FORBIDDEN
+        for channel in recheck:
+            self.status.account_event(channel.name)
+        APP.noted.inc()
+        return OK
 
     # --- lifespan -----------------------------------------------------------------------
 
@@ -410,5 +464,6 @@ def create_app(settings: ReceiverSettings, kube: Kube | None = None) -> Receiver
         max_body_bytes=settings.max_body_bytes,
         lifespan=lifespan,
         admission=admission_of(settings),
+        app_verify_token=settings.app_verify_token(),
     )
     return receiver

@@ -40,6 +40,8 @@ class Channel:
     # operator learns that a manually registered webhook works. False for a managed webhook:
     # the operator confirms it at Meta, and a note would cost an apiserver write per channel.
     notes_challenges: bool = True
+    # The number's business account (the Secret's waba-id label): account webhooks name it.
+    waba_id: str | None = None
 
 
 def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
@@ -62,6 +64,7 @@ def channel_from_secret(secret: Mapping[str, Any]) -> Channel | None:
         app_secret=parsed.app_secret.encode() if parsed.app_secret else None,
         verify_token=parsed.verify_token.encode() if parsed.verify_token else None,
         notes_challenges=parsed.notes_challenges,
+        waba_id=parsed.waba_id,
     )
 
 
@@ -71,8 +74,9 @@ K = TypeVar("K", bound=Hashable)
 class _Index(Generic[K]):
     """key -> the enabled channels that claim it, kept current as channels come and go."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, *, shared: bool = False) -> None:
         self._what = what
+        self._shared = shared  # several channels per key are normal: no warning
         self._claims: dict[K, dict[str, Channel]] = {}
         self.enabled: dict[K, tuple[Channel, ...]] = {}
 
@@ -100,7 +104,7 @@ class _Index(Generic[K]):
             self.enabled.pop(key, None)
             return
         self.enabled[key] = channels
-        if len(channels) > 1:
+        if len(channels) > 1 and not self._shared:
             names = ", ".join(sorted(c.secret_name for c in channels))
             log.warning("enabled channels share one %s: %s", self._what, names)
 
@@ -113,6 +117,7 @@ class ChannelCache:
         self._by_instance: _Index[str] = _Index("instance id")
         self._by_phone: _Index[str] = _Index("phone number id")
         self._by_token: _Index[bytes] = _Index("verify token")
+        self._by_waba: _Index[str] = _Index("business account", shared=True)
         # Verify tokens are indexed by a keyed hash, so the dict never compares a guess
         # with a token; the match itself is confirmed in constant time.
         self._token_key = os.urandom(32)
@@ -130,7 +135,7 @@ class ChannelCache:
         """ADDED/MODIFIED/DELETED of one Secret, or SYNC with the whole list."""
         if kind == "SYNC":
             self._channels.clear()
-            for index in (self._by_instance, self._by_phone, self._by_token):
+            for index in (self._by_instance, self._by_phone, self._by_token, self._by_waba):
                 index.clear()
             for item in obj.get("items") or []:
                 self._put(item)
@@ -149,6 +154,7 @@ class ChannelCache:
         self._by_instance.add(channel.instance_id, channel)
         self._by_phone.add(channel.phone_number_id, channel)
         self._by_token.add(self._token_digest(channel.verify_token), channel)
+        self._by_waba.add(channel.waba_id, channel)
 
     def _drop(self, secret_name: str) -> None:
         channel = self._channels.pop(secret_name, None)
@@ -156,6 +162,7 @@ class ChannelCache:
             self._by_instance.remove(channel.instance_id, channel)
             self._by_phone.remove(channel.phone_number_id, channel)
             self._by_token.remove(self._token_digest(channel.verify_token), channel)
+            self._by_waba.remove(channel.waba_id, channel)
 
     def _token_digest(self, token: bytes | None) -> bytes | None:
         if not token:
@@ -172,6 +179,10 @@ class ChannelCache:
     def for_phone(self, phone_number_id: str) -> tuple[Channel, ...]:
         """The enabled channels that claim a phone number id (normally one)."""
         return self._by_phone.enabled.get(phone_number_id, ())
+
+    def for_waba(self, waba_id: str) -> tuple[Channel, ...]:
+        """The enabled channels of a business account (several numbers: several channels)."""
+        return self._by_waba.enabled.get(waba_id, ())
 
     def for_verify_token(self, token: bytes) -> tuple[Channel, ...]:
         """The enabled channels whose verify token is `token`, compared in constant time."""

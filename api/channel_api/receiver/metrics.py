@@ -3,8 +3,9 @@ public port: Meta's callers see the same answer for every refusal, and only thes
 say which refusal it was.
 
 The hot path touches only children bound here, once, per endpoint kind (`per_channel`:
-/hooks/whatsapp/<instance id>; `shared`: /hooks/whatsapp): an `inc()` or `observe()`, no
-label lookup per request. No label value is ever an instance id or a phone number.
+/hooks/whatsapp/<instance id>; `shared`: /hooks/whatsapp; `app`: /hooks/whatsapp-app): an
+`inc()` or `observe()`, no label lookup per request. No label value is ever an instance id or a
+phone number.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .forward import Delivery
 EVENTS = Counter(
     "whatsapp_receiver_webhook_events",
     "Webhook POSTs by endpoint kind and outcome: forwarded, forward_refused, "
-    "forward_timed_out, forward_busy, or why it was refused (bad_signature, "
+    "forward_timed_out, forward_busy, noted (an account webhook noted on its channels), "
+    "or why it was refused (bad_signature, "
     "missing_signature, unknown_channel, foreign_phone, malformed, too_large, not_ready, "
     "overloaded, body_timed_out).",
     ["endpoint", "outcome"],
@@ -60,6 +62,7 @@ class Endpoint:
         self.overloaded = event("overloaded")  # past the process's request or byte budget
         self.body_timed_out = event("body_timed_out")
         self.forward_busy = event("forward_busy")  # the instance had its most in flight
+        self.noted = event("noted")  # an account webhook: its channels are checked again
         self.challenge_verified = CHALLENGES.labels(endpoint, "verified")
         self.challenge_refused = CHALLENGES.labels(endpoint, "refused")
         self.challenge_not_ready = CHALLENGES.labels(endpoint, "not_ready")
@@ -68,6 +71,7 @@ class Endpoint:
 
 PER_CHANNEL = Endpoint("per_channel")
 SHARED = Endpoint("shared")
+APP = Endpoint("app")
 FAILED_DELIVERIES = {
     Delivery.REFUSED: FORWARD_FAILURES.labels("refused"),
     Delivery.UNREACHABLE: FORWARD_FAILURES.labels("unreachable"),

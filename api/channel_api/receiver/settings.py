@@ -31,6 +31,9 @@ class ReceiverSettings(ServingSettings):
     forward_url_template: str
     # A file holding the key that signs forwarded requests (the instance checks it).
     forward_secret_file: Path
+    # A file holding the verify token entered with the app's own callback URL
+    # (/hooks/whatsapp-app: account webhooks); None: that URL's challenge is refused.
+    app_verify_token_file: Path | None = None
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
     forward_max_connections: int = Field(default=256, ge=1)
     # Meta documents webhook payloads of up to 3 MB (its webhooks overview, "Payload size").
@@ -67,6 +70,13 @@ class ReceiverSettings(ServingSettings):
         if "{instance_id}" not in value or not url.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL containing {instance_id}")
         return value
+
+    def app_verify_token(self) -> bytes | None:
+        """The app callback's verify token, read once at start-up (a trailing newline is not
+        part of it); None when not configured or empty."""
+        if self.app_verify_token_file is None:
+            return None
+        return self.app_verify_token_file.read_bytes().rstrip(b"\r\n") or None
 
     def forward_secret(self) -> bytes:
         """The forwarding key, read once at start-up; a trailing newline is not part of it."""

@@ -1,5 +1,5 @@
-"""lastChallengeAt and lastEventAt on each channel's status, written at most once per
-interval per channel: the hot path only notes the time; a background loop writes.
+"""lastChallengeAt, lastEventAt and lastAccountEventAt on each channel's status, written at
+most once per interval per channel: the hot path only notes the time; a background loop writes.
 
 The first note for a channel is written on the next tick; later ones wait until the
 interval since that channel's last write has passed, and then the newest time is written
@@ -24,6 +24,8 @@ StatusPatch = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 CHALLENGE_FIELD = "lastChallengeAt"
 EVENT_FIELD = "lastEventAt"
+# A verified account webhook named the channel's business account: the operator looks again.
+ACCOUNT_EVENT_FIELD = "lastAccountEventAt"
 _BATCH = 32
 
 
@@ -56,6 +58,9 @@ class StatusWriter:
 
     def event_arrived(self, channel: str) -> None:
         self._note(channel, EVENT_FIELD)
+
+    def account_event(self, channel: str) -> None:
+        self._note(channel, ACCOUNT_EVENT_FIELD)
 
     def _note(self, channel: str, field: str) -> None:
         fields = self._pending.get(channel)

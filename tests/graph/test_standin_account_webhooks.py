@@ -1,0 +1,89 @@
+"""The stand-in sends account webhooks as Meta does (issue 19 item 11): a change of a
+number's status or quality rating goes to the app's own callback, signed with the app
+secret, never to the number's override, and only while the app is subscribed to the
+account. Shapes: Meta's account_update and phone_number_quality_update references (quoted
+in graph_standin/account_webhooks.py)."""
+
+from __future__ import annotations
+
+import json
+
+from channel_api.receiver.meta import signature_valid
+from channel_operator.graph import GraphClient
+from graph_standin import GraphStandin, NumberSeed
+from graph_standin.state import NumberPatch, PhoneNumber
+
+from tests.graph.conftest import (
+    APP_SECRET,
+    CREDENTIALS,
+    FAST,
+    PHONE,
+    TOKEN,
+    VERIFY_TOKEN,
+    WABA,
+    Callback,
+    admin,
+)
+
+
+async def test_a_ban_and_a_quality_drop_reach_the_apps_callback(
+    standin: GraphStandin, number: PhoneNumber, callback: Callback
+) -> None:
+    override = Callback()
+    await override.start()
+    try:
+        seed = NumberSeed(
+            phone_number_id=PHONE,
+            waba_id=WABA,
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+            app_callback_url=callback.url,
+        )
+        standin.seed(seed)
+        # Not subscribed: Meta sends nothing.
+        status, answer = await admin(standin, "PATCH", f"/numbers/{PHONE}", {"status": "FLAGGED"})
+        assert (status, answer["account_webhooks"]) == (200, [])
+        async with GraphClient(standin.url, retry=FAST) as graph:
+            await graph.subscribe_app(WABA, CREDENTIALS)
+            await graph.set_webhook_override(PHONE, CREDENTIALS, override.url, VERIFY_TOKEN)
+
+        status, answer = await admin(standin, "PATCH", f"/numbers/{PHONE}", {"status": "BANNED"})
+        assert (status, answer["account_webhooks"]) == (200, [200])
+        status, answer = await admin(
+            standin, "PATCH", f"/numbers/{PHONE}", {"quality_rating": "RED"}
+        )
+        assert (status, answer["account_webhooks"]) == (200, [200])
+        # Nothing changed: nothing sent.
+        status, answer = await admin(standin, "PATCH", f"/numbers/{PHONE}", {"status": "BANNED"})
+        assert (status, answer["account_webhooks"]) == (200, [])
+
+        ban, quality = await callback.wait_for(2)
+        for event in (ban, quality):
+            assert signature_valid(
+                APP_SECRET.encode(), event.body, event.headers["X-Hub-Signature-256"].encode()
+            )
+        banned = json.loads(ban.body)
+        assert banned["object"] == "whatsapp_business_account"
+        [entry] = banned["entry"]
+        assert entry["id"] == WABA
+        assert isinstance(entry["time"], int)
+        [change] = entry["changes"]
+        assert change["field"] == "account_update"
+        assert change["value"]["event"] == "DISABLED_UPDATE"
+        assert change["value"]["ban_info"]["waba_ban_state"] == "DISABLE"
+        [change] = json.loads(quality.body)["entry"][0]["changes"]
+        assert change["field"] == "phone_number_quality_update"
+        assert change["value"]["event"] == "FLAGGED"
+        assert change["value"]["display_phone_number"] == "15550100000"
+        assert override.events == []  # never to the number's override
+        assert len(callback.events) == 2
+    finally:
+        await override.stop()
+
+
+async def test_patching_in_process_sends_them_too(standin: GraphStandin, number: PhoneNumber):
+    async with GraphClient(standin.url, retry=FAST) as graph:
+        await graph.subscribe_app(WABA, CREDENTIALS)
+    assert await standin.patch_number(number, NumberPatch(status="RESTRICTED")) == [200]
+    [event] = standin.app_callback_events  # the stand-in's own recorder: no callback entered
+    assert event["entry"][0]["changes"][0]["value"] == {"event": "ACCOUNT_RESTRICTION"}
