@@ -66,6 +66,7 @@ class FakeGraph:
         self.delivered_at_override: list[bool] = []
         self.secrets: ChannelSecrets | None = None
         self.secret_name = ""
+        self.budget = None  # as a GraphClient without a per-account budget
 
     def made(self, call: str) -> list[tuple[str, str, str]]:
         return [c for c in self.calls if c[0] == call]
