@@ -150,6 +150,28 @@ class SignupStatus(_CamelModel):
     registered: bool = False
 
 
+class RegistrationSpec(_CamelModel):
+    """spec.registration: the operator registers the number for the Cloud API when Meta says
+    it is PENDING (docs/meta.md, "Registering a number"). `pin`: the number's two-step
+    verification PIN sealed for this channel (field `REGISTRATION_PIN_FIELD`); unset: the
+    operator generates one and keeps it sealed to its own key in status.registration."""
+
+    pin: str | None = Field(default=None, min_length=1, max_length=SEALED_MAX_LENGTH)
+
+
+# The sealing field of a registration PIN: spec.registration.pin and status.registration.pin
+# (and the PIN kept in status.signup).
+REGISTRATION_PIN_FIELD = SIGNUP_PIN_FIELD
+
+
+class RegistrationStatus(_CamelModel):
+    """status.registration: the PIN the operator generated (sealed to its own key; unset when
+    the spec gives one) and whether Meta registered the number with it."""
+
+    pin: str | None = None
+    registered: bool = False
+
+
 # A Secret named by spec.secretRef is read only when this annotation on it names the channel
 # (a comma-separated list of channel names, i.e. instance ids): writing a channel must not
 # be a way to read a Secret its author cannot read.
@@ -181,6 +203,8 @@ class ChannelSpec(_CamelModel):
     enabled: bool = True
     sealed: SealedCredentials | None = None
     secret_ref: SecretRef | None = Field(default=None, alias="secretRef")
+    # Opt-in: the operator registers a PENDING number (issue 19).
+    registration: RegistrationSpec | None = None
 
 
 class Condition(_CamelModel):
@@ -231,6 +255,7 @@ class ChannelStatus(_CamelModel):
     token_expires_at: str | None = Field(default=None, alias="tokenExpiresAt")
     data_access_expires_at: str | None = Field(default=None, alias="dataAccessExpiresAt")
     signup: SignupStatus | None = None
+    registration: RegistrationStatus | None = None
 
 
 def channel_body(

@@ -20,7 +20,9 @@ from whatsapp_channel.kube import JSON, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
     CREDENTIALS_VALID,
+    REGISTRATION_PIN_FIELD,
     ChannelSpec,
+    RegistrationStatus,
     SealedCredentials,
     WebhookMode,
     find_condition,
@@ -37,11 +39,11 @@ from whatsapp_channel.reasons import (
     SIGNUP_PENDING,
     UNKNOWN_SEALING_KEY,
 )
-from whatsapp_channel.sealing import SealError, seal_key_id, unseal
+from whatsapp_channel.sealing import SealError, public_key_of, seal, seal_key_id, unseal
 from whatsapp_channel.untrusted import shown
 
 from channel_operator import meta as meta_steps
-from channel_operator import metrics, signup, tenancy
+from channel_operator import metrics, registration, signup, tenancy
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     ChannelFailure,
@@ -66,6 +68,9 @@ WarnFor = Callable[[Mapping[str, Any]], Warn]
 # How long the override waits for the Secret watch to deliver the operator's own write
 # (`ChannelSecrets.delivered`); then it is asked anyway, and a 2200 is retried.
 SECRET_DELIVERY_TIMEOUT = 5.0
+# Meta's refusals that settle the generation: a signup code (never retried: a new code is
+# a new POST) and a registration (asked again on the slow refusal period).
+SETTLED_FAILURES = (signup.SignupRefused, registration.RegistrationRefused)
 # A challenge the receiver noted makes the operator ask Meta at once, unless a check is due
 # within this many seconds anyway (the retry while Meta fails: a minute, jittered).
 CHALLENGE_RECHECK_SECONDS = 90.0
@@ -252,6 +257,78 @@ async def register_signup(
     status["signup"] = {**kept.model_dump(by_alias=True), "registered": True}
 
 
+async def register_asked(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    status: MutableMapping[str, Any],
+) -> None:
+    """spec.registration's number registered with the spec's sealed PIN, else one the
+    operator generates and keeps sealed in status.registration before Meta is asked."""
+    assert rt.meta is not None
+    assert spec.registration is not None
+    keyring = rt.keys.keyring
+    kept = registration.kept(status)
+    sealed = spec.registration.pin or kept.pin
+    try:
+        if sealed is None:
+            pin = registration.new_pin()
+            key = public_key_of(keyring.private_keys[keyring.active_key_id])
+            sealed = seal(
+                key, namespace=ref.namespace, name=ref.name, field=REGISTRATION_PIN_FIELD, value=pin
+            )
+            kept = RegistrationStatus(pin=sealed)
+            await registration.keep(rt.kube, ref, "registration", kept)
+        else:
+            pin = unseal(
+                keyring.private_keys,
+                namespace=ref.namespace,
+                name=ref.name,
+                field=REGISTRATION_PIN_FIELD,
+                sealed=sealed,
+            )
+        graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
+        await registration.register(
+            rt.meta.graph, ref, spec.phone_number_id, graph_credentials, pin
+        )
+        kept = kept.model_copy(update={"registered": True})
+        await registration.keep(rt.kube, ref, "registration", kept)
+    except SealError as exc:
+        raise ChannelFailure(exc.reason, f"spec.registration.pin: {exc.message}") from None
+    except KubeError as exc:
+        raise ChannelFailure(
+            APISERVER_ERROR, f"keeping the registration failed ({exc.status} {exc.reason})"
+        ) from None
+    finally:
+        status["registration"] = kept.model_dump(by_alias=True, exclude_none=True)
+
+
+async def ask_meta_registering(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    current: MutableMapping[str, Any],
+    warn: Warn,
+    *,
+    force: bool = False,
+) -> tuple[MetaReport | None, ChannelFailure | None, ChannelFailure | None]:
+    """`ask_meta`, then, when the spec asks for registration and Meta answered PENDING, the
+    registration and Meta asked again (CONNECTED once registered): (report, retry, failure
+    of the registration)."""
+    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=force)
+    facts = report.facts if report is not None else None
+    if spec.registration is None or (facts or {}).get("phoneStatus") != registration.PENDING:
+        return report, retry, None
+    try:
+        await register_asked(rt, ref, spec, credentials, current)
+    except ChannelFailure as exc:
+        return report, retry, exc
+    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
+    return report, retry, None
+
+
 def effective_mode(rt: Runtime, spec: ChannelSpec) -> WebhookMode:
     """Who registers the channel's webhook at Meta: the spec, else the operator's default;
     "manual" when the operator does not talk to Meta (then only Meta's challenge tells)."""
@@ -363,7 +440,11 @@ async def reconcile(
         if enabled and rt.meta is not None:
             if spec.sealed is not None and spec.sealed.signup_code is not None:
                 await register_signup(rt, ref, spec, credentials, current)
-            report, retry = await ask_meta(rt, ref, spec, credentials, current, warn)
+            report, retry, refused = await ask_meta_registering(
+                rt, ref, spec, credentials, current, warn
+            )
+            if refused is not None:
+                raise refused
     except ChannelFailure as exc:
         failure = exc
     desired = build_status(
@@ -376,7 +457,7 @@ async def reconcile(
         settled=retry is None,
         ask_meta=rt.meta is not None,
     )
-    if isinstance(failure, signup.SignupRefused):  # settled: never retried
+    if isinstance(failure, SETTLED_FAILURES):  # never retried by Kopf
         desired["observedGeneration"] = ref.generation
         warn(failure.reason, failure.message)
     if failure is None:
@@ -385,9 +466,12 @@ async def reconcile(
     status_patch.update(changes)
     _warn_transitions(current, desired, warn)
     _count(ref, desired, failure, enabled)
-    if rt.health is not None and (failure is not None or not enabled):
-        rt.health.drop(ref.name)
-    if isinstance(failure, signup.SignupRefused):
+    if rt.health is not None and rt.meta is not None:
+        if isinstance(failure, registration.RegistrationRefused):
+            rt.health.after(ref.name, rt.meta.refusal_period)  # asked again, slowly
+        elif failure is not None or not enabled:
+            rt.health.drop(ref.name)
+    if isinstance(failure, SETTLED_FAILURES):
         return None
     return failure or retry
 
@@ -511,13 +595,16 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     spec = parse_spec(spec_body)
     credentials = await read_credentials(rt, ref, spec, dict(current))
     warn = warn_for(body)
-    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
+    current = dict(current)  # status.registration lands here when kept
+    report, retry, failure = await ask_meta_registering(
+        rt, ref, spec, credentials, current, warn, force=True
+    )
     desired = build_status(
         current,
         ref,
         webhook_base_url=rt.webhook_base_url,
         enabled=True,
-        failure=None,
+        failure=failure,
         meta=report,
         settled=True,
     )
@@ -526,8 +613,10 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     if changes:
         await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
     _warn_transitions(current, desired, warn)
-    _count(ref, desired, None, True)
-    if retry is not None:
+    _count(ref, desired, failure, True)
+    if isinstance(failure, registration.RegistrationRefused):
+        return rt.meta.refusal_period
+    if retry is not None or failure is not None:
         return min(rt.meta.health_period, 60.0)
     return rt.health.due_in(name) if rt.health is not None else None
 
