@@ -34,6 +34,7 @@ from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
+    NUMBER_REGISTERING,
     PLATFORM_APP_MISSING,
     SECRET_REF_NOT_FOUND,
     SIGNUP_PENDING,
@@ -59,7 +60,7 @@ from channel_operator.desired import (
 from channel_operator.graph import GraphCredentials, GraphInputError
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
-from channel_operator.meta import Meta, MetaReport, Warn
+from channel_operator.meta import Meta, MetaReport, MetaRetry, Warn
 from channel_operator.platform_app import PlatformApp
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,6 @@ WarnFor = Callable[[Mapping[str, Any]], Warn]
 # How long the override waits for the Secret watch to deliver the operator's own write
 # (`ChannelSecrets.delivered`); then it is asked anyway, and a 2200 is retried.
 SECRET_DELIVERY_TIMEOUT = 5.0
-# Meta's refusals that settle the generation: a signup code (never retried: a new code is
-# a new POST) and a registration (asked again on the slow refusal period).
-SETTLED_FAILURES = (signup.SignupRefused, registration.RegistrationRefused)
 # A challenge the receiver noted makes the operator ask Meta at once, unless a check is due
 # within this many seconds anyway (the retry while Meta fails: a minute, jittered).
 CHALLENGE_RECHECK_SECONDS = 90.0
@@ -313,20 +311,26 @@ async def ask_meta_registering(
     warn: Warn,
     *,
     force: bool = False,
-) -> tuple[MetaReport | None, ChannelFailure | None, ChannelFailure | None]:
+) -> tuple[MetaReport | None, ChannelFailure | None]:
     """`ask_meta`, then, when the spec asks for registration and Meta answered PENDING, the
-    registration and Meta asked again (CONNECTED once registered): (report, retry, failure
-    of the registration)."""
+    registration and Meta asked again (CONNECTED once registered). A refusal is the number's
+    CanSendMessage=False, asked again on the slow refusal period; a transient failure is
+    retried."""
+    assert rt.meta is not None
     report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=force)
     facts = report.facts if report is not None else None
     if spec.registration is None or (facts or {}).get("phoneStatus") != registration.PENDING:
-        return report, retry, None
+        return report, retry
+    assert report is not None
     try:
         await register_asked(rt, ref, spec, credentials, current)
-    except ChannelFailure as exc:
-        return report, retry, exc
-    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
-    return report, retry, None
+    except registration.RegistrationRefused as exc:
+        if rt.health is not None:
+            rt.health.after(ref.name, rt.meta.refusal_period)
+        return dataclasses.replace(report, can_send=(False, exc.reason, exc.message)), retry
+    except MetaRetry as exc:
+        return dataclasses.replace(report, can_send=(None, NUMBER_REGISTERING, exc.message)), exc
+    return await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
 
 
 def effective_mode(rt: Runtime, spec: ChannelSpec) -> WebhookMode:
@@ -440,11 +444,7 @@ async def reconcile(
         if enabled and rt.meta is not None:
             if spec.sealed is not None and spec.sealed.signup_code is not None:
                 await register_signup(rt, ref, spec, credentials, current)
-            report, retry, refused = await ask_meta_registering(
-                rt, ref, spec, credentials, current, warn
-            )
-            if refused is not None:
-                raise refused
+            report, retry = await ask_meta_registering(rt, ref, spec, credentials, current, warn)
     except ChannelFailure as exc:
         failure = exc
     desired = build_status(
@@ -457,7 +457,7 @@ async def reconcile(
         settled=retry is None,
         ask_meta=rt.meta is not None,
     )
-    if isinstance(failure, SETTLED_FAILURES):  # never retried by Kopf
+    if isinstance(failure, signup.SignupRefused):  # settled: never retried
         desired["observedGeneration"] = ref.generation
         warn(failure.reason, failure.message)
     if failure is None:
@@ -466,12 +466,9 @@ async def reconcile(
     status_patch.update(changes)
     _warn_transitions(current, desired, warn)
     _count(ref, desired, failure, enabled)
-    if rt.health is not None and rt.meta is not None:
-        if isinstance(failure, registration.RegistrationRefused):
-            rt.health.after(ref.name, rt.meta.refusal_period)  # asked again, slowly
-        elif failure is not None or not enabled:
-            rt.health.drop(ref.name)
-    if isinstance(failure, SETTLED_FAILURES):
+    if rt.health is not None and (failure is not None or not enabled):
+        rt.health.drop(ref.name)
+    if isinstance(failure, signup.SignupRefused):
         return None
     return failure or retry
 
@@ -596,7 +593,7 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     credentials = await read_credentials(rt, ref, spec, dict(current))
     warn = warn_for(body)
     current = dict(current)  # status.registration lands here when kept
-    report, retry, failure = await ask_meta_registering(
+    report, retry = await ask_meta_registering(
         rt, ref, spec, credentials, current, warn, force=True
     )
     desired = build_status(
@@ -604,7 +601,7 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
         ref,
         webhook_base_url=rt.webhook_base_url,
         enabled=True,
-        failure=failure,
+        failure=None,
         meta=report,
         settled=True,
     )
@@ -613,10 +610,8 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     if changes:
         await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
     _warn_transitions(current, desired, warn)
-    _count(ref, desired, failure, True)
-    if isinstance(failure, registration.RegistrationRefused):
-        return rt.meta.refusal_period
-    if retry is not None or failure is not None:
+    _count(ref, desired, None, True)
+    if retry is not None:
         return min(rt.meta.health_period, 60.0)
     return rt.health.due_in(name) if rt.health is not None else None
 

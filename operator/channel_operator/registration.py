@@ -9,10 +9,11 @@ Meta may already hold).
 Meta's answers, by its error codes page
 (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes):
 133005 "Two step verification PIN Mismatch" and 133016 "Account register deregister rate
-limit exceeded" (10 registrations or deregistrations in 72 hours) are refusals, settled for
-the generation and asked again only on the slow refusal period, never looped; 133004
-"Server Temporarily Unavailable" is transient, retried with backoff. No PIN is logged or
-reported: the client scrubs it from every message.
+limit exceeded" (10 registrations or deregistrations in 72 hours) are refusals
+(CanSendMessage=False with their own reason), settled for the generation and asked again
+only on the slow refusal period, never looped; 133004 "Server Temporarily Unavailable" is
+transient (a `MetaRetry`), retried with backoff. No PIN is logged or reported: the client
+scrubs it from every message.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from whatsapp_channel.model import RegistrationStatus
 
 from channel_operator.desired import ChannelFailure, ChannelRef
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
+from channel_operator.meta import MetaRetry
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,8 @@ PENDING = "PENDING"
 
 
 class RegistrationRefused(ChannelFailure):
-    """Meta refused registering the number: settled for this generation (no Kopf retry),
-    asked again on the slow refusal period."""
+    """Meta refused registering the number: CanSendMessage=False (so Ready=False) with the
+    reason, settled for this generation, asked again on the slow refusal period."""
 
 
 _REFUSALS = {
@@ -77,10 +79,10 @@ async def register(
             raise RegistrationRefused(
                 reason, f"Meta refused registering the number ({error.message}); {hint}"
             ) from None
-        raise ChannelFailure(
-            reasons.META_UNAVAILABLE if error.transient else reasons.INVALID_REQUEST,
-            f"registering the number failed ({error.message}); will retry",
-        ) from None
+        message = f"registering the number failed ({error.message}); will retry"
+        if error.transient:
+            raise MetaRetry(reasons.META_UNAVAILABLE, message) from None
+        raise ChannelFailure(reasons.INVALID_REQUEST, message) from None
     log.info("channel %s: number %s registered", ref.name, phone_number_id)
 
 
