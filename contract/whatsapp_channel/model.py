@@ -159,6 +159,8 @@ class RegistrationSpec(_CamelModel):
     pin: str | None = Field(default=None, min_length=1, max_length=SEALED_MAX_LENGTH)
 
 
+# Meta's two-step verification PIN.
+REGISTRATION_PIN_PATTERN = r"^[0-9]{6}$"
 # The sealing field of a registration PIN: spec.registration.pin and status.registration.pin
 # (and the PIN kept in status.signup).
 REGISTRATION_PIN_FIELD = SIGNUP_PIN_FIELD
@@ -361,12 +363,12 @@ def status_reason(obj: Mapping[str, Any]) -> str | None:
 # --- the REST shapes (the seed contract) -------------------------------------------------
 
 
-def _secret_token(min_length: int, max_length: int) -> GetPydanticSchema:
+def _secret_token(
+    min_length: int, max_length: int, pattern: str = TOKEN_PATTERN
+) -> GetPydanticSchema:
     """A token validated exactly as a constrained string (same JSON schema, same 422 error
     types), then held as a SecretStr, so no repr, log or dump of the model prints it."""
-    checked = core_schema.str_schema(
-        min_length=min_length, max_length=max_length, pattern=TOKEN_PATTERN
-    )
+    checked = core_schema.str_schema(min_length=min_length, max_length=max_length, pattern=pattern)
     masked = core_schema.plain_serializer_function_ser_schema(str)  # "**********"
     return GetPydanticSchema(
         lambda _type, _handler: core_schema.no_info_after_validator_function(
@@ -427,6 +429,22 @@ class ChannelSetup(BaseModel):
         "for a business token, subscribes the app and registers the number "
         "(docs/embedded-signup.md). Give phone_number_id and, from the session's "
         "WA_EMBEDDED_SIGNUP event, waba_id.",
+    )
+    register_number: bool = Field(
+        default=False,
+        strict=True,
+        title="Register Number",
+        description="Opt-in: the operator registers the number for the Cloud API when Meta "
+        'says it is PENDING (docs/meta.md, "Registering a number"); the channel is pending '
+        "until Meta says CONNECTED. Without registration_pin the operator generates the PIN.",
+    )
+    registration_pin: Annotated[SecretStr, _secret_token(6, 6, REGISTRATION_PIN_PATTERN)] | None = (
+        Field(
+            default=None,
+            title="Registration Pin",
+            description="The number's two-step verification PIN (six digits), stored "
+            "encrypted; implies register_number.",
+        )
     )
 
     @model_validator(mode="wrap")
