@@ -100,6 +100,17 @@ def spec_schema() -> JSONSchema:
                     }
                 },
             },
+            "registration": {
+                "type": "object",
+                "description": "Opt-in: the operator registers the number for the Cloud API "
+                "(POST /{id}/register) when Meta says it is PENDING.",
+                "properties": {
+                    "pin": _sealed_field(
+                        "number's two-step verification PIN (six digits); unset: the operator "
+                        "generates one and keeps it sealed in status.registration"
+                    ),
+                },
+            },
             "enabled": {
                 "type": "boolean",
                 "default": True,
@@ -246,6 +257,17 @@ def status_schema() -> JSONSchema:
                     "registered": {
                         "type": "boolean",
                         "description": "The number is registered with the PIN.",
+                    },
+                },
+            },
+            "registration": {
+                "type": "object",
+                "description": "What the operator made of spec.registration.",
+                "properties": {
+                    "pin": _sealed_field("PIN the operator generated, sealed to its own key"),
+                    "registered": {
+                        "type": "boolean",
+                        "description": "Meta registered the number with the PIN.",
                     },
                 },
             },

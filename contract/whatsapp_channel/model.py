@@ -150,6 +150,30 @@ class SignupStatus(_CamelModel):
     registered: bool = False
 
 
+class RegistrationSpec(_CamelModel):
+    """spec.registration: the operator registers the number for the Cloud API when Meta says
+    it is PENDING (docs/meta.md, "Registering a number"). `pin`: the number's two-step
+    verification PIN sealed for this channel (field `REGISTRATION_PIN_FIELD`); unset: the
+    operator generates one and keeps it sealed to its own key in status.registration."""
+
+    pin: str | None = Field(default=None, min_length=1, max_length=SEALED_MAX_LENGTH)
+
+
+# Meta's two-step verification PIN.
+REGISTRATION_PIN_PATTERN = r"^[0-9]{6}$"
+# The sealing field of a registration PIN: spec.registration.pin and status.registration.pin
+# (and the PIN kept in status.signup).
+REGISTRATION_PIN_FIELD = SIGNUP_PIN_FIELD
+
+
+class RegistrationStatus(_CamelModel):
+    """status.registration: the PIN the operator generated (sealed to its own key; unset when
+    the spec gives one) and whether Meta registered the number with it."""
+
+    pin: str | None = None
+    registered: bool = False
+
+
 # A Secret named by spec.secretRef is read only when this annotation on it names the channel
 # (a comma-separated list of channel names, i.e. instance ids): writing a channel must not
 # be a way to read a Secret its author cannot read.
@@ -181,6 +205,8 @@ class ChannelSpec(_CamelModel):
     enabled: bool = True
     sealed: SealedCredentials | None = None
     secret_ref: SecretRef | None = Field(default=None, alias="secretRef")
+    # Opt-in: the operator registers a PENDING number (issue 19).
+    registration: RegistrationSpec | None = None
 
 
 class Condition(_CamelModel):
@@ -234,6 +260,7 @@ class ChannelStatus(_CamelModel):
     token_expires_at: str | None = Field(default=None, alias="tokenExpiresAt")
     data_access_expires_at: str | None = Field(default=None, alias="dataAccessExpiresAt")
     signup: SignupStatus | None = None
+    registration: RegistrationStatus | None = None
 
 
 def channel_body(
@@ -339,12 +366,12 @@ def status_reason(obj: Mapping[str, Any]) -> str | None:
 # --- the REST shapes (the seed contract) -------------------------------------------------
 
 
-def _secret_token(min_length: int, max_length: int) -> GetPydanticSchema:
+def _secret_token(
+    min_length: int, max_length: int, pattern: str = TOKEN_PATTERN
+) -> GetPydanticSchema:
     """A token validated exactly as a constrained string (same JSON schema, same 422 error
     types), then held as a SecretStr, so no repr, log or dump of the model prints it."""
-    checked = core_schema.str_schema(
-        min_length=min_length, max_length=max_length, pattern=TOKEN_PATTERN
-    )
+    checked = core_schema.str_schema(min_length=min_length, max_length=max_length, pattern=pattern)
     masked = core_schema.plain_serializer_function_ser_schema(str)  # "**********"
     return GetPydanticSchema(
         lambda _type, _handler: core_schema.no_info_after_validator_function(
@@ -405,6 +432,22 @@ class ChannelSetup(BaseModel):
         "for a business token, subscribes the app and registers the number "
         "(docs/embedded-signup.md). Give phone_number_id and, from the session's "
         "WA_EMBEDDED_SIGNUP event, waba_id.",
+    )
+    register_number: bool = Field(
+        default=False,
+        strict=True,
+        title="Register Number",
+        description="Opt-in: the operator registers the number for the Cloud API when Meta "
+        'says it is PENDING (docs/meta.md, "Registering a number"); the channel is pending '
+        "until Meta says CONNECTED. Without registration_pin the operator generates the PIN.",
+    )
+    registration_pin: Annotated[SecretStr, _secret_token(6, 6, REGISTRATION_PIN_PATTERN)] | None = (
+        Field(
+            default=None,
+            title="Registration Pin",
+            description="The number's two-step verification PIN (six digits), stored "
+            "encrypted; implies register_number.",
+        )
     )
 
     @model_validator(mode="wrap")

@@ -116,6 +116,9 @@ MESSAGING_BLOCKED = "Blocked"
 # CanSendMessage=False (and Ready=False), from the number's `status` (issue 19): PENDING, the
 # number is not registered for the Cloud API yet.
 NUMBER_NOT_REGISTERED = "NumberNotRegistered"
+# CanSendMessage=Unknown (and Ready=Unknown: REST `pending`): the number is PENDING and the
+# channel asks the operator to register it (spec.registration).
+NUMBER_REGISTERING = "NumberRegistering"
 # CanSendMessage=False: BANNED, "banned from sending or receiving any messages".
 NUMBER_BANNED = "NumberBanned"
 # CanSendMessage=False: RESTRICTED, the number reached its messaging limit (replies only).
@@ -126,6 +129,13 @@ NUMBER_DISCONNECTED = "NumberDisconnected"
 NUMBER_FLAGGED = "NumberFlagged"
 
 # --- failures: SecretSynced=False and Ready=False ------------------------------------------
+
+# Registering the number (POST /{id}/register) was refused: the PIN is not the one the
+# number's two-step verification holds (133005).
+REGISTRATION_PIN_MISMATCH = "RegistrationPinMismatch"
+# Registering the number was refused: too many registrations or deregistrations of it
+# (133016, 10 in 72 hours); asked again on the slow refusal period, never looped.
+REGISTRATION_LIMITED = "RegistrationLimited"
 
 # The spec does not fit the contract, or gives no credentials.
 INVALID_SPEC = "InvalidSpec"

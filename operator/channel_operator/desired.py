@@ -36,6 +36,7 @@ from whatsapp_channel.reasons import (
     CHANNEL_READY,
     INVALID_SPEC,
     NOT_CHECKED,
+    NUMBER_REGISTERING,
     PLATFORM_APP_MISSING,
     SECRET_NOT_SYNCED,
     SECRET_REF_INCOMPLETE,
@@ -289,6 +290,8 @@ def _ready_from_meta(
     can_send = find_condition(conditions, CAN_SEND_MESSAGE) or {}
     if can_send.get("status") == "False":
         return False, str(can_send.get("reason", "")), str(can_send.get("message", ""))
+    if can_send.get("reason") == NUMBER_REGISTERING:  # pending until Meta says CONNECTED
+        return None, NUMBER_REGISTERING, str(can_send.get("message", ""))
     if all(status == "True" for status, _, _ in states):
         return True, CHANNEL_READY, f"Meta accepts the credentials and delivers events to {url}"
     status, reason, c = next(state for state in states if state[0] != "True")

@@ -304,6 +304,8 @@ class GraphErrorKind(StrEnum):
     OVERRIDE_REFUSED = "override_refused"  # any other 100 on the override call
     INVALID_REQUEST = "invalid_request"  # any other 100
     SIGNUP_CODE_INVALID = "signup_code_invalid"  # 100 on the code exchange: used or expired
+    REGISTRATION_PIN_MISMATCH = "registration_pin_mismatch"  # 133005: not the number's PIN
+    REGISTRATION_LIMITED = "registration_limited"  # 133016: 10 (de)registrations per 72 h
     RATE_LIMITED = "rate_limited"  # 4, 17, 32, 613, 80007 (transient)
     UNAVAILABLE = "unavailable"  # 1, 2, 5xx, timeouts, connection failures (transient)
     BUDGET_EXHAUSTED = "budget_exhausted"  # our own per-account budget (transient)
@@ -346,7 +348,17 @@ _REFUSAL_CODES = {
     200: GraphErrorKind.ASSET_ACCESS_MISSING,  # "Permission error": no access to the asset
     368: GraphErrorKind.POLICY_BLOCKED,  # "Temporarily blocked for policies violations"
     131031: GraphErrorKind.ACCOUNT_LOCKED,  # "Business Account locked"
+    # Registering a number (POST /{id}/register): "Two step verification PIN Mismatch" (the
+    # PIN given is not the one the number's two-step verification holds) ...
+    133005: GraphErrorKind.REGISTRATION_PIN_MISMATCH,
+    # ... and "Account register deregister rate limit exceeded": the number was registered
+    # or deregistered too many times (10 in 72 hours); asking again within the window only
+    # spends it, so a refusal asked again on the slow period, never looped.
+    133016: GraphErrorKind.REGISTRATION_LIMITED,
 }
+# "Server Temporarily Unavailable" (133004, HTTP 503): the registration server is down for
+# now; retried with backoff as any outage.
+_UNAVAILABLE_CODES = frozenset({1, 2, 133004})
 # Meta's rate limiting (https://developers.facebook.com/docs/graph-api/overview/rate-limiting):
 # the `X-Business-Use-Case-Usage` header maps a business object id to entries carrying
 # `estimated_time_to_regain_access` ("time, in minutes, until calls will not be throttled");
@@ -415,7 +427,7 @@ def classify(
         return GraphErrorKind.CALLBACK_VERIFICATION_FAILED
     if code in _RATE_LIMIT_CODES or http_status == 429:
         return GraphErrorKind.RATE_LIMITED
-    if code in (1, 2) or http_status >= 500:
+    if code in _UNAVAILABLE_CODES or http_status >= 500:
         return GraphErrorKind.UNAVAILABLE
     return GraphErrorKind.UNEXPECTED
 

@@ -298,9 +298,17 @@ def _transient(error: GraphError, credentials: Credentials) -> ConditionState:
 
 
 def can_send(
-    health: HealthStatus | None, credentials: Credentials, phone_status: str | None = None
+    health: HealthStatus | None,
+    credentials: Credentials,
+    phone_status: str | None = None,
+    *,
+    registering: bool = False,
 ) -> ConditionState | None:
-    """CanSendMessage from Meta's health, overruled by a number status that cannot send."""
+    """CanSendMessage from Meta's health, overruled by a number status that cannot send.
+    `registering` (spec.registration): a PENDING number is Unknown, the operator registers
+    it, instead of False."""
+    if phone_status == "PENDING" and registering:
+        return None, reasons.NUMBER_REGISTERING, "Meta: status PENDING; the operator registers it"
     if phone_status in STATUS_REASONS:
         reason, meaning = STATUS_REASONS[phone_status]
         return False, reason, f"Meta: status {phone_status} ({meaning})"
@@ -458,7 +466,12 @@ async def ask(
     report = MetaReport(
         credentials=accepted,
         webhook=webhook,
-        can_send=can_send(check.health_status, credentials, check.status),
+        can_send=can_send(
+            check.health_status,
+            credentials,
+            check.status,
+            registering=spec.registration is not None,
+        ),
         facts={
             **facts(check, waba_id, app_id, meta.accounts.ownership(key) if key else None),
             **token_facts(token),

@@ -20,7 +20,9 @@ from whatsapp_channel.kube import JSON, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
     CREDENTIALS_VALID,
+    REGISTRATION_PIN_FIELD,
     ChannelSpec,
+    RegistrationStatus,
     SealedCredentials,
     WebhookMode,
     find_condition,
@@ -32,16 +34,17 @@ from whatsapp_channel.reasons import (
     CHANNEL_DISABLED,
     CHANNEL_READY,
     INVALID_SPEC,
+    NUMBER_REGISTERING,
     PLATFORM_APP_MISSING,
     SECRET_REF_NOT_FOUND,
     SIGNUP_PENDING,
     UNKNOWN_SEALING_KEY,
 )
-from whatsapp_channel.sealing import SealError, seal_key_id, unseal
+from whatsapp_channel.sealing import SealError, public_key_of, seal, seal_key_id, unseal
 from whatsapp_channel.untrusted import shown
 
 from channel_operator import meta as meta_steps
-from channel_operator import metrics, signup, tenancy
+from channel_operator import metrics, registration, signup, tenancy
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     ChannelFailure,
@@ -57,7 +60,7 @@ from channel_operator.desired import (
 from channel_operator.graph import GraphCredentials, GraphInputError
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
-from channel_operator.meta import Meta, MetaReport, Warn
+from channel_operator.meta import Meta, MetaReport, MetaRetry, Warn
 from channel_operator.platform_app import PlatformApp
 
 log = logging.getLogger(__name__)
@@ -254,6 +257,84 @@ async def register_signup(
     status["signup"] = {**kept.model_dump(by_alias=True), "registered": True}
 
 
+async def register_asked(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    status: MutableMapping[str, Any],
+) -> None:
+    """spec.registration's number registered with the spec's sealed PIN, else one the
+    operator generates and keeps sealed in status.registration before Meta is asked."""
+    assert rt.meta is not None
+    assert spec.registration is not None
+    keyring = rt.keys.keyring
+    kept = registration.kept(status)
+    sealed = spec.registration.pin or kept.pin
+    try:
+        if sealed is None:
+            pin = registration.new_pin()
+            key = public_key_of(keyring.private_keys[keyring.active_key_id])
+            sealed = seal(
+                key, namespace=ref.namespace, name=ref.name, field=REGISTRATION_PIN_FIELD, value=pin
+            )
+            kept = RegistrationStatus(pin=sealed)
+            await registration.keep(rt.kube, ref, "registration", kept)
+        else:
+            pin = unseal(
+                keyring.private_keys,
+                namespace=ref.namespace,
+                name=ref.name,
+                field=REGISTRATION_PIN_FIELD,
+                sealed=sealed,
+            )
+        graph_credentials = GraphCredentials(credentials.access_token, credentials.app_secret)
+        await registration.register(
+            rt.meta.graph, ref, spec.phone_number_id, graph_credentials, pin
+        )
+        kept = kept.model_copy(update={"registered": True})
+        await registration.keep(rt.kube, ref, "registration", kept)
+    except SealError as exc:
+        raise ChannelFailure(exc.reason, f"spec.registration.pin: {exc.message}") from None
+    except KubeError as exc:
+        raise ChannelFailure(
+            APISERVER_ERROR, f"keeping the registration failed ({exc.status} {exc.reason})"
+        ) from None
+    finally:
+        status["registration"] = kept.model_dump(by_alias=True, exclude_none=True)
+
+
+async def ask_meta_registering(
+    rt: Runtime,
+    ref: ChannelRef,
+    spec: ChannelSpec,
+    credentials: Credentials,
+    current: MutableMapping[str, Any],
+    warn: Warn,
+    *,
+    force: bool = False,
+) -> tuple[MetaReport | None, ChannelFailure | None]:
+    """`ask_meta`, then, when the spec asks for registration and Meta answered PENDING, the
+    registration and Meta asked again (CONNECTED once registered). A refusal is the number's
+    CanSendMessage=False, asked again on the slow refusal period; a transient failure is
+    retried."""
+    assert rt.meta is not None
+    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=force)
+    facts = report.facts if report is not None else None
+    if spec.registration is None or (facts or {}).get("phoneStatus") != registration.PENDING:
+        return report, retry
+    assert report is not None
+    try:
+        await register_asked(rt, ref, spec, credentials, current)
+    except registration.RegistrationRefused as exc:
+        if rt.health is not None:
+            rt.health.after(ref.name, rt.meta.refusal_period)
+        return dataclasses.replace(report, can_send=(False, exc.reason, exc.message)), retry
+    except MetaRetry as exc:
+        return dataclasses.replace(report, can_send=(None, NUMBER_REGISTERING, exc.message)), exc
+    return await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
+
+
 def effective_mode(rt: Runtime, spec: ChannelSpec) -> WebhookMode:
     """Who registers the channel's webhook at Meta: the spec, else the operator's default;
     "manual" when the operator does not talk to Meta (then only Meta's challenge tells)."""
@@ -371,7 +452,7 @@ async def reconcile(
         if enabled and rt.meta is not None:
             if spec.sealed is not None and spec.sealed.signup_code is not None:
                 await register_signup(rt, ref, spec, credentials, current)
-            report, retry = await ask_meta(rt, ref, spec, credentials, current, warn)
+            report, retry = await ask_meta_registering(rt, ref, spec, credentials, current, warn)
     except ChannelFailure as exc:
         failure = exc
     desired = build_status(
@@ -538,7 +619,10 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
     spec = parse_spec(spec_body)
     credentials = await read_credentials(rt, ref, spec, dict(current))
     warn = warn_for(body)
-    report, retry = await ask_meta(rt, ref, spec, credentials, current, warn, force=True)
+    current = dict(current)  # status.registration lands here when kept
+    report, retry = await ask_meta_registering(
+        rt, ref, spec, credentials, current, warn, force=True
+    )
     desired = build_status(
         current,
         ref,

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 from whatsapp_channel import reasons
-from whatsapp_channel.kube import Kube, channels_path
+from whatsapp_channel.kube import Kube
 from whatsapp_channel.model import (
     SIGNUP_PIN_FIELD,
     SIGNUP_TOKEN_FIELD,
@@ -29,6 +28,7 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.sealing import SealError, public_key_of, seal, unseal
 
+from channel_operator import registration
 from channel_operator.desired import ChannelFailure, ChannelRef
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
 from channel_operator.platform_app import PlatformApp
@@ -45,11 +45,6 @@ def code_digest(sealed_code: str) -> str:
     """Which sealed code status.signup belongs to (a digest of the ciphertext, which the
     spec shows anyway: nothing secret)."""
     return "sha256:" + hashlib.sha256(sealed_code.encode()).hexdigest()
-
-
-def new_pin() -> str:
-    """Six digits, as Meta's two-step verification PIN is."""
-    return f"{secrets.randbelow(10**6):06d}"
 
 
 def kept(status: Mapping[str, Any], sealed_code: str) -> SignupStatus | None:
@@ -110,7 +105,7 @@ async def exchange(
         raise ChannelFailure(
             reason, f"exchanging the signup code failed ({error.message}); will retry"
         ) from None
-    pin = new_pin()
+    pin = registration.new_pin()
     key = public_key_of(private_keys[active_key_id])
 
     def sealed(field: str, value: str) -> str:
@@ -127,8 +122,7 @@ async def exchange(
 
 
 async def keep(kube: Kube, ref: ChannelRef, signup: SignupStatus) -> None:
-    body = {"status": {"signup": signup.model_dump(by_alias=True)}}
-    await kube.merge_patch(channels_path(ref.namespace, ref.name, "status"), body)
+    await registration.keep(kube, ref, "signup", signup)
 
 
 async def register(
@@ -144,12 +138,5 @@ async def register(
     customer's phone number"), and note it in status.signup."""
     if signup.registered:
         return
-    try:
-        await graph.register_number(phone_number_id, credentials, pin)
-    except GraphError as error:
-        raise ChannelFailure(
-            reasons.META_UNAVAILABLE if error.transient else reasons.INVALID_REQUEST,
-            f"registering the number failed ({error.message}); will retry",
-        ) from None
+    await registration.register(graph, ref, phone_number_id, credentials, pin)
     await keep(kube, ref, signup.model_copy(update={"registered": True}))
-    log.info("channel %s: number %s registered", ref.name, phone_number_id)

@@ -422,6 +422,12 @@ class GraphStandin:
                 raise errors.policy_blocked()
             case FaultKind.ACCOUNT_LOCKED:
                 raise errors.account_locked()
+            case FaultKind.PIN_MISMATCH:
+                raise errors.pin_mismatch()
+            case FaultKind.REGISTRATION_LIMITED:
+                raise errors.registration_limited()
+            case FaultKind.REGISTRATION_UNAVAILABLE:
+                raise errors.registration_unavailable()
             case FaultKind.SLOW:
                 await asyncio.sleep(0.1 if fault.seconds is None else fault.seconds)
 
@@ -554,7 +560,8 @@ class GraphStandin:
     async def _register(self, request: web.Request) -> web.Response:
         """`POST /{phone_number_id}/register` with `messaging_product: whatsapp` and a
         six-digit `pin` (two-step verification): the number is registered for the Cloud
-        API (status CONNECTED). Once a PIN is set, another one is Meta's 133005."""
+        API (status CONNECTED). Once a PIN is set, another one is Meta's 133005; the
+        eleventh call for a number is 133016 (Meta: 10 in 72 hours)."""
         object_id = request.match_info["id"]
         params = await self._params(request)
         number = self.world.numbers.get(object_id)
@@ -568,6 +575,9 @@ class GraphStandin:
         pin = params.get("pin")
         if not isinstance(pin, str) or not re.fullmatch(r"[0-9]{6}", pin):
             raise errors.invalid_parameter("Param pin must be a 6-digit number")
+        if number.registrations >= errors.REGISTRATIONS_ALLOWED:
+            raise errors.registration_limited()
+        number.registrations += 1
         if number.pin is not None and not hmac.compare_digest(pin, number.pin):
             raise errors.pin_mismatch()
         number.pin = pin

@@ -277,3 +277,25 @@ def pin_mismatch() -> GraphFailure:
     """Registering a number with another PIN than its two-step verification one (WhatsApp's
     error codes page: 133005, "Two step verification PIN Mismatch")."""
     return GraphFailure(400, "Two step verification PIN Mismatch", 133005)
+
+
+# The stand-in's window of register calls per number (Meta: 10 in 72 hours).
+REGISTRATIONS_ALLOWED = 10
+
+
+def registration_limited() -> GraphFailure:
+    """WhatsApp's error codes page: 133016, "Account register deregister rate limit
+    exceeded", registration or deregistration failed because there were too many attempts
+    for the number in a short period (10 in 72 hours)."""
+    return GraphFailure(
+        400,
+        "Account register deregister rate limit exceeded",
+        133016,
+        details="Registration or Deregistration failed because there were too many attempts "
+        "for this phone number in a short period of time",
+    )
+
+
+def registration_unavailable() -> GraphFailure:
+    """WhatsApp's error codes page: 133004, "Server Temporarily Unavailable" (HTTP 503)."""
+    return GraphFailure(503, "Server Temporarily Unavailable", 133004)

@@ -44,6 +44,9 @@ class FaultKind(StrEnum):
     ASSET_ACCESS_MISSING = "asset_access_missing"  # 200
     POLICY_BLOCKED = "policy_blocked"  # 368
     ACCOUNT_LOCKED = "account_locked"  # 131031
+    PIN_MISMATCH = "pin_mismatch"  # 133005
+    REGISTRATION_LIMITED = "registration_limited"  # 133016
+    REGISTRATION_UNAVAILABLE = "registration_unavailable"  # 133004, HTTP 503
 
 
 class Fault(BaseModel):
@@ -80,6 +83,9 @@ class NumberSeed(BaseModel):
     # webhooks (and events of numbers without an override). None: as before, else the
     # stand-in's own recorder.
     app_callback_url: str | None = None
+    # The number's two-step verification PIN, when one is set already (a register call with
+    # another PIN is Meta's 133005).
+    pin: str | None = Field(default=None, pattern=r"^[0-9]{6}$", repr=False)
 
 
 class NumberPatch(BaseModel):
@@ -203,6 +209,8 @@ class PhoneNumber:
     override_verify_token: str | None = None
     # The two-step verification PIN set by registering the number.
     pin: str | None = field(default=None, repr=False)
+    # Register calls answered (Meta allows 10 per number in 72 hours: 133016 beyond).
+    registrations: int = 0
     faults: list[Fault] = field(default_factory=list)
 
     def take_fault(self, call: CallName) -> Fault | None:
@@ -258,6 +266,7 @@ class World:
             code_verification_status=seed.code_verification_status,
             messaging_limit_tier=seed.messaging_limit_tier,
             health=seed.health,
+            pin=seed.pin,
         )
         self.numbers[number.id] = number
         return number

@@ -32,9 +32,11 @@ from whatsapp_channel.model import (
     CREDENTIALS_VALID,
     PUBLIC_KEYS_FIELD,
     READY,
+    REGISTRATION_PIN_FIELD,
     SEALING_PUBLIC_CONFIGMAP,
     WEBHOOK_REGISTERED,
     ChannelSpec,
+    RegistrationSpec,
     SealedCredentials,
     WebhookSpec,
     channel_body,
@@ -126,6 +128,7 @@ class Operated:
         name: str | None = None,
         waba_id: str | None = "",
         mode: Literal["managed", "manual"] | None = None,
+        registration: bool = False,
     ) -> str:
         name = name or str(uuid.uuid4())
         waba_id = self.waba if waba_id == "" else waba_id
@@ -146,6 +149,13 @@ class Operated:
                 access_token=one("accessToken", "access_token"),
                 app_secret=one("appSecret", "app_secret"),
                 verify_token=one("verifyToken", "verify_token"),
+            ),
+            registration=(
+                RegistrationSpec(
+                    pin=one(REGISTRATION_PIN_FIELD, "pin") if "pin" in values else None
+                )
+                if registration
+                else None
             ),
         )
         body = channel_body(namespace=self.namespace, name=name, spec=spec)
@@ -721,4 +731,60 @@ async def test_a_ban_shows_within_seconds_through_the_account_webhook(
                 headers={"X-Hub-Signature-256": "sha256=" + "0" * 64},
             )
         assert forged.status_code == 403
+
+
+# --- registration (issue 19, item 5) ----------------------------------------------------------
+
+
+async def test_a_pending_number_is_registered_when_asked_and_a_wrong_pin_is_an_error(
+    operated: Operated,
+) -> None:
+    standin = operated.standin
+    with operated.operator():
+        # Asked, no PIN given: the operator generates one, registers, Meta says CONNECTED.
+        asked_phone, asked_values = new_phone(), credentials()
+        operated.seed(asked_phone, asked_values)
+        standin.patch(asked_phone, NumberPatch(status="PENDING"))
+        asked = await operated.create(asked_phone, asked_values, registration=True)
+        # Not asked: stays PENDING, never registered.
+        plain_phone, plain_values = new_phone(), credentials()
+        operated.seed(plain_phone, plain_values)
+        standin.patch(plain_phone, NumberPatch(status="PENDING"))
+        plain = await operated.create(plain_phone, plain_values)
+        # Asked with a sealed PIN that is not the number's two-step verification PIN.
+        wrong_phone, wrong_values = new_phone(), {**credentials(), "pin": "135790"}
+        operated.seed(wrong_phone, wrong_values)
+        standin.patch(wrong_phone, NumberPatch(status="PENDING"))
+        standin.set_pin(wrong_phone, "246801")
+        operated.values.append({"number_pin": "246801"})
+        wrong = await operated.create(wrong_phone, wrong_values, registration=True)
+
+        channel = await operated.condition(asked, READY, "True")
+        assert rest_status(channel) == "active"
+        assert channel["status"]["phoneStatus"] == "CONNECTED"
+        assert channel["status"]["registration"]["registered"] is True
+        status, pin = standin.registration(asked_phone)
+        assert status == "CONNECTED"
+        assert pin is not None
+        operated.values.append({"generated_pin": pin})
+
+        channel = await operated.condition(plain, READY, "False", reasons.NUMBER_NOT_REGISTERED)
+        assert rest_status(channel) == "error"
+        assert "registration" not in channel["status"]
+        assert standin.calls(plain_phone, "register") == 0
+
+        channel = await operated.condition(wrong, READY, "False", reasons.REGISTRATION_PIN_MISMATCH)
+        assert rest_status(channel) == "error"
+        assert condition_of(channel, CAN_SEND_MESSAGE)["reason"] == (
+            reasons.REGISTRATION_PIN_MISMATCH
+        )
+        assert condition_of(channel, CREDENTIALS_VALID)["status"] == "True"  # the token is fine
+        assert "PIN Mismatch" in condition_of(channel, READY)["message"]  # Meta's words
+        assert channel["status"]["observedGeneration"] == channel["metadata"]["generation"]
+        assert standin.registration(wrong_phone)[0] == "PENDING"
+        assert standin.calls(wrong_phone, "register") == 1  # a refusal: never looped
+        for name in (asked, plain, wrong):  # no PIN in any status, sealed or generated
+            shown = str(await operated.channel(name))
+            for values in operated.values:
+                assert all(value not in shown for value in values.values())
     operated.assert_no_credential_logged()

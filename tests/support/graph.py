@@ -109,6 +109,24 @@ class StandinThread:
 
         self._sync(put)
 
+    def registration(self, phone_number_id: str) -> tuple[str, str | None]:
+        """The number's status at Meta and its two-step verification PIN."""
+
+        def read() -> tuple[str, str | None]:
+            number = self.standin.world.numbers[phone_number_id]
+            return number.status, number.pin
+
+        found: tuple[str, str | None] = self._sync(read)
+        return found
+
+    def set_pin(self, phone_number_id: str, pin: str) -> None:
+        """Someone set the number's two-step verification PIN (in WhatsApp Manager)."""
+
+        def put() -> None:
+            self.standin.world.numbers[phone_number_id].pin = pin
+
+        self._sync(put)
+
     def clear_faults(self, phone_number_id: str) -> None:
         self._sync(lambda: self.standin.world.numbers[phone_number_id].faults.clear())
 

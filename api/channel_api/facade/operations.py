@@ -18,10 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from whatsapp_channel.kube import JSON, Conflict, Kube, KubeError, NotFound, channels_path
 from whatsapp_channel.model import (
     FINALIZER,
+    REGISTRATION_PIN_FIELD,
     ChannelCreated,
     ChannelSetup,
     ChannelSpec,
     ChannelView,
+    RegistrationSpec,
     SealedCredentials,
     channel_body,
     channel_view,
@@ -121,6 +123,15 @@ class Channels:
             if setup.app_secret is not None
             else None
         )
+        registration = (
+            RegistrationSpec(
+                pin=sealed(REGISTRATION_PIN_FIELD, setup.registration_pin.get_secret_value())
+                if setup.registration_pin is not None
+                else None
+            )
+            if setup.register_number or setup.registration_pin is not None
+            else None
+        )
         requested_verify = (
             sealed("verifyToken", setup.verify_token.get_secret_value())
             if setup.verify_token is not None
@@ -148,6 +159,7 @@ class Channels:
                         app_secret=app_secret,
                         verify_token=verify_token,
                     ),
+                    registration=registration,
                 )
                 try:
                     written = await self._write(name, spec, existing)
