@@ -91,6 +91,7 @@ class OperatorEnv(TypedDict, total=False):
     graph_proxy_from_env: bool | None
     graph_plain_http_host: str | None  # tests only: a non-loopback stand-in over http
     graph_account_call_budget: int | None
+    graph_active_account_call_budget: int | None  # an account with a registered number
     graph_throttle_seconds: float | None
     health_period_seconds: float | None
     webhook_mode: Literal["managed", "manual"] | None
@@ -148,6 +149,7 @@ class ReceiverEnv(ServingEnv, total=False):
     max_buffered_bytes: int | None
     body_timeout_seconds: float | None
     forward_max_per_instance: int | None
+    app_verify_token_file: Path | None  # the app callback's verify token (account webhooks)
 
 
 def start(
