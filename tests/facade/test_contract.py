@@ -536,8 +536,10 @@ async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None
     assert error["required"] == ["loc", "msg", "type"]
     if SEED_TEXT is not None:  # the contract's own words, where the seed is at hand
         text = SEED_TEXT
-        # The seed's fields in its own words; issue 11 adds `waba_id`, issue 20 `signup_code`.
-        assert set(setup["properties"]) == SEED_SETUP_FIELDS | {"waba_id", "signup_code"}
+        # The seed's fields in its own words; issue 11 adds `waba_id`, issue 20 `signup_code`,
+        # issue 19 the opt-in registration (`register_number`, `registration_pin`).
+        added = {"waba_id", "signup_code", "register_number", "registration_pin"}
+        assert set(setup["properties"]) == SEED_SETUP_FIELDS | added
         for name in SEED_SETUP_FIELDS:
             field = setup["properties"][name]
             assert field["title"] in text
