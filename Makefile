@@ -8,8 +8,9 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 # What the local node needs from Debian (containerd + runc, the CNI plugins, buildah for the
 # image, mmdebstrap for its base, iptables for kube-proxy), and the browser the onboarding
-# page's test drives (chromium); installed once, idempotently.
-NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack chromium
+# page's test drives (chromium, with the fonts its recommends would bring); installed once,
+# idempotently.
+NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack chromium fonts-liberation
 
 # Prints how long each step took, so CI logs show where the time goes.
 TIMED = @start=$$(date +%s); $(1); rc=$$?; echo "== $(2): $$(( $$(date +%s) - start ))s"; exit $$rc
