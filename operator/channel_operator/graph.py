@@ -54,6 +54,19 @@ DEFAULT_VERSION = "v25.0"
 # (https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits);
 # from v24.0 the old field has no value (david-lev/pywa issue 221).
 MESSAGING_LIMIT_FIELD_SINCE = (24, 0)
+# The number's facts the check reads besides its messaging limit (by version, below): each
+# degrades to None on a value it cannot read (`PhoneNumberCheck._tolerant`).
+_NAMES = (
+    "display_phone_number",
+    "verified_name",
+    "code_verification_status",
+    "name_status",
+    "quality_rating",
+    "status",
+    "platform_type",
+    "throughput",
+)
+_CONFIGURATION = ("webhook_configuration", "health_status")
 
 
 def check_fields(version: str) -> tuple[str, ...]:
@@ -65,20 +78,7 @@ def check_fields(version: str) -> tuple[str, ...]:
         if (major, minor) >= MESSAGING_LIMIT_FIELD_SINCE
         else "messaging_limit_tier"
     )
-    return (
-        "id",
-        "display_phone_number",
-        "verified_name",
-        "code_verification_status",
-        "name_status",
-        "quality_rating",
-        "status",
-        "platform_type",
-        "throughput",
-        limit,
-        "webhook_configuration",
-        "health_status",
-    )
+    return ("id", *_NAMES, limit, *_CONFIGURATION)
 
 
 # Meta's answer to a field the version does not have: "(#100) Tried accessing nonexisting
@@ -197,20 +197,9 @@ class PhoneNumberCheck(_GraphModel):
     webhook_configuration: WebhookConfiguration | None = None
     health_status: HealthStatus | None = None
 
-    _tolerant = field_validator(
-        "display_phone_number",
-        "verified_name",
-        "code_verification_status",
-        "name_status",
-        "quality_rating",
-        "status",
-        "platform_type",
-        "throughput",
-        "messaging_limit_tier",
-        "webhook_configuration",
-        "health_status",
-        mode="wrap",
-    )(_or_none)
+    _tolerant = field_validator(*_NAMES, "messaging_limit_tier", *_CONFIGURATION, mode="wrap")(
+        _or_none
+    )
 
     @field_validator("whatsapp_business_manager_messaging_limit", mode="before")
     @classmethod
