@@ -11,7 +11,11 @@ deadline 10 s, retry 2 s):
   (shorter than the lease), it has lost: the process exits at once, so it stops before any
   candidate can take the Lease, and Kubernetes starts it again as a candidate;
 - on SIGTERM the holder stops its work and then releases the Lease (no holder), so the next
-  candidate takes it at its next read instead of after the lease's duration.
+  candidate takes it at its next read instead of after the lease's duration;
+- the holder renews on a thread of its own, with its own event loop and connection (as
+  client-go renews on a goroutine of its own): the operator's loop, busy with tens of
+  thousands of channels at a restart, must not delay a renewal past the deadline (it did at
+  10,000 channels on 2 shared cores: docs/benchmarks.md).
 
 Why our own and not the kubernetes client's `leaderelection`: that one is synchronous (a
 thread with blocking calls and its own client), while the operator is asyncio with an async
@@ -24,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -231,8 +237,9 @@ async def lead(
     health: tuple[str, int] | None,
     on_lost: Callable[[BaseException], None] = exit_at_once,
 ) -> None:
-    """Stand by until elected, then run `work` while the Lease is renewed; release it once
-    `work` returns (Kopf returns on SIGTERM). A SIGTERM while standing by just ends."""
+    """Stand by until elected, then run `work` while the Lease is renewed (`Renewal`: a
+    lost Lease calls `on_lost` from the renewal's thread); release it once `work` returns
+    (Kopf returns on SIGTERM). A SIGTERM while standing by just ends."""
     try:
         if await _elected(election, health):
             await _leading(election, work, on_lost)
@@ -260,6 +267,36 @@ async def _elected(election: Election, health: tuple[str, int] | None) -> bool:
         return await election.acquire(stopping)
 
 
+class Renewal(threading.Thread):
+    """`election.hold()` on a thread of its own with its own event loop and client (a
+    client's connections belong to the loop that opened them); `on_lost` is called from
+    that thread, at once, however busy the operator's loop is."""
+
+    def __init__(self, election: Election, on_lost: Callable[[BaseException], None]) -> None:
+        super().__init__(name="leader election", daemon=True)
+        self.election = copy.copy(election)  # its record of the last renewal, carried on
+        self.election.kube = election.kube.for_another_loop()
+        self.on_lost = on_lost
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(self.election.hold())
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass  # stopped: the work ended
+        except BaseException as error:  # LeadershipLost, or a bug: either way, not leading
+            self.on_lost(error)
+        finally:
+            self.loop.run_until_complete(self.election.kube.close())
+            self.loop.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: it ended by itself
+            self.loop.call_soon_threadsafe(self.task.cancel)
+
+
 async def _leading(
     election: Election,
     work: Callable[[], Awaitable[None]],
@@ -267,19 +304,12 @@ async def _leading(
 ) -> None:
     log.info("leader election: leading as %s", election.identity)
     metrics.LEADER.set(1)
-
-    def lost(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            on_lost(task.exception() or LeadershipLost("renewal stopped"))
-
-    keeper = asyncio.create_task(election.hold(), name="leader election")
-    keeper.add_done_callback(lost)
+    renewal = Renewal(election, on_lost)
+    renewal.start()
     try:
         await work()
     finally:
-        keeper.remove_done_callback(lost)
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
-            await keeper
+        renewal.stop()
+        await asyncio.to_thread(renewal.join)
         metrics.LEADER.set(0)
         await election.release()
