@@ -146,3 +146,23 @@ async def test_a_leader_whose_loop_is_busy_keeps_renewing() -> None:
     before, during = renewals
     assert during != before, "the Lease was not renewed while the loop was busy"
     assert not spec(kube).get("holderIdentity"), "the Lease was not released"
+
+
+async def test_the_holder_renews_with_one_write_and_reads_after_a_conflict() -> None:
+    """client-go's fast path: a renewal is one conditional write on the Lease as last
+    written (no read: half the round trips when the apiserver is slow); someone else's write
+    makes it conflict, and the holder then reads and finds it lost."""
+    kube = MemoryKube()
+    one = election(kube, "one")
+    assert await one.attempt()
+    kube.calls.clear()
+    assert await one.attempt()
+    assert kube.calls == [("PUT", lease_path(NS, LEASE))]
+    assert spec(kube)["holderIdentity"] == "one"
+
+    await kube.delete(lease_path(NS, LEASE))
+    assert await election(kube, "two").attempt()
+    kube.calls.clear()
+    assert not await one.attempt()
+    assert [method for method, _ in kube.calls] == ["PUT", "GET"]
+    assert one.holder == "two"
