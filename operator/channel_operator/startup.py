@@ -20,7 +20,7 @@ import re
 from typing import Any, cast
 
 import kopf
-from whatsapp_channel.kube import LIST_PAGE, Kube, channels_path, list_pages, reflect
+from whatsapp_channel.kube import Kube, channels_path, list_pages, reflect
 from whatsapp_channel.model import FINALIZER, GROUP
 from whatsapp_channel.phone_claims import claim_fields
 
@@ -160,9 +160,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.reconnect_backoff = 1.0
-    # The channels are listed a page at a time, as our own lists are (Kopf's default is one
-    # answer: at 50,000 channels over 200 MB of JSON, decoded at once).
-    settings.watching.chunk_size = LIST_PAGE
+    # Kopf lists the channels in one answer, never in pages: it asks for the next page only
+    # once it has queued the last, so at 50,000 channels the listing outlasted etcd's
+    # compaction (5 min), the page token expired (410) and the watcher stopped the operator.
+    settings.watching.chunk_size = None
     # A burst of thousands of new channels is worked on by a bounded number of workers. A
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
     # 5 s, capped throughput at worker_limit / 5 s; see docs/benchmarks.md); apiserver
