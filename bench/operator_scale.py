@@ -783,6 +783,10 @@ async def run_size(
     graph_create = delta(graph.calls(), graph_before)
     rss = rss_mb(operator.pid)
     receiver_full = rss_mb(receiver.pid, "VmRSS")
+    # Each phase's figures as soon as they are in: a later phase that fails loses none.
+    progress(n, "created: " + json.dumps({"writes": op_writes, "graph": graph_create,
+        "apiserver": create_requests, "cpu": create_cpu, "peak_rss_mb": rss,
+        "receiver_rss_mb": [receiver_empty, receiver_full]}))  # fmt: skip
 
     # Restart: stop, change one channel while down, start, add one. Caught up: Kopf has logged
     # a processed resume for each unchanged channel, and both tracers are Ready.
@@ -815,8 +819,11 @@ async def run_size(
     graph_restart = delta(graph.calls(), graph_before)
     restart_rss = rss_mb(operator.pid)
     operator.stop()
+    progress(n, "restart: " + json.dumps({"writes": restart_writes, "graph": graph_restart,
+        "cpu": restart_cpu, "peak_rss_mb": restart_rss}))  # fmt: skip
     progress(n, "GETs through the facade and directly")
     gets = await facade_gets(cluster, kube, op_ns, log_dir, names, requests=300)
+    progress(n, "GETs: " + json.dumps(gets))
     progress(n, "health schedule")
     health = await health_calls(cluster, op_ns, log_dir, graph, receiver.url, health_period, n + 1)
     receiver.stop()
