@@ -116,6 +116,14 @@ def stage(targets: list[Target], tests: list[str], config: dict[str, object]) ->
         if key != "timeout":
             lines.append(f"{key} = {json.dumps(value)}")
     (STAGE / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    # A module new to the gate was only copied by an earlier run, and that copy is newer
+    # than its source: mutmut would take it as mutated already, and its stats know no test
+    # of it. Remove both, to have it mutated and the tests' reach measured again.
+    for target in targets:
+        copy = STAGE / "mutants" / target.staged
+        if copy.exists() and not copy.with_name(copy.name + ".meta").exists():
+            copy.unlink()
+            (STAGE / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
 
 
 def results(targets: list[Target]) -> dict[str, int]:
