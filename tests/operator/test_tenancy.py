@@ -14,13 +14,10 @@ from channel_operator.tenancy import (
     is_generated_secret_name,
     refuse_generated_name,
 )
-from whatsapp_channel.channel_secret import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    PHONE_NUMBER_ID_LABEL,
-)
+from whatsapp_channel import channel_secret
+from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, ChannelSecret
 from whatsapp_channel.kube import JSON
-from whatsapp_channel.model import KIND, SEALING_KEYS_SECRET, SECRET_REF_CHANNELS_ANNOTATION
+from whatsapp_channel.model import SEALING_KEYS_SECRET, SECRET_REF_CHANNELS_ANNOTATION
 from whatsapp_channel.phone_claims import Claim
 from whatsapp_channel.reasons import (
     PHONE_NUMBER_TAKEN,
@@ -82,14 +79,13 @@ def test_a_refusal_names_the_secret_and_the_annotation_that_would_allow_it() -> 
     )
 
 
-def managed(name: str, owner: str = INSTANCE, kind: str = KIND, phone: str = PHONE) -> JSON:
-    return {
-        "metadata": {
-            "name": name,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, PHONE_NUMBER_ID_LABEL: phone},
-            "ownerReferences": [{"kind": kind, "name": owner}],
-        }
-    }
+def managed(name: str, owner: str = INSTANCE, phone: str = PHONE, uid: str | None = "u") -> JSON:
+    """The Secret the operator writes for channel `owner` (without an owner reference when
+    `uid` is None), under `name`."""
+    values = ChannelSecret("wa", owner, uid, owner, phone, True, "t", "s", "v")
+    secret = channel_secret.build(values)
+    secret["metadata"]["name"] = name
+    return secret
 
 
 GENERATED = "spec.secretRef names {}, a Secret the operator generates; name a Secret of your own"
@@ -122,7 +118,7 @@ def test_a_secret_holds_a_number_only_as_that_channels_managed_secret_for_that_n
     assert holds_number(managed("s"), INSTANCE, PHONE)
     assert not holds_number(None, INSTANCE, PHONE)
     assert not holds_number(managed("s"), OTHER, PHONE)  # another channel's Secret
-    assert not holds_number(managed("s", kind="ConfigMap"), INSTANCE, PHONE)
+    assert not holds_number(managed("s", uid=None), INSTANCE, PHONE)  # a label names it only
     assert not holds_number(managed("s"), INSTANCE, "12345")  # this channel's, another number
     assert not holds_number(managed("s", owner=OTHER, phone="12345"), INSTANCE, "12345")
     unmanaged = managed("s")
