@@ -1,7 +1,7 @@
 """The health schedule (issue 23): what the operator relies on from it, each test written
 against a one-line break that the schedule's other tests let through (`make mutate`).
 
-The other schedule tests (test_operator_meta.py) drive a fake clock and wake the loop by
+The other schedule tests (test_channel_at_meta.py) drive a fake clock and wake the loop by
 hand; here the loop also runs on the real clock, alone, as in the operator, where nothing
 but the next due check wakes it.
 """
