@@ -43,6 +43,7 @@ MEANINGS: list[tuple[tuple[Call, int, int | None, int | None, str], GraphErrorKi
     (("subscribe", 400, 100, 33, "Unsupported post request"), K.ACCOUNT_NOT_FOUND, REFUSED),
     (("unsubscribe", 400, 100, 33, "Unsupported"), K.ACCOUNT_NOT_FOUND, REFUSED),
     (("subscriptions", 400, 100, 33, "Unsupported"), K.ACCOUNT_NOT_FOUND, REFUSED),
+    (("phone_numbers", 400, 100, 33, "Unsupported"), K.ACCOUNT_NOT_FOUND, REFUSED),
     (("check", 400, 100, None, WABA_AS_NUMBER), K.WRONG_OBJECT_TYPE, REFUSED),
     (("check", 400, 100, None, NUMBER_FIELD), K.INVALID_REQUEST, REFUSED),
     (("check", 400, 100, None, "Invalid parameter"), K.INVALID_REQUEST, REFUSED),
