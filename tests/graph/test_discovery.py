@@ -109,17 +109,42 @@ async def test_a_token_without_the_whatsapp_scopes_is_permission_denied(
 async def test_what_was_learned_is_kept_a_day_and_then_asked_again(
     graph: GraphClient, standin: GraphStandin, number: PhoneNumber
 ) -> None:
-    now = [0.0]
+    now = [1000.0]
     discovery = Discovery(ttl=100.0, clock=lambda: now[0])
     assert await discovery.account_of(graph, CREDENTIALS, PHONE, None) == WABA
     asked = standin.calls()
-    now[0] = 100.0  # exactly its age limit: still kept
+    now[0] = 1100.0  # exactly its age limit: still kept
     assert await discovery.account_of(graph, CREDENTIALS, PHONE, None) == WABA
+    assert await discovery.app_id(graph, CREDENTIALS) == number.app_id
     assert standin.calls() == asked
-    now[0] = 100.5  # older than that: Meta is asked again
+    now[0] = 1100.5  # older than that: Meta is asked again
     assert await discovery.account_of(graph, CREDENTIALS, PHONE, None) == WABA
     assert standin.calls(call="debug_token") == 2
     assert standin.calls(call="app") == 2
+
+
+async def test_the_tokens_app_is_asked_once(
+    graph: GraphClient, standin: GraphStandin, number: PhoneNumber
+) -> None:
+    discovery = Discovery()
+    assert await discovery.app_id(graph, CREDENTIALS) == number.app_id
+    assert await discovery.app_id(graph, CREDENTIALS) == number.app_id
+    assert standin.calls(call="app") == 1
+
+
+async def test_every_missing_scope_is_named(
+    graph: GraphClient, number: PhoneNumber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_scopes(credentials: object, app_id: str) -> TokenInfo:
+        return TokenInfo(is_valid=True, app_id=app_id)
+
+    monkeypatch.setattr(graph, "debug_token", no_scopes)
+    with pytest.raises(DiscoveryRefused) as refused:
+        await Discovery().token(graph, CREDENTIALS, number.app_id)
+    assert refused.value.message == (
+        "the token lacks the permission(s) whatsapp_business_management, "
+        "whatsapp_business_messaging"
+    )
 
 
 async def test_an_invalid_token_is_refused_and_nothing_kept_of_it(
