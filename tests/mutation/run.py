@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / ".mutation"
 EQUIVALENT = Path(__file__).with_name("equivalent.md")
 # Where each import package lives in this repo (pyproject's [tool.setuptools.packages.find]).
-PACKAGE_ROOTS = ("contract", "operator", "api", "controlplane")
+PACKAGE_ROOTS = ("contract", "operator", "api", "controlplane", "standin")
 KILLED = {1, 3, 36, -24, 24, 152, 255, 37}  # a failing test, or a timeout (an endless loop)
 SURVIVED = {0}
 
