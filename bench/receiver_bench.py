@@ -544,45 +544,63 @@ async def run(args: argparse.Namespace) -> None:
         for process in processes:
             process.join(5)
 
+    report(rounds)
+    if any(x.failures for rs in rounds.values() for x in rs):
+        sys.exit("some requests were not answered 200")
+
+
+def _spread(values: list[float], digits: int = 2) -> str:
+    """The median of `values` and, with more than one, their range."""
+    median = f"{statistics.median(values):.{digits}f}"
+    if len(values) < 2:
+        return median
+    return f"{median} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def report(rounds: dict[str, list[Round]]) -> None:
+    """Each target's median round, its CPU per request (median and range over the rounds),
+    and the ratios, each the median (and range) of the rounds' ratios: round i of one target
+    against round i of the other, run back to back."""
     median = {name: sorted(rs, key=lambda r: r.rate)[len(rs) // 2] for name, rs in rounds.items()}
-    cpu = {name: statistics.median(r.cpu_us for r in rs) for name, rs in rounds.items()}
     print(
         f"{'target':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} "
-        f"{'server CPU us/req':>18}"
+        f"{'server CPU us/req (range)':>26}"
     )
     for name, r in median.items():
         failures = sum(x.failures for x in rounds[name])
-        print(
-            f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d} "
-            f"{cpu[name]:18.1f}"
+        cpu = _spread([x.cpu_us for x in rounds[name]], 1)
+        print(f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d} {cpu:>26}")
+
+    def ratios(name: str, base: str, of: str) -> str:
+        return _spread(
+            [
+                getattr(a, of) / getattr(b, of)
+                for a, b in zip(rounds[name], rounds[base], strict=True)
+            ]
         )
-    bare = median["bare ASGI endpoint (no-op)"]
-    relay = median["bare relay (forward only, no checks)"]
-    for name, r in median.items():
-        if not name.startswith("bare ASGI"):
+
+    bare, relay = "bare ASGI endpoint (no-op)", "bare relay (forward only, no checks)"
+    for name in median:
+        if name != bare:
             print(
-                f"{name.strip()}: throughput {r.rate / bare.rate:.2f}x bare, "
-                f"p99 {r.p99_ms / bare.p99_ms:.2f}x bare"
+                f"{name.strip()}: throughput {ratios(name, bare, 'rate')}x bare, "
+                f"p99 {ratios(name, bare, 'p99_ms')}x bare"
             )
-    for name, r in median.items():
+    for name in median:
         if name.startswith("receiver"):
             print(
-                f"{name.strip()}: throughput {r.rate / relay.rate:.2f}x the bare relay, "
-                f"p99 {r.p99_ms / relay.p99_ms:.2f}x the bare relay"
+                f"{name.strip()}: throughput {ratios(name, relay, 'rate')}x the bare relay, "
+                f"p99 {ratios(name, relay, 'p99_ms')}x the bare relay"
             )
-    relay_name, bare_name = "bare relay (forward only, no checks)", "bare ASGI endpoint (no-op)"
     print(
-        f"bare relay: server CPU per request {cpu[relay_name] / cpu[bare_name]:.2f}x "
-        "the bare endpoint's"
+        f"bare relay: server CPU per request {ratios(relay, bare, 'cpu_us')}x the bare endpoint's"
     )
     for name in median:
         if name.startswith("receiver"):
             print(
-                f"{name.strip()}: server CPU per request {cpu[name] / cpu[relay_name]:.2f}x "
+                f"{name.strip()}: server CPU per request {ratios(name, relay, 'cpu_us')}x "
                 "the bare relay's"
             )
-    if any(x.failures for rs in rounds.values() for x in rs):
-        sys.exit("some requests were not answered 200")
 
 
 # --- the soak (--soak) -------------------------------------------------------------------
