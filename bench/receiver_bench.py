@@ -16,12 +16,14 @@ URL alternating, every event unique) for SECONDS (600 for the real soak). It che
 every event the receiver accepted reached the sink exactly once and that the receiver's RSS
 at the end is within 5% of its RSS after the first minute, and exits 1 when not.
 
-Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
-channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
-for the instances), the receiver with its forward stubbed, which separates the cost of
-its own checks from the hop to the instance, and a bare relay: an ASGI app that forwards the
-raw body to the same sink with the same forward client and checks nothing, the floor this
-design (Meta gets 200 only once the instance answered) can reach. The load generator is a
+Uvicorn processes on 127.0.0.1, each served as whatsapp-receiver is (`channel_api.serving.run`
+with the receiver's uvicorn options: bounded heads, no proxy headers), so that they differ
+only in their app: the bare endpoint, the receiver (its cache loaded with the channels'
+Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in for the
+instances), the receiver with its forward stubbed, which separates the cost of its own checks
+from the hop to the instance, and a bare relay: an ASGI app that forwards the raw body to the
+same sink with the same forward client and checks nothing, the floor this design (Meta gets
+200 only once the instance answered) can reach. The load generator is a
 lean keep-alive HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a
 bounded number of requests and stops at a time limit. Targets alternate round by round
 (machines here are noisy); the median round of each is reported, and the receiver's numbers
@@ -86,15 +88,24 @@ async def whole_body(receive: Any) -> bytes:
     return b"".join(chunks)
 
 
-def serve_bare(port: int) -> None:
-    import uvicorn
+def serve(app: Any, port: int) -> None:
+    """Serves `app` on `port` exactly as whatsapp-receiver is served (`serving.run` with its
+    uvicorn options: bounded request heads, no proxy headers, no access log), so that the
+    bare endpoint, the bare relay and the receiver differ only in their app."""
+    from channel_api.receiver.main import UVICORN_OPTIONS
+    from channel_api.receiver.settings import ReceiverSettings
+    from channel_api.serving import run
 
-    uvicorn.run(bare_app, host=HOST, port=port, access_log=False, log_level="warning")
+    served = ReceiverSettings.model_construct(host=HOST, port=port, log_level="WARNING")
+    run(app, served, **UVICORN_OPTIONS)
+
+
+def serve_bare(port: int) -> None:
+    serve(bare_app, port)
 
 
 def serve_relay(port: int, sink_port: int) -> None:
     """Forwards each body to the sink with the receiver's forward client; checks nothing."""
-    import uvicorn
     from channel_api.receiver.forward import Delivery, Forwarder
 
     forwarder = Forwarder(
@@ -123,7 +134,7 @@ def serve_relay(port: int, sink_port: int) -> None:
         )
         await send({"type": "http.response.body", "body": b"OK"})
 
-    uvicorn.run(relay, host=HOST, port=port, access_log=False, log_level="warning")
+    serve(relay, port)
 
 
 SINK_COUNTS: dict[int, int] = {}  # message id -> deliveries, in the sink's process
@@ -159,9 +170,7 @@ async def _nothing_more() -> dict[str, Any]:
 
 
 def serve_counting_sink(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(counting_sink, host=HOST, port=port, access_log=False, log_level="warning")
+    serve(counting_sink, port)
 
 
 def serve_receiver(
@@ -169,12 +178,9 @@ def serve_receiver(
 ) -> None:
     """The receiver app; with `forward=False` deliveries succeed without leaving the process
     (what the receiver's own checks cost, apart from the hop to the instance)."""
-    import uvicorn
-    from channel_api.bounded_http import bounded_http
     from channel_api.receiver.app import Receiver
     from channel_api.receiver.channel_cache import ChannelCache
     from channel_api.receiver.forward import Delivery, Forwarder
-    from channel_api.receiver.settings import ReceiverSettings
     from channel_api.receiver.status import StatusWriter
 
     class NoHop(Forwarder):
@@ -194,17 +200,7 @@ def serve_receiver(
         max_connections=256,
     )
     status = StatusWriter(no_status_writes, "bench", interval=30.0)
-    app = Receiver(cache, forwarder, status, max_body_bytes=3 * 1024 * 1024)
-    # Request heads bounded as whatsapp-receiver serves them (the settings' defaults).
-    limits = ReceiverSettings.model_construct().head_limits()
-    uvicorn.run(
-        app,
-        host=HOST,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        http=bounded_http(limits),
-    )
+    serve(Receiver(cache, forwarder, status, max_body_bytes=3 * 1024 * 1024), port)
 
 
 # --- the channels and their signed events ------------------------------------------------
