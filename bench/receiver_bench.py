@@ -107,6 +107,7 @@ def serve_bare(port: int) -> None:
 def serve_relay(port: int, sink_port: int) -> None:
     """Forwards each body to the sink with the receiver's forward client; checks nothing."""
     from channel_api.receiver.forward import Delivery, Forwarder
+    from channel_api.receiver.meta import meta_signature
 
     forwarder = Forwarder(
         f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
@@ -123,7 +124,8 @@ def serve_relay(port: int, sink_port: int) -> None:
             return
         body = await whole_body(receive)
         instance_id = scope["path"].rsplit("/", 1)[-1]
-        delivery = await forwarder.deliver(instance_id, body, RELAY_APP_SECRET)
+        signature = meta_signature(RELAY_APP_SECRET, body)
+        delivery = await forwarder.deliver(instance_id, body, signature)
         status = 200 if delivery is Delivery.ACCEPTED else 502
         await send(
             {
@@ -184,7 +186,7 @@ def serve_receiver(
     from channel_api.receiver.status import StatusWriter
 
     class NoHop(Forwarder):
-        async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
+        async def deliver(self, instance_id: str, body: bytes, signature: bytes) -> Delivery:
             return Delivery.ACCEPTED
 
     async def no_status_writes(path: str, body: dict[str, Any]) -> None:

@@ -43,8 +43,8 @@ from .meta import (
     SIGNATURE_HEADER,
     MalformedEvent,
     Subscription,
+    checked_signature,
     event_routes,
-    signature_valid,
     verify_token_matches,
 )
 from .metrics import APP, FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
@@ -283,8 +283,8 @@ class Receiver:
         if channel is None:
             PER_CHANNEL.unknown_channel.inc()
             return FORBIDDEN
-        app_secret = channel.app_secret
-        if not signature_valid(app_secret, body, signature) or app_secret is None:
+        checked = checked_signature(channel.app_secret, body, signature)
+        if checked is None:
             log.info("refused an event for instance %s: bad signature", instance_id)
             PER_CHANNEL.bad_signature.inc()
             return FORBIDDEN
@@ -301,7 +301,7 @@ class Receiver:
             return FORBIDDEN
         self.status.event_arrived(channel.name)
         started = time.perf_counter()
-        delivery = await self.forwarder.deliver(channel.instance_id, body, app_secret)
+        delivery = await self.forwarder.deliver(channel.instance_id, body, checked)
         PER_CHANNEL.forward_seconds.observe(time.perf_counter() - started)
         if delivery is Delivery.ACCEPTED:  # the common case, without building a list
             PER_CHANNEL.forwarded.inc()
@@ -325,12 +325,10 @@ class Receiver:
             SHARED.malformed.inc()
             return MALFORMED
         assert not isinstance(route, Refused)
-        for channel, _ in route:
+        for channel, _, _ in route:
             self.status.event_arrived(channel.name)
         started = time.perf_counter()
-        # Each part is signed with its own channel's app secret (routing only picks channels
-        # that have one).
-        parts = [(c.instance_id, part, c.app_secret) for c, part in route if c.app_secret]
+        parts = [(c.instance_id, part, part_signature) for c, part, part_signature in route]
         deliveries = await deliver_all(self.forwarder, parts)
         SHARED.forward_seconds.observe(time.perf_counter() - started)
         return _delivered(deliveries, SHARED)
