@@ -227,11 +227,13 @@ class Receiver:
                 signature = value
             elif name == b"content-length":
                 length = value
+        declared: int | None = None
         if length is not None:
             if not length.isdigit():
                 counted.malformed.inc()
                 return await _send(send, MALFORMED_EARLY)
-            if int(length) > self._max_body:
+            declared = int(length)
+            if declared > self._max_body:
                 counted.too_large.inc()
                 return await _send(send, TOO_LARGE_EARLY)
         if not signature:
@@ -254,7 +256,6 @@ class Receiver:
         held = 0
         try:
             try:
-                declared = int(length) if length is not None else None
                 body = await admission.read_body(receive, self._max_body, declared)
             except BodyTooLarge:
                 counted.too_large.inc()
