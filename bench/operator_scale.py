@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from channel_launcher import product
+from channel_operator.channel_at_meta import OWNED_BY_OPERATOR, app_of, can_send, facts, token_facts
 from channel_operator.desired import (
     ChannelRef,
     MetaReport,
@@ -55,7 +56,6 @@ from channel_operator.desired import (
     open_seals,
 )
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
-from channel_operator.meta import OWNED_BY_OPERATOR, app_of, can_send, facts, token_facts
 from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service, script, start_service

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from channel_api.receiver.channel_cache import ChannelCache
-from channel_api.receiver.meta import event_routes
 from channel_api.receiver.routing import Refused, route_shared_event
+from channel_api.receiver.webhook_rules import event_routes
 
 from tests.support.payloads import (
     account_change,

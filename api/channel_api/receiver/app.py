@@ -39,7 +39,11 @@ from .admission import (
 )
 from .channel_cache import Channel, ChannelCache
 from .forward import Delivery, Forwarder, deliver_all
-from .meta import (
+from .metrics import APP, FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
+from .routing import Refused, route_shared_event
+from .settings import ReceiverSettings
+from .status import StatusWriter
+from .webhook_rules import (
     SIGNATURE_HEADER,
     MalformedEvent,
     Subscription,
@@ -47,10 +51,6 @@ from .meta import (
     event_routes,
     verify_token_matches,
 )
-from .metrics import APP, FAILED_DELIVERIES, PER_CHANNEL, SHARED, Endpoint
-from .routing import Refused, route_shared_event
-from .settings import ReceiverSettings
-from .status import StatusWriter
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from .channel_cache import Channel
-from .meta import (
+from .webhook_rules import (
     ChangeRef,
     MalformedEvent,
     checked_signature,
