@@ -135,7 +135,7 @@ def forwarder(sink_port: int, forward: bool = True) -> Any:
 def relay_app(forwarder: Any) -> Any:
     """Forwards each body with `forwarder`, signed as Meta signs; checks nothing."""
     from channel_api.receiver.forward import Delivery
-    from channel_api.receiver.meta import meta_signature
+    from channel_api.receiver.webhook_rules import meta_signature
 
     async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":

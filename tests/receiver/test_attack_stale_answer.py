@@ -10,8 +10,8 @@ import pytest
 from channel_api.receiver.app import Receiver
 from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Delivery, Forwarder
-from channel_api.receiver.meta import meta_signature
 from channel_api.receiver.status import StatusWriter
+from channel_api.receiver.webhook_rules import meta_signature
 
 from tests.receiver.conftest import FORWARD_SECRET
 from tests.receiver.instances import Instances

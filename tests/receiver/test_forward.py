@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from channel_api.receiver.forward import Delivery, Forwarder, deliver_all
-from channel_api.receiver.meta import meta_signature
+from channel_api.receiver.webhook_rules import meta_signature
 from localkube.cluster import free_port
 from localkube.pki import make_pki
 from whatsapp_channel.forward_proof import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from channel_api.receiver.forward import Delivery, Forwarder
-from channel_api.receiver.meta import meta_signature
+from channel_api.receiver.webhook_rules import meta_signature
 
 from tests.receiver.conftest import FORWARD_SECRET
 from tests.receiver.instances import Instances

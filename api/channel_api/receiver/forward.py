@@ -2,9 +2,9 @@
 
 One POST per instance, under a timeout, over the lean HTTP/1.1 client (`http1_client`),
 signed twice: as Meta signs (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256(channel app
-secret, the exact bytes forwarded)>`, `meta.meta_signature`: computed by the receiver for
-every request, the same HMAC that checked Meta's when the bytes are Meta's, never copied
-from Meta's header), so an instance written with a WhatsApp Cloud API library (pywa,
+secret, the exact bytes forwarded)>`, `webhook_rules.meta_signature`: computed by the
+receiver for every request, the same HMAC that checked Meta's when the bytes are Meta's,
+never copied from Meta's header), so an instance written with a WhatsApp Cloud API library (pywa,
 whatsapp-api-js) checks it as it checks Meta; and with the receiver's own forward proof
 (`whatsapp_channel.forward_proof`). The instance's answer decides what Meta is told: 2xx
 accepted, anything else refused, no answer unreachable or timed out.
@@ -119,8 +119,8 @@ class Forwarder:
         return target
 
     async def deliver(self, instance_id: str, body: bytes, signature: bytes) -> Delivery:
-        """POSTs `body` to the instance with `signature`, `meta.meta_signature` of `body` with
-        its channel's app secret, as Meta signs."""
+        """POSTs `body` to the instance with `signature` (`webhook_rules.meta_signature` of
+        `body` with its channel's app secret), as Meta signs."""
         if not self._client.open:
             await self.start()
         try:

@@ -44,7 +44,7 @@ def route_shared_event(
 ) -> list[tuple[Channel, bytes, bytes]] | Refused:
     """Each destination channel with the body it gets and that body's `meta_signature` by the
     channel's app secret, or why the event goes nowhere.
-    `routes` are `body`'s changes by phone number id (`meta.event_routes`); the body is
+    `routes` are `body`'s changes by phone number id (`webhook_rules.event_routes`); the body is
     parsed whole only when it has to be split."""
     targets: list[tuple[Channel, list[ChangeRef]]] = []
     for phone, refs in routes.items():
