@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 from channel_operator import keystore, metrics, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.graph import WHATSAPP_SCOPES, GraphCredentials, TokenInfo
@@ -80,7 +81,10 @@ def scraped() -> float:
     return value
 
 
-async def test_the_reconcile_counts_a_token_within_the_warning_window_only() -> None:
+async def test_the_reconcile_counts_a_token_within_the_warning_window_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconcile, "SECRET_DELIVERY_TIMEOUT", 0.0)  # no Secret watch runs here
     before = scraped()
     soon = await reconciled_with_token_expiring_in(3)  # within the 7 days of the Warning
     assert scraped() == before + 1
