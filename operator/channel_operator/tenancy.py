@@ -31,12 +31,6 @@ from channel_operator.desired import ChannelFailure, ChannelRef, is_managed
 PhoneClaims = Mapping[str, Collection[Claim]]
 
 
-def phone_claim(body: Mapping[str, Any]) -> dict[str, Claim]:
-    """The index entry of one channel: {its phone number id: its claim}."""
-    claim = claim_of(body)
-    return {} if claim is None else {claim[0]: claim[1]}
-
-
 def holds_number(secret: Mapping[str, Any] | None, channel: str, phone_number_id: str) -> bool:
     """True when `secret` is the operator's Secret of `channel` for that number (whoever
     could forge one could also feed the receiver directly: no new power)."""

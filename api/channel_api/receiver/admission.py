@@ -147,10 +147,7 @@ class Admission:
             task = asyncio.current_task()
             assert task is not None
             loop = self._loop = task.get_loop()
-        timeout = self.body_timeout
-        if declared is not None:
-            timeout = min(timeout, max(BODY_TIMEOUT_FLOOR, timeout * declared / max_body))
-        self._reading[task] = loop.time() + timeout
+        self._reading[task] = loop.time() + self.body_deadline(max_body, declared)
         if self._reaper is None:
             self._reaper = loop.call_later(self._reap_interval(), self._reap, loop)
         try:
@@ -183,6 +180,15 @@ class Admission:
             if self._expired:
                 self._expired.discard(task)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def body_deadline(self, max_body: int, declared: int | None) -> float:
+        """Seconds a body of `declared` length (None: not said) has to arrive whole, from
+        the request's head: `body_timeout` for the largest, its share for a smaller one, but
+        never less than BODY_TIMEOUT_FLOOR nor more than `body_timeout`."""
+        if declared is None:
+            return self.body_timeout
+        share = self.body_timeout * declared / max_body
+        return min(self.body_timeout, max(BODY_TIMEOUT_FLOOR, share))
 
     def _reap_interval(self) -> float:
         return min(self.body_timeout, BODY_TIMEOUT_FLOOR) / 4

@@ -122,7 +122,7 @@ def classify(
         if subcode == 33:
             return (
                 GraphErrorKind.ACCOUNT_NOT_FOUND
-                if call in ("subscribe", "unsubscribe", "subscriptions")
+                if call in ("subscribe", "unsubscribe", "subscriptions", "phone_numbers")
                 else GraphErrorKind.PHONE_NUMBER_NOT_FOUND
             )
         if "must be subscribed" in lowered:
