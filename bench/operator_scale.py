@@ -60,6 +60,7 @@ from typing import Any
 
 import aiohttp
 from channel_launcher import product
+from channel_operator.channel_at_meta import OWNED_BY_OPERATOR, app_of, can_send, facts, token_facts
 from channel_operator.desired import (
     ChannelRef,
     MetaReport,
@@ -68,7 +69,6 @@ from channel_operator.desired import (
     open_seals,
 )
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
-from channel_operator.meta import OWNED_BY_OPERATOR, app_of, can_send, facts, token_facts
 from facade_bench import Direct, ThroughFacade, measure
 from localkube import Cluster
 from localkube.cluster import free_port

@@ -2,12 +2,17 @@
 channels in the cache, against a bare ASGI endpoint that does nothing, in the same run.
 
     .venv/bin/python bench/receiver_bench.py [--channels 10000] [--requests 4000]
-        [--rounds 3] [--connections 32] [--max-seconds 20] [--profile DIR]
+        [--rounds 3] [--connections 32] [--max-seconds 20] [--profile DIR] [--in-process N]
 
 With `--profile DIR` (py-spy installed: `.venv/bin/pip install py-spy`), the served per-channel
 URL, shared URL, receiver with the forward stubbed and bare relay are each sampled by py-spy
 during one more round of `--requests`, the raw stacks written to DIR and their top costs
 printed (share of samples, by the function on top of the stack and by the functions on it).
+
+`--in-process N` measures each app's CPU per request in this process instead: served by the
+protocol whatsapp-receiver is served with, over an in-memory transport, every forward
+stubbed, N requests a round (the Python work alone, without sockets or other processes:
+steadier than the served numbers on a shared machine).
 
 `--soak SECONDS` is the by-hand soak instead (docs/receiver-performance.md): the receiver,
 10,000 channels in its cache, forwarding to a sink that counts every event by its message id;
@@ -16,12 +21,14 @@ URL alternating, every event unique) for SECONDS (600 for the real soak). It che
 every event the receiver accepted reached the sink exactly once and that the receiver's RSS
 at the end is within 5% of its RSS after the first minute, and exits 1 when not.
 
-Uvicorn processes on 127.0.0.1: the bare endpoint, the receiver (its cache loaded with the
-channels' Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in
-for the instances), the receiver with its forward stubbed, which separates the cost of
-its own checks from the hop to the instance, and a bare relay: an ASGI app that forwards the
-raw body to the same sink with the same forward client and checks nothing, the floor this
-design (Meta gets 200 only once the instance answered) can reach. The load generator is a
+Uvicorn processes on 127.0.0.1, each served as whatsapp-receiver is (`channel_api.serving.run`
+with the receiver's uvicorn options: bounded heads, no proxy headers), so that they differ
+only in their app: the bare endpoint, the receiver (its cache loaded with the channels'
+Secrets, forwarding to the sink), the sink (the same bare endpoint, standing in for the
+instances), the receiver with its forward stubbed, which separates the cost of its own checks
+from the hop to the instance, and a bare relay: an ASGI app that forwards the raw body to the
+same sink with the same forward client and checks nothing, the floor this design (Meta gets
+200 only once the instance answered) can reach. The load generator is a
 lean keep-alive HTTP/1.1 client in this process that only ever connects to 127.0.0.1, sends a
 bounded number of requests and stops at a time limit. Targets alternate round by round
 (machines here are noisy); the median round of each is reported, and the receiver's numbers
@@ -47,6 +54,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,23 +94,48 @@ async def whole_body(receive: Any) -> bytes:
     return b"".join(chunks)
 
 
+def served(port: int) -> Any:
+    """The settings whatsapp-receiver is served with (their defaults), on `port`."""
+    from channel_api.receiver.settings import ReceiverSettings
+
+    return ReceiverSettings.model_construct(host=HOST, port=port, log_level="WARNING")
+
+
+def serve(app: Any, port: int) -> None:
+    """Serves `app` on `port` exactly as whatsapp-receiver is served (`serving.run` with its
+    uvicorn options: bounded request heads, no proxy headers, no access log), so that the
+    bare endpoint, the bare relay and the receiver differ only in their app."""
+    from channel_api.receiver.main import UVICORN_OPTIONS
+    from channel_api.serving import run
+
+    run(app, served(port), **UVICORN_OPTIONS)
+
+
 def serve_bare(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(bare_app, host=HOST, port=port, access_log=False, log_level="warning")
+    serve(bare_app, port)
 
 
-def serve_relay(port: int, sink_port: int) -> None:
-    """Forwards each body to the sink with the receiver's forward client; checks nothing."""
-    import uvicorn
+def forwarder(sink_port: int, forward: bool = True) -> Any:
+    """The receiver's forwarder to the sink; with `forward=False` its deliveries succeed
+    without leaving the process."""
     from channel_api.receiver.forward import Delivery, Forwarder
 
-    forwarder = Forwarder(
+    class NoHop(Forwarder):
+        async def deliver(self, instance_id: str, body: bytes, signature: bytes) -> Delivery:
+            return Delivery.ACCEPTED
+
+    return (Forwarder if forward else NoHop)(
         f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
         FORWARD_SECRET,
         timeout=10.0,
         max_connections=256,
     )
+
+
+def relay_app(forwarder: Any) -> Any:
+    """Forwards each body with `forwarder`, signed as Meta signs; checks nothing."""
+    from channel_api.receiver.forward import Delivery
+    from channel_api.receiver.webhook_rules import meta_signature
 
     async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -112,7 +145,8 @@ def serve_relay(port: int, sink_port: int) -> None:
             return
         body = await whole_body(receive)
         instance_id = scope["path"].rsplit("/", 1)[-1]
-        delivery = await forwarder.deliver(instance_id, body, RELAY_APP_SECRET)
+        signature = meta_signature(RELAY_APP_SECRET, body)
+        delivery = await forwarder.deliver(instance_id, body, signature)
         status = 200 if delivery is Delivery.ACCEPTED else 502
         await send(
             {
@@ -123,7 +157,12 @@ def serve_relay(port: int, sink_port: int) -> None:
         )
         await send({"type": "http.response.body", "body": b"OK"})
 
-    uvicorn.run(relay, host=HOST, port=port, access_log=False, log_level="warning")
+    return relay
+
+
+def serve_relay(port: int, sink_port: int) -> None:
+    """The bare relay: each body forwarded to the sink with the receiver's forward client."""
+    serve(relay_app(forwarder(sink_port)), port)
 
 
 SINK_COUNTS: dict[int, int] = {}  # message id -> deliveries, in the sink's process
@@ -159,27 +198,16 @@ async def _nothing_more() -> dict[str, Any]:
 
 
 def serve_counting_sink(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(counting_sink, host=HOST, port=port, access_log=False, log_level="warning")
+    serve(counting_sink, port)
 
 
-def serve_receiver(
-    port: int, sink_port: int, secrets: list[dict[str, Any]], forward: bool = True
-) -> None:
-    """The receiver app; with `forward=False` deliveries succeed without leaving the process
-    (what the receiver's own checks cost, apart from the hop to the instance)."""
-    import uvicorn
-    from channel_api.bounded_http import bounded_http
+def receiver_app(sink_port: int, secrets: list[dict[str, Any]], forward: bool = True) -> Any:
+    """The receiver app, its cache loaded with `secrets`, its status notes never written; with
+    `forward=False` deliveries succeed without leaving the process (what the receiver's own
+    checks cost, apart from the hop to the instance)."""
     from channel_api.receiver.app import Receiver
     from channel_api.receiver.channel_cache import ChannelCache
-    from channel_api.receiver.forward import Delivery, Forwarder
-    from channel_api.receiver.settings import ReceiverSettings
     from channel_api.receiver.status import StatusWriter
-
-    class NoHop(Forwarder):
-        async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
-            return Delivery.ACCEPTED
 
     async def no_status_writes(path: str, body: dict[str, Any]) -> None:
         return None
@@ -187,24 +215,14 @@ def serve_receiver(
     cache = ChannelCache()
     cache.apply("SYNC", {"items": secrets})
     cache.mark_synced()
-    forwarder = (Forwarder if forward else NoHop)(
-        f"http://{HOST}:{sink_port}/agents/{{instance_id}}",
-        FORWARD_SECRET,
-        timeout=10.0,
-        max_connections=256,
-    )
     status = StatusWriter(no_status_writes, "bench", interval=30.0)
-    app = Receiver(cache, forwarder, status, max_body_bytes=3 * 1024 * 1024)
-    # Request heads bounded as whatsapp-receiver serves them (the settings' defaults).
-    limits = ReceiverSettings.model_construct().head_limits()
-    uvicorn.run(
-        app,
-        host=HOST,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        http=bounded_http(limits),
-    )
+    return Receiver(cache, forwarder(sink_port, forward), status, max_body_bytes=3 * 1024 * 1024)
+
+
+def serve_receiver(
+    port: int, sink_port: int, secrets: list[dict[str, Any]], forward: bool = True
+) -> None:
+    serve(receiver_app(sink_port, secrets, forward), port)
 
 
 # --- the channels and their signed events ------------------------------------------------
@@ -544,45 +562,155 @@ async def run(args: argparse.Namespace) -> None:
         for process in processes:
             process.join(5)
 
+    report(rounds)
+    if any(x.failures for rs in rounds.values() for x in rs):
+        sys.exit("some requests were not answered 200")
+
+
+def _spread(values: list[float], digits: int = 2) -> str:
+    """The median of `values` and, with more than one, their range."""
+    median = f"{statistics.median(values):.{digits}f}"
+    if len(values) < 2:
+        return median
+    return f"{median} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def report(rounds: dict[str, list[Round]]) -> None:
+    """Each target's median round, its CPU per request (median and range over the rounds),
+    and the ratios, each the median (and range) of the rounds' ratios: round i of one target
+    against round i of the other, run back to back."""
     median = {name: sorted(rs, key=lambda r: r.rate)[len(rs) // 2] for name, rs in rounds.items()}
-    cpu = {name: statistics.median(r.cpu_us for r in rs) for name, rs in rounds.items()}
     print(
         f"{'target':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} "
-        f"{'server CPU us/req':>18}"
+        f"{'server CPU us/req (range)':>26}"
     )
     for name, r in median.items():
         failures = sum(x.failures for x in rounds[name])
-        print(
-            f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d} "
-            f"{cpu[name]:18.1f}"
+        cpu = _spread([x.cpu_us for x in rounds[name]], 1)
+        print(f"{name:40} {r.rate:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {failures:8d} {cpu:>26}")
+
+    def ratios(name: str, base: str, of: str) -> str:
+        return _spread(
+            [
+                getattr(a, of) / getattr(b, of)
+                for a, b in zip(rounds[name], rounds[base], strict=True)
+            ]
         )
-    bare = median["bare ASGI endpoint (no-op)"]
-    relay = median["bare relay (forward only, no checks)"]
-    for name, r in median.items():
-        if not name.startswith("bare ASGI"):
+
+    bare, relay = "bare ASGI endpoint (no-op)", "bare relay (forward only, no checks)"
+    for name in median:
+        if name != bare:
             print(
-                f"{name.strip()}: throughput {r.rate / bare.rate:.2f}x bare, "
-                f"p99 {r.p99_ms / bare.p99_ms:.2f}x bare"
+                f"{name.strip()}: throughput {ratios(name, bare, 'rate')}x bare, "
+                f"p99 {ratios(name, bare, 'p99_ms')}x bare"
             )
-    for name, r in median.items():
+    for name in median:
         if name.startswith("receiver"):
             print(
-                f"{name.strip()}: throughput {r.rate / relay.rate:.2f}x the bare relay, "
-                f"p99 {r.p99_ms / relay.p99_ms:.2f}x the bare relay"
+                f"{name.strip()}: throughput {ratios(name, relay, 'rate')}x the bare relay, "
+                f"p99 {ratios(name, relay, 'p99_ms')}x the bare relay"
             )
-    relay_name, bare_name = "bare relay (forward only, no checks)", "bare ASGI endpoint (no-op)"
     print(
-        f"bare relay: server CPU per request {cpu[relay_name] / cpu[bare_name]:.2f}x "
-        "the bare endpoint's"
+        f"bare relay: server CPU per request {ratios(relay, bare, 'cpu_us')}x the bare endpoint's"
     )
     for name in median:
         if name.startswith("receiver"):
             print(
-                f"{name.strip()}: server CPU per request {cpu[name] / cpu[relay_name]:.2f}x "
+                f"{name.strip()}: server CPU per request {ratios(name, relay, 'cpu_us')}x "
                 "the bare relay's"
             )
-    if any(x.failures for rs in rounds.values() for x in rs):
-        sys.exit("some requests were not answered 200")
+
+
+# --- in one process (--in-process) ---------------------------------------------------------
+
+
+class _Transport:
+    """What the served protocol writes to, in memory: the answer is whole at its second write
+    (uvicorn writes the head, then the body)."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.closed = False
+        self.last: bytes = b""
+        self.answered: asyncio.Future[None] | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": (HOST, 8080), "peername": (HOST, 50000)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.last = data if self.writes % 2 else self.last
+        if not self.writes % 2 and self.answered is not None:
+            self.answered.set_result(None)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def in_process(args: argparse.Namespace) -> None:
+    """Each app's CPU per request in this process, served by the protocol whatsapp-receiver
+    is served with (bounded heads) over an in-memory transport, every forward stubbed: the
+    Python work alone, without the sockets, the kernel and the other processes."""
+    import uvicorn
+    from channel_api.receiver.main import UVICORN_OPTIONS
+    from channel_api.serving import options
+    from uvicorn.server import ServerState
+
+    channels, secrets = make_channels(args.channels)
+    rng = random.Random(5)
+    sample = [rng.choice(channels) for _ in range(2000)]
+    apps: dict[str, tuple[Any, Callable[[Channel], str]]] = {
+        "bare ASGI endpoint (no-op)": (bare_app, lambda c: "/bare"),
+        "bare relay (forward stubbed)": (
+            relay_app(forwarder(0, False)),
+            lambda c: f"/relay/{c.instance_id}",
+        ),
+        "receiver POST /hooks/whatsapp/{id} (forward stubbed)": (
+            receiver_app(0, secrets, False),
+            lambda c: f"/hooks/whatsapp/{c.instance_id}",
+        ),
+        "receiver POST /hooks/whatsapp (forward stubbed)": (
+            receiver_app(0, secrets, False),
+            lambda c: "/hooks/whatsapp",
+        ),
+    }
+    loop = asyncio.get_running_loop()
+    print(
+        f"in one process: {args.channels} channels in the cache, {args.in_process} requests "
+        f"x {args.rounds} rounds per app, CPU per request (best round, all rounds)"
+    )
+    for name, (app, path) in apps.items():
+        requests = [signed_request(path(c), c, n) for n, c in enumerate(sample)]
+        extra: dict[str, Any] = {**options(served(0)), **UVICORN_OPTIONS}
+        config = uvicorn.Config(app, **extra)
+        config.load()
+        protocol_class: Any = config.http_protocol_class
+        state: Any = ServerState
+        protocol = protocol_class(config=config, server_state=state(), app_state={}, _loop=loop)
+        transport = _Transport()
+        protocol.connection_made(transport)
+        rounds = []
+        for _ in range(args.rounds):
+            started = time.process_time()
+            for n in range(args.in_process):
+                transport.answered = loop.create_future()
+                protocol.data_received(requests[n % len(requests)])
+                await transport.answered
+            rounds.append((time.process_time() - started) / args.in_process * 1e6)
+            if transport.closed or not transport.last.startswith(b"HTTP/1.1 200 "):
+                sys.exit(f"{name}: {transport.last[:40]!r}, closed: {transport.closed}")
+        protocol.connection_lost(None)  # its keep-alive and head timers cancelled
+        listed = " ".join(f"{r:.1f}" for r in rounds)
+        print(f"{name:55} {min(rounds):6.1f} us  ({listed})")
 
 
 # --- the soak (--soak) -------------------------------------------------------------------
@@ -708,12 +836,20 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=20.0)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the served targets into DIR")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="the soak, not the bench")
+    parser.add_argument(
+        "--in-process", type=int, metavar="N", help="each app's CPU per request in this process"
+    )
     args = parser.parse_args()
     if not 0 < args.requests <= 100_000 or not 0 < args.connections <= 256:
         parser.error("--requests must be 1..100000 and --connections 1..256")
     if args.soak is not None and args.soak < 70:
         parser.error("--soak needs at least 70 seconds (RSS is compared with the first minute's)")
-    asyncio.run(soak(args) if args.soak is not None else run(args))
+    if args.in_process is not None:
+        import uvloop
+
+        uvloop.run(in_process(args))
+    else:
+        asyncio.run(soak(args) if args.soak is not None else run(args))
 
 
 if __name__ == "__main__":

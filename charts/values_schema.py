@@ -15,6 +15,13 @@ key). With `$ref` it is the whole schema; with an `additionalProperties` other t
 mapping is open (a map of anything, or of the values that schema allows) and its default's
 keys are examples, not properties. A `# @schema.root` block (same markers) is merged into the
 top of the schema: the title and the `definitions` that `$ref`s point at.
+
+Why our own and not a maintained generator: the annotations are those of dadav/helm-schema
+(`# @schema` blocks), and it or losisin/helm-values-schema-json is what this would be built
+from, as helm is, but the Go module proxy refuses both (403, tried 2026-12-06 and again
+2026-12-07); nothing on PyPI generates a chart schema, and Bitnami's readme-generator-for-helm
+(npm) cannot say an enum, a pattern or a bound, which the schema's refusals need. Once a
+generator is served, `make schema` runs it instead and this file goes.
 """
 
 from __future__ import annotations

@@ -61,18 +61,21 @@ def serve(
 
 
 def run(app: Any, served: ServedSettings, **uvicorn_options: Any) -> None:
-    """Serve `app` with uvicorn as configured, request heads bounded (`bounded_http`), the
-    client's address forwarded only by the proxies the settings trust."""
-    uvicorn.run(
-        app,
-        host=served.host,
-        port=served.port,
-        log_level=served.log_level.lower(),
-        server_header=False,
-        http=bounded_http(served.head_limits()),
+    """Serve `app` with uvicorn as configured (`options`)."""
+    uvicorn.run(app, **options(served), **uvicorn_options)
+
+
+def options(served: ServedSettings) -> dict[str, Any]:
+    """uvicorn's options for serving as configured: request heads bounded (`bounded_http`),
+    the client's address forwarded only by the proxies the settings trust."""
+    return {
+        "host": served.host,
+        "port": served.port,
+        "log_level": served.log_level.lower(),
+        "server_header": False,
+        "http": bounded_http(served.head_limits()),
         # Neither app serves WebSockets: an upgrade would leave the bounded protocol.
-        ws="none",
-        proxy_headers=bool(served.trusted_proxies),
-        forwarded_allow_ips=served.trusted_proxies or None,
-        **uvicorn_options,
-    )
+        "ws": "none",
+        "proxy_headers": bool(served.trusted_proxies),
+        "forwarded_allow_ips": served.trusted_proxies or None,
+    }

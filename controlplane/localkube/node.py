@@ -423,6 +423,14 @@ def _ctr(socket: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
+def kill_container(net: Network, container_id: str) -> None:
+    """SIGKILL a container's process through the node's runtime (containerd's task kill), the
+    way the kernel's OOM killer or a crash ends it: no SIGTERM first, nothing of it runs after.
+    `container_id` as a pod's status names it (`containerd://<id>`) or bare."""
+    container = container_id.removeprefix("containerd://")
+    _ctr(node_dir(net) / "containerd.sock", "tasks", "kill", "--signal", "SIGKILL", container)
+
+
 def _node_ready(cluster: ControlPlane) -> bool:
     result = cluster.kubectl(
         "get", "node", NODE_NAME, "-o",

@@ -261,9 +261,9 @@ ConditionState = tuple[bool | None, str, str]
 
 @dataclass(frozen=True)
 class MetaReport:
-    """What Meta said about a channel (`channel_operator.meta` asks): the conditions it sets
-    (None: leave that condition as it is) and the status fields it fills (verifiedName,
-    qualityRating, phoneStatus, messagingLimit, checkedAt)."""
+    """What Meta said about a channel (`channel_operator.channel_at_meta` asks): the
+    conditions it sets (None: leave that condition as it is) and the status fields it fills
+    (verifiedName, qualityRating, phoneStatus, messagingLimit, checkedAt)."""
 
     credentials: ConditionState | None = None
     webhook: ConditionState | None = None

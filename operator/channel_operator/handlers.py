@@ -17,9 +17,9 @@ from whatsapp_channel.model import GROUP, PLURAL, VERSION, WEBHOOK_REGISTERED
 
 from channel_operator import reconcile as channel
 from channel_operator import startup
+from channel_operator.channel_at_meta import MetaRetry
 from channel_operator.desired import ChannelFailure, retry_delay
 from channel_operator.keystore import KeysMissing
-from channel_operator.meta import MetaRetry
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings
 

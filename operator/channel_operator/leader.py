@@ -6,7 +6,9 @@ deadline 10 s, retry 2 s):
 
 - a candidate reads the Lease every `retry_period`; it takes it when nobody holds it, or when
   what it reads has not changed for the lease's duration *by its own clock* (the holder's
-  clock is never trusted), with a write conditional on the version it read;
+  clock is never trusted), with a write conditional on the version it read; it tries again
+  when that duration ends rather than up to a retry period later (client-go waits for the
+  next period: up to 2 s more of no leader after a holder died);
 - the holder renews every `retry_period`, with one write on the Lease it last wrote (its
   version a precondition: client-go's optimistic fast path, half the round trips of a read
   and a write, which counts when the apiserver takes seconds to answer); a conflict falls
@@ -170,13 +172,24 @@ class Election:
             log.warning("leader election: the Lease could not be read or written (%s)", exc.reason)
             return False
 
+    def next_try_in(self) -> float:
+        """A candidate's wait before its next try: the retry period, or less when the Lease
+        it saw held lapses sooner (by our clock), so a silent leader is replaced as soon as
+        its lease allows. Once lapsed (the try failed anyway), the retry period again."""
+        if not self.holder or self.holder == self.identity:
+            return self.retry_period
+        spec = self._observed or {}
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+        lapses_in = self._observed_at + duration - time.monotonic()
+        return min(self.retry_period, lapses_in) if lapses_in > 0 else self.retry_period
+
     async def acquire(self, stopping: asyncio.Event) -> bool:
-        """Try every retry period until we hold the Lease (True) or `stopping` is set."""
+        """Try until we hold the Lease (True) or `stopping` is set."""
         while not stopping.is_set():
             if await self.attempt():
                 return True
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.retry_period):
+                async with asyncio.timeout(self.next_try_in()):
                     await stopping.wait()
         return False
 

@@ -6,7 +6,8 @@ name (an instance id), a phone number or anything from a Secret.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -107,6 +108,40 @@ CAN_SEND = ChannelsByCanSend()
 REGISTRY.register(CAN_SEND)
 
 
+class TokensExpiring(Collector):
+    """`whatsapp_operator_channels_token_expiring`: channels whose access token expires
+    within the operator's warning window (the TokenExpiresSoon Warning's), counted at scrape
+    time from the expiry Meta's debug_token stated at the last check."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.warn_from_by_channel: dict[str, float] = {}
+        self._clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        now = self._clock()
+        family = GaugeMetricFamily(
+            "whatsapp_operator_channels_token_expiring",
+            "Channels whose access token expires within the TokenExpiresSoon window.",
+        )
+        family.add_metric(
+            [], sum(1 for at in list(self.warn_from_by_channel.values()) if at <= now)
+        )
+        yield family
+
+
+TOKENS_EXPIRING = TokensExpiring()
+REGISTRY.register(TOKENS_EXPIRING)
+
+
+def token_expiry(channel: str, warn_from: float | None) -> None:
+    """From when (epoch seconds) the channel's token counts as expiring; None: it never
+    expires, or Meta did not say."""
+    if warn_from is None:
+        TOKENS_EXPIRING.warn_from_by_channel.pop(channel, None)
+    else:
+        TOKENS_EXPIRING.warn_from_by_channel[channel] = warn_from
+
+
 def reconciled(channel: str, reason: str, *, ready: bool) -> None:
     RECONCILES.labels("ready" if ready else "failed", reason).inc()
     CHANNELS.ready_by_channel[channel] = ready
@@ -115,3 +150,4 @@ def reconciled(channel: str, reason: str, *, ready: bool) -> None:
 def released(channel: str) -> None:
     CHANNELS.ready_by_channel.pop(channel, None)
     CAN_SEND.value_by_channel.pop(channel, None)
+    TOKENS_EXPIRING.warn_from_by_channel.pop(channel, None)

@@ -43,8 +43,9 @@ from whatsapp_channel.reasons import (
 from whatsapp_channel.sealing import SealError, public_key_of, seal, seal_key_id, unseal
 from whatsapp_channel.untrusted import shown
 
-from channel_operator import meta as meta_steps
+from channel_operator import channel_at_meta as meta_steps
 from channel_operator import metrics, registration, signup, tenancy
+from channel_operator.channel_at_meta import Meta, MetaReport, MetaRetry, Warn
 from channel_operator.channel_secrets import ChannelSecrets, Written
 from channel_operator.desired import (
     ChannelFailure,
@@ -60,7 +61,6 @@ from channel_operator.desired import (
 from channel_operator.graph import GraphCredentials, GraphInputError
 from channel_operator.health import HealthSchedule
 from channel_operator.keystore import KeyringError, Keys
-from channel_operator.meta import Meta, MetaReport, MetaRetry, Warn
 from channel_operator.platform_app import PlatformApp
 
 log = logging.getLogger(__name__)
@@ -438,6 +438,7 @@ async def reconcile(
     enabled = bool(spec_body.get("enabled", True))
     failure: ChannelFailure | None = None
     current = dict(body.get("status") or {})  # status.signup lands here when exchanged
+    spec: ChannelSpec | None = None
     report: MetaReport | None = None
     retry: ChannelFailure | None = None
     try:
@@ -468,19 +469,46 @@ async def reconcile(
     if isinstance(failure, signup.SignupRefused):  # settled: never retried
         desired["observedGeneration"] = ref.generation
         warn(failure.reason, failure.message)
-    if failure is None:
-        record_claim(rt, body, desired)
-    changes = status_changes(current, desired)
-    if failure is None and report is not None:
-        failure = await name_account(rt, ref, spec, {**current, **changes})
+    changes, failure = await _report(
+        rt, body, current, desired, failure, warn, spec=spec, asked=report is not None
+    )
     status_patch.update(changes)
-    _warn_transitions(current, desired, warn)
-    _count(ref, desired, failure, enabled)
     if rt.health is not None and (failure is not None or not enabled):
         rt.health.drop(ref.name)
     if isinstance(failure, signup.SignupRefused):
         return None
     return failure or retry
+
+
+async def _report(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    current: Mapping[str, Any],
+    desired: JSON,
+    failure: ChannelFailure | None,
+    warn: Warn,
+    *,
+    spec: ChannelSpec | None,
+    asked: bool,
+) -> tuple[JSON, ChannelFailure | None]:
+    """What a reconcile and a health check report, one way: the claim on the number once
+    proven, the status changes, the Secret naming the account Meta answered with, a Warning
+    for each new refusal, the metrics. The changes, and the failure (the one given, or the
+    failure to name the account)."""
+    ref = ChannelRef.from_body(body)
+    enabled = bool((body.get("spec") or {}).get("enabled", True))
+    if failure is None:
+        record_claim(rt, body, desired)
+    changes = status_changes(current, desired)
+    if failure is None and asked and spec is not None:
+        failure = await name_account(rt, ref, spec, {**current, **changes})
+    _warn_transitions(current, desired, warn)
+    _count(ref, desired, failure, enabled)
+    if rt.meta is not None:
+        stated = desired.get("tokenExpiresAt", current.get("tokenExpiresAt"))
+        expires = meta_steps.parse_time(stated)
+        metrics.token_expiry(ref.name, None if expires is None else expires - rt.meta.token_warning)
+    return changes, failure
 
 
 async def name_account(
@@ -632,15 +660,12 @@ async def recheck(rt: Runtime, name: str, warn_for: WarnFor) -> float | None:
         meta=report,
         settled=True,
     )
-    record_claim(rt, body, desired)
-    changes = status_changes(current, desired)
+    changes, unnamed = await _report(
+        rt, body, current, desired, None, warn, spec=spec, asked=report is not None
+    )
     if changes:
         await rt.kube.merge_patch(channels_path(rt.namespace, name, "status"), {"status": changes})
-    if report is not None and await name_account(rt, ref, spec, {**current, **changes}):
-        return min(rt.meta.health_period, 60.0)
-    _warn_transitions(current, desired, warn)
-    _count(ref, desired, None, True)
-    if retry is not None:
+    if unnamed is not None or retry is not None:
         return min(rt.meta.health_period, 60.0)
     return rt.health.due_in(name) if rt.health is not None else None
 

@@ -28,9 +28,9 @@ from whatsapp_channel import reasons
 from whatsapp_channel.kube import Kube, channels_path
 from whatsapp_channel.model import RegistrationStatus
 
+from channel_operator.channel_at_meta import MetaRetry
 from channel_operator.desired import ChannelFailure, ChannelRef
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
-from channel_operator.meta import MetaRetry
 
 log = logging.getLogger(__name__)
 

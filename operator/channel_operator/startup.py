@@ -25,11 +25,11 @@ from whatsapp_channel.model import FINALIZER, GROUP
 from whatsapp_channel.phone_claims import claim_fields
 
 from channel_operator import keystore, metrics, platform_app, reconcile, tenancy
+from channel_operator.channel_at_meta import Meta
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.events import warning_poster
 from channel_operator.graph import CallBudget, GraphClient
 from channel_operator.health import HealthSchedule
-from channel_operator.meta import Meta
 from channel_operator.platform_app import PlatformApp
 from channel_operator.reconcile import Runtime
 from channel_operator.settings import OperatorSettings

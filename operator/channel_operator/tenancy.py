@@ -14,7 +14,6 @@ from typing import Any
 
 from whatsapp_channel import channel_secret
 from whatsapp_channel.model import (
-    KIND,
     SEALING_KEYS_SECRET,
     SECRET_REF_CHANNELS_ANNOTATION,
     is_channel_name,
@@ -32,24 +31,18 @@ from channel_operator.desired import ChannelFailure, ChannelRef, is_managed
 PhoneClaims = Mapping[str, Collection[Claim]]
 
 
-def phone_claim(body: Mapping[str, Any]) -> dict[str, Claim]:
-    """The index entry of one channel: {its phone number id: its claim}."""
-    claim = claim_of(body)
-    return {} if claim is None else {claim[0]: claim[1]}
-
-
 def holds_number(secret: Mapping[str, Any] | None, channel: str, phone_number_id: str) -> bool:
     """True when `secret` is the operator's Secret of `channel` for that number (whoever
     could forge one could also feed the receiver directly: no new power)."""
     if secret is None or not is_managed(secret):
         return False
-    metadata = secret.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    owned = any(
-        r.get("kind") == KIND and r.get("name") == channel
-        for r in metadata.get("ownerReferences") or []
+    parsed = channel_secret.parse(secret)
+    return (
+        parsed is not None
+        and parsed.channel_uid is not None  # owned by a channel, not named by a label only
+        and parsed.channel == channel
+        and parsed.phone_number_id == phone_number_id
     )
-    return owned and labels.get(channel_secret.PHONE_NUMBER_ID_LABEL) == phone_number_id
 
 
 class PhoneClaimIndex(Mapping[str, Collection[Claim]]):

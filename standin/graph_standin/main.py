@@ -26,7 +26,8 @@ from typing import Any
 import uvloop
 from pydantic import TypeAdapter, ValidationError
 
-from .app import GraphStandin, is_loopback_host
+from .app import GraphStandin
+from .caller import is_loopback_host
 from .state import NumberSeed
 
 DEFAULT_PORT = 8089

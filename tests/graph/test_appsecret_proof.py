@@ -6,7 +6,7 @@ app secret proof is a sha256 hash of your access token, using your app secret as
 """
 
 from channel_operator.graph import GraphCredentials
-from graph_standin.app import appsecret_proof
+from graph_standin.routes import appsecret_proof
 
 TOKEN = "EAAGm0PX4ZCpsBAKZCZCxHiAXampleToken"
 APP_SECRET = "an-app-secret-of-the-platform"

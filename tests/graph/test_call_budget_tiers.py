@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from channel_operator.channel_at_meta import Meta, ask
 from channel_operator.desired import ChannelRef, Credentials
 from channel_operator.graph import CallBudget, GraphClient
-from channel_operator.meta import Meta, ask
 from graph_standin import GraphStandin
 from graph_standin.state import PhoneNumber
 from whatsapp_channel.model import ChannelSpec

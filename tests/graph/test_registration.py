@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from channel_operator.channel_at_meta import Meta, ask
 from channel_operator.desired import ChannelFailure, ChannelRef, Credentials
 from channel_operator.graph import GraphClient, GraphErrorKind, classify
-from channel_operator.meta import Meta, ask
 from channel_operator.registration import RegistrationRefused, new_pin, register
 from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber

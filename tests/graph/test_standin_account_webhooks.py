@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from channel_api.receiver.meta import signature_valid
+from channel_api.receiver.webhook_rules import signature_valid
 from channel_operator.graph import GraphClient
 from graph_standin import GraphStandin, NumberSeed
 from graph_standin.state import NumberPatch, PhoneNumber

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_api.receiver.meta import signature_valid
+from channel_api.receiver.webhook_rules import signature_valid
 from channel_operator.graph import GraphClient, GraphError, GraphErrorKind
 from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.main import main

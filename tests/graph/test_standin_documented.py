@@ -263,7 +263,7 @@ async def test_injected_faults_have_graph_error_bodies(
 async def test_the_delivered_message_is_a_signed_messages_webhook(
     standin: GraphStandin, number: PhoneNumber, callback: Callback
 ) -> None:
-    from channel_api.receiver.meta import parse_event, signature_valid
+    from channel_api.receiver.webhook_rules import parse_event, signature_valid
 
     await _post(standin, f"{WABA}/subscribed_apps", None)
     await _post(

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from channel_operator.leader import lease_path
 from localkube import Cluster
+from localkube.node import kill_container
 from whatsapp_channel.channel_secret import secret_name
 from whatsapp_channel.forward_proof import SIGNATURE_HEADER, TIMESTAMP_HEADER, forward_proof_valid
+from whatsapp_channel.kube import channels_path, core_path
 from whatsapp_channel.model import GROUP, PLURAL, webhook_url
 
+from tests.node import failover
+from tests.node.failover import Number, Recorder
 from tests.node.podspec import CONTAINER_SECURITY, IMAGE, POD_SECURITY, apply
 from tests.node.portforward import port_forward
 from tests.support.chart import CHART, COMPONENTS, TEST_VALUES, component_name, kubectl_json
@@ -527,6 +537,197 @@ def test_a_deleted_receiver_pod_is_replaced(node_cluster: Cluster, release: Rele
         )
         assert answer.text == "1158201444"
         assert http.delete(api, headers=auth).status_code == 204
+
+
+# --- failover (issue 25, item 3) ------------------------------------------------------------
+
+LEASE = component_name(RELEASE, "operator")
+CREDENTIALS = {"access_token": ACCESS_TOKEN, "app_secret": APP_SECRET}
+
+
+@contextmanager
+def _watching(
+    cluster: Cluster, release: Release, graph: StandinThread, numbers: list[Number]
+) -> Iterator[tuple[str, httpx.Client, Recorder]]:
+    """The numbers known at Meta; the facade through its Service; a record of the Lease, the
+    channels and their Secrets."""
+    for number in numbers:
+        graph.seed(number.phone, CREDENTIALS, waba_id=number.waba)
+    paths = {
+        "leases": lease_path(release.namespace),
+        "channels": channels_path(release.channels),
+        "secrets": core_path("secrets", release.channels),
+    }
+    facade_service = component_name(RELEASE, "facade")
+    with (
+        port_forward(cluster, release.namespace, f"svc/{facade_service}", 80) as facade,
+        failover.recording(cluster.kubeconfig, paths) as record,
+        httpx.Client(timeout=90) as http,
+    ):
+        yield facade, http, record
+
+
+def _post(http: httpx.Client, facade: str, release: Release, number: Number) -> str:
+    """A new channel on `number` through the REST API, answered once the operator reported
+    on it: `active` (the facade waits for that); its name."""
+    instance = str(uuid.uuid4())
+    answer = http.post(
+        f"{facade}/v1/instances/{instance}/channels/whatsapp",
+        headers={"Authorization": f"Bearer {release.api_key}"},
+        json={
+            **CREDENTIALS,
+            "phone_number_id": number.phone,
+            "waba_id": number.waba,
+            "display_phone": "+61400111333",
+            "verify_token": f"node-verify-{uuid.uuid4().hex}",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "active", answer.text
+    return instance
+
+
+@dataclass(frozen=True)
+class Calm:
+    """A channel created while no handover happens: what one creation costs."""
+
+    name: str
+    number: Number
+    created: float  # monotonic, just before its POST
+
+    def writes(self, record: Recorder) -> Counter[str]:
+        return record.writes(self.name, since=self.created)
+
+
+def _calm(http: httpx.Client, facade: str, release: Release, number: Number) -> Calm:
+    created = time.monotonic()
+    return Calm(_post(http, facade, release, number), number, created)
+
+
+def _holder(cluster: Cluster, release: Release) -> str:
+    lease = kubectl_json(cluster, "get", "lease", LEASE, "-n", release.namespace)
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def test_a_killed_leader_is_replaced_and_a_channel_posted_meanwhile_is_active_within_20s(
+    node_cluster: Cluster, release: Release, graph: StandinThread
+) -> None:
+    cluster, net, ns = node_cluster, node_cluster.network, release.namespace
+    assert net is not None
+    calm_number, number = failover.numbers(0, 2)
+    with _watching(cluster, release, graph, [calm_number, number]) as (facade, http, record):
+        calm = _calm(http, facade, release, calm_number)
+        leader = _holder(cluster, release)
+        pod = kubectl_json(cluster, "get", "pod", failover.holder_pod(leader), "-n", ns)
+        (container,) = pod["status"]["containerStatuses"]
+        calm_calls, shared = failover.graph_calls(graph, calm_number), failover.shared_calls(graph)
+
+        killed = time.monotonic()
+        kill_container(net, container["containerID"])
+        name = _post(http, facade, release, number)
+        active_after = time.monotonic() - killed
+
+        def restarted() -> dict[str, Any] | None:
+            found = kubectl_json(cluster, "get", "pod", pod["metadata"]["name"], "-n", ns)
+            (now,) = found["status"]["containerStatuses"]
+            return now if now["restartCount"] > container["restartCount"] else None
+
+        last = wait_for("the killed container restarted", restarted)["lastState"]["terminated"]
+    (handover,) = failover.handovers(record.events("leases", LEASE))
+    print(
+        f"\nfailover: leader SIGKILLed; a channel POSTed at once was active after "
+        f"{active_after:.1f}s (the Lease changed hands {handover.gap:.1f}s after its last "
+        f"renewal; a creation alone is Ready in {record.created_to_ready(calm.name):.2f}s "
+        f"and costs writes {dict(calm.writes(record))}, Graph calls {dict(calm_calls)})"
+    )
+    assert calm_calls, "the stand-in saw no call for an active channel"
+    assert active_after < 20
+    # Killed for real (128 + 9), never released: the standby took it once it had lapsed.
+    assert last["exitCode"] == 137, last
+    assert handover.before == leader
+    assert not handover.released
+    assert handover.gap > 15 - 1, "the Lease was taken before it lapsed"
+    # No duplicate: the channel reconciled before costs nothing; the new one what one costs.
+    assert record.writes(calm.name, since=killed) == Counter()
+    assert failover.graph_calls(graph, calm_number) == calm_calls
+    assert record.writes(name, since=killed) == calm.writes(record)
+    assert failover.graph_calls(graph, number) == calm_calls
+    assert failover.once_per_leader(failover.shared_calls(graph) - shared, leaders=1)
+
+
+def test_a_rolling_upgrade_hands_over_with_no_channel_unreconciled_past_5s(
+    node_cluster: Cluster, release: Release, graph: StandinThread
+) -> None:
+    cluster = node_cluster
+    calm_number, *pool = failover.numbers(2, 240)
+    old = {p["metadata"]["name"] for p in pods(cluster, release.namespace, "operator")}
+    stop = threading.Event()
+
+    def stream() -> list[tuple[str, Number]]:
+        """A new channel every half second or so (each POST waits for its answer) until
+        told to stop: whenever the operator stops, one is in the works."""
+        made: list[tuple[str, Number]] = []
+        for number in pool:
+            made.append((_post(http, facade, release, number), number))
+            if stop.wait(0.5):
+                return made
+        raise AssertionError(f"the upgrade outlasted {len(pool)} channels")
+
+    with (
+        _watching(cluster, release, graph, [calm_number, *pool]) as (facade, http, record),
+        ThreadPoolExecutor(1) as one_thread,
+    ):
+        calm = _calm(http, facade, release, calm_number)
+        calm_calls, shared = failover.graph_calls(graph, calm_number), failover.shared_calls(graph)
+        began = time.monotonic()
+        streamed = one_thread.submit(stream)
+        try:
+            cluster.helm(
+                "upgrade", RELEASE, str(CHART), "-n", release.namespace, "--reuse-values",
+                "--set-string", f"operator.podAnnotations.failover-test={uuid.uuid4()}",
+                "--wait", "--timeout=5m",
+                timeout=400,
+            )  # fmt: skip
+
+            def handed_over() -> bool:
+                now = {p["metadata"]["name"] for p in pods(cluster, release.namespace, "operator")}
+                holder = failover.holder_pod(_holder(cluster, release))
+                return not (now & old) and holder in now
+
+            wait_for("the old operator pods are gone and a new one leads", handed_over)
+            settled = time.monotonic()
+
+            def one_more() -> bool:  # so that a channel came after the last handover too
+                if streamed.done():
+                    streamed.result()  # raises what stopped it
+                return bool(record.events("channels", since=settled))
+
+            wait_for("a channel created after the handover", one_more)
+        finally:
+            stop.set()
+        made = streamed.result(timeout=120)
+    moves = failover.handovers(record.events("leases", LEASE))
+    unreconciled = [record.created_to_ready(name) for name, _ in made]
+    print(
+        f"\nfailover: helm upgrade rolled the operator with {len(moves)} handover(s) "
+        f"(Lease released to acquired: {', '.join(f'{m.gap:.2f}s' for m in moves)}); "
+        f"{len(made)} channels created meanwhile, each Ready after at most "
+        f"{max(unreconciled):.2f}s (median {statistics.median(unreconciled):.2f}s; "
+        f"alone {record.created_to_ready(calm.name):.2f}s)"
+    )
+    assert moves, "the Lease never changed hands"
+    assert all(m.released for m in moves), moves
+    assert max(unreconciled) <= 5
+    # No duplicate: the channel reconciled before costs nothing; each new one what one costs.
+    assert record.writes(calm.name, since=began) == Counter()
+    assert failover.graph_calls(graph, calm_number) == calm_calls
+    assert {name: record.writes(name, since=began) for name, _ in made} == {
+        name: calm.writes(record) for name, _ in made
+    }
+    assert {name: failover.graph_calls(graph, number) for name, number in made} == {
+        name: calm_calls for name, _ in made
+    }
+    assert failover.once_per_leader(failover.shared_calls(graph) - shared, leaders=len(moves))
 
 
 def test_uninstall_keeps_the_channel_namespace_and_the_crd(

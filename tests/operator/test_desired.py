@@ -58,7 +58,7 @@ from whatsapp_channel.sealing import SealError, new_private_key, public_key_of, 
 
 NAMESPACE = "channels-test"
 BASE_URL = "https://hooks.example.test"
-# What Meta says of a healthy channel (the reconcile asks it: channel_operator.meta).
+# What Meta says of a healthy channel (the reconcile asks it: channel_operator.channel_at_meta).
 ACCEPTED = MetaReport(
     credentials=(True, CREDENTIALS_ACCEPTED, "Meta accepts the credentials"),
     webhook=(True, OVERRIDE_REGISTERED, "Meta delivers the number's events to us"),

@@ -157,7 +157,7 @@ def test_the_status_reports_word_for_word():
             for c in status["conditions"]  # type: ignore[attr-defined]
         }
 
-    # The Secret's and the webhook's own reports (Meta's conditions: test_operator_meta.py).
+    # The Secret's and the webhook's own reports (Meta's conditions: test_channel_at_meta.py).
     ready = build_status(
         {}, ref, webhook_base_url=base, enabled=True, failure=None, now="t", ask_meta=False
     )

@@ -60,6 +60,19 @@ async def test_a_silent_leaders_lease_is_taken_only_after_its_duration() -> None
     assert not await one.attempt(), "the old leader does not take it back"
 
 
+async def test_a_silent_leaders_lease_is_taken_when_it_lapses_not_a_retry_period_later() -> None:
+    # A retry period long beside the lease: the standby's tries at 0 s and 2 s find it held;
+    # it lapses at 3 s by the standby's clock, and the next retry would only come at 4 s.
+    timing = {"lease_duration": 3.0, "renew_deadline": 2.5, "retry_period": 2.0}
+    kube = MemoryKube()
+    one, two = (Election(kube=kube, namespace=NS, name=LEASE, identity=i, **timing) for i in "12")
+    assert await one.attempt()  # and then never renews (killed)
+    started = time.monotonic()
+    assert await two.acquire(asyncio.Event())
+    took = time.monotonic() - started
+    assert timing["lease_duration"] <= took < timing["lease_duration"] + timing["retry_period"] / 4
+
+
 async def test_a_leader_that_cannot_renew_gives_up_before_its_lease_lapses() -> None:
     kube = MemoryKube()
     one = election(kube, "one")

@@ -1,7 +1,7 @@
 """Issue 13, the operator against hostile resources, on the in-memory apiserver: each test
 performs an attack (a claimed phone number, a secretRef to another channel's Secret,
 malformed seals, 8 KiB key ids, a drift repair racing a reconcile) and shows it fails.
-The same attacks against the real control plane: test_operator_tenancy_cluster.py."""
+The same attacks against the real control plane: test_tenancy_cluster.py."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from channel_operator import graph, reconcile
+from channel_operator.channel_at_meta import Meta
 from channel_operator.desired import ChannelFailure
 from channel_operator.graph import GraphClient
-from channel_operator.meta import Meta
+from channel_operator.graph import client as graph_client
 from channel_operator.tenancy import PhoneClaimIndex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -514,7 +515,7 @@ def test_one_meta_id_pattern_for_the_facade_the_crd_and_the_graph_client() -> No
     """Fails on the code before issue 21: 21-32 digits passed the facade and the CRD, and the
     Graph client raised on them (a channel `pending` forever, a traceback every 30 s)."""
     spec_schema = crd.spec_schema()["properties"]
-    graph_ids = re.compile(graph._ID_PATTERN.pattern)
+    graph_ids = re.compile(graph_client._ID_PATTERN.pattern)
     for digits, fits in ((5, True), (20, True), (21, False), (32, False)):
         number = "1" * digits
         assert bool(graph_ids.fullmatch(number)) is fits

@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import pytest
 from channel_operator import reconcile
+from channel_operator.channel_at_meta import Meta
 from channel_operator.desired import ChannelRef, build_secret
 from channel_operator.graph import GraphClient
-from channel_operator.meta import Meta
 from channel_operator.reconcile import Runtime
 from whatsapp_channel.channel_secret import WEBHOOK_MODE_ANNOTATION, parse
 from whatsapp_channel.kube import JSON, core_path

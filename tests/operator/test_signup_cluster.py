@@ -37,8 +37,8 @@ from whatsapp_channel.model import (
 )
 from whatsapp_channel.sealing import seal
 
-from tests.operator import test_operator_meta_cluster as meta
-from tests.operator.test_operator_meta_cluster import Operated, credentials, new_phone
+from tests.operator import test_channel_at_meta_cluster as meta
+from tests.operator.test_channel_at_meta_cluster import Operated, credentials, new_phone
 from tests.support.facade_app import ApiKeys, write_keys_file
 from tests.support.graph import StandinThread
 from tests.support.processes import log_dir, run_facade

@@ -6,14 +6,17 @@ away is told apart from an empty body; a message without `body` is an empty piec
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from channel_api.receiver.admission import (
+    BODY_TIMEOUT_FLOOR,
     CHANNEL_POOL,
     LARGE_SHARE,
     SMALL_BODY_BYTES,
     Admission,
+    BodyTimedOut,
     BodyTooLarge,
     Disconnected,
     OverBudget,
@@ -108,3 +111,37 @@ async def test_a_message_without_a_body_is_an_empty_piece():
     assert await _read(admission, {"type": "http.request"}) == b""
     assert await _read(admission, _piece(b"{}", more=True), {"type": "http.request"}) == b"{}"
     assert admission.buffered == 2
+
+
+def test_the_body_deadline_is_exactly_the_configured_one():
+    """Issue 23 item 4: the deadline a body gets is the setting itself for the largest body
+    (and for one of unsaid length), its share for a smaller one, never under the floor nor
+    over the setting (a break multiplying the deadline passed the wall-clock tests)."""
+    admission = Admission(max_requests=4, max_buffered_bytes=NO_LIMIT, body_timeout=30.0)
+    assert admission.body_deadline(1000, 1000) == 30.0
+    assert admission.body_deadline(1000, None) == 30.0
+    assert admission.body_deadline(1000, 500) == 15.0
+    assert admission.body_deadline(1000, 100) == 3.0
+    assert admission.body_deadline(1000, 10) == BODY_TIMEOUT_FLOOR  # 0.3 s: the floor
+    assert admission.body_deadline(1000, 0) == BODY_TIMEOUT_FLOOR
+    assert admission.body_deadline(1000, 5000) == 30.0  # more than allowed: not more time
+    quick = Admission(max_requests=4, max_buffered_bytes=NO_LIMIT, body_timeout=1.0)
+    assert quick.body_deadline(1000, 10) == 1.0  # a setting under the floor wins
+    assert quick.body_deadline(1000, None) == 1.0
+
+
+async def test_a_read_is_given_its_body_deadline_from_the_head():
+    """The deadline a read is held to is `body_deadline`'s, counted from when the read began:
+    a read stalled for good ends BodyTimedOut no sooner than that (loop time; no upper
+    bound, which a loaded machine could break)."""
+    admission = Admission(max_requests=4, max_buffered_bytes=NO_LIMIT, body_timeout=0.5)
+    loop = asyncio.get_running_loop()
+
+    async def stalled() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    began = loop.time()
+    with pytest.raises(BodyTimedOut):
+        await asyncio.wait_for(admission.read_body(stalled, 1000, None), timeout=60)
+    assert loop.time() - began >= 0.5

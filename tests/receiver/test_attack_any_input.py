@@ -42,7 +42,7 @@ DOCUMENTED = {200, 400, 401, 403, 404, 405, 408, 413, 502, 503, 504}
 class Accepting(Forwarder):
     """Deliveries succeed without leaving the process: the input handling is what is tried."""
 
-    async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
+    async def deliver(self, instance_id: str, body: bytes, signature: bytes) -> Delivery:
         return Delivery.ACCEPTED
 
 

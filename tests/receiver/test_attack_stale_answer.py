@@ -11,6 +11,7 @@ from channel_api.receiver.app import Receiver
 from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Delivery, Forwarder
 from channel_api.receiver.status import StatusWriter
+from channel_api.receiver.webhook_rules import meta_signature
 
 from tests.receiver.conftest import FORWARD_SECRET
 from tests.receiver.instances import Instances
@@ -57,8 +58,18 @@ async def test_a_second_answer_is_never_read_as_the_next_instances(
     async with Instances(answers={A: [from_a], B: [ANSWER_503]}) as server:
         forwarder = Forwarder(server.url_template, FORWARD_SECRET, timeout=5, max_connections=4)
         try:
-            assert await forwarder.deliver(A, b'{"for":"a"}', b"app-secret") is a_delivery
-            assert await forwarder.deliver(B, b'{"for":"b"}', b"app-secret") is Delivery.REFUSED
+            assert (
+                await forwarder.deliver(
+                    A, b'{"for":"a"}', meta_signature(b"app-secret", b'{"for":"a"}')
+                )
+                is a_delivery
+            )
+            assert (
+                await forwarder.deliver(
+                    B, b'{"for":"b"}', meta_signature(b"app-secret", b'{"for":"b"}')
+                )
+                is Delivery.REFUSED
+            )
             assert [r.instance_id for r in server.requests] == [A, B]
             assert server.requests[1].connection != server.requests[0].connection
         finally:
@@ -69,12 +80,22 @@ async def test_bytes_arriving_on_an_idle_connection_close_it():
     async with Instances(answers={B: [ANSWER_503]}) as server:
         forwarder = Forwarder(server.url_template, FORWARD_SECRET, timeout=5, max_connections=4)
         try:
-            assert await forwarder.deliver(A, b'{"for":"a"}', b"app-secret") is Delivery.ACCEPTED
+            assert (
+                await forwarder.deliver(
+                    A, b'{"for":"a"}', meta_signature(b"app-secret", b'{"for":"a"}')
+                )
+                is Delivery.ACCEPTED
+            )
             [first] = server.requests
             # While the connection sits idle in the pool, A answers again.
             server.writers[first.connection].write(ANSWER_200)
             await server.wait_for(lambda: first.connection in server.closed_by_client)
-            assert await forwarder.deliver(B, b'{"for":"b"}', b"app-secret") is Delivery.REFUSED
+            assert (
+                await forwarder.deliver(
+                    B, b'{"for":"b"}', meta_signature(b"app-secret", b'{"for":"b"}')
+                )
+                is Delivery.REFUSED
+            )
         finally:
             await forwarder.close()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from channel_api.receiver.forward import Delivery, Forwarder, deliver_all
+from channel_api.receiver.webhook_rules import meta_signature
 from localkube.cluster import free_port
 from localkube.pki import make_pki
 from whatsapp_channel.forward_proof import (
@@ -25,6 +26,7 @@ from tests.support.sink import Sink
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ntaken"
 INSTANCE = "0b7e4f1c-5d0a-4c7e-9d3e-2f1a6b8c9d01"
 APP_SECRET = b"forward-test-app-secret"
+SIGNED_EMPTY = meta_signature(APP_SECRET, b"{}")
 CLOSE = None  # instead of an answer: close the connection without answering
 
 
@@ -149,7 +151,9 @@ async def test_request_carries_body_and_proof_and_connection_is_reused(forwarder
     async with Scripted() as server:
         f = forwarders(server.url_template)
         bodies = [b'{"n":1}', b'{"n":"\xc3\xbc\\u00fc"}', b"x" * 100_000]
-        assert [await f.deliver(INSTANCE, b, APP_SECRET) for b in bodies] == [Delivery.ACCEPTED] * 3
+        assert [await f.deliver(INSTANCE, b, meta_signature(APP_SECRET, b)) for b in bodies] == [
+            Delivery.ACCEPTED
+        ] * 3
         assert server.connections == 1
         for (number, head, body), sent in zip(server.requests, bodies, strict=True):
             assert number == 1
@@ -177,9 +181,9 @@ async def test_chunked_answer_is_read_to_its_end_and_the_connection_reused(
     )
     async with Scripted(chunked, chunked) as server:
         f = forwarders(server.url_template)
-        assert [await f.deliver(INSTANCE, b"{}", APP_SECRET) for _ in range(3)] == [
-            Delivery.ACCEPTED
-        ] * 3
+        assert [
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) for _ in range(3)
+        ] == [Delivery.ACCEPTED] * 3
         assert server.connections == 1
         assert len(server.requests) == 3
 
@@ -187,8 +191,12 @@ async def test_chunked_answer_is_read_to_its_end_and_the_connection_reused(
 async def test_interim_answers_are_skipped(forwarders: _Factory):
     async with Scripted(b"HTTP/1.1 100 Continue\r\n\r\n" + OK) as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         assert server.connections == 1
 
 
@@ -213,9 +221,13 @@ async def test_answers_that_end_the_connection_are_accepted_and_not_reused(
     async with Scripted(answer) as server:
         server.close_after_answer = answer.endswith(b"until the end")
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         server.close_after_answer = False
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         assert server.connections == 2
 
 
@@ -237,10 +249,12 @@ async def test_status_and_malformed_answers(
     async with Scripted(answer) as server:
         server.close_after_answer = answer.endswith(b"short")
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is delivery
+        assert await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is delivery
         server.close_after_answer = False
         # Whatever that was, the next event goes through (a broken connection is not reused).
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         expected = 1 if delivery in (Delivery.REFUSED, Delivery.ACCEPTED) else 2
         assert server.connections == expected
         assert len(server.requests) == 2
@@ -254,8 +268,13 @@ async def test_a_kept_alive_connection_closed_before_answering_is_retried_once(
 ):
     async with Scripted(OK, CLOSE) as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
-        assert await f.deliver(INSTANCE, b'{"second":1}', APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
+        assert (
+            await f.deliver(INSTANCE, b'{"second":1}', meta_signature(APP_SECRET, b'{"second":1}'))
+            is Delivery.ACCEPTED
+        )
         assert [(n, body) for n, _, body in server.requests] == [
             (1, b"{}"),
             (1, b'{"second":1}'),
@@ -268,7 +287,10 @@ async def test_a_new_connection_closed_before_answering_is_unreachable_not_retri
 ):
     async with Scripted(CLOSE, CLOSE) as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.UNREACHABLE
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}"))
+            is Delivery.UNREACHABLE
+        )
         assert len(server.requests) == 1
 
 
@@ -276,25 +298,35 @@ async def test_an_idle_connection_the_instance_closed_is_not_reused(forwarders: 
     async with Scripted() as server:
         server.close_after_answer = True  # without saying so in the answer
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         await until(lambda: server.open == 0 and idle_at_eof(f))  # the FIN arrived
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         assert [n for n, _, _ in server.requests] == [1, 2]  # the event was not lost on it
 
 
 async def test_nothing_listening_is_unreachable(forwarders: _Factory):
     f = forwarders(f"http://127.0.0.1:{free_port()}/agents/{{instance_id}}")
-    assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.UNREACHABLE
+    assert (
+        await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.UNREACHABLE
+    )
 
 
 async def test_close_closes_idle_connections(forwarders: _Factory):
     async with Scripted() as server:
         f = forwarders(server.url_template)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         assert server.open == 1
         await f.close()
         await until(lambda: server.open == 0)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED  # usable again
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )  # usable again
 
 
 # --- timeouts and the pool's bound -------------------------------------------------------
@@ -306,9 +338,14 @@ async def test_a_slow_instance_times_out_and_its_late_answer_is_not_taken_for_th
     async with Scripted(b"HTTP/1.1 503 Late\r\nContent-Length: 0\r\n\r\n") as server:
         server.delay = 0.5
         f = forwarders(server.url_template, timeout=0.2)
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.TIMED_OUT
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}"))
+            is Delivery.TIMED_OUT
+        )
         server.delay = 0.0
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         assert server.connections == 2
 
 
@@ -317,7 +354,7 @@ async def test_a_delivery_past_the_cap_is_not_tried_rather_than_queued(forwarder
         server.delay = 0.3
         f = forwarders(server.url_template, timeout=5.0, max_connections=1)
         deliveries = await deliver_all(
-            f, [(INSTANCE, b"{}", APP_SECRET), (INSTANCE, b"{}", APP_SECRET)]
+            f, [(INSTANCE, b"{}", SIGNED_EMPTY), (INSTANCE, b"{}", SIGNED_EMPTY)]
         )
         assert sorted(d.value for d in deliveries) == ["accepted", "busy"]
         assert len(server.requests) == 1
@@ -327,7 +364,10 @@ async def test_the_pool_is_bounded_and_its_connections_reused(forwarders: _Facto
     async with Scripted() as server:
         server.delay = 0.05
         f = forwarders(server.url_template, max_connections=3)
-        parts = [(INSTANCE, b'{"n":%d}' % n, APP_SECRET) for n in range(4)]
+        parts = [
+            (INSTANCE, b'{"n":%d}' % n, meta_signature(APP_SECRET, b'{"n":%d}' % n))
+            for n in range(4)
+        ]
         deliveries = await deliver_all(f, parts)
         assert sorted(d.value for d in deliveries) == ["accepted"] * 3 + ["busy"]
         assert server.most_open == 3
@@ -344,7 +384,9 @@ async def test_url_template_path_and_query_are_sent_encoded(forwarders: _Factory
     async with Scripted() as server:
         base = server.url_template.split("/agents/")[0]
         f = forwarders(base + "/a b/{instance_id}/ü?tenant=x y&k=1")
-        assert await f.deliver(INSTANCE, b"{}", APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, b"{}", meta_signature(APP_SECRET, b"{}")) is Delivery.ACCEPTED
+        )
         [(_, head, _)] = server.requests
         assert head.startswith(
             f"POST /a%20b/{INSTANCE}/%C3%BC?tenant=x%20y&k=1 HTTP/1.1\r\n".encode()
@@ -360,7 +402,10 @@ def test_userinfo_or_another_scheme_in_the_url_is_refused():
 async def test_an_instance_id_with_control_characters_is_not_sent(forwarders: _Factory):
     async with Scripted() as server:
         f = forwarders(server.url_template)
-        assert await f.deliver("x\r\nX-Evil: 1", b"{}", APP_SECRET) is Delivery.UNREACHABLE
+        assert (
+            await f.deliver("x\r\nX-Evil: 1", b"{}", meta_signature(APP_SECRET, b"{}"))
+            is Delivery.UNREACHABLE
+        )
         assert server.requests == []
 
 
@@ -375,8 +420,12 @@ async def test_https_instance(forwarders: _Factory, tmp_path: Path):
         trusting = ssl.create_default_context(cafile=str(pki.ca_cert))
         f = forwarders(sink.url_template, ssl_context=trusting)
         body = b'{"object":"whatsapp_business_account"}'
-        assert await f.deliver(INSTANCE, body, APP_SECRET) is Delivery.ACCEPTED
-        assert await f.deliver(INSTANCE, body, APP_SECRET) is Delivery.ACCEPTED
+        assert (
+            await f.deliver(INSTANCE, body, meta_signature(APP_SECRET, body)) is Delivery.ACCEPTED
+        )
+        assert (
+            await f.deliver(INSTANCE, body, meta_signature(APP_SECRET, body)) is Delivery.ACCEPTED
+        )
         [first, second] = sink.received
         assert (first.instance_id, first.body, second.body) == (INSTANCE, body, body)
         assert forward_proof_valid(
@@ -388,7 +437,10 @@ async def test_https_instance(forwarders: _Factory, tmp_path: Path):
         )
         # Without the instance's CA (the system's trust store), its certificate is refused.
         untrusting = forwarders(sink.url_template)
-        assert await untrusting.deliver(INSTANCE, body, APP_SECRET) is Delivery.UNREACHABLE
+        assert (
+            await untrusting.deliver(INSTANCE, body, meta_signature(APP_SECRET, body))
+            is Delivery.UNREACHABLE
+        )
         assert len(sink.received) == 2
     finally:
         await sink.stop()

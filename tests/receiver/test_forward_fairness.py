@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from channel_api.receiver.forward import Delivery, Forwarder
+from channel_api.receiver.webhook_rules import meta_signature
 
 from tests.receiver.conftest import FORWARD_SECRET
 from tests.receiver.instances import Instances
@@ -26,7 +27,11 @@ APP_SECRET = b"fairness-app-secret"
 async def _deliver_many(forwarder: Forwarder, instances: list[str], each: int) -> list[Delivery]:
     return list(
         await asyncio.gather(
-            *(forwarder.deliver(i, BODY, APP_SECRET) for i in instances for _ in range(each))
+            *(
+                forwarder.deliver(i, BODY, meta_signature(APP_SECRET, BODY))
+                for i in instances
+                for _ in range(each)
+            )
         )
     )
 

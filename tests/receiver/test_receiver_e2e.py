@@ -111,7 +111,7 @@ async def test_facade_channel_to_meta_challenge_to_instance(
             start = time.monotonic()
             while (answer := await http.get(webhook_url, params=params)).status_code != 200:
                 assert answer.status_code == 403
-                assert time.monotonic() - start < 5, "the receiver never learnt the channel"
+                assert time.monotonic() - start < 60, "the receiver never learnt the channel"
                 await asyncio.sleep(0.1)
             assert (answer.text, answer.headers["content-type"]) == (
                 "1158201444",
@@ -184,7 +184,7 @@ async def test_facade_channel_to_meta_challenge_to_instance(
             while (
                 await http.post(webhook_url, content=body, headers=new_headers)
             ).status_code != 200:
-                assert time.monotonic() - start < 5, "the rotated app secret never took effect"
+                assert time.monotonic() - start < 60, "the rotated app secret never took effect"
                 await asyncio.sleep(0.1)
             old = await http.post(
                 webhook_url, content=body, headers=signed("e2e-app-secret-one-0123456789", body)

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from channel_api.receiver.channel_cache import ChannelCache
-from channel_api.receiver.meta import event_routes
 from channel_api.receiver.routing import Refused, route_shared_event
+from channel_api.receiver.webhook_rules import event_routes
 
 from tests.support.payloads import (
     account_change,
@@ -55,9 +55,10 @@ def test_one_channel_gets_the_event_as_meta_signed_it() -> None:
     event = notification([text_change("1111111", "a"), text_change("1111111", "b")])
     routed = route(cache, event)
     assert not isinstance(routed, Refused)
-    ((channel, body),) = routed
+    ((channel, body, signature),) = routed
     assert channel.instance_id == iid
     assert body == meta_bytes(event)
+    assert b"sha256=" + signature == meta_signature(SECRET, body).encode()
 
 
 def test_a_batch_is_split_so_each_channel_gets_only_its_own_changes() -> None:
@@ -71,8 +72,11 @@ def test_a_batch_is_split_so_each_channel_gets_only_its_own_changes() -> None:
     )
     routed = route(cache, event)
     assert not isinstance(routed, Refused)
-    by_instance = {channel.instance_id: changes(body) for channel, body in routed}
+    by_instance = {channel.instance_id: changes(body) for channel, body, _ in routed}
     assert by_instance == {first: ["1111111", "1111111"], second: ["2222222"]}
+    # Each part signed over its own bytes (the one HMAC of the whole body signs neither).
+    for _, body, signature in routed:
+        assert b"sha256=" + signature == meta_signature(SECRET, body).encode()
 
 
 def test_changes_without_a_channel_are_dropped_and_the_rest_delivered() -> None:
@@ -82,8 +86,9 @@ def test_changes_without_a_channel_are_dropped_and_the_rest_delivered() -> None:
     event["entry"][0]["changes"].append(account_change())
     routed = route(cache, event)
     assert not isinstance(routed, Refused)
-    ((channel, body),) = routed
+    ((channel, body, signature),) = routed
     assert (channel.instance_id, changes(body)) == (iid, ["1111111"])
+    assert b"sha256=" + signature == meta_signature(SECRET, body).encode()
 
 
 def test_no_known_phone_number_is_an_unknown_channel() -> None:
@@ -128,7 +133,7 @@ def test_when_two_channels_claim_a_phone_number_the_signature_picks() -> None:
     )
     routed = route(cache, notification([text_change("1111111", "a")]))
     assert not isinstance(routed, Refused)
-    assert [channel.instance_id for channel, _ in routed] == [right]
+    assert [channel.instance_id for channel, _, _ in routed] == [right]
     assert route(cache, notification([text_change("1111111", "a")]), "neither") is (
         Refused.BAD_SIGNATURE
     )

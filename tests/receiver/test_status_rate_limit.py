@@ -101,7 +101,7 @@ async def test_status_writes_are_at_most_one_per_interval(
                     writes.append(event["object"]["status"])
 
         await asyncio.wait_for(history(), timeout=30)
-        assert sent >= 2 * SPAN  # paced at 10/s: far more events than writes
+        assert sent >= 2 * len(writes)  # events far outnumber writes, however fast they went
         assert writes, "the receiver never wrote the channel's status"
         assert all(set(status) == {"lastEventAt"} for status in writes), writes
         assert len(writes) <= math.floor(span / INTERVAL) + 2, (len(writes), span, sent)

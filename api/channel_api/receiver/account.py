@@ -24,8 +24,8 @@ from collections.abc import Callable
 from whatsapp_channel.model import META_ID_PATTERN
 
 from .channel_cache import Channel
-from .meta import MalformedEvent, parse_event, refuse_in_constant_time, signature_valid
 from .routing import Refused
+from .webhook_rules import MalformedEvent, parse_event, refuse_in_constant_time, signature_valid
 
 # Fields Meta sends about a business account or its numbers (the webhooks overview).
 ACCOUNT_FIELDS = frozenset(

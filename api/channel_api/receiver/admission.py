@@ -67,6 +67,7 @@ class Admission:
         "_expired",
         "_in_pool",
         "_large_limit",
+        "_loop",
         "_reading",
         "_reaper",
         "body_timeout",
@@ -99,6 +100,9 @@ class Admission:
         self._reading: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.TimerHandle | None = None
+        # The loop of the last body read: `asyncio.current_task()` without one asks for the
+        # running loop, a getpid() syscall each time on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def admit(self, client: str, pool: int) -> bool:
         """Take a slot of `pool` for `client` (`client_of`); False when the pool's slots or
@@ -137,13 +141,13 @@ class Admission:
         BodyTimedOut or Disconnected, having given back whatever it had counted."""
         chunks: list[bytes] = []
         held = 0
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        timeout = self.body_timeout
-        if declared is not None:
-            timeout = min(timeout, max(BODY_TIMEOUT_FLOOR, timeout * declared / max_body))
-        self._reading[task] = loop.time() + timeout
+        loop = self._loop
+        task = asyncio.current_task(loop) if loop is not None else None
+        if loop is None or task is None:  # the first body read, or one on another loop
+            task = asyncio.current_task()
+            assert task is not None
+            loop = self._loop = task.get_loop()
+        self._reading[task] = loop.time() + self.body_deadline(max_body, declared)
         if self._reaper is None:
             self._reaper = loop.call_later(self._reap_interval(), self._reap, loop)
         try:
@@ -173,8 +177,18 @@ class Admission:
             raise
         finally:
             del self._reading[task]
-            self._expired.discard(task)
+            if self._expired:
+                self._expired.discard(task)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def body_deadline(self, max_body: int, declared: int | None) -> float:
+        """Seconds a body of `declared` length (None: not said) has to arrive whole, from
+        the request's head: `body_timeout` for the largest, its share for a smaller one, but
+        never less than BODY_TIMEOUT_FLOOR nor more than `body_timeout`."""
+        if declared is None:
+            return self.body_timeout
+        share = self.body_timeout * declared / max_body
+        return min(self.body_timeout, max(BODY_TIMEOUT_FLOOR, share))
 
     def _reap_interval(self) -> float:
         return min(self.body_timeout, BODY_TIMEOUT_FLOOR) / 4

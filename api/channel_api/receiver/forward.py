@@ -2,9 +2,10 @@
 
 One POST per instance, under a timeout, over the lean HTTP/1.1 client (`http1_client`),
 signed twice: as Meta signs (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256(channel app
-secret, the exact bytes forwarded)>`, computed here for every request, never copied from
-Meta's), so an instance written with a WhatsApp Cloud API library (pywa, whatsapp-api-js)
-checks it as it checks Meta; and with the receiver's own forward proof
+secret, the exact bytes forwarded)>`, `webhook_rules.meta_signature`: computed by the
+receiver for every request, the same HMAC that checked Meta's when the bytes are Meta's,
+never copied from Meta's header), so an instance written with a WhatsApp Cloud API library (pywa,
+whatsapp-api-js) checks it as it checks Meta; and with the receiver's own forward proof
 (`whatsapp_channel.forward_proof`). The instance's answer decides what Meta is told: 2xx
 accepted, anything else refused, no answer unreachable or timed out.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hmac
 import logging
 import ssl
 import time
@@ -118,8 +118,9 @@ class Forwarder:
             self._targets[instance_id] = target
         return target
 
-    async def deliver(self, instance_id: str, body: bytes, app_secret: bytes) -> Delivery:
-        """POSTs `body` to the instance, signed with its channel's `app_secret` as Meta would."""
+    async def deliver(self, instance_id: str, body: bytes, signature: bytes) -> Delivery:
+        """POSTs `body` to the instance with `signature` (`webhook_rules.meta_signature` of
+        `body` with its channel's app secret), as Meta signs."""
         if not self._client.open:
             await self.start()
         try:
@@ -136,7 +137,7 @@ class Forwarder:
         self._in_flight_to[instance_id] = in_flight + 1
         self._in_flight += 1
         try:
-            delivery = await self._deliver(target, instance_id, body, app_secret)
+            delivery = await self._deliver(target, instance_id, body, signature)
             if delivery is Delivery.TIMED_OUT:
                 if len(self._timed_out) >= _TARGETS_CACHED:
                     self._timed_out.clear()
@@ -161,13 +162,13 @@ class Forwarder:
         )
 
     async def _deliver(
-        self, target: Target, instance_id: str, body: bytes, app_secret: bytes
+        self, target: Target, instance_id: str, body: bytes, signature: bytes
     ) -> Delivery:
         timestamp = int(time.time())
         proof = _SIGNED % (
             timestamp,
             self._signer.sign(timestamp, instance_id, body).encode(),
-            hmac.digest(app_secret, body, "sha256").hex().encode(),
+            signature,
         )
         try:
             status = await self._client.post(target, proof, body, timeout=self._timeout)
@@ -186,7 +187,7 @@ class Forwarder:
 async def deliver_all(
     forwarder: Forwarder, parts: list[tuple[str, bytes, bytes]]
 ) -> list[Delivery]:
-    """Several instances at once (a batch spanning channels): (instance id, body, app secret)."""
+    """Several instances at once (a batch spanning channels): (instance id, body, signature)."""
     if len(parts) == 1:
         return [await forwarder.deliver(*parts[0])]
     return list(await asyncio.gather(*(forwarder.deliver(i, b, s) for i, b, s in parts)))

@@ -94,7 +94,9 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiter: asyncio.Future[tuple[int, bool] | None] | None = None
         self._framed: tuple[int, bool, int] | None = None  # status, reusable, answer's size
-        self._closed = asyncio.get_running_loop().create_future()
+        # Its loop, asked once: get_running_loop() is a getpid() syscall on Python 3.11.
+        self.loop = asyncio.get_running_loop()
+        self._closed = self.loop.create_future()
 
     def expect(self, waiter: asyncio.Future[tuple[int, bool] | None]) -> None:
         """The next answer resolves `waiter`: (status, reusable), or None when it is in
@@ -241,8 +243,9 @@ class Http1Client:
         the answer's status. Raises TimedOut when the whole answer is not in within
         `timeout` seconds, or one of FAILURES when there is none."""
         request = b"".join((target.head, headers, b"Content-Length: %d\r\n\r\n" % len(body), body))
-        deadline = asyncio.get_running_loop().time() + timeout
         connection = self._reuse(target)
+        loop = connection.loop if connection is not None else asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if connection is not None:
             try:
                 return await self._roundtrip(target, connection, request, deadline, reused=True)
@@ -290,7 +293,7 @@ class Http1Client:
         *,
         reused: bool,
     ) -> int:
-        loop = asyncio.get_running_loop()
+        loop = connection.loop
         waiter: asyncio.Future[tuple[int, bool] | None] = loop.create_future()
         connection.expect(waiter)
         self._watch(waiter, deadline, loop)

@@ -4,7 +4,9 @@ and the channels' lookup, so the rule is tested without ASGI.
 Each change is routed by `value.metadata.phone_number_id` to the one enabled channel that
 claims that phone number (several claims: the signature picks; still several: dropped).
 Every destination must vouch for the body with its own app secret, so a tenant's app secret
-cannot carry changes into another tenant's channel. A channel gets only its own changes.
+cannot carry changes into another tenant's channel. A channel gets only its own changes,
+with their signature by its own app secret (Meta's HMAC, computed here, reused when the
+channel gets the whole body).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import logging
 from collections.abc import Callable, Mapping
 
 from .channel_cache import Channel
-from .meta import (
+from .webhook_rules import (
     ChangeRef,
     MalformedEvent,
+    checked_signature,
     event_subset,
+    meta_signature,
     parse_event,
     refuse_in_constant_time,
     signature_valid,
@@ -37,9 +41,10 @@ def route_shared_event(
     body: bytes,
     signature: bytes,
     channels_for_phone: Callable[[str], tuple[Channel, ...]],
-) -> list[tuple[Channel, bytes]] | Refused:
-    """Each destination channel with the body it gets, or why the event goes nowhere.
-    `routes` are `body`'s changes by phone number id (`meta.event_routes`); the body is
+) -> list[tuple[Channel, bytes, bytes]] | Refused:
+    """Each destination channel with the body it gets and that body's `meta_signature` by the
+    channel's app secret, or why the event goes nowhere.
+    `routes` are `body`'s changes by phone number id (`webhook_rules.event_routes`); the body is
     parsed whole only when it has to be split."""
     targets: list[tuple[Channel, list[ChangeRef]]] = []
     for phone, refs in routes.items():
@@ -60,25 +65,32 @@ def route_shared_event(
     if not targets:
         refuse_in_constant_time(body)
         return Refused.UNKNOWN_CHANNEL
-    verdicts: dict[bytes, bool] = {}
-    for channel, _ in targets:
-        if channel.app_secret is None:
+    verdicts: dict[bytes, bytes | None] = {}  # app secret: the body's signature, None if bad
+    # Each destination with its app secret and the body's signature by it.
+    signed: list[tuple[Channel, list[ChangeRef], bytes, bytes]] = []
+    for channel, refs in targets:
+        secret = channel.app_secret
+        if secret is None:
             return Refused.UNKNOWN_CHANNEL
-        verdict = verdicts.get(channel.app_secret)
-        if verdict is None:
-            verdict = signature_valid(channel.app_secret, body, signature)
-            verdicts[channel.app_secret] = verdict
-        if not verdict:
+        if secret not in verdicts:
+            verdicts[secret] = checked_signature(secret, body, signature)
+        checked = verdicts[secret]
+        if checked is None:
             log.info("refused a shared event for phone %s: bad signature", channel.phone_number_id)
             return Refused.BAD_SIGNATURE
+        signed.append((channel, refs, secret, checked))
     routed = sum(len(refs) for _, refs in targets)
     total = sum(len(refs) for refs in routes.values())
     if routed < total:
         log.info("dropped changes for unknown, disabled or no phone numbers")
-    if len(targets) == 1 and routed == total:
-        return [(targets[0][0], body)]  # the whole event, as Meta signed it
+    if len(signed) == 1 and routed == total:
+        channel, _, _, checked = signed[0]
+        return [(channel, body, checked)]  # the whole event, as Meta signed it
     try:
         event = parse_event(body)
-        return [(channel, event_subset(event, refs)) for channel, refs in targets]
+        parts = [
+            (channel, event_subset(event, refs), secret) for channel, refs, secret, _ in signed
+        ]
     except (MalformedEvent, RecursionError):
         return Refused.MALFORMED
+    return [(channel, part, meta_signature(secret, part)) for channel, part, secret in parts]

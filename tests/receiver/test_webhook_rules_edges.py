@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from channel_api.receiver.channel_cache import ChannelCache, channel_from_secret
-from channel_api.receiver.meta import (
+from channel_api.receiver.webhook_rules import (
     MalformedEvent,
     Subscription,
     changes_by_phone,

@@ -7,9 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from channel_operator.desired import ChannelRef, Credentials
-from channel_operator.graph import GraphClient
-from channel_operator.meta import (
+from channel_operator.channel_at_meta import (
     OWNED_BY_OPERATOR,
     PREEXISTING,
     Asked,
@@ -18,6 +16,8 @@ from channel_operator.meta import (
     release,
     remember,
 )
+from channel_operator.desired import ChannelRef, Credentials
+from channel_operator.graph import GraphClient
 from graph_standin import Fault, FaultKind, GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
 from whatsapp_channel import reasons

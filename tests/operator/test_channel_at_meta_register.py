@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 from channel_operator import keystore, reconcile
+from channel_operator.channel_at_meta import Asked, Meta, MetaRetry, ask, subscription
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.desired import ChannelRef, Credentials, build_secret
 from channel_operator.graph import (
@@ -34,7 +35,6 @@ from channel_operator.graph import (
     WebhookConfiguration,
 )
 from channel_operator.health import HealthSchedule
-from channel_operator.meta import Asked, Meta, MetaRetry, ask, subscription
 from channel_operator.reconcile import Runtime
 from whatsapp_channel import reasons
 from whatsapp_channel.kube import JSON, core_path

@@ -10,10 +10,10 @@ import random
 import uuid
 from typing import cast
 
+from channel_operator.channel_at_meta import Meta, checked_ago, is_settled
 from channel_operator.desired import ChannelRef, MetaReport, build_status
 from channel_operator.graph import GraphClient
 from channel_operator.health import HealthSchedule
-from channel_operator.meta import Meta, checked_ago, is_settled
 from whatsapp_channel import reasons
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,

@@ -27,10 +27,29 @@ class MalformedEvent(ValueError):
     """The body is not JSON, or not shaped like a WhatsApp Business Account notification."""
 
 
+def meta_signature(app_secret: bytes, body: bytes) -> bytes:
+    """HMAC-SHA256 of `body` with `app_secret`, lower-case hex: what Meta puts after `sha256=`
+    in `X-Hub-Signature-256`, and what the receiver puts there for its instances."""
+    return hmac.digest(app_secret, body, "sha256").hex().encode()
+
+
+def signature_matches(signature: bytes, header: bytes) -> bool:
+    """Constant-time: whether an `X-Hub-Signature-256` header carries `signature`
+    (`meta_signature`'s)."""
+    return hmac.compare_digest(_SIGNATURE_PREFIX + signature, header.strip().lower())
+
+
+def checked_signature(app_secret: bytes | None, body: bytes, header: bytes) -> bytes | None:
+    """`meta_signature(app_secret, body)` when the `X-Hub-Signature-256` header carries it
+    (checked in constant time), else None; no secret never matches. The receiver forwards
+    Meta's bytes with it: one HMAC checks and signs."""
+    expected = meta_signature(app_secret or _NO_KEY, body)
+    return expected if signature_matches(expected, header) and app_secret is not None else None
+
+
 def signature_valid(app_secret: bytes | None, body: bytes, header: bytes) -> bool:
     """Constant-time check of an `X-Hub-Signature-256` header; no secret never matches."""
-    expected = _SIGNATURE_PREFIX + hmac.digest(app_secret or _NO_KEY, body, "sha256").hex().encode()
-    return hmac.compare_digest(expected, header.strip().lower()) and app_secret is not None
+    return checked_signature(app_secret, body, header) is not None
 
 
 def refuse_in_constant_time(body: bytes) -> None:

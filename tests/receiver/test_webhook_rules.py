@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from channel_api.receiver.meta import (
+from channel_api.receiver.settings import ReceiverSettings
+from channel_api.receiver.webhook_rules import (
     MalformedEvent,
     Subscription,
     changes_by_phone,
@@ -13,7 +14,6 @@ from channel_api.receiver.meta import (
     parse_event,
     signature_valid,
 )
-from channel_api.receiver.settings import ReceiverSettings
 
 from tests.support.payloads import (
     account_change,
