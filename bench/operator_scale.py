@@ -1,6 +1,8 @@
-"""The operator at scale, against floors measured in the same run (issues 7 and 11). By hand:
+"""The operator at scale, against floors measured in the same run (issues 7, 11 and 25). By
+hand (progress lines on stderr, the tables on stdout):
 
     .venv/bin/python bench/operator_scale.py --sizes 100,1000,5000
+    .venv/bin/python bench/operator_scale.py --sizes 50000 --no-floors   # issue 25 item 4
 
 For each N, in the same run on one fresh local control plane:
 - baseline (writes only): a plain script doing only the writes a channel strictly needs
@@ -8,21 +10,30 @@ For each N, in the same run on one fresh local control plane:
   concurrency; issue 7's yardstick;
 - floor (writes + Meta): a plain script doing what a Ready channel strictly needs now that
   Ready means "Meta accepts it" (issue 11): the same writes with the operator's own bodies,
-  unsealing, the six Graph calls against the same stand-in with Meta's challenge answered
+  unsealing, the Graph calls against the same stand-in with Meta's challenge answered
   by a real receiver, pipelined as the operator is (see `baseline_meta`);
+  (--no-floors skips both: each creates N channels of its own);
 - operator: N sealed channels created at that concurrency while the real operator runs;
   time until all are Ready, create->Ready p50/p99, apiserver writes per channel (from the
-  apiserver's own request counters), Graph calls per channel (target 6: check, the account's
-  numbers and debug_token once per token (issue 19; without waba_id also /app once per token),
-  the subscription read and subscribe once per app and account (each bench channel is an app
-  of its own), override), operator peak RSS (VmHWM);
+  apiserver's own request counters) and its own latency for them, Graph calls per channel
+  (target 6: check, the account's numbers and debug_token once per token (issue 19; without
+  waba_id also /app once per token), the subscription read and subscribe once per app and
+  account (each bench channel is an app and an account of its own), override), operator peak
+  RSS (VmHWM), CPU per process (who bounds the run on 2 cores), the receiver's RSS before
+  and with the N channels in its cache;
 - restart: the operator stopped and started with N Ready channels; time until caught up
   (a channel created after the restart is Ready and a channel changed while it was down is
   Ready at its new generation: both queue behind the N listed ones), the writes and the
   Graph calls it made beyond those two channels' own (target 0: nothing before the health
-  period);
-- health: the operator started with a short health period; the Graph calls per channel and
-  period once the schedule is steady (target 1).
+  period), its peak RSS;
+- GET: one channel through the facade against the same GET straight to the apiserver, p99
+  one at a time and 8 in flight, the facade's RSS, the apiserver's own GET latency;
+- health: the operator started with a short health period, so every channel is due at once;
+  once it resumed them, the checks a second it serves (its capacity, against the N / 3600
+  a second the default period of 1 h asks) and any call refused for a used-up account
+  budget (the operator's own, or Meta's: the stand-in answers 80007 past 200 calls an hour
+  per app and account);
+- etcd's database size (its own metric), the apiserver's and etcd's RSS.
 
 Meta is the Graph API stand-in (`whatsapp-graph-standin`, a process of its own, seeded with
 every channel's number) on the same 2 cores, as is the receiver.
@@ -35,6 +46,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import re
 import statistics
 import sys
@@ -46,6 +58,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from channel_launcher import product
 from channel_operator.channel_at_meta import OWNED_BY_OPERATOR, app_of, can_send, facts, token_facts
 from channel_operator.desired import (
@@ -56,6 +69,7 @@ from channel_operator.desired import (
     open_seals,
 )
 from channel_operator.graph import GraphClient, GraphCredentials, GraphError, GraphErrorKind
+from facade_bench import Direct, ThroughFacade, measure
 from localkube import Cluster
 from localkube.cluster import free_port
 from localkube.services import Service, script, start_service
@@ -84,23 +98,93 @@ from whatsapp_channel.settings import LogLevel
 REPO = Path(__file__).resolve().parents[1]
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE"}
 COUNTED = {"whatsappchannels", "secrets", "events", "configmaps"}
-_METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def scrape(url_or_cluster: Cluster | str) -> list[str]:
+    """The lines of a /metrics page: the apiserver's (a Cluster) or a plain http URL's."""
+    if isinstance(url_or_cluster, Cluster):
+        return url_or_cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines()
+    with urllib.request.urlopen(url_or_cluster, timeout=30) as answer:  # noqa: S310 - loopback
+        return str(answer.read().decode()).splitlines()
+
+
+def samples(lines: list[str], name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of metric `name` (exact), with their labels."""
+    found = []
+    for line in lines:
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            head, _, value = line.rpartition(" ")
+            labels = dict(_LABEL.findall(head[len(name) :]))
+            found.append((labels, float(value)))
+    return found
 
 
 def writes(cluster: Cluster) -> dict[str, int]:
     """Writes the apiserver has served so far, per resource, from its own counters."""
     totals: dict[str, int] = {}
-    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        match = _METRIC.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+    for labels, value in samples(scrape(cluster), "apiserver_request_total"):
         if labels.get("verb") in WRITE_VERBS and labels.get("resource") in COUNTED:
             resource = labels["resource"] + (
                 "/" + labels["subresource"] if labels.get("subresource") else ""
             )
-            totals[resource] = totals.get(resource, 0) + int(float(match["value"]))
+            totals[resource] = totals.get(resource, 0) + int(value)
     return totals
+
+
+Buckets = dict[tuple[str, str], dict[float, float]]
+
+
+def request_buckets(cluster: Cluster) -> Buckets:
+    """The apiserver's own request latency histogram for WhatsAppChannels and Secrets, per
+    (verb, resource[/subresource]): cumulative counts by upper bound."""
+    totals: Buckets = {}
+    for labels, value in samples(scrape(cluster), "apiserver_request_duration_seconds_bucket"):
+        if labels.get("resource") not in ("whatsappchannels", "secrets"):
+            continue
+        sub = labels.get("subresource")
+        key = (labels["verb"], labels["resource"] + (f"/{sub}" if sub else ""))
+        bound = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+        bucket = totals.setdefault(key, {})
+        bucket[bound] = bucket.get(bound, 0.0) + value
+    return totals
+
+
+def request_p99(after: Buckets, before: Buckets) -> dict[str, str]:
+    """Per verb and resource served between the two scrapes: count and the p99's bucket
+    (the apiserver's histogram says only "at most this"), e.g. {"POST whatsappchannels":
+    "5000 requests, p99 <= 0.1 s"}."""
+    found = {}
+    for key, bucket in after.items():
+        old = before.get(key, {})
+        counts = sorted((bound, n - old.get(bound, 0.0)) for bound, n in bucket.items())
+        total = counts[-1][1]
+        if total < 10:
+            continue
+        bound = next(b for b, n in counts if n >= 0.99 * total)
+        found[" ".join(key)] = f"{total:.0f} requests, p99 <= {bound:g} s"
+    return found
+
+
+def etcd_db_mb(cluster: Cluster) -> float:
+    """etcd's own figure for its database file (etcd_mvcc_db_total_size_in_bytes)."""
+    lines = scrape(f"http://127.0.0.1:{cluster.ports['etcd']}/metrics")
+    return samples(lines, "etcd_mvcc_db_total_size_in_bytes")[0][1] / 2**20
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_share(after: dict[str, float], before: dict[str, float], wall: float) -> dict[str, str]:
+    """CPU per process over a phase, in cores (2 is the whole machine)."""
+    return {k: f"{(after[k] - before[k]) / wall:.2f} cores" for k in after}
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -122,16 +206,23 @@ async def bounded(n: int, concurrency: int, work: Callable[[int], Awaitable[None
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-WABA_ID = "102290129340398"
-
-
 def phone_of(instance: str) -> str:
     return str(10**14 + int(instance.replace("-", "")[:12], 16) % 10**14)
 
 
+def waba_of(instance: str) -> str:
+    """Each channel's business account of its own, as most tenants have: one account holding
+    every bench number would make each channel's check of its account's numbers (issue 19)
+    page through all N of them."""
+    return str(2 * 10**14 + int(instance.replace("-", "")[-12:], 16) % 10**14)
+
+
 def spec(instance: str, sealed: SealedCredentials) -> ChannelSpec:
     return ChannelSpec(
-        instance_id=instance, phone_number_id=phone_of(instance), waba_id=WABA_ID, sealed=sealed
+        instance_id=instance,
+        phone_number_id=phone_of(instance),
+        waba_id=waba_of(instance),
+        sealed=sealed,
     )
 
 
@@ -154,7 +245,7 @@ class Graph:
                 [
                     {
                         "phone_number_id": phone_of(name),
-                        "waba_id": WABA_ID,
+                        "waba_id": waba_of(name),
                         "access_token": values_of(name)["accessToken"],
                         "app_secret": values_of(name)["appSecret"],
                     }
@@ -167,7 +258,7 @@ class Graph:
         self.service = start_service(
             "whatsapp-graph-standin",
             [script("whatsapp-graph-standin"), "serve", f"--port={port}", f"--seed={seed}",
-             "--log-level=WARNING"],
+             "--log-level=WARNING", "--account-call-limit=200"],
             env={},
             log_path=folder / f"graph-standin-{port}.log",
             url=self.url,
@@ -263,11 +354,11 @@ async def baseline_meta(
         asked = GraphCredentials(credentials.access_token, credentials.app_secret)
         check = await graph.check_phone_number(channel.phone_number_id, asked)
         # Issue 19: the given account is checked to hold the number (once per token).
-        await graph.phone_number_ids(WABA_ID, asked)
+        await graph.phone_number_ids(waba_of(ref.name), asked)
         token = await graph.debug_token(asked, app_of(check) or "")  # the token, once a day
         # Issue 19: read the subscription first, subscribe only when the app is not there.
-        await graph.subscribed_apps(WABA_ID, asked)
-        await graph.subscribe_app(WABA_ID, asked)
+        await graph.subscribed_apps(waba_of(ref.name), asked)
+        await graph.subscribe_app(waba_of(ref.name), asked)
         await asyncio.wait_for(seen(ref.secret_name).wait(), timeout=60)
         url = webhook_url(receiver_url, ref.name)
         for delay in (0.2, 0.5, 1.0, 2.0, None):  # the operator's waits, if the receiver lags
@@ -285,7 +376,7 @@ async def baseline_meta(
             webhook=(True, OVERRIDE_REGISTERED, f"Meta delivers the number's events to {url}"),
             can_send=can_send(check.health_status, credentials, check.status),
             facts={
-                **facts(check, WABA_ID, app_of(check), OWNED_BY_OPERATOR),
+                **facts(check, waba_of(ref.name), app_of(check), OWNED_BY_OPERATOR),
                 **token_facts(token),
             },
         )
@@ -346,17 +437,27 @@ class ReadyWatch:
                         (obj["metadata"]["name"], generation), time.monotonic()
                     )
 
-    async def wait(self, keys: set[tuple[str, int]], timeout: float) -> None:
+    async def wait(
+        self, keys: set[tuple[str, int]], timeout: float, operator: Service | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not keys <= self.ready_at.keys():
+            if operator is not None and not operator.alive():
+                raise RuntimeError(f"the operator exited: {operator.log_tail(3)}")
             if time.monotonic() > deadline:
                 missing = len(keys - self.ready_at.keys())
                 raise TimeoutError(f"{missing} channels not Ready after {timeout:.0f}s")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
 
     def stop(self) -> None:
         if self.task:
             self.task.cancel()
+
+
+# The operator's Lease (seconds; renew deadline two thirds of it, retry 2 s): client-go's 15
+# unless --lease-seconds says otherwise (an apiserver that takes seconds to answer a Lease
+# write on an overloaded machine makes a leader give up, as it should: docs/benchmarks.md).
+LEASE_SECONDS = [15.0]
 
 
 def start_operator(
@@ -366,7 +467,10 @@ def start_operator(
     graph_url: str,
     webhook_base_url: str,
     log_level: LogLevel = "WARNING",
+    health_period: float | None = None,
+    metrics_port: int | None = None,
 ) -> Service:
+    lease = LEASE_SECONDS[0]
     return product.start_operator(
         cluster.kubeconfig,
         log_dir,
@@ -374,6 +478,11 @@ def start_operator(
         webhook_base_url=webhook_base_url,
         graph_base_url=graph_url,
         log_level=log_level,
+        health_period_seconds=health_period,
+        metrics_port=metrics_port,
+        lease_duration_seconds=lease,
+        renew_deadline_seconds=lease * 2 / 3,
+        retry_period_seconds=2.0,
     )
 
 
@@ -390,11 +499,32 @@ def start_receiver(cluster: Cluster, namespace: str, log_dir: Path) -> Service:
     )
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's peak (VmHWM) or current (VmRSS) resident memory."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def free_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+STARTED = time.monotonic()
+
+
+def progress(n: int, message: str) -> None:
+    """One line on stderr: the run is long at 50,000 channels."""
+    print(
+        f"[{time.monotonic() - STARTED:7.1f} s] N={n}: {message} "
+        f"(machine: {free_gb():.1f} GB available)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def public_key(kube: Kube, namespace: str) -> PublicSealingKey:
@@ -410,30 +540,151 @@ def sealed_for(key: PublicSealingKey, namespace: str, name: str) -> SealedCreden
     return SealedCredentials.model_validate(fields)
 
 
+class LogCount:
+    """Lines containing `text` in a growing log, read incrementally (re-reading a log of
+    50,000 resumes many times a second would steal the operator's CPU)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.text = path, text.encode()
+        self.offset, self.count, self._rest = 0, 0, b""
+
+    def __call__(self) -> int:
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            chunk = self._rest + log.read()
+        self.offset += len(chunk) - len(self._rest)
+        complete, _, self._rest = chunk.rpartition(b"\n")
+        self.count += complete.count(self.text)
+        return self.count
+
+
+async def resumed(operator: Service, n: int, since: float, timeout: float) -> float:
+    """Seconds since `since` until the operator has logged a processed resume for n channels."""
+    count = LogCount(operator.log_path, "Resuming is processed")
+    said = time.monotonic()
+    while count() < n:
+        if not operator.alive():
+            raise RuntimeError(f"the operator exited: {operator.log_tail(3)}")
+        if time.monotonic() - since > timeout:
+            raise TimeoutError(f"the operator resumed {count.count} of {n} in {timeout:.0f} s")
+        if time.monotonic() - said > 15:
+            said = time.monotonic()
+            progress(
+                n, f"resumed {count.count}; operator RSS {rss_mb(operator.pid, 'VmRSS'):.0f} MB"
+            )
+        await asyncio.sleep(0.5)
+    return time.monotonic() - since
+
+
 async def health_calls(
-    cluster: Cluster, namespace: str, log_dir: Path, graph: Graph, receiver_url: str, period: float
-) -> dict[str, int]:
-    """The Graph calls of the health schedule: the operator started with a health period of
-    `period` seconds; after one period (every channel checked at least once since the start,
-    the catch-up over), the calls of the next two periods are counted. Empty if period is 0."""
+    cluster: Cluster,
+    namespace: str,
+    log_dir: Path,
+    graph: Graph,
+    receiver_url: str,
+    period: float,
+    n: int,
+) -> dict[str, Any]:
+    """The health schedule's throughput: the operator started with a health period of
+    `period` seconds (every channel is due at once: each was last checked longer ago);
+    once it has resumed every channel, the Graph calls of the next max(2 periods, 30 s)
+    are counted, with the calls the operator refused itself for a used-up account budget
+    and the answers Meta's per-account limit refused (the stand-in enforces 200 an hour per
+    app and account). Empty if period is 0."""
     if period <= 0:
         return {}
-    operator = product.start_operator(
+    metrics_port = free_port()
+    started = time.monotonic()
+    operator = start_operator(
+        cluster,
+        namespace,
+        log_dir,
+        graph.url,
+        receiver_url,
+        log_level="INFO",
+        health_period=period,
+        metrics_port=metrics_port,
+    )
+    try:
+        await resumed(operator, n - 1, started, timeout=max(300.0, n * 0.02))
+        progress(n, "health: resumed; counting checks")
+        window = max(2 * period, 30.0)
+        before = graph.calls()
+        await asyncio.sleep(window)
+        calls = delta(graph.calls(), before)
+        refused = {
+            f"{labels['call']} {labels['outcome']}": int(value)
+            for labels, value in samples(
+                scrape(f"http://127.0.0.1:{metrics_port}/metrics"),
+                "whatsapp_operator_graph_calls_total",
+            )
+            if labels.get("outcome") != "ok" and value
+        }
+        checks = calls.get("check", sum(calls.values()))
+        return {
+            "calls": calls,
+            "window_s": window,
+            "checks_per_s": checks / window,
+            "demanded_per_s": n / period,
+            "default_demand_per_s": n / 3600,
+            "not_ok": refused,
+        }
+    finally:
+        operator.stop()
+
+
+async def facade_gets(
+    cluster: Cluster, kube: Kube, namespace: str, log_dir: Path, names: list[str], requests: int
+) -> dict[str, Any]:
+    """GET of one channel through the facade against the same GET made directly against the
+    apiserver, alternating, 3 rounds: one request at a time and 8 in flight; the median p99
+    of the rounds, the facade's memory, the apiserver's own latency for those GETs."""
+    keys_file = log_dir / f"api-keys-{namespace}"
+    api_key = uuid.uuid4().hex
+    keys_file.write_text(f"bench {api_key}\n")
+    facade = product.start_facade(
         cluster.kubeconfig,
         log_dir,
         namespace=namespace,
-        webhook_base_url=receiver_url,
-        graph_base_url=graph.url,
+        api_keys_file=keys_file,
         log_level="WARNING",
-        health_period_seconds=period,
     )
+    ids = random.Random(7).sample(names, min(len(names), 1000))
+    before = request_buckets(cluster)
     try:
-        await asyncio.sleep(period)
-        before = graph.calls()
-        await asyncio.sleep(2 * period)
-        return delta(graph.calls(), before)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=12)) as session:
+            through = ThroughFacade(session, facade.url, api_key, ids)
+            direct = Direct(kube, namespace, await public_key(kube, namespace), ids)
+            targets = {"direct": direct.get, "facade": through.get}
+            for call in targets.values():
+                await measure(call, 50, 2)  # warm connections
+            p99: dict[tuple[str, int], list[float]] = {}
+            failures = 0
+            for round_ in range(3):
+                for name, call in sorted(targets.items(), reverse=bool(round_ % 2)):
+                    for connections in (1, 8):
+                        result = await measure(call, requests, connections)
+                        p99.setdefault((name, connections), []).append(result.percentile(0.99))
+                        failures += result.failures
+        facade_rss = rss_mb(facade.pid, "VmRSS")
     finally:
-        operator.stop()
+        facade.stop()
+    found: dict[str, Any] = {
+        f"{name}_p99_ms_{c}": statistics.median(v) for (name, c), v in sorted(p99.items())
+    }
+    found["failures"] = failures
+    found["facade_rss_mb"] = facade_rss
+    found["apiserver"] = request_p99(request_buckets(cluster), before)
+    return found
+
+
+def pids_of(cluster: Cluster, **services: Service) -> dict[str, int]:
+    return {
+        "etcd": cluster.pids["etcd"],
+        "apiserver": cluster.pids["kube-apiserver"],
+        **{name: service.pid for name, service in services.items()},
+        "bench": os.getpid(),
+    }
 
 
 async def run_size(
@@ -443,33 +694,47 @@ async def run_size(
     concurrency: int,
     log_dir: Path,
     health_period: float,
+    floors: bool,
 ) -> dict[str, Any]:
     base_ns, floor_ns, op_ns = f"base-{n}", f"floor-{n}", f"op-{n}"
     for ns in (base_ns, floor_ns, op_ns):
         cluster.kubectl("create", "namespace", ns)
 
-    before = writes(cluster)
-    base_time = await baseline(kube, base_ns, n, concurrency)
-    base_writes = delta(writes(cluster), before)
-
-    floor_names = [str(uuid.uuid4()) for _ in range(n)]
+    floor_names = [str(uuid.uuid4()) for _ in range(n if floors else 0)]
     names = [str(uuid.uuid4()) for _ in range(n)]
     sentinel = str(uuid.uuid4())
     graph = Graph(log_dir, [*floor_names, *names, sentinel])
-    floor_receiver = start_receiver(cluster, floor_ns, log_dir)
-    before = writes(cluster)
-    graph_before = graph.calls()
-    floor_time = await baseline_meta(
-        kube, graph.url, floor_receiver.url, floor_ns, floor_names, concurrency
-    )
-    await asyncio.sleep(2)  # the floor's receiver writes lastChallengeAt after a tick
-    floor_writes = delta(writes(cluster), before)
-    floor_graph = delta(graph.calls(), graph_before)
-    floor_receiver.stop()
+    floor: dict[str, Any] = {}
+    if floors:
+        progress(n, "baseline (writes only)")
+        before = writes(cluster)
+        base_time = await baseline(kube, base_ns, n, concurrency)
+        base_writes = delta(writes(cluster), before)
+        progress(n, f"baseline {base_time:.1f} s; floor (writes + Meta)")
+        floor_receiver = start_receiver(cluster, floor_ns, log_dir)
+        before = writes(cluster)
+        graph_before = graph.calls()
+        floor_time = await baseline_meta(
+            kube, graph.url, floor_receiver.url, floor_ns, floor_names, concurrency
+        )
+        await asyncio.sleep(2)  # the floor's receiver writes lastChallengeAt after a tick
+        floor_writes = delta(writes(cluster), before)
+        floor_graph = delta(graph.calls(), graph_before)
+        floor_receiver.stop()
+        progress(n, f"floor {floor_time:.1f} s")
+        floor = {
+            "baseline_s": base_time,
+            "baseline_writes_per_channel": sum(base_writes.values()) / n,
+            "floor_s": floor_time,
+            "floor_writes_per_channel": sum(floor_writes.values()) / n,
+            "floor_graph_calls_per_channel": sum(floor_graph.values()) / n,
+        }
 
     receiver = start_receiver(cluster, op_ns, log_dir)
     operator = start_operator(cluster, op_ns, log_dir, graph.url, receiver.url)
+    receiver_empty = rss_mb(receiver.pid, "VmRSS")
     key = await public_key(kube, op_ns)
+    progress(n, "sealing the channels' credentials")
     bodies = [
         # Created as the facade creates them: sealed, born with the operator's finalizer.
         channel_body(
@@ -482,8 +747,10 @@ async def run_size(
     ]
     watch = ReadyWatch(kube, op_ns)
     await watch.start()
+    progress(n, "creating channels while the operator runs")
     sent: dict[str, float] = {}
-    before = writes(cluster)
+    pids = pids_of(cluster, operator=operator, receiver=receiver, graph=graph.service)
+    before, buckets, cpu = writes(cluster), request_buckets(cluster), cpu_of(pids)
     graph_before = graph.calls()
     started = time.monotonic()
 
@@ -491,24 +758,48 @@ async def run_size(
         sent[names[i]] = time.monotonic()
         await kube.create(channels_path(op_ns), bodies[i])
 
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(15)
+            progress(
+                n,
+                f"created {len(sent)}, Ready {len(watch.ready_at)}; operator RSS "
+                f"{rss_mb(operator.pid, 'VmRSS'):.0f} MB, receiver "
+                f"{rss_mb(receiver.pid, 'VmRSS'):.0f} MB",
+            )
+
+    reporting = asyncio.create_task(report())
     await bounded(n, concurrency, create)
-    await watch.wait({(m, 1) for m in names}, timeout=max(120.0, n * 0.2))
+    created_in = time.monotonic() - started
+    await watch.wait({(m, 1) for m in names}, timeout=max(120.0, n * 0.2), operator=operator)
     op_time = max(watch.ready_at[(m, 1)] for m in names) - started
+    create_cpu = cpu_share(cpu_of(pids), cpu, op_time)
+    reporting.cancel()
+    progress(n, f"all Ready in {op_time:.1f} s (created in {created_in:.1f} s)")
     latencies = [watch.ready_at[(m, 1)] - sent[m] for m in names]
     await asyncio.sleep(2)  # let stragglers (if any) show in the counters
     op_writes = delta(writes(cluster), before)
+    create_requests = request_p99(request_buckets(cluster), buckets)
     graph_create = delta(graph.calls(), graph_before)
-    rss = peak_rss_mb(operator.pid)
+    rss = rss_mb(operator.pid)
+    receiver_full = rss_mb(receiver.pid, "VmRSS")
+    # Each phase's figures as soon as they are in: a later phase that fails loses none.
+    progress(n, "created: " + json.dumps({"writes": op_writes, "graph": graph_create,
+        "apiserver": create_requests, "cpu": create_cpu, "peak_rss_mb": rss,
+        "receiver_rss_mb": [receiver_empty, receiver_full]}))  # fmt: skip
 
     # Restart: stop, change one channel while down, start, add one. Caught up: Kopf has logged
     # a processed resume for each unchanged channel, and both tracers are Ready.
     operator.stop()
     changed = names[0]
     await kube.merge_patch(channels_path(op_ns, changed), {"spec": {"enabled": False}})
+    progress(n, "restarting the operator")
     before = writes(cluster)
     graph_before = graph.calls()
     restarted_at = time.monotonic()
     operator = start_operator(cluster, op_ns, log_dir, graph.url, receiver.url, log_level="INFO")
+    pids["operator"] = operator.pid
+    cpu = cpu_of(pids)
     await kube.create(
         channels_path(op_ns),
         channel_body(
@@ -518,17 +809,23 @@ async def run_size(
             finalizers=(FINALIZER,),
         ),
     )
-    await watch.wait({(changed, 2), (sentinel, 1)}, timeout=300)
-    while operator.log_path.read_text().count("Resuming is processed") < n - 1:
-        if time.monotonic() - restarted_at > 300:
-            raise TimeoutError("the restarted operator did not resume every channel in 300 s")
-        await asyncio.sleep(0.05)
-    caught_up = time.monotonic() - restarted_at
+    restart_timeout = max(300.0, n * 0.02)
+    await watch.wait({(changed, 2), (sentinel, 1)}, restart_timeout, operator)
+    caught_up = await resumed(operator, n - 1, restarted_at, restart_timeout)
+    restart_cpu = cpu_share(cpu_of(pids), cpu, caught_up)
+    progress(n, f"caught up in {caught_up:.1f} s")
     await asyncio.sleep(5)  # late resume writes would show here
     restart_writes = delta(writes(cluster), before)
     graph_restart = delta(graph.calls(), graph_before)
+    restart_rss = rss_mb(operator.pid)
     operator.stop()
-    health = await health_calls(cluster, op_ns, log_dir, graph, receiver.url, health_period)
+    progress(n, "restart: " + json.dumps({"writes": restart_writes, "graph": graph_restart,
+        "cpu": restart_cpu, "peak_rss_mb": restart_rss}))  # fmt: skip
+    progress(n, "GETs through the facade and directly")
+    gets = await facade_gets(cluster, kube, op_ns, log_dir, names, requests=300)
+    progress(n, "GETs: " + json.dumps(gets))
+    progress(n, "health schedule")
+    health = await health_calls(cluster, op_ns, log_dir, graph, receiver.url, health_period, n + 1)
     receiver.stop()
     graph.service.stop()
     watch.stop()
@@ -538,35 +835,43 @@ async def run_size(
     tracer = round(per_channel) + 2
     return {
         "n": n,
-        "baseline_s": base_time,
-        "baseline_writes_per_channel": sum(base_writes.values()) / n,
-        "floor_s": floor_time,
-        "floor_ratio": op_time / floor_time,
-        "floor_writes_per_channel": sum(floor_writes.values()) / n,
-        "floor_graph_calls_per_channel": sum(floor_graph.values()) / n,
+        **floor,
+        "floor_ratio": op_time / floor["floor_s"] if floor else None,
         "operator_s": op_time,
-        "ratio": op_time / base_time,
+        "created_in_s": created_in,
+        "ratio": op_time / floor["baseline_s"] if floor else None,
         "p50_s": statistics.median(latencies),
         "p99_s": pct(latencies, 0.99),
         "writes_per_channel": per_channel,
         "writes": op_writes,
+        "create_cpu": create_cpu,
+        "create_apiserver_requests": create_requests,
         "peak_rss_mb": rss,
+        "receiver_rss_mb": {"empty": receiver_empty, "full": receiver_full},
         "restart_caught_up_s": caught_up,
+        "restart_cpu": restart_cpu,
+        "restart_peak_rss_mb": restart_rss,
         "restart_writes": restart_writes,
         "restart_writes_beyond_tracers": max(0, sum(restart_writes.values()) - tracer),
         "graph_calls": graph_create,
         "graph_calls_per_channel": sum(graph_create.values()) / n,
         "restart_graph_calls": graph_restart,
-        # The sentinel's own calls are a new channel's (6); the disabled channel asks nothing.
-        "restart_graph_calls_beyond_tracers": max(0, sum(graph_restart.values()) - 6),
+        # The sentinel's own calls are a new channel's; the disabled channel asks nothing.
+        "restart_graph_calls_beyond_tracers": max(
+            0, sum(graph_restart.values()) - round(sum(graph_create.values()) / n)
+        ),
+        "gets": gets,
         "health_period_s": health_period,
-        "health_calls": health,
-        # Two periods counted; the disabled tracer is not checked, the sentinel is.
-        "health_calls_per_channel_period": sum(health.values()) / n / 2 if health else None,
+        "health": health,
+        "etcd_db_mb": etcd_db_mb(cluster),
+        "apiserver_rss_mb": rss_mb(cluster.pids["kube-apiserver"], "VmRSS"),
+        "etcd_rss_mb": rss_mb(cluster.pids["etcd"], "VmRSS"),
     }
 
 
-async def main_async(sizes: list[int], concurrency: int, health_period: float) -> None:
+async def main_async(
+    sizes: list[int], concurrency: int, health_period: float, floors: bool
+) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         cluster = Cluster.start(Path(tmp) / "cluster")
         try:
@@ -586,7 +891,9 @@ async def main_async(sizes: list[int], concurrency: int, health_period: float) -
             await baseline(kube, "warm-up", 50, concurrency)
             results = []
             for n in sizes:
-                result = await run_size(cluster, kube, n, concurrency, Path(tmp), health_period)
+                result = await run_size(
+                    cluster, kube, n, concurrency, Path(tmp), health_period, floors
+                )
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
             await kube.close()
@@ -600,30 +907,58 @@ async def main_async(sizes: list[int], concurrency: int, health_period: float) -
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['n']} | {r['baseline_s']:.1f} s | {r['floor_s']:.1f} s "
-            f"| {r['operator_s']:.1f} s | {r['ratio']:.2f} | **{r['floor_ratio']:.2f}** "
+            f"| {r['n']} | {seconds(r.get('baseline_s'))} | {seconds(r.get('floor_s'))} "
+            f"| {r['operator_s']:.1f} s | {ratio(r['ratio'])} | **{ratio(r['floor_ratio'])}** "
             f"| {r['p50_s']:.2f} s | {r['p99_s']:.2f} s |"
         )
     print()
     print(
-        "| N | writes/channel (writes only; floor) | Graph calls/channel (floor) | peak RSS "
+        "| N | writes/channel | Graph calls/channel | operator peak RSS "
         "| restart: caught up | restart: writes | restart: Graph calls "
-        "| Graph calls/channel/health period |"
+        "| health: checks/s served (default period asks) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['n']} | {r['writes_per_channel']:.2f} ({r['baseline_writes_per_channel']:.2f}; "
-            f"{r['floor_writes_per_channel']:.2f}) | {r['graph_calls_per_channel']:.2f} "
-            f"({r['floor_graph_calls_per_channel']:.2f}) | {r['peak_rss_mb']:.0f} MB "
-            f"| {r['restart_caught_up_s']:.1f} s | {r['restart_writes_beyond_tracers']} "
-            f"| {r['restart_graph_calls_beyond_tracers']} | {health_text(r)} |"
+            f"| {r['n']} | {r['writes_per_channel']:.2f} | {r['graph_calls_per_channel']:.2f} "
+            f"| {r['peak_rss_mb']:.0f} MB | {r['restart_caught_up_s']:.1f} s "
+            f"| {r['restart_writes_beyond_tracers']} | {r['restart_graph_calls_beyond_tracers']} "
+            f"| {health_text(r)} |"
+        )
+    print()
+    print(
+        "| N | receiver RSS (empty → N cached) | facade RSS | GET p99 direct / facade, 1 in "
+        "flight | 8 in flight | etcd db | apiserver RSS |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        g = r["gets"]
+        print(
+            f"| {r['n']} | {r['receiver_rss_mb']['empty']:.0f} → "
+            f"{r['receiver_rss_mb']['full']:.0f} MB | {g['facade_rss_mb']:.0f} MB "
+            f"| {g['direct_p99_ms_1']:.1f} / {g['facade_p99_ms_1']:.1f} ms "
+            f"| {g['direct_p99_ms_8']:.1f} / {g['facade_p99_ms_8']:.1f} ms "
+            f"| {r['etcd_db_mb']:.0f} MB | {r['apiserver_rss_mb']:.0f} MB |"
         )
 
 
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def health_text(r: dict[str, Any]) -> str:
-    per = r["health_calls_per_channel_period"]
-    return "-" if per is None else f"{per:.2f} ({r['health_period_s']:.0f} s period)"
+    h = r["health"]
+    if not h:
+        return "-"
+    return (
+        f"{h['checks_per_s']:.0f} of {h['demanded_per_s']:.0f} asked "
+        f"({r['health_period_s']:.0f} s period; default {h['default_demand_per_s']:.1f}); "
+        f"refused: {sum(h['not_ok'].values())}"
+    )
 
 
 def main() -> None:
@@ -638,11 +973,24 @@ def main() -> None:
         "--health-period",
         type=float,
         default=20.0,
-        help="seconds; the health schedule is measured over 3 such periods (0: skipped)",
+        help="seconds; checks are counted over max(2 periods, 30 s) once resumed (0: skipped)",
+    )
+    parser.add_argument(
+        "--no-floors",
+        dest="floors",
+        action="store_false",
+        help="skip the baseline and floor runs (each creates N channels of its own)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=15.0,
+        help="the operator's Lease duration (renew deadline 2/3 of it; default client-go's)",
     )
     args = parser.parse_args()
+    LEASE_SECONDS[0] = args.lease_seconds
     sizes = [int(s) for s in args.sizes.split(",")]
-    asyncio.run(main_async(sizes, args.concurrency, args.health_period))
+    asyncio.run(main_async(sizes, args.concurrency, args.health_period, args.floors))
 
 
 if __name__ == "__main__":

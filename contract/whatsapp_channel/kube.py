@@ -179,6 +179,16 @@ class Kube:
             raise KubeConfigError(f"no cluster credentials: {exc}") from None
         return cls(config, timeout=timeout, max_concurrency=max_concurrency, user_agent=user_agent)
 
+    def for_another_loop(self) -> Kube:
+        """The same credentials and settings, no connection yet: for another thread's event
+        loop (a client's connections belong to the loop that opened them)."""
+        return Kube(
+            self.config,
+            timeout=self._timeout,
+            max_concurrency=self._max_concurrency,
+            user_agent=self._user_agent,
+        )
+
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.config.server.startswith("https"):
             return False
@@ -333,6 +343,35 @@ def _error(status: int, raw: bytes) -> KubeError:
 
 
 EventHandler = Callable[[str, JSON], Awaitable[None] | None]
+# Objects a list asks for at a time: a list of 50,000 channels in one answer is over 200 MB
+# of JSON, decoded at once (docs/benchmarks.md, the operator at scale).
+LIST_PAGE = 500
+
+
+def lean(obj: JSON) -> JSON:
+    """`obj` without `metadata.managedFields` (server-side apply's bookkeeping, often the
+    larger half of a small object), which nothing here reads: objects kept in a cache for
+    every channel keep only what is used."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return obj
+
+
+async def list_pages(
+    kube: Kube, path: str, params: Mapping[str, str] | None = None, page: int = LIST_PAGE
+) -> AsyncIterator[JSON]:
+    """A list `page` objects at a time (`limit` and `continue`): each page's answer, one
+    consistent snapshot whose version the last page's metadata.resourceVersion names. Raises
+    Gone when the snapshot expired between pages (list again)."""
+    query = {**(params or {}), "limit": str(page)}
+    while True:
+        answer = await kube.get(path, params=query)
+        yield answer
+        token = (answer.get("metadata") or {}).get("continue")
+        if not token:
+            return
+        query["continue"] = str(token)
 
 
 async def reflect(
@@ -344,17 +383,26 @@ async def reflect(
     field_selector: str | None = None,
     on_synced: Callable[[], None] | None = None,
     retry_delay: float = 1.0,
+    keep: Callable[[JSON], JSON] = lean,
+    page: int = LIST_PAGE,
 ) -> None:
     """Keep a local view of the objects at `path`: list, then watch from the list's version;
     on a gap (410, disconnect) list again. `on_event(type, obj)` gets ADDED/MODIFIED/DELETED,
     and a synthetic SYNC(list) start marker lets the caller drop what vanished meanwhile.
-    Runs until cancelled."""
+    Every object is handed over as `keep` makes it (default: `lean`), a listed one as soon as
+    its page arrives, so a caller that keeps a few fields never holds a whole list. Runs
+    until cancelled."""
     delay = retry_delay
     while True:
         try:
-            listing = await kube.get(path, params=_selectors(label_selector, field_selector))
-            version = str(listing["metadata"]["resourceVersion"])
-            result = on_event("SYNC", listing)
+            items: list[JSON] = []
+            version = ""
+            selectors = _selectors(label_selector, field_selector)
+            async for answer in list_pages(kube, path, selectors, page):
+                items.extend(keep(item) for item in answer.get("items") or [])
+                version = str(answer["metadata"]["resourceVersion"])
+            result = on_event("SYNC", {"metadata": {"resourceVersion": version}, "items": items})
+            del items  # not held while watching
             if result is not None:
                 await result
             if on_synced is not None:
@@ -372,7 +420,7 @@ async def reflect(
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind == "BOOKMARK":
                         continue
-                    result = on_event(kind, obj)
+                    result = on_event(kind, keep(obj))
                     if result is not None:
                         await result
         except Gone:

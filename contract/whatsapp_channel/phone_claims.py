@@ -59,6 +59,25 @@ def claim_of(body: Mapping[str, Any]) -> tuple[str, Claim] | None:
     return phone, Claim(name, created, False, refused)
 
 
+def claim_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a WhatsAppChannel object `claim_of` reads, and no others: what an index
+    of every channel's claim needs to be handed (tens of thousands of whole channels, spec
+    seals and status facts included, are hundreds of megabytes)."""
+    metadata = body.get("metadata") or {}
+    status = body.get("status") or {}
+    credentials = find_condition(status.get("conditions") or [], CREDENTIALS_VALID)
+    return {
+        "metadata": {
+            k: metadata[k] for k in ("name", "generation", "creationTimestamp") if k in metadata
+        },
+        "spec": {"phoneNumberId": (body.get("spec") or {}).get("phoneNumberId")},
+        "status": {
+            STATUS_FIELD: status.get(STATUS_FIELD),
+            "conditions": [credentials] if credentials else [],
+        },
+    }
+
+
 def owner(claims: Iterable[Claim], holders: Collection[str] = ()) -> Claim | None:
     """The claim that holds the number (see the module's rule); `holders`: the channels
     whose Secret holds it now."""

@@ -9,11 +9,18 @@ deadline 10 s, retry 2 s):
   clock is never trusted), with a write conditional on the version it read; it tries again
   when that duration ends rather than up to a retry period later (client-go waits for the
   next period: up to 2 s more of no leader after a holder died);
-- the holder renews every `retry_period`; when no renewal succeeded for `renew_deadline`
+- the holder renews every `retry_period`, with one write on the Lease it last wrote (its
+  version a precondition: client-go's optimistic fast path, half the round trips of a read
+  and a write, which counts when the apiserver takes seconds to answer); a conflict falls
+  back to the read; when no renewal succeeded for `renew_deadline`
   (shorter than the lease), it has lost: the process exits at once, so it stops before any
   candidate can take the Lease, and Kubernetes starts it again as a candidate;
 - on SIGTERM the holder stops its work and then releases the Lease (no holder), so the next
-  candidate takes it at its next read instead of after the lease's duration.
+  candidate takes it at its next read instead of after the lease's duration;
+- the holder renews on a thread of its own, with its own event loop and connection (as
+  client-go renews on a goroutine of its own): the operator's loop, busy with tens of
+  thousands of channels at a restart, must not delay a renewal past the deadline (it did at
+  10,000 channels on 2 shared cores: docs/benchmarks.md).
 
 Why our own and not the kubernetes client's `leaderelection`: that one is synchronous (a
 thread with blocking calls and its own client), while the operator is asyncio with an async
@@ -26,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,6 +91,7 @@ class Election:
     _observed: JSON | None = field(default=None, init=False)
     _observed_at: float = field(default=0.0, init=False)
     _renewed_at: float = field(default=0.0, init=False)
+    _written: JSON | None = field(default=None, init=False)  # the Lease as we last wrote it
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
@@ -111,6 +121,17 @@ class Election:
         sent = time.monotonic()
         now = datetime.now(UTC)
         path = lease_path(self.namespace, self.name)
+        written, self._written = self._written, None
+        if written is not None and self.holder == self.identity:
+            spec = self._spec(now, previous=self._observed or {})
+            try:
+                self._written = await self.kube.replace(path, {**written, "spec": spec})
+            except (Conflict, NotFound):
+                pass  # someone else wrote it since: read it, as a candidate does
+            else:
+                self._observe(spec, sent)
+                self._renewed_at = sent
+                return True
         try:
             lease = await self.kube.get(path)
         except NotFound:
@@ -122,7 +143,7 @@ class Election:
                 "spec": spec,
             }
             try:
-                await self.kube.create(lease_path(self.namespace), body)
+                self._written = await self.kube.create(lease_path(self.namespace), body)
             except Conflict:  # another candidate created it first
                 return False
             self._observe(spec, sent)
@@ -137,7 +158,7 @@ class Election:
         spec = self._spec(now, previous=current)
         body = {**lease, "spec": spec}
         try:
-            await self.kube.replace(path, body)
+            self._written = await self.kube.replace(path, body)
         except (Conflict, NotFound):  # changed or gone since read: read again next time
             return False
         self._observe(spec, sent)
@@ -244,8 +265,9 @@ async def lead(
     health: tuple[str, int] | None,
     on_lost: Callable[[BaseException], None] = exit_at_once,
 ) -> None:
-    """Stand by until elected, then run `work` while the Lease is renewed; release it once
-    `work` returns (Kopf returns on SIGTERM). A SIGTERM while standing by just ends."""
+    """Stand by until elected, then run `work` while the Lease is renewed (`Renewal`: a
+    lost Lease calls `on_lost` from the renewal's thread); release it once `work` returns
+    (Kopf returns on SIGTERM). A SIGTERM while standing by just ends."""
     try:
         if await _elected(election, health):
             await _leading(election, work, on_lost)
@@ -273,6 +295,36 @@ async def _elected(election: Election, health: tuple[str, int] | None) -> bool:
         return await election.acquire(stopping)
 
 
+class Renewal(threading.Thread):
+    """`election.hold()` on a thread of its own with its own event loop and client (a
+    client's connections belong to the loop that opened them); `on_lost` is called from
+    that thread, at once, however busy the operator's loop is."""
+
+    def __init__(self, election: Election, on_lost: Callable[[BaseException], None]) -> None:
+        super().__init__(name="leader election", daemon=True)
+        self.election = copy.copy(election)  # its record of the last renewal, carried on
+        self.election.kube = election.kube.for_another_loop()
+        self.on_lost = on_lost
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(self.election.hold())
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass  # stopped: the work ended
+        except BaseException as error:  # LeadershipLost, or a bug: either way, not leading
+            self.on_lost(error)
+        finally:
+            self.loop.run_until_complete(self.election.kube.close())
+            self.loop.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: it ended by itself
+            self.loop.call_soon_threadsafe(self.task.cancel)
+
+
 async def _leading(
     election: Election,
     work: Callable[[], Awaitable[None]],
@@ -280,19 +332,12 @@ async def _leading(
 ) -> None:
     log.info("leader election: leading as %s", election.identity)
     metrics.LEADER.set(1)
-
-    def lost(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            on_lost(task.exception() or LeadershipLost("renewal stopped"))
-
-    keeper = asyncio.create_task(election.hold(), name="leader election")
-    keeper.add_done_callback(lost)
+    renewal = Renewal(election, on_lost)
+    renewal.start()
     try:
         await work()
     finally:
-        keeper.remove_done_callback(lost)
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
-            await keeper
+        renewal.stop()
+        await asyncio.to_thread(renewal.join)
         metrics.LEADER.set(0)
         await election.release()

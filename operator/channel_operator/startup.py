@@ -20,8 +20,9 @@ import re
 from typing import Any, cast
 
 import kopf
-from whatsapp_channel.kube import Kube, channels_path, reflect
+from whatsapp_channel.kube import Kube, channels_path, list_pages, reflect
 from whatsapp_channel.model import FINALIZER, GROUP
+from whatsapp_channel.phone_claims import claim_fields
 
 from channel_operator import keystore, metrics, platform_app, reconcile, tenancy
 from channel_operator.channel_at_meta import Meta
@@ -159,6 +160,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.reconnect_backoff = 1.0
+    # Kopf lists the channels in one answer, never in pages: it asks for the next page only
+    # once it has queued the last, so at 50,000 channels the listing outlasted etcd's
+    # compaction (5 min), the page token expired (410) and the watcher stopped the operator.
+    settings.watching.chunk_size = None
     # A burst of thousands of new channels is worked on by a bounded number of workers. A
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
     # 5 s, capped throughput at worker_limit / 5 s; see docs/benchmarks.md); apiserver
@@ -289,15 +294,24 @@ async def start(settings: OperatorSettings, kube: Kube) -> Runtime:
         claims = tenancy.PhoneClaimIndex()
         rt.phone_claims = claims
         claims_task = rt.claims_watcher = asyncio.create_task(
-            reflect(kube, channels_path(namespace), claims.on_event, on_synced=claims.synced.set),
+            reflect(
+                kube,
+                channels_path(namespace),
+                claims.on_event,
+                on_synced=claims.synced.set,
+                keep=claim_fields,
+            ),
             name="phone claims",
         )
         supervise(rt, task)
         supervise(rt, claims_task)
         await asyncio.wait_for(secrets.synced.wait(), timeout=SYNC_TIMEOUT)
         await asyncio.wait_for(claims.synced.wait(), timeout=SYNC_TIMEOUT)
-        listing = await kube.get(channels_path(namespace))
-        names = [item["metadata"]["name"] for item in listing.get("items") or []]
+        names = [
+            item["metadata"]["name"]
+            async for page in list_pages(kube, channels_path(namespace))
+            for item in page.get("items") or []
+        ]
         swept = await secrets.sweep(names)
         log.info("%d channel Secret(s) cached, %d left-over swept", len(secrets), swept)
         rt.health_task = supervise(rt, asyncio.create_task(rt.health.run(), name="health checks"))

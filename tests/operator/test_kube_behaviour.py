@@ -8,10 +8,12 @@ is the one Kubernetes behaviour it names and nothing racing beside it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from whatsapp_channel.kube import (
     channels_path,
     core_path,
     load_config,
+    reflect,
 )
 from whatsapp_channel.model import (
     FINALIZER,
@@ -431,3 +434,61 @@ async def test_the_garbage_collector_removes_the_secret_when_the_finalizer_is_by
         return False
 
     await eventually(secret_collected, "the Secret garbage-collected", timeout=180)
+
+
+# --- list+watch at scale ------------------------------------------------------------------
+
+
+async def test_reflect_lists_in_pages_and_hands_over_lean_objects(
+    namespace: str, kube: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list is asked for a page at a time (limit and continue: 50,000 channels are never
+    one answer), and every object handed over, listed or watched, is without managedFields
+    (the apiserver's bookkeeping, which no cache of ours reads)."""
+    path = core_path("configmaps", namespace)
+
+    def configmap(i: int) -> JSON:
+        return {"metadata": {"name": f"c{i}", "labels": {"t": "reflect"}}, "data": {"i": str(i)}}
+
+    created = [await kube.create(path, configmap(i)) for i in range(5)]
+    assert all(c["metadata"].get("managedFields") for c in created)  # the apiserver's own
+    asked: list[dict[str, str]] = []
+    get = kube.get
+
+    async def counted(at: str, params: Mapping[str, str] | None = None) -> JSON:
+        if at == path:
+            asked.append(dict(params or {}))
+        return await get(at, params)
+
+    monkeypatch.setattr(kube, "get", counted)
+    seen: list[tuple[str, JSON]] = []
+    synced = asyncio.Event()
+    task = asyncio.create_task(
+        reflect(
+            kube,
+            path,
+            lambda kind, obj: seen.append((kind, obj)),
+            label_selector="t=reflect",
+            on_synced=synced.set,
+            page=2,
+        )
+    )
+    try:
+        await asyncio.wait_for(synced.wait(), timeout=SETTLE)
+        await kube.create(path, configmap(5))
+
+        async def watched() -> bool:
+            return len(seen) == 2
+
+        await eventually(watched, "the watch delivers the sixth ConfigMap")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    (kind, listing), (added, obj) = seen
+    assert (kind, added) == ("SYNC", "ADDED")
+    assert [i["metadata"]["name"] for i in listing["items"]] == [f"c{i}" for i in range(5)]
+    assert [a.get("limit") for a in asked] == ["2", "2", "2"]
+    assert ["continue" in a for a in asked] == [False, True, True]
+    assert obj["metadata"]["name"] == "c5"
+    assert all("managedFields" not in o["metadata"] for o in [*listing["items"], obj])

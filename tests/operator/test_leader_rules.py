@@ -121,10 +121,11 @@ async def test_lead_calls_on_lost_when_renewals_fail() -> None:
     lost: list[BaseException] = []
     gone = asyncio.Event()
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-    def on_lost(reason: BaseException) -> None:
+    def on_lost(reason: BaseException) -> None:  # called from the renewal's thread
         lost.append(reason)
-        gone.set()
+        loop.call_soon_threadsafe(gone.set)
 
     async def work() -> None:
         kube.down = True
@@ -135,3 +136,46 @@ async def test_lead_calls_on_lost_when_renewals_fail() -> None:
     assert isinstance(lost[0], LeadershipLost)
     stop.set()
     await running
+
+
+async def test_a_leader_whose_loop_is_busy_keeps_renewing() -> None:
+    """The renewal runs on a thread of its own: the operator's loop held for twice the renew
+    deadline (as thousands of channels at a restart hold it) costs no lost leadership, and
+    the Lease is renewed meanwhile."""
+    kube = MemoryKube()
+    one = election(kube, "one")
+    lost: list[BaseException] = []
+    renewals: list[object] = []
+
+    async def work() -> None:
+        await asyncio.sleep(TIMING["retry_period"] * 3)
+        before = spec(kube)["renewTime"]
+        time.sleep(TIMING["renew_deadline"] * 2)  # noqa: ASYNC251 - the loop gets no turn
+        renewals.extend([before, spec(kube)["renewTime"]])
+        await asyncio.sleep(TIMING["retry_period"] * 3)
+
+    await leader.lead(one, work, health=None, on_lost=lost.append)
+    assert lost == []
+    before, during = renewals
+    assert during != before, "the Lease was not renewed while the loop was busy"
+    assert not spec(kube).get("holderIdentity"), "the Lease was not released"
+
+
+async def test_the_holder_renews_with_one_write_and_reads_after_a_conflict() -> None:
+    """client-go's fast path: a renewal is one conditional write on the Lease as last
+    written (no read: half the round trips when the apiserver is slow); someone else's write
+    makes it conflict, and the holder then reads and finds it lost."""
+    kube = MemoryKube()
+    one = election(kube, "one")
+    assert await one.attempt()
+    kube.calls.clear()
+    assert await one.attempt()
+    assert kube.calls == [("PUT", lease_path(NS, LEASE))]
+    assert spec(kube)["holderIdentity"] == "one"
+
+    await kube.delete(lease_path(NS, LEASE))
+    assert await election(kube, "two").attempt()
+    kube.calls.clear()
+    assert not await one.attempt()
+    assert [method for method, _ in kube.calls] == ["PUT", "GET"]
+    assert one.holder == "two"

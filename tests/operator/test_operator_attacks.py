@@ -29,6 +29,7 @@ from whatsapp_channel.channel_secret import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from whatsapp_channel.kube import JSON, channels_path, core_path
 from whatsapp_channel.model import (
     API_VERSION,
+    CREDENTIALS_VALID,
     KIND,
     SEALED_MAX_LENGTH,
     SEALING_KEYS_SECRET,
@@ -36,7 +37,7 @@ from whatsapp_channel.model import (
     ChannelSetup,
     ChannelSpec,
 )
-from whatsapp_channel.phone_claims import Claim
+from whatsapp_channel.phone_claims import Claim, claim_fields, claim_of
 from whatsapp_channel.reasons import (
     INVALID_SPEC,
     MALFORMED_SEAL,
@@ -214,6 +215,32 @@ def test_the_claim_index_follows_the_channels() -> None:
     index.on_event("DELETED", body("b", PHONE, "t2"))
     assert index.get(PHONE, ()) == ()
     assert list(index) == ["12345"]
+
+
+def test_the_claim_index_is_handed_only_the_fields_claims_read() -> None:
+    """The operator's channel watch hands the index `claim_fields` of each channel (50,000
+    whole channels would be hundreds of megabytes): every claim comes out the same."""
+    sealed = {"accessToken": "wa1:k:" + "x" * 200, "appSecret": "wa1:k:" + "y" * 200}
+    full = channel_body("c", {"phoneNumberId": PHONE, "sealed": sealed}, generation=3)
+    full["metadata"] |= {"creationTimestamp": "t1", "managedFields": [{"manager": "x"}]}
+    full["status"] = {
+        "phoneClaim": {"phoneNumberId": PHONE, "since": "t0"},
+        "conditions": [
+            {"type": "Ready", "status": "False", "observedGeneration": 3},
+            {"type": CREDENTIALS_VALID, "status": "False", "observedGeneration": 3},
+        ],
+        "displayPhoneNumber": "+61400111222",
+    }
+    moved = copy.deepcopy(full) | {"spec": {**full["spec"], "phoneNumberId": "12345"}}
+    stale = copy.deepcopy(full)
+    stale["status"]["conditions"][1]["observedGeneration"] = 2
+    unproven = copy.deepcopy(full) | {"status": {}}
+    for body in (full, moved, stale, unproven, {"metadata": {"name": "d"}, "spec": {}}):
+        assert claim_of(claim_fields(body)) == claim_of(body)
+    kept = claim_fields(full)
+    assert set(kept["spec"]) == {"phoneNumberId"}
+    assert "managedFields" not in kept["metadata"]
+    assert [c["type"] for c in kept["status"]["conditions"]] == [CREDENTIALS_VALID]
 
 
 # --- 6: spec.secretRef may read only a user's Secret that opts in -------------------------

@@ -22,7 +22,7 @@ from channel_operator import keystore, reconcile
 from channel_operator.channel_secrets import ChannelSecrets
 from channel_operator.desired import ChannelFailure
 from channel_operator.reconcile import Runtime
-from channel_operator.startup import ObservedGeneration, ProgressAnnotations
+from channel_operator.startup import ObservedGeneration, ProgressAnnotations, configure
 from whatsapp_channel.kube import (
     JSON,
     Forbidden,
@@ -625,3 +625,12 @@ async def test_a_background_task_that_ends_fails_liveness_and_is_logged(
     assert record.levelname == "ERROR"
     assert record.exc_info is not None
     assert record.exc_info[0] is KeyError
+
+
+def test_kopf_lists_the_channels_in_one_answer() -> None:
+    """Kopf asks for a list's next page only once it has queued the last: at 50,000
+    channels a paged listing outlasted etcd's compaction, the page token expired (410) and
+    Kopf stopped the operator (docs/benchmarks.md). One answer, however large."""
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    assert settings.watching.chunk_size is None

@@ -88,6 +88,10 @@ class MemoryKube(Kube):
         obj = self.objects.get(channels_path(namespace, name))
         return copy.deepcopy(obj) if obj else None
 
+    def for_another_loop(self) -> MemoryKube:
+        """The same objects: they are this process's, whichever loop asks."""
+        return self
+
     # --- the apiserver ------------------------------------------------------------------
 
     async def request(
