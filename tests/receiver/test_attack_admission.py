@@ -286,3 +286,34 @@ def test_a_client_counts_by_its_address_an_ipv6_one_by_its_64():
     assert key("192.0.2.1") != key("192.0.2.2")
     assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9") != key("2001:db8:1:3::1")
     assert client_of({"client": None}) == client_of({}) == ""
+
+
+@pytest.mark.parametrize("flooded", ["shared", "per_channel"])
+async def test_a_flooded_url_leaves_the_other_its_own_slots(sink: Sink, flooded: str):
+    """The shared URL and the channels' own URLs draw on pools of their own: a flood of one
+    (all its slots held by bodies that never end) still lets an event in through the other."""
+    admission = Admission(
+        max_requests=2, max_per_client=8, max_buffered_bytes=1024 * KIB, body_timeout=30.0
+    )
+    setup = _setup(sink, admission)
+    paths = {"shared": "/hooks/whatsapp", "per_channel": f"/hooks/whatsapp/{setup.instance}"}
+    other = paths["per_channel" if flooded == "shared" else "shared"]
+    held = [Body(), Body()]
+    calls = [
+        asyncio.create_task(call(setup.receiver, "POST", paths[flooded], b, _post_headers()))
+        for b in held
+    ]
+    await _until(lambda: admission.in_flight == 2, "the flood holds every slot of its pool")
+    more = Body()
+    more.end(b"{}")
+    answer = await call(setup.receiver, "POST", paths[flooded], more, _post_headers())
+    assert answer.status == 503
+    body = meta_bytes(notification([text_change(PHONE, "through the other door")]))
+    honest = Body()
+    honest.end(body)
+    signed = _post_headers(meta_signature(APP_SECRET, body), len(body))
+    assert (await call(setup.receiver, "POST", other, honest, signed)).status == 200
+    for b in held:
+        b.end(b"{}")
+    await asyncio.gather(*calls)
+    assert admission.in_flight == admission.buffered == 0
