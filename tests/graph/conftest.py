@@ -4,6 +4,7 @@ client with tiny backoff, and a callback server that answers Meta's challenge.""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,9 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from channel_operator.graph import GraphClient, GraphCredentials, RetryPolicy
+from channel_operator.channel_at_meta import Meta, ask
+from channel_operator.desired import ChannelRef, Credentials
+from channel_operator.graph import CallBudget, GraphClient, GraphCredentials, RetryPolicy
 from graph_standin import GraphStandin, NumberSeed
 from graph_standin.state import PhoneNumber
+from whatsapp_channel.model import ChannelSpec
 
 PHONE = "106540352242922"
 WABA = "102290129340398"
@@ -161,3 +165,15 @@ async def callback() -> AsyncIterator[Callback]:
     await server.start()
     yield server
     await server.stop()
+
+
+async def ask_once(standin: GraphStandin, callback_url: str, budget: CallBudget) -> None:
+    """A new channel of PHONE in WABA asked about once, as the reconcile asks, by an operator
+    whose Graph client keeps `budget`."""
+    async with GraphClient(standin.url, retry=FAST, budget=budget) as graph:
+        meta = Meta(graph=graph, callback_retries=())
+        name = str(uuid.uuid4())
+        spec = ChannelSpec(instance_id=name, phone_number_id=PHONE, waba_id=WABA)
+        ref = ChannelRef("ns", name, f"uid-{name}", 1)
+        credentials = Credentials(TOKEN, APP_SECRET, VERIFY_TOKEN)
+        await ask(meta, ref, spec, credentials, {}, callback_url, lambda r, m: None)

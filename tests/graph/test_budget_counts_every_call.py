@@ -7,26 +7,22 @@ Meta saw for that account."""
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from channel_operator.channel_at_meta import Meta, ask, subscription
-from channel_operator.desired import ChannelRef, Credentials
+from channel_operator.channel_at_meta import subscription
 from channel_operator.graph import CallBudget, GraphClient, RetryPolicy, regain_seconds
 from graph_standin import GraphStandin
 from graph_standin.state import PhoneNumber
-from whatsapp_channel.model import ChannelSpec
 
 from tests.graph.conftest import (
-    APP_SECRET,
     CREDENTIALS,
     FAST,
     PHONE,
-    TOKEN,
     VERIFY_TOKEN,
     WABA,
     Callback,
+    ask_once,
 )
 
 Step = Callable[[GraphClient, str], Awaitable[object]]
@@ -77,13 +73,7 @@ async def test_asking_meta_about_a_channel_spends_the_calls_meta_saw_for_its_acc
     standin: GraphStandin, number: PhoneNumber, callback: Callback
 ) -> None:
     budget = CallBudget(limit=100)
-    async with GraphClient(standin.url, retry=FAST, budget=budget) as graph:
-        meta = Meta(graph=graph, callback_retries=())
-        name = str(uuid.uuid4())
-        spec = ChannelSpec(instance_id=name, phone_number_id=PHONE, waba_id=WABA)
-        ref = ChannelRef("ns", name, f"uid-{name}", 1)
-        credentials = Credentials(TOKEN, APP_SECRET, VERIFY_TOKEN)
-        await ask(meta, ref, spec, credentials, {}, callback.url, lambda r, m: None)
+    await ask_once(standin, callback.url, budget)
     account_calls = standin.calls(PHONE) + standin.calls(WABA)
     assert account_calls >= 3  # the check, the subscription, the override at least
     # Meta budgets per app and account: once the app is known, calls go to that key; the

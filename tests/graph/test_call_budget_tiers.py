@@ -6,17 +6,12 @@ from each check of one of its numbers."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from channel_operator.channel_at_meta import Meta, ask
-from channel_operator.desired import ChannelRef, Credentials
-from channel_operator.graph import CallBudget, GraphClient
+from channel_operator.graph import CallBudget
 from graph_standin import GraphStandin
 from graph_standin.state import PhoneNumber
-from whatsapp_channel.model import ChannelSpec
 
-from tests.graph.conftest import APP_SECRET, FAST, PHONE, TOKEN, VERIFY_TOKEN, WABA, Callback
+from tests.graph.conftest import WABA, Callback, ask_once
 
 
 def test_an_active_account_gets_the_larger_budget_and_loses_it_again() -> None:
@@ -50,11 +45,5 @@ async def test_a_check_puts_the_account_in_its_tier(
     number.status = phone_status
     budget = CallBudget(limit=3, active_limit=50)
     budget.mark_active(WABA, phone_status == "BANNED")  # a tier from before is corrected
-    async with GraphClient(standin.url, retry=FAST, budget=budget) as graph:
-        meta = Meta(graph=graph, callback_retries=())
-        name = str(uuid.uuid4())
-        spec = ChannelSpec(instance_id=name, phone_number_id=PHONE, waba_id=WABA)
-        ref = ChannelRef("ns", name, f"uid-{name}", 1)
-        credentials = Credentials(TOKEN, APP_SECRET, VERIFY_TOKEN)
-        await ask(meta, ref, spec, credentials, {}, callback.url, lambda r, m: None)
+    await ask_once(standin, callback.url, budget)
     assert budget.limit_of(WABA) == limit

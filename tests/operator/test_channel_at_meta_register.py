@@ -139,6 +139,19 @@ def meta_for(graph: FakeGraph) -> Meta:
     return Meta(graph=cast(GraphClient, graph))
 
 
+async def runtime_asking(kube: MemoryKube, graph: FakeGraph) -> Runtime:
+    """An operator's runtime on `kube` that asks `graph` (no Secret watch runs)."""
+    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
+    return Runtime(
+        kube=kube,
+        namespace=NS,
+        webhook_base_url="https://hooks.example.test",
+        keys=keystore.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
+        secrets=ChannelSecrets(kube, NS),
+        meta=meta_for(graph),
+    )
+
+
 def channel(index: int) -> tuple[ChannelRef, ChannelSpec, Credentials]:
     """Channel `index` of the one app and account: its own number and token."""
     name = str(uuid.uuid4())
@@ -525,15 +538,7 @@ async def test_a_noted_challenge_asks_meta_once_not_on_every_event() -> None:
     """The receiver's note only brings the next check forward (Meta's read-back decides),
     once per challenge newer than Meta's last answer, and never more than once a minute."""
     kube = MemoryKube()
-    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
-    rt = Runtime(
-        kube=kube,
-        namespace=NS,
-        webhook_base_url="https://hooks.example.test",
-        keys=keystore.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
-        secrets=ChannelSecrets(kube, NS),
-        meta=meta_for(FakeGraph()),
-    )
+    rt = await runtime_asking(kube, FakeGraph())
 
     async def never(name: str) -> float | None:
         raise AssertionError("not run here")

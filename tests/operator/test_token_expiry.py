@@ -9,15 +9,13 @@ import uuid
 from typing import Any
 
 import pytest
-from channel_operator import keystore, metrics, reconcile
-from channel_operator.channel_secrets import ChannelSecrets
+from channel_operator import metrics, reconcile
 from channel_operator.graph import WHATSAPP_SCOPES, GraphCredentials, TokenInfo
 from channel_operator.metrics import TokensExpiring
-from channel_operator.reconcile import Runtime
 from prometheus_client import REGISTRY
 
-from tests.operator.test_channel_at_meta_register import WABA, FakeGraph, meta_for
-from tests.operator.test_reconcile import NS, VALUES, channel_body, public_key, sealed_spec
+from tests.operator.test_channel_at_meta_register import WABA, FakeGraph, runtime_asking
+from tests.operator.test_reconcile import VALUES, channel_body, public_key, sealed_spec
 from tests.support.fake_kube import MemoryKube
 
 DAY = 86400.0
@@ -57,16 +55,7 @@ class ExpiringGraph(FakeGraph):
 
 async def reconciled_with_token_expiring_in(days: float) -> str:
     kube = MemoryKube()
-    keyring = await keystore.ensure(kube, NS, channels_namespace=NS)
-    meta = meta_for(ExpiringGraph(int(time.time() + days * DAY)))
-    rt = Runtime(
-        kube=kube,
-        namespace=NS,
-        webhook_base_url="https://hooks.example.test",
-        keys=keystore.Keys(kube=kube, namespace=NS, keyring=keyring, reload_interval=0),
-        secrets=ChannelSecrets(kube, NS),
-        meta=meta,
-    )
+    rt = await runtime_asking(kube, ExpiringGraph(int(time.time() + days * DAY)))
     name = str(uuid.uuid4())
     spec = sealed_spec(public_key(kube), name, VALUES, wabaId=WABA)
     patch: dict[str, Any] = {}
