@@ -62,6 +62,7 @@ async def call(
     body: Body,
     headers: list[tuple[bytes, bytes]] | None = None,
     query: bytes = b"",
+    client: tuple[str, int] = ("127.0.0.1", 40000),
 ) -> Answer:
     answer = Answer()
 
@@ -86,7 +87,7 @@ async def call(
         "query_string": query,
         "root_path": "",
         "headers": headers or [],
-        "client": ("127.0.0.1", 40000),
+        "client": client,
         "server": ("127.0.0.1", 8080),
     }
     await app(scope, body.receive, send)

@@ -17,6 +17,7 @@ from channel_api.receiver.channel_cache import ChannelCache
 from channel_api.receiver.forward import Forwarder
 from channel_api.receiver.status import StatusWriter
 from graph_standin.account_webhooks import account_notification
+from prometheus_client import REGISTRY
 from whatsapp_channel.kube import channels_path
 
 from tests.receiver.conftest import FORWARD_SECRET, Harness
@@ -242,3 +243,17 @@ async def test_other_methods_and_oversized_bodies(app: Harness) -> None:
     big = meta_bytes(BANNED) + b" " * (64 * 1024)
     assert (await post(app, big, SECRET_A)).status_code == 413
     assert (await app.client.get(APP_PATH + "/x")).status_code == 404
+
+
+async def test_account_events_are_counted_as_the_apps_not_a_channels(app: Harness) -> None:
+    """An account webhook refused before its body is read (no signature) moves the `app`
+    endpoint's counter, never the shared or per-channel URLs' ones."""
+
+    def missing(endpoint: str) -> float:
+        labels = {"endpoint": endpoint, "outcome": "missing_signature"}
+        return REGISTRY.get_sample_value("whatsapp_receiver_webhook_events_total", labels) or 0.0
+
+    before = {endpoint: missing(endpoint) for endpoint in ("app", "shared", "per_channel")}
+    assert (await post(app, meta_bytes(BANNED), None)).status_code == 401
+    after = {endpoint: missing(endpoint) for endpoint in before}
+    assert {e: after[e] - before[e] for e in before} == {"app": 1, "shared": 0, "per_channel": 0}

@@ -317,3 +317,33 @@ async def test_a_flooded_url_leaves_the_other_its_own_slots(sink: Sink, flooded:
         b.end(b"{}")
     await asyncio.gather(*calls)
     assert admission.in_flight == admission.buffered == 0
+
+
+async def test_one_client_holding_its_share_leaves_others_their_slots(sink: Sink):
+    """The per-client share is counted by the request's own client address: one address
+    holding its share does not refuse another's event."""
+    admission = Admission(
+        max_requests=8, max_per_client=1, max_buffered_bytes=1024 * KIB, body_timeout=30.0
+    )
+    setup = _setup(sink, admission)
+    path = f"/hooks/whatsapp/{setup.instance}"
+    held = Body()
+    holder = asyncio.create_task(
+        call(setup.receiver, "POST", path, held, _post_headers(), client=("192.0.2.7", 1234))
+    )
+    await _until(lambda: admission.in_flight == 1, "the first client's request admitted")
+    again = Body()
+    again.end(b"{}")
+    same = await call(
+        setup.receiver, "POST", path, again, _post_headers(), client=("192.0.2.7", 1235)
+    )
+    assert same.status == 503  # its share is taken
+    body = meta_bytes(notification([text_change(PHONE, "another client")]))
+    honest = Body()
+    honest.end(body)
+    signed = _post_headers(meta_signature(APP_SECRET, body), len(body))
+    other = await call(setup.receiver, "POST", path, honest, signed, client=("198.51.100.9", 99))
+    assert other.status == 200
+    held.end(b"{}")
+    await holder
+    assert admission.in_flight == admission.buffered == 0
