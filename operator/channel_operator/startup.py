@@ -168,8 +168,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
     # 5 s, capped throughput at worker_limit / 5 s; see docs/benchmarks.md); apiserver
     # calls are bounded separately by the client's own concurrency.
-    settings.batching.worker_limit = 1000
-    settings.batching.idle_timeout = 0.5
+    settings.queueing.worker_limit = 1000
+    settings.queueing.idle_timeout = 0.5
     settings.peering.standalone = True
 
 
