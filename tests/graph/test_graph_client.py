@@ -496,6 +496,9 @@ def test_the_check_asks_for_what_the_status_needs_by_version() -> None:
     assert "messaging_limit_tier" not in CHECK_FIELDS
     assert "messaging_limit_tier" in check_fields("v23.0")
     assert "whatsapp_business_manager_messaging_limit" not in check_fields("v23.0")
+    # v24.0 itself is the first version whose old field has no value.
+    assert "whatsapp_business_manager_messaging_limit" in check_fields("v24.0")
+    assert "messaging_limit_tier" not in check_fields("v24.0")
 
 
 async def test_an_older_version_reads_the_limit_from_its_own_field(
