@@ -1,6 +1,8 @@
 """The local cluster with a node (localkube.node): containerd, kubelet, kube-proxy and the
 cluster DNS in a network namespace of its own, running the image built from the Dockerfile.
-One per session, started on first use; the rest of the suite keeps the node-less `cluster`."""
+One per session, started on first use and stopped by the last node test
+(test_node.py's `test_down_leaves_nothing_behind`); the rest of the suite keeps the node-less
+`cluster`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pytest
 from localkube import Cluster
 from localkube.node import NETNS_DIR, NODE_NAME, mounts_under, node_dir
 
@@ -84,9 +83,11 @@ def _host_iptables() -> str:
     return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.cluster
-def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
-    cluster = Cluster.start(tmp_path / "cluster", node=True, timeout=180)
+def test_down_leaves_nothing_behind(node_cluster: Cluster) -> None:
+    """The session's node cluster, stopped here (its fixture's own stop then has nothing left
+    to do): the last test of the last node module, so no test needs the node after it."""
+    cluster = node_cluster
+    root = cluster.state_dir
     try:
         assert cluster.network is not None
         network = cluster.network
@@ -98,6 +99,7 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
         assert mounts_under(runtime)  # the pod's volumes and root filesystem
         pod_netns = _netns_inode(cluster, "sleeper")
         pids = dict(cluster.pids)
+        assert pids
     finally:
         cluster.stop()
 
@@ -107,10 +109,10 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
         proc.name
         for proc in Path("/proc").iterdir()
         if proc.name.isdigit()
-        and any(str(path).encode() in _cmdline(proc) for path in (tmp_path, runtime))
+        and any(str(path).encode() in _cmdline(proc) for path in (root, runtime))
     ]
     assert not leftover, leftover
-    assert not mounts_under(tmp_path)
+    assert not mounts_under(root)
     assert not mounts_under(runtime)
     assert not runtime.exists()
     # Neither the node's netns nor the pod's (other clusters' may come and go meanwhile).
