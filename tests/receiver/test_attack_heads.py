@@ -42,7 +42,7 @@ HALF_HEADS = 3000
 EXTRA = 200  # connections opened past the half-heads, beyond the cap
 MAX_CONNECTIONS = HALF_HEADS + 100
 # Long enough that the half-heads are surely held while honest events are sent.
-HEAD_TIMEOUT = 20
+HEAD_TIMEOUT = 12
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from tests.support.sink import Sink
 
 PHONE = "106540352248001"
 APP_SECRET = "rate-limit-app-secret-0123456789"
-INTERVAL = 3.0
+INTERVAL = 2.0
 SPAN = 4 * INTERVAL
 
 
