@@ -315,10 +315,12 @@ class GraphRoutes:
         for number in numbers:
             fault = number.take_fault(call)
             if fault is not None:
-                await self._play(fault)
+                await self._play(fault, number.waba_id)
                 return
 
-    async def _play(self, fault: Fault) -> None:
+    async def _play(self, fault: Fault, waba_id: str) -> None:
+        """`waba_id`: the business account the call counts against (named in 80007's usage
+        header)."""
         match fault.kind:
             case FaultKind.TOKEN_INVALID:
                 raise errors.token_invalid()
@@ -331,7 +333,7 @@ class GraphRoutes:
             case FaultKind.ACCOUNT_RATE_LIMITED:
                 # `seconds`: the window Meta states (in whole minutes); none by default.
                 minutes = math.ceil((fault.seconds or 0) / 60)
-                raise errors.account_rate_limited(minutes=minutes)
+                raise errors.account_rate_limited(waba_id, minutes)
             case FaultKind.UNKNOWN_ERROR:
                 raise errors.unknown_error()
             case FaultKind.SERVICE_UNAVAILABLE:
