@@ -427,3 +427,15 @@ BUSINESS_USE_CASE_KEYS = APP_USAGE_KEYS | {"type", "estimated_time_to_regain_acc
 # facebookarchive/php-graph-sdk issue 538: {"error":{"message":"Error validating client
 # secret.","type":"OAuthException","code":1,...}}.
 CLIENT_SECRET_INVALID = {"type": "OAuthException", "code": 1}
+
+# A text message sent to a business, from the messages webhook reference's example
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages):
+# its contact and its message, which take the place of `errors` in the envelope above.
+TEXT_CONTACT: dict[str, Any] = {"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234"}
+TEXT_MESSAGE: dict[str, Any] = {
+    "from": "16505551234",
+    "id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=",
+    "timestamp": "1749416383",
+    "type": "text",
+    "text": {"body": "Does it come in another color?"},
+}

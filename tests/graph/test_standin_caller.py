@@ -11,8 +11,7 @@ import time
 from graph_standin import GraphStandin, NumberSeed
 from graph_standin.caller import is_loopback_host, meta_signature, text_notification
 
-from tests.graph.meta_documented import assert_same_shape
-from tests.receiver import meta_examples as meta
+from tests.graph import meta_documented as doc
 
 # X-Hub-Signature-256 of this body under this secret, computed outside the project:
 #   printf '{"object":"whatsapp_business_account"}' \
@@ -27,30 +26,33 @@ def test_the_signature_is_metas_sha256_hmac_of_the_body() -> None:
 
 
 def test_a_text_message_has_the_shape_and_values_of_metas_example() -> None:
-    standin = GraphStandin()
-    number = standin.seed(
+    envelope = copy.deepcopy(doc.MESSAGES_WEBHOOK_ENVELOPE)
+    value = envelope["entry"][0]["changes"][0]["value"]
+    del value["errors"]
+    value["contacts"] = [doc.TEXT_CONTACT]
+    value["messages"] = [dict(doc.TEXT_MESSAGE)]
+    number = GraphStandin().seed(
         NumberSeed(
-            phone_number_id=meta.PHONE_NUMBER_ID,
-            waba_id=meta.WABA_ID,
+            phone_number_id=value["metadata"]["phone_number_id"],
+            waba_id=envelope["entry"][0]["id"],
             access_token="EAAGcallerTestToken",
             app_secret="caller-test-secret",
-            display_phone_number="+1 555-078-3881",
+            display_phone_number="+1 555-078-3881",  # the example's 15550783881
         )
     )
-    example = meta.TEXT["entry"][0]["changes"][0]["value"]["messages"][0]
     before = int(time.time())
     sent = text_notification(
-        number, example["text"]["body"], sender=meta.USER_WA_ID, name="Sheena Nelson"
+        number,
+        doc.TEXT_MESSAGE["text"]["body"],
+        sender=doc.TEXT_CONTACT["wa_id"],
+        name=doc.TEXT_CONTACT["profile"]["name"],
     )
-    assert_same_shape(sent, meta.TEXT, optional=frozenset({"user_id"}))  # Meta's BSUID is later
+    doc.assert_same_shape(sent, envelope)
     message = sent["entry"][0]["changes"][0]["value"]["messages"][0]
     assert re.fullmatch(r"wamid\.[A-Za-z0-9_-]{20,}", message["id"])
     assert before <= int(message["timestamp"]) <= int(time.time())
-    expected = copy.deepcopy(meta.TEXT)
-    value = expected["entry"][0]["changes"][0]["value"]
-    del value["contacts"][0]["user_id"]
     value["messages"][0].update(id=message["id"], timestamp=message["timestamp"])
-    assert sent == expected
+    assert sent == envelope
 
 
 def test_only_this_machines_hosts_are_called() -> None:
