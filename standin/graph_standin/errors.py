@@ -21,10 +21,10 @@ def error_body(
     message: str,
     code: int,
     *,
-    type_: str = "OAuthException",
-    subcode: int | None = None,
-    details: str | None = None,
-    user_msg: str | None = None,
+    type_: str,
+    subcode: int | None,
+    details: str | None,
+    user_msg: str | None,
 ) -> dict[str, Any]:
     """`details`: WhatsApp's `error_data.details`; `user_msg`: Graph's `error_user_title` and
     `error_user_msg` (Meta's error-handling guide and WhatsApp's error codes page)."""
@@ -67,7 +67,11 @@ class GraphFailure(Exception):
 
 
 def token_missing() -> GraphFailure:
-    return GraphFailure(400, "An access token is required to request this resource.", 104)
+    return GraphFailure(
+        400,
+        "An access token is required to request this resource.",  # wording
+        104,
+    )
 
 
 def token_malformed(token: str) -> GraphFailure:
@@ -76,14 +80,18 @@ def token_malformed(token: str) -> GraphFailure:
 
 
 def token_invalid() -> GraphFailure:
-    return GraphFailure(401, "Invalid OAuth access token - Cannot parse access token", 190)
+    return GraphFailure(
+        401,
+        "Invalid OAuth access token - Cannot parse access token",  # wording
+        190,
+    )
 
 
 def token_expired() -> GraphFailure:
     return GraphFailure(
         401,
         "Error validating access token: Session has expired on Sunday, 01-Nov-26 04:00:00 PST. "
-        "The current time is Monday, 30-Nov-26 04:00:00 PST.",
+        "The current time is Monday, 30-Nov-26 04:00:00 PST.",  # wording
         190,
         subcode=463,
     )
@@ -111,8 +119,9 @@ def object_not_found(object_id: str, method: str) -> GraphFailure:
     return GraphFailure(
         400,
         f"Unsupported {method.lower()} request. Object with ID '{object_id}' does not exist, "
-        "cannot be loaded due to missing permissions, or does not support this operation. "
-        "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api",
+        "cannot be loaded due to missing permissions, or does not support this "  # wording
+        "operation. Please read the Graph API documentation at "  # wording
+        "https://developers.facebook.com/docs/graph-api",  # wording
         100,
         type_="GraphMethodException",
         subcode=33,
@@ -128,7 +137,6 @@ def app_token_required() -> GraphFailure:
         "(#100) You must provide an app access token, or a user access token that is an "
         "owner or developer of the app",
         100,
-        type_="OAuthException",
     )
 
 
@@ -160,7 +168,11 @@ def callback_verification_failed(detail: str) -> GraphFailure:
 
 
 def permission_denied() -> GraphFailure:
-    return GraphFailure(403, "(#10) Application does not have permission for this action", 10)
+    return GraphFailure(
+        403,
+        "(#10) Application does not have permission for this action",  # wording
+        10,
+    )
 
 
 def usage_header(object_id: str, kind: str, minutes: int) -> dict[str, str]:
@@ -178,14 +190,17 @@ def usage_header(object_id: str, kind: str, minutes: int) -> dict[str, str]:
 
 def app_rate_limited() -> GraphFailure:
     return GraphFailure(
-        400, "(#4) Application request limit reached", 4, headers={"X-App-Usage": APP_FULL}
+        400,
+        "(#4) Application request limit reached",  # wording
+        4,
+        headers={"X-App-Usage": APP_FULL},
     )
 
 
-def account_rate_limited(object_id: str = "0", minutes: int = 0) -> GraphFailure:
+def account_rate_limited(object_id: str, minutes: int) -> GraphFailure:
     return GraphFailure(
         400,
-        "(#80007) Rate limit hit for WhatsApp Business Account",
+        "(#80007) Rate limit hit for WhatsApp Business Account",  # wording
         80007,
         headers=usage_header(object_id, "whatsapp_business_management", minutes),
     )
@@ -195,11 +210,19 @@ APP_FULL = json.dumps({"call_count": 100, "total_cputime": 1, "total_time": 1})
 
 
 def unknown_error() -> GraphFailure:
-    return GraphFailure(500, "An unknown error has occurred.", 1)
+    return GraphFailure(
+        500,
+        "An unknown error has occurred.",  # wording
+        1,
+    )
 
 
 def service_unavailable() -> GraphFailure:
-    return GraphFailure(503, "Service temporarily unavailable", 2)
+    return GraphFailure(
+        503,
+        "Service temporarily unavailable",  # wording
+        2,
+    )
 
 
 # WhatsApp's error codes page (https://developers.facebook.com/docs/whatsapp/cloud-api/support/
@@ -209,16 +232,17 @@ def service_unavailable() -> GraphFailure:
 def auth_exception() -> GraphFailure:
     return GraphFailure(
         401,
-        "(#0) AuthException",
+        "(#0) AuthException",  # wording
         0,
         details="We were unable to authenticate the app user.",
     )
 
 
 def capability_missing() -> GraphFailure:
+    # HTTP 500 as Meta's table gives it: a refusal all the same (the code says so).
     return GraphFailure(
-        403,
-        "(#3) API Method",
+        500,
+        "(#3) API Method",  # wording
         3,
         details="Capability or permissions issue.",
     )
@@ -227,17 +251,17 @@ def capability_missing() -> GraphFailure:
 def asset_access_missing() -> GraphFailure:
     return GraphFailure(
         403,
-        "(#200) Permission error",
+        "(#200) Permission error",  # wording
         200,
-        user_msg="The system user has no access to this WhatsApp Business Account; assign "
-        "it in Business Settings.",
+        user_msg="The system user has no access to this WhatsApp Business Account; "  # wording
+        "assign it in Business Settings.",  # wording
     )
 
 
 def policy_blocked() -> GraphFailure:
     return GraphFailure(
         403,
-        "(#368) Temporarily blocked for policies violations",
+        "(#368) Temporarily blocked for policies violations",  # wording
         368,
         details="The WhatsApp Business Account associated with the app has been restricted "
         "or disabled for violating a platform policy.",
@@ -247,7 +271,7 @@ def policy_blocked() -> GraphFailure:
 def account_locked() -> GraphFailure:
     return GraphFailure(
         403,
-        "(#131031) Business Account locked",
+        "(#131031) Business Account locked",  # wording
         131031,
         details="The WhatsApp Business Account associated with the app has been restricted "
         "or disabled for violating a platform policy, or we were unable to verify data "
@@ -266,17 +290,29 @@ def code_expired() -> GraphFailure:
 
 
 def code_invalid() -> GraphFailure:
-    return GraphFailure(400, "Invalid verification code format.", 100)
+    return GraphFailure(
+        400,
+        "Invalid verification code format.",  # wording
+        100,
+    )
 
 
 def client_secret_invalid() -> GraphFailure:
-    return GraphFailure(400, "Error validating client secret.", 1)
+    return GraphFailure(
+        400,
+        "Error validating client secret.",  # wording
+        1,
+    )
 
 
 def pin_mismatch() -> GraphFailure:
     """Registering a number with another PIN than its two-step verification one (WhatsApp's
     error codes page: 133005, "Two step verification PIN Mismatch")."""
-    return GraphFailure(400, "Two step verification PIN Mismatch", 133005)
+    return GraphFailure(
+        400,
+        "Two step verification PIN Mismatch",  # wording
+        133005,
+    )
 
 
 # The stand-in's window of register calls per number (Meta: 10 in 72 hours).
@@ -289,7 +325,7 @@ def registration_limited() -> GraphFailure:
     for the number in a short period (10 in 72 hours)."""
     return GraphFailure(
         400,
-        "Account register deregister rate limit exceeded",
+        "Account register deregister rate limit exceeded",  # wording
         133016,
         details="Registration or Deregistration failed because there were too many attempts "
         "for this phone number in a short period of time",
@@ -298,4 +334,8 @@ def registration_limited() -> GraphFailure:
 
 def registration_unavailable() -> GraphFailure:
     """WhatsApp's error codes page: 133004, "Server Temporarily Unavailable" (HTTP 503)."""
-    return GraphFailure(503, "Server Temporarily Unavailable", 133004)
+    return GraphFailure(
+        503,
+        "Server Temporarily Unavailable",  # wording
+        133004,
+    )

@@ -315,10 +315,12 @@ class GraphRoutes:
         for number in numbers:
             fault = number.take_fault(call)
             if fault is not None:
-                await self._play(fault)
+                await self._play(fault, number.waba_id)
                 return
 
-    async def _play(self, fault: Fault) -> None:
+    async def _play(self, fault: Fault, waba_id: str) -> None:
+        """`waba_id`: the business account the call counts against (named in 80007's usage
+        header)."""
         match fault.kind:
             case FaultKind.TOKEN_INVALID:
                 raise errors.token_invalid()
@@ -331,13 +333,15 @@ class GraphRoutes:
             case FaultKind.ACCOUNT_RATE_LIMITED:
                 # `seconds`: the window Meta states (in whole minutes); none by default.
                 minutes = math.ceil((fault.seconds or 0) / 60)
-                raise errors.account_rate_limited(minutes=minutes)
+                raise errors.account_rate_limited(waba_id, minutes)
             case FaultKind.UNKNOWN_ERROR:
                 raise errors.unknown_error()
             case FaultKind.SERVICE_UNAVAILABLE:
                 raise errors.service_unavailable()
             case FaultKind.SERVER_ERROR:
-                raise web.HTTPBadGateway(text="<html><body>502 Bad Gateway</body></html>")
+                raise web.HTTPBadGateway(
+                    text="<html><body>502 Bad Gateway</body></html>"  # wording
+                )
             case FaultKind.TIMEOUT:
                 # Held until the stand-in stops (or `seconds` pass), then a 503.
                 with contextlib.suppress(TimeoutError):
@@ -374,7 +378,7 @@ class GraphRoutes:
             phone_only = [f for f in fields if f != "id"] or ["display_phone_number"]
             raise errors.nonexisting_field(phone_only[0], "WhatsAppBusinessAccount")
         if number is None or object_id not in token.numbers:
-            raise errors.object_not_found(object_id, "GET")
+            raise errors.object_not_found(object_id, "GET")  # wording
         self._charge(token, number.waba_id)
         version = version_of(request)
         fields_of(version, fields, PHONE_FIELDS)
@@ -452,7 +456,7 @@ class GraphRoutes:
         await self._fault([number] if number else [], "override", object_id)
         token = self._authorize(request, params)
         if number is None or object_id not in token.numbers:
-            raise errors.object_not_found(object_id, "POST")
+            raise errors.object_not_found(object_id, "POST")  # wording
         self._charge(token, number.waba_id)
         config = params.get("webhook_configuration")
         if isinstance(config, str):  # form-encoded: a JSON string
@@ -462,22 +466,24 @@ class GraphRoutes:
                 config = None
         if not isinstance(config, dict) or "override_callback_uri" not in config:
             raise errors.invalid_parameter(
-                "The parameter webhook_configuration[override_callback_uri] is required"
+                "The parameter webhook_configuration[override_callback_uri] is required"  # wording
             )
         uri = config["override_callback_uri"]
         if not isinstance(uri, str):
-            raise errors.invalid_parameter("Param override_callback_uri must be a string")
+            raise errors.invalid_parameter(
+                "Param override_callback_uri must be a string"  # wording
+            )
         if uri == "":
             number.override_callback_uri = number.override_verify_token = None
             return web.json_response({"success": True})
         verify_token = config.get("verify_token")
         if not isinstance(verify_token, str) or not verify_token:
             raise errors.invalid_parameter(
-                "The parameter webhook_configuration[verify_token] is required"
+                "The parameter webhook_configuration[verify_token] is required"  # wording
             )
         if len(uri) > MAX_CALLBACK_URI:
             raise errors.invalid_parameter(
-                f"Param override_callback_uri must be at most {MAX_CALLBACK_URI} chars long"
+                f"Param override_callback_uri must be at most {MAX_CALLBACK_URI} chars"  # wording
             )
         if token.app_id not in self.world.wabas[number.waba_id].subscribed_apps:
             raise errors.not_subscribed()
@@ -497,13 +503,13 @@ class GraphRoutes:
         await self._fault([number] if number else [], "register", object_id)
         token = self._authorize(request, params)
         if number is None or object_id not in token.numbers:
-            raise errors.object_not_found(object_id, "POST")
+            raise errors.object_not_found(object_id, "POST")  # wording
         self._charge(token, number.waba_id)
         if params.get("messaging_product") != "whatsapp":
-            raise errors.invalid_parameter("The parameter messaging_product is required")
+            raise errors.invalid_parameter("The parameter messaging_product is required")  # wording
         pin = params.get("pin")
         if not isinstance(pin, str) or not re.fullmatch(r"[0-9]{6}", pin):
-            raise errors.invalid_parameter("Param pin must be a 6-digit number")
+            raise errors.invalid_parameter("Param pin must be a 6-digit number")  # wording
         if number.registrations >= errors.REGISTRATIONS_ALLOWED:
             raise errors.registration_limited()
         number.registrations += 1
@@ -513,15 +519,19 @@ class GraphRoutes:
         number.status = "CONNECTED"
         return web.json_response({"success": True})
 
-    async def _waba_call(self, request: web.Request, call: CallName) -> tuple[Token, str]:
+    async def _waba_call(
+        self, request: web.Request, call: CallName
+    ) -> tuple[Token, str, dict[str, Any]]:
+        """A call on a business account: the token, the account and the call's parameters
+        (the body is read once, here)."""
         waba_id = request.match_info["id"]
         params = await self._params(request)
         await self._fault(self.world.waba_numbers(waba_id), call, waba_id)
         token = self._authorize(request, params)
         if waba_id not in self.world.wabas or waba_id not in token.wabas:
-            raise errors.object_not_found(waba_id, request.method)
+            raise errors.object_not_found(waba_id, request.method)  # wording
         self._charge(token, waba_id)
-        return token, waba_id
+        return token, waba_id, params
 
     async def _subscribe(self, request: web.Request) -> web.Response:
         """Subscribes the app; with `override_callback_uri` and `verify_token`, sets the
@@ -529,8 +539,7 @@ class GraphRoutes:
         it: "Subscribing without post body parameters removes the alternate callback URL from
         the WABA" (https://developers.facebook.com/docs/whatsapp/embedded-signup/webhooks/
         override)."""
-        token, waba_id = await self._waba_call(request, "subscribe")
-        params = await self._params(request)
+        token, waba_id, params = await self._waba_call(request, "subscribe")
         waba = self.world.wabas[waba_id]
         uri = params.get("override_callback_uri")
         if uri is None:
@@ -551,14 +560,14 @@ class GraphRoutes:
         return web.json_response({"success": True})
 
     async def _unsubscribe(self, request: web.Request) -> web.Response:
-        token, waba_id = await self._waba_call(request, "unsubscribe")
+        token, waba_id, _ = await self._waba_call(request, "unsubscribe")
         waba = self.world.wabas[waba_id]
         waba.subscribed_apps.discard(token.app_id)
         waba.overrides.pop(token.app_id, None)
         return web.json_response({"success": True})
 
     async def _subscriptions(self, request: web.Request) -> web.Response:
-        _, waba_id = await self._waba_call(request, "subscriptions")
+        _, waba_id, _ = await self._waba_call(request, "subscriptions")
         data = []
         for app_id in sorted(self.world.wabas[waba_id].subscribed_apps):
             app = self.world.apps[app_id]
@@ -647,7 +656,7 @@ class GraphRoutes:
     async def _phone_numbers(self, request: web.Request) -> web.Response:
         """`GET /{WABA-ID}/phone_numbers`: the account's numbers, `limit` (1-100, default 25)
         a page, cursor paging (`after`), as Meta's OpenAPI description gives it."""
-        token, waba_id = await self._waba_call(request, "phone_numbers")
+        token, waba_id, _ = await self._waba_call(request, "phone_numbers")
         params = dict(request.query)
         try:
             limit = int(params.get("limit", "25"))

@@ -360,3 +360,82 @@ EXCHANGE_PARAMETERS = frozenset({"client_id", "client_secret", "code"})
 CODE_USED = {"message": "This authorization code has been used.", "type": "OAuthException"}
 CODE_EXPIRED = {"message": "This authorization code has expired.", "type": "OAuthException"}
 CODE_ERROR_CODE = 100
+
+# --- WhatsApp's error codes (issue 23: the stand-in's refusals as Meta gives them) ----------
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes:
+# "build your app's error handling logic around `code` values and `details` payload
+# properties ... Code titles ... are included as part of the `message` value. However, Meta
+# recommends that you do not rely on titles". Its error response syntax:
+WHATSAPP_ERROR_RESPONSE: dict[str, Any] = {
+    "error": {
+        "message": "<MESSAGE>",
+        "type": "<TYPE>",
+        "code": 0,
+        "error_data": {"messaging_product": "whatsapp", "details": "<DETAILS>"},
+        "error_subcode": 0,
+        "error_user_title": "A title",  # Graph's error-handling guide, when relevant
+        "error_user_msg": "A message",
+        "fbtrace_id": "<FBTRACE_ID>",
+    }
+}
+WHATSAPP_ERROR_OPTIONAL_KEYS = ERROR_OPTIONAL_KEYS | {"error_data"}
+# The page's table, code -> (HTTP status, details), read through copies that keep its columns:
+# https://help.botbee.io/knowledge-base/article/error-codes-reference (0, 3, 10, 190, 200-299,
+# 368), https://docs.ycloud.com/en/api-reference/guides/whatsapp-platform/handle-whatsapp-errors
+# (2, 100), https://niswey.com/knowledge-base/error-codes-meta (133016's details) and
+# https://help.chakrahq.com/chat/faqs/whatsapp-api-error-code-troubleshooting/whatsapp-api-registration-migration-errors
+# (133004). 131031's details and the statuses of 131031, 133005 and 133016 are the page's as
+# read for issue 21 (no copy at hand shows them). Code 3 is HTTP 500 there, yet a refusal:
+# Meta's code, not the status, says what an error means.
+WHATSAPP_ERROR_CODES: dict[int, tuple[int, str | None]] = {
+    0: (401, "We were unable to authenticate the app user."),
+    2: (503, None),
+    3: (500, "Capability or permissions issue."),
+    10: (403, None),
+    100: (400, None),
+    190: (401, None),
+    200: (403, None),
+    368: (
+        403,
+        "The WhatsApp Business Account associated with the app has been restricted or "
+        "disabled for violating a platform policy.",
+    ),
+    131031: (
+        403,
+        "The WhatsApp Business Account associated with the app has been restricted or "
+        "disabled for violating a platform policy, or we were unable to verify data included "
+        "in the request against data set on the WhatsApp Business Account.",
+    ),
+    133004: (503, None),
+    133005: (400, None),
+    133016: (
+        400,
+        "Registration or Deregistration failed because there were too many attempts for "
+        "this phone number in a short period of time",
+    ),
+}
+
+# -- usage headers ----------------------------------------------------------------------------
+# https://developers.facebook.com/docs/graph-api/overview/rate-limiting: `X-App-Usage` holds
+# call_count, total_cputime and total_time, each a percentage of the app's limit;
+# `X-Business-Use-Case-Usage` maps each business
+# object id to a list of entries with type, call_count, total_cputime, total_time and
+# estimated_time_to_regain_access (in minutes).
+APP_USAGE_KEYS = frozenset({"call_count", "total_cputime", "total_time"})
+BUSINESS_USE_CASE_KEYS = APP_USAGE_KEYS | {"type", "estimated_time_to_regain_access"}
+# A wrong platform app secret on the code exchange: Graph's answer quoted in
+# facebookarchive/php-graph-sdk issue 538: {"error":{"message":"Error validating client
+# secret.","type":"OAuthException","code":1,...}}.
+CLIENT_SECRET_INVALID = {"type": "OAuthException", "code": 1}
+
+# A text message sent to a business, from the messages webhook reference's example
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages):
+# its contact and its message, which take the place of `errors` in the envelope above.
+TEXT_CONTACT: dict[str, Any] = {"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234"}
+TEXT_MESSAGE: dict[str, Any] = {
+    "from": "16505551234",
+    "id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=",
+    "timestamp": "1749416383",
+    "type": "text",
+    "text": {"body": "Does it come in another color?"},
+}

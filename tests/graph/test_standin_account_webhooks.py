@@ -7,6 +7,8 @@ in graph_standin/account_webhooks.py)."""
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 from channel_api.receiver.webhook_rules import signature_valid
 from channel_operator.graph import GraphClient
@@ -87,3 +89,41 @@ async def test_patching_in_process_sends_them_too(standin: GraphStandin, number:
     assert await standin.patch_number(number, NumberPatch(status="RESTRICTED")) == [200]
     [event] = standin.app_callback_events  # the stand-in's own recorder: no callback entered
     assert event["entry"][0]["changes"][0]["value"] == {"event": "ACCOUNT_RESTRICTION"}
+
+
+async def test_each_change_sends_metas_fields(standin: GraphStandin, number: PhoneNumber) -> None:
+    # Meta's references (graph_standin/account_webhooks.py): account_update's DISABLED_UPDATE
+    # carries ban_info with waba_ban_state and waba_ban_date (a date in words, "Month D,
+    # YYYY"); phone_number_quality_update carries display_phone_number, FLAGGED or UNFLAGGED
+    # and current_limit, for the number's business account.
+    async with GraphClient(standin.url, retry=FAST) as graph:
+        await graph.subscribe_app(WABA, CREDENTIALS)
+
+    async def sent(patch: NumberPatch) -> list[tuple[str, str, dict[str, Any]]]:
+        before = len(standin.app_callback_events)
+        assert await standin.patch_number(number, patch)
+        return [
+            (event["entry"][0]["id"], change["field"], change["value"])
+            for event in standin.app_callback_events[before:]
+            for change in event["entry"][0]["changes"]
+        ]
+
+    [(account, field, value)] = await sent(NumberPatch(status="BANNED"))
+    assert (account, field, set(value)) == (WABA, "account_update", {"event", "ban_info"})
+    assert set(value["ban_info"]) == {"waba_ban_state", "waba_ban_date"}
+    assert re.fullmatch(r"[A-Z][a-z]+ [0-9]{1,2}, [0-9]{4}", value["ban_info"]["waba_ban_date"])
+
+    quality = {"display_phone_number": "61400111222", "current_limit": "TIER_1K"}
+    # A status Meta reports only as a quality event: the number flagged.
+    assert await sent(NumberPatch(status="FLAGGED")) == [
+        (WABA, "phone_number_quality_update", {**quality, "event": "FLAGGED"})
+    ]
+    assert await sent(NumberPatch(status="CONNECTED")) == [
+        (WABA, "account_update", {"event": "ACCOUNT_RECONNECTED"})
+    ]
+    assert await sent(NumberPatch(quality_rating="RED")) == [
+        (WABA, "phone_number_quality_update", {**quality, "event": "FLAGGED"})
+    ]
+    assert await sent(NumberPatch(quality_rating="GREEN")) == [
+        (WABA, "phone_number_quality_update", {**quality, "event": "UNFLAGGED"})
+    ]
