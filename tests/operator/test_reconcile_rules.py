@@ -5,6 +5,7 @@ the metrics count, when the phone claim is proven, who registers the webhook."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from types import SimpleNamespace
 from typing import Any, cast
@@ -12,9 +13,11 @@ from typing import Any, cast
 import pytest
 from channel_operator import metrics, reconcile
 from channel_operator.desired import ChannelFailure, ChannelRef
+from channel_operator.health import HealthSchedule
 from channel_operator.platform_app import PlatformApp
 from channel_operator.reconcile import Runtime
 from prometheus_client import REGISTRY
+from whatsapp_channel.kube import channels_path, core_path
 from whatsapp_channel.model import (
     CAN_SEND_MESSAGE,
     CREDENTIALS_VALID,
@@ -29,6 +32,15 @@ from whatsapp_channel.reasons import (
     MESSAGING_LIMITED,
     NUMBER_BANNED,
 )
+
+from tests.operator.test_reconcile import (
+    VALUES,
+    channel_body,
+    make_runtime,
+    public_key,
+    sealed_spec,
+)
+from tests.support.fake_kube import MemoryKube
 
 NS = "wa-unit"
 PHONE = "106540352242922"
@@ -205,3 +217,72 @@ def test_the_phone_claim_is_proven_once_meta_accepted_this_generation(
     desired = {"conditions": [valid] if valid else []}
     reconcile.record_claim(runtime, recorded, desired)
     assert "phoneClaim" not in desired  # recorded already: kept as it is
+
+
+def restored() -> float:
+    value = REGISTRY.get_sample_value(
+        "whatsapp_operator_secret_writes_total", {"action": "restored"}
+    )
+    return value or 0.0
+
+
+async def test_a_repair_restores_and_counts_it_but_never_for_a_channel_being_deleted() -> None:
+    kube = MemoryKube()
+    runtime = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    channel = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    await reconcile.reconcile(runtime, channel, {})
+    kube.objects[channels_path(NS, name)] = channel
+    secret = core_path("secrets", NS, f"whatsapp-{name}")
+    before = restored()
+    runtime.secrets._on_event("DELETED", kube.objects.pop(secret))  # by hand
+    await reconcile.repair(runtime, name)
+    assert secret in kube.objects
+    assert restored() == before + 1
+    await reconcile.repair(runtime, name)  # nothing to restore: nothing counted
+    assert restored() == before + 1
+
+    deleting = {**channel, "metadata": {**channel["metadata"], "deletionTimestamp": "now"}}
+    kube.objects[channels_path(NS, name)] = deleting
+    runtime.secrets._on_event("DELETED", kube.objects.pop(secret))
+    await reconcile.repair(runtime, name)
+    assert secret not in kube.objects  # its release deletes it; a repair does not bring it back
+
+
+async def test_a_repair_waits_for_the_write_of_the_channels_secret_in_flight() -> None:
+    kube = MemoryKube()
+    runtime = await make_runtime(kube)
+    name = str(uuid.uuid4())
+    channel = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    kube.objects[channels_path(NS, name)] = channel
+    kube.calls.clear()
+    async with runtime.secrets.holding(f"whatsapp-{name}"):
+        repairing = asyncio.ensure_future(reconcile.repair(runtime, name))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not repairing.done()
+        assert kube.calls == []  # not even the channel is read meanwhile
+    await repairing
+    assert core_path("secrets", NS, f"whatsapp-{name}") in kube.objects
+
+
+class Schedule:
+    def __init__(self) -> None:
+        self.dropped: list[str] = []
+
+    def drop(self, name: str) -> None:
+        self.dropped.append(name)
+
+
+async def test_a_released_channel_leaves_the_health_schedule_and_the_metrics() -> None:
+    kube = MemoryKube()
+    runtime = await make_runtime(kube)
+    schedule = Schedule()
+    runtime.health = cast(HealthSchedule, schedule)
+    name = str(uuid.uuid4())
+    channel = channel_body(name, sealed_spec(public_key(kube), name, VALUES))
+    await reconcile.reconcile(runtime, channel, {})
+    assert name in metrics.CHANNELS.ready_by_channel
+    await reconcile.release(runtime, channel)
+    assert schedule.dropped == [name]
+    assert name not in metrics.CHANNELS.ready_by_channel
