@@ -133,10 +133,12 @@ async def test_the_watch_holds_our_secrets_knows_our_writes_and_reports_others()
 
 async def test_delivered_waits_for_the_watch_to_reach_our_write() -> None:
     secrets = ChannelSecrets(MemoryKube(), NS)
+    assert await secrets.delivered("whatsapp-never-written", timeout=0)  # nothing to wait for
     secrets._ours["whatsapp-first"] = 1  # the apiserver's first version: not yet seen
     assert not secrets.is_delivered("whatsapp-first")
     secrets._on_event("SYNC", {"metadata": {"resourceVersion": "1"}, "items": []})
     assert secrets.is_delivered("whatsapp-first")  # a listing at its version includes it
+    assert await secrets.delivered("whatsapp-first", timeout=0)
     assert secrets.is_delivered("whatsapp-never-written")
     assert await secrets.delivered("whatsapp-never-written", timeout=0)
     secrets._ours["whatsapp-a"], secrets._ours["whatsapp-b"] = 5, 7
