@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import inspect
 import json
 import uuid
 from collections.abc import Mapping
@@ -29,7 +28,6 @@ from channel_operator.startup import (
     configure,
     streams_initial_events,
 )
-from kopf._cogs.clients import api as kopf_api
 from whatsapp_channel.kube import (
     JSON,
     Forbidden,
@@ -686,29 +684,3 @@ async def test_this_apiserver_streams_initial_events(kube: Kube) -> None:
     """The control plane of the suite (1.34) is asked as the operator asks it, so every
     operator test here runs with Kopf streaming its initial channels."""
     assert await streams_initial_events(kube)
-
-
-def test_kopf_queues_watch_events_without_managed_fields() -> None:
-    """Kopf holds each watch event whole until a worker takes it: with the apiserver's
-    managedFields a decoded channel is twice its size (docs/benchmarks.md). Its stream
-    decodes each line with its module's `json.loads` (a Kopf that stops doing so fails
-    here, not silently at 50,000 channels)."""
-    assert "json.loads(line" in inspect.getsource(kopf_api.stream)
-    configure(kopf.OperatorSettings())
-    line = json.dumps(
-        {
-            "type": "MODIFIED",
-            "object": {
-                "metadata": {"name": "a", "generation": 2, "managedFields": [{"manager": "x"}]},
-                "spec": {"phoneNumberId": "1"},
-            },
-        }
-    ).encode()
-    decoder = vars(kopf_api)["json"]
-    event = decoder.loads(line.decode())
-    assert event == {
-        "type": "MODIFIED",
-        "object": {"metadata": {"name": "a", "generation": 2}, "spec": {"phoneNumberId": "1"}},
-    }
-    error = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
-    assert decoder.loads(json.dumps(error)) == error
