@@ -788,6 +788,11 @@ async def run_size(
         "apiserver": create_requests, "cpu": create_cpu, "peak_rss_mb": rss,
         "receiver_rss_mb": [receiver_empty, receiver_full]}))  # fmt: skip
 
+    # What Kopf queues per event: a channel's JSON, and the apiserver's bookkeeping in it.
+    sample = await kube.get(channels_path(op_ns, names[-1]))
+    managed = len(json.dumps(sample["metadata"].get("managedFields", [])))
+    progress(n, f"a Ready channel: {len(json.dumps(sample))} B of JSON, {managed} managedFields")
+
     # Restart: stop, change one channel while down, start, add one. Caught up: Kopf has logged
     # a processed resume for each unchanged channel, and both tracers are Ready.
     operator.stop()

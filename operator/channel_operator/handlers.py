@@ -51,7 +51,9 @@ def runtime_of(memo: kopf.Memo) -> Runtime:
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    startup.configure(settings)
+    startup.configure(
+        settings, initial_streaming=await startup.streams_initial_events(kube_of(memo))
+    )
     operator_settings = memo["settings"]
     assert isinstance(operator_settings, OperatorSettings)
     try:

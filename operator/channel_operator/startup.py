@@ -141,7 +141,22 @@ class ObservedGeneration(kopf.DiffBaseStorage):
         return None
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
+# The apiserver streams a watch's initial objects (`sendInitialEvents`, the WatchList
+# feature) from this release on (Kopf's `initial_streaming`); an older one is listed.
+WATCH_LIST_SINCE = (1, 34)
+
+
+async def streams_initial_events(kube: Kube) -> bool:
+    """Whether the apiserver (its `/version`) streams a watch's initial objects."""
+    version = await kube.get("/version")
+    minor = re.match(r"\d+", str(version.get("minor", "")))
+    major = re.match(r"\d+", str(version.get("major", "")))
+    if major is None or minor is None:
+        return False
+    return (int(major.group()), int(minor.group())) >= WATCH_LIST_SINCE
+
+
+def configure(settings: kopf.OperatorSettings, *, initial_streaming: bool = False) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = ObservedGeneration()
@@ -153,17 +168,25 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.reporting_component = "whatsapp-channel-operator"
     # One namespace, known in advance: no cluster-wide watching of CRDs and namespaces.
     settings.scanning.disabled = True
-    # Hung connections end; watches are renewed by the server before the client gives up.
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.watching.connect_timeout = 10
-    settings.watching.server_timeout = 270
-    settings.watching.client_timeout = 300
     settings.watching.reconnect_backoff = 1.0
-    # Kopf lists the channels in one answer, never in pages: it asks for the next page only
-    # once it has queued the last, so at 50,000 channels the listing outlasted etcd's
-    # compaction (5 min), the page token expired (410) and the watcher stopped the operator.
+    # Where the apiserver streams a watch's initial objects, Kopf takes the channels that way
+    # instead of listing them: the stream is read as fast as Kopf queues what it has read, so
+    # a start over 50,000 channels no longer holds a whole listing (every channel decoded at
+    # once: 845 MB at 20,000, docs/benchmarks.md). Without it Kopf lists in one answer,
+    # never in pages: it asks for the next page only once it has queued the last, so at
+    # 50,000 channels a paged listing outlasted etcd's compaction (5 min), the page token
+    # expired (410) and the watcher stopped the operator.
+    settings.watching.initial_streaming = initial_streaming
     settings.watching.chunk_size = None
+    # A watch ends by the server's timeout well after its initial objects have arrived (a
+    # stream cut short before them resumes from the last object read, not from the start);
+    # a hung one ends when nothing (not even a bookmark, sent every minute) arrives for
+    # Kopf's inactivity timeout (70 s).
+    settings.watching.server_timeout = 1800
+    settings.watching.client_timeout = 1830
     # A burst of thousands of new channels is worked on by a bounded number of workers. A
     # worker holds its slot for idle_timeout after its object's last event (Kopf's default,
     # 5 s, capped throughput at worker_limit / 5 s; see docs/benchmarks.md); apiserver
