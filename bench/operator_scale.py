@@ -479,6 +479,7 @@ def start_operator(
         graph_base_url=graph_url,
         log_level=log_level,
         health_period_seconds=health_period,
+        watch_initial_streaming=True,  # what an installation of this size turns on
         metrics_port=metrics_port,
         lease_duration_seconds=lease,
         renew_deadline_seconds=lease * 2 / 3,

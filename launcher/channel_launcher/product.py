@@ -94,6 +94,7 @@ class OperatorEnv(TypedDict, total=False):
     graph_active_account_call_budget: int | None  # an account with a registered number
     graph_throttle_seconds: float | None
     health_period_seconds: float | None
+    watch_initial_streaming: bool | None
     webhook_mode: Literal["managed", "manual"] | None
     leader_election_lease: str | None
     lease_duration_seconds: float | None

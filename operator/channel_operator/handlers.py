@@ -51,11 +51,14 @@ def runtime_of(memo: kopf.Memo) -> Runtime:
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    startup.configure(
-        settings, initial_streaming=await startup.streams_initial_events(kube_of(memo))
-    )
     operator_settings = memo["settings"]
     assert isinstance(operator_settings, OperatorSettings)
+    streaming = operator_settings.watch_initial_streaming and await startup.streams_initial_events(
+        kube_of(memo)
+    )
+    if streaming:
+        log.info("the channels are taken as a watch's initial events (sendInitialEvents)")
+    startup.configure(settings, initial_streaming=streaming)
     try:
         memo["runtime"] = await startup.start(operator_settings, kube_of(memo))
     except KeysMissing as missing:  # not ready until the keys are restored; asked again

@@ -116,6 +116,14 @@ class OperatorSettings(KeysSettings):
         description="Each channel is checked at Meta again after this long (jittered by "
         "+-10%); a restart makes no call for channels checked within it.",
     )
+    watch_initial_streaming: bool = Field(
+        default=False,
+        description="Take the channels at start as a watch's initial events "
+        "(sendInitialEvents, Kubernetes 1.34+) instead of one listing answer: a start over "
+        "tens of thousands of channels holds far less memory (docs/benchmarks.md). Off by "
+        "default: Kopf resumes a stream cut short during those initial events from the last "
+        "channel read, so channels not yet sent wait for their next change or restart.",
+    )
     webhook_mode: WebhookMode = Field(
         default="managed",
         description="For channels without spec.webhook.mode: managed (the operator "

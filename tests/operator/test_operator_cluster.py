@@ -605,9 +605,12 @@ async def test_a_channel_deleted_while_the_operator_is_down_is_released_on_resta
         await eventually(released, "the channel released and its Secret gone")
 
 
+@pytest.mark.parametrize("streaming", [False, True], ids=["listed", "streamed"])
 async def test_a_restart_costs_no_writes_for_unchanged_channels(
-    cluster: Cluster, crd: Any, namespace: str, kube: Kube
+    cluster: Cluster, crd: Any, namespace: str, kube: Kube, streaming: bool
 ) -> None:
+    """Restarted, listed (the default) or streamed (`watch_initial_streaming`): every
+    channel resumed, nothing written."""
     names = [str(uuid.uuid4()) for _ in range(5)]
     with run_operator(
         cluster.kubeconfig,
@@ -647,6 +650,7 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
         namespace=namespace,
         **META_ENV,
         log_level="DEBUG",
+        watch_initial_streaming=streaming,
     ) as again:
 
         async def resumed_all() -> int | None:
@@ -656,6 +660,8 @@ async def test_a_restart_costs_no_writes_for_unchanged_channels(
 
         assert await eventually(resumed_all, "a processed resume for every channel") == len(names)
         assert await versions() == before
+        streamed = "taken as a watch's initial events" in again.log_path.read_text()
+        assert streamed is streaming
 
 
 async def test_a_new_channel_costs_the_finalizer_the_secret_and_one_status_patch(

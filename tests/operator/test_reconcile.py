@@ -681,6 +681,6 @@ async def test_initial_streaming_from_kubernetes_1_34(
 
 
 async def test_this_apiserver_streams_initial_events(kube: Kube) -> None:
-    """The control plane of the suite (1.34) is asked as the operator asks it, so every
-    operator test here runs with Kopf streaming its initial channels."""
+    """The control plane of the suite (1.34) is asked as the operator asks it: an operator
+    with `watch_initial_streaming` set streams its initial channels here."""
     assert await streams_initial_events(kube)
