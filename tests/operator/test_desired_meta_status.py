@@ -4,6 +4,7 @@ and observedGeneration held back while a channel is retried."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from channel_operator.desired import ChannelFailure, ChannelRef, MetaReport, build_status
@@ -18,8 +19,10 @@ from whatsapp_channel.reasons import (
     CHANNEL_READY,
     CREDENTIALS_ACCEPTED,
     MESSAGING_AVAILABLE,
+    MESSAGING_BLOCKED,
     META_UNAVAILABLE,
     NOT_CHECKED,
+    NUMBER_REGISTERING,
     OVERRIDE_REFUSED,
     OVERRIDE_REGISTERED,
     SECRET_REF_NOT_FOUND,
@@ -178,3 +181,43 @@ def test_a_failed_secret_leaves_meta_unasked() -> None:
     assert state(status, CREDENTIALS_VALID) == waits
     assert state(status, WEBHOOK_REGISTERED) == waits
     assert state(status, READY) == ("False", SECRET_REF_NOT_FOUND, "Secret mine does not exist")
+
+
+# --- Ready means the number can send (issue 19) --------------------------------------------
+
+ACCEPTED_BOTH = MetaReport(
+    credentials=(True, CREDENTIALS_ACCEPTED, "token ok"),
+    webhook=(True, OVERRIDE_REGISTERED, "override ok"),
+)
+
+
+def test_a_number_that_cannot_send_takes_ready_to_false_with_its_own_words() -> None:
+    meta = dataclasses.replace(
+        ACCEPTED_BOTH, can_send=(False, MESSAGING_BLOCKED, "Meta: BLOCKED (code 131031)")
+    )
+    status = build({}, meta)
+    assert state(status, READY) == ("False", MESSAGING_BLOCKED, "Meta: BLOCKED (code 131031)")
+
+
+def test_a_number_being_registered_keeps_ready_unknown_with_metas_words() -> None:
+    meta = dataclasses.replace(
+        ACCEPTED_BOTH, can_send=(None, NUMBER_REGISTERING, "Meta: status PENDING")
+    )
+    status = build({}, meta)
+    assert state(status, READY) == ("Unknown", NUMBER_REGISTERING, "Meta: status PENDING")
+
+
+def test_a_can_send_condition_without_reason_or_message_reads_as_empty() -> None:
+    accepted = [
+        {"type": CREDENTIALS_VALID, "status": "True", "reason": CREDENTIALS_ACCEPTED},
+        {"type": WEBHOOK_REGISTERED, "status": "True", "reason": OVERRIDE_REGISTERED},
+    ]
+    refused = {"conditions": [*accepted, {"type": CAN_SEND_MESSAGE, "status": "False"}]}
+    assert state(build(refused, None), READY) == ("False", "", "")
+    registering = {
+        "conditions": [
+            *accepted,
+            {"type": CAN_SEND_MESSAGE, "status": "Unknown", "reason": NUMBER_REGISTERING},
+        ]
+    }
+    assert state(build(registering, None), READY) == ("Unknown", NUMBER_REGISTERING, "")
