@@ -25,6 +25,7 @@ from channel_operator.channel_at_meta import (
     is_settled,
     manual_webhook,
     parse_time,
+    release,
     remember,
     rfc3339,
     subscribe_once,
@@ -346,3 +347,46 @@ async def test_the_operators_own_subscription_is_charged_to_the_account() -> Non
         ("subscribe", WABA, credentials, key),
     ]
     assert meta.accounts.ownership(key) == OWNED_BY_OPERATOR
+
+
+class ReleasingGraph:
+    """Meta for a deleted channel: records each release call with its account."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    async def clear_webhook_override(
+        self, phone_number_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
+        self.calls.append(("clear override", phone_number_id, account))
+
+    async def unsubscribe_app(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
+        self.calls.append(("unsubscribe", waba_id, account))
+
+
+async def test_releasing_the_accounts_last_channel_undoes_only_what_the_operator_made() -> None:
+    graph = ReleasingGraph()
+    meta = Meta(graph=graph)  # type: ignore[arg-type]
+    ref = ChannelRef("ns", "shop", "uid", 1)
+    spec = ChannelSpec(instance_id=str(uuid.uuid4()), phone_number_id="106540352242922")
+    key = subscription(APP, WABA)
+    meta.accounts.bind("shop", key)
+    meta.accounts.subscribed.add(key)
+    meta.accounts.owned.add(key)
+    registered = condition(WEBHOOK_REGISTERED, "True", reason=reasons.OVERRIDE_REGISTERED)
+    status = {"wabaId": WABA, "appId": APP, "conditions": [registered]}
+    await release(meta, ref, spec, CREDENTIALS, status)
+    assert graph.calls == [
+        ("clear override", "106540352242922", key),
+        ("unsubscribe", WABA, key),
+    ]
+    assert key not in meta.accounts.owned
+    assert key not in meta.accounts.subscribed
+    assert meta.accounts.ownership(key) is None
+    # The app never known (no appId): the override is cleared, on no account's budget, and
+    # no subscription is touched.
+    graph.calls.clear()
+    await release(meta, ref, spec, CREDENTIALS, {"wabaId": WABA, "conditions": [registered]})
+    assert graph.calls == [("clear override", "106540352242922", None)]
