@@ -5,27 +5,46 @@ shows, read the same on a machine whose local time is not UTC."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from channel_operator.channel_at_meta import (
     OWNED_BY_OPERATOR,
+    PREEXISTING,
+    Accounts,
     Meta,
+    account_confirmed,
     can_send,
     checked_ago,
     facts,
     is_settled,
+    manual_webhook,
     parse_time,
+    release,
     remember,
     rfc3339,
+    subscribe_once,
     subscription,
+    subscription_problem,
     token_facts,
+    waba_of,
 )
 from channel_operator.desired import ChannelRef, Credentials
-from channel_operator.graph import GraphClient, HealthStatus, PhoneNumberCheck, TokenInfo
+from channel_operator.graph import (
+    GraphClient,
+    GraphCredentials,
+    GraphError,
+    GraphErrorKind,
+    HealthStatus,
+    PhoneNumberCheck,
+    TokenInfo,
+)
+from channel_operator.graph.models import WebhookConfiguration
 from whatsapp_channel import reasons
 from whatsapp_channel.model import CREDENTIALS_VALID, WEBHOOK_REGISTERED, ChannelSpec
 
@@ -181,3 +200,193 @@ def test_times_are_utc_whatever_the_machines_zone() -> None:
     ago = checked_ago({"checkedAt": rfc3339(int(time.time()) - 60)})
     assert ago is not None
     assert 59 <= ago < 3600
+
+
+def test_the_numbers_account_is_the_specs_or_the_one_found_at_meta() -> None:
+    bare = ChannelSpec(instance_id=str(uuid.uuid4()), phone_number_id="106540352242922")
+    named = bare.model_copy(update={"waba_id": WABA})
+    assert waba_of(bare, {}) is None  # not found yet: no account at all, not "None"
+    assert waba_of(bare, {"wabaId": ""}) is None
+    assert waba_of(bare, {"wabaId": WABA}) == WABA
+    assert waba_of(named, {"wabaId": "999"}) == WABA
+    # Confirmed: the status names the account, and it is the spec's when the spec names one.
+    assert account_confirmed(named, {"wabaId": WABA})
+    assert not account_confirmed(named, {"wabaId": "999"})
+    assert not account_confirmed(named, {})
+    assert account_confirmed(bare, {"wabaId": "999"})
+
+
+def test_accounts_know_each_channels_one_account_and_who_subscribed() -> None:
+    accounts = Accounts()
+    accounts.bind("shop", "app/1")
+    accounts.bind("shop", "app/2")  # the spec moved the number to another account
+    assert accounts.channels == {"app/1": set(), "app/2": {"shop"}}
+    assert accounts.ownership("app/2") is None  # nothing known of its subscription
+    accounts.subscribed.add("app/2")
+    assert accounts.ownership("app/2") == PREEXISTING
+    accounts.owned.add("app/2")
+    assert accounts.ownership("app/2") == OWNED_BY_OPERATOR
+    accounts.bind("desk", "app/2")
+    assert not accounts.unbind("shop", "app/2")  # desk is still there
+    assert accounts.unbind("desk", "app/2")  # the account's last channel
+    assert "app/2" not in accounts.channels
+
+
+def test_a_manual_webhook_says_where_meta_delivers_instead() -> None:
+    url = "https://hooks.example/whatsapp/shop"
+    waiting = manual_webhook(PhoneNumberCheck(id="1"), {}, url)
+    assert waiting == (
+        None,
+        reasons.AWAITING_CHALLENGE,
+        f"enter {url} and the channel's verify token in the Meta app",
+    )
+    elsewhere = "https://elsewhere.example/" + "x" * 300
+    check = PhoneNumberCheck(
+        id="1", webhook_configuration=WebhookConfiguration(application=elsewhere)
+    )
+    state, reason, message = manual_webhook(check, {}, url)
+    assert (state, reason) == (None, reasons.AWAITING_CHALLENGE)
+    assert message.endswith(
+        f"in the Meta app; Meta delivers the number's events to {elsewhere[:200]}"
+    )
+
+
+class RefusingGraph:
+    """A Graph that refuses the account's subscription read with the token's permissions."""
+
+    def __init__(self) -> None:
+        self.error = GraphError(
+            GraphErrorKind.PERMISSION_DENIED,
+            "subscriptions",
+            message="(#200) the token plain-token-1 lacks whatsapp_business_management",
+            code=200,
+        )
+
+    async def subscribed_apps(self, *args: Any, **kwargs: Any) -> list[Any]:
+        raise self.error
+
+
+async def test_a_subscription_is_not_asked_for_without_the_account_and_the_app() -> None:
+    meta = Meta(graph=RefusingGraph())  # type: ignore[arg-type]
+    graph_credentials = GraphCredentials("plain-token-1", "plain-secret-1")
+    unknown = (None, reasons.NOT_CHECKED, "the number's account or app is not known")
+    for waba, app in ((WABA, None), (None, APP), (None, None)):
+        assert (
+            await subscription_problem(meta, waba, app, graph_credentials, CREDENTIALS) == unknown
+        )
+    # Both known: Meta's refusal is the condition's message, the token scrubbed from it.
+    problem = await subscription_problem(meta, WABA, APP, graph_credentials, CREDENTIALS)
+    assert problem is not None
+    state, reason, message = problem
+    assert (state, reason) == (False, reasons.APP_NOT_SUBSCRIBED)
+    assert "lacks whatsapp_business_management" in message
+    assert "code 200" in message
+    assert "plain-token-1" not in message
+
+
+class SharedAccountGraph:
+    """Meta for two channels of one account: the first token's subscription read waits, then
+    is refused; the second token sees the app already subscribed. Every call is recorded with
+    the account whose call budget it spends."""
+
+    def __init__(self, refused: GraphCredentials) -> None:
+        self.refused = refused
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls: list[tuple[str, str, GraphCredentials, str | None]] = []
+
+    async def subscribed_apps(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> list[Any]:
+        self.calls.append(("subscriptions", waba_id, credentials, account))
+        self.asked.set()
+        if credentials is self.refused:
+            await self.release.wait()
+            raise RefusingGraph().error
+        return [SimpleNamespace(id="999"), SimpleNamespace(id=APP)]
+
+    async def subscribe_app(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
+        self.calls.append(("subscribe", waba_id, credentials, account))
+
+
+async def test_a_refused_shared_read_is_asked_again_with_the_waiting_channels_own_token() -> None:
+    first, second = GraphCredentials("token-a", "secret-a"), GraphCredentials("token-b", "secret-b")
+    graph = SharedAccountGraph(refused=first)
+    meta = Meta(graph=graph)  # type: ignore[arg-type]
+    key = subscription(APP, WABA)
+    asking = asyncio.create_task(subscribe_once(meta, key, WABA, APP, first))
+    await graph.asked.wait()
+    waiting = asyncio.create_task(subscribe_once(meta, key, WABA, APP, second))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(graph.calls) == 1  # the second channel waits for the first one's read
+    graph.release.set()
+    with pytest.raises(GraphError):
+        await asking
+    await waiting
+    # The second asks again with its own token, on the account's budget, and finds the app
+    # already subscribed: no POST (which would drop the account's alternate callback URL).
+    assert graph.calls == [
+        ("subscriptions", WABA, first, key),
+        ("subscriptions", WABA, second, key),
+    ]
+    assert key in meta.accounts.subscribed
+    assert meta.accounts.ownership(key) == PREEXISTING
+
+
+async def test_the_operators_own_subscription_is_charged_to_the_account() -> None:
+    credentials = GraphCredentials("token-b", "secret-b")
+    graph = SharedAccountGraph(refused=GraphCredentials("token-a", "secret-a"))
+    meta = Meta(graph=graph)  # type: ignore[arg-type]
+    key = subscription("555", WABA)  # an app not among the account's subscribers
+    await subscribe_once(meta, key, WABA, "555", credentials)
+    assert graph.calls == [
+        ("subscriptions", WABA, credentials, key),
+        ("subscribe", WABA, credentials, key),
+    ]
+    assert meta.accounts.ownership(key) == OWNED_BY_OPERATOR
+
+
+class ReleasingGraph:
+    """Meta for a deleted channel: records each release call with its account."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    async def clear_webhook_override(
+        self, phone_number_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
+        self.calls.append(("clear override", phone_number_id, account))
+
+    async def unsubscribe_app(
+        self, waba_id: str, credentials: GraphCredentials, *, account: str | None = None
+    ) -> None:
+        self.calls.append(("unsubscribe", waba_id, account))
+
+
+async def test_releasing_the_accounts_last_channel_undoes_only_what_the_operator_made() -> None:
+    graph = ReleasingGraph()
+    meta = Meta(graph=graph)  # type: ignore[arg-type]
+    ref = ChannelRef("ns", "shop", "uid", 1)
+    spec = ChannelSpec(instance_id=str(uuid.uuid4()), phone_number_id="106540352242922")
+    key = subscription(APP, WABA)
+    meta.accounts.bind("shop", key)
+    meta.accounts.subscribed.add(key)
+    meta.accounts.owned.add(key)
+    registered = condition(WEBHOOK_REGISTERED, "True", reason=reasons.OVERRIDE_REGISTERED)
+    status = {"wabaId": WABA, "appId": APP, "conditions": [registered]}
+    await release(meta, ref, spec, CREDENTIALS, status)
+    assert graph.calls == [
+        ("clear override", "106540352242922", key),
+        ("unsubscribe", WABA, key),
+    ]
+    assert key not in meta.accounts.owned
+    assert key not in meta.accounts.subscribed
+    assert meta.accounts.ownership(key) is None
+    # The app never known (no appId): the override is cleared, on no account's budget, and
+    # no subscription is touched.
+    graph.calls.clear()
+    await release(meta, ref, spec, CREDENTIALS, {"wabaId": WABA, "conditions": [registered]})
+    assert graph.calls == [("clear override", "106540352242922", None)]
